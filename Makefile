@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make serve` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.limner-installed
+FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
+
+.PHONY: setup serve test lint typecheck check bench train clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[local,dev]'
+	touch $(STAMP)
+
+# The emoji font is the built-in model's training material (tests render a few glyphs from it).
+$(FONT):
+	-(apt-get install -y -qq fonts-noto-color-emoji >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq fonts-noto-color-emoji)) >/dev/null 2>&1
+
+setup: $(STAMP) $(FONT)
+
+serve: setup
+	$(BIN)/limner serve
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check limner tests benchmarks
+	$(BIN)/ruff format --check limner tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy limner
+
+check: lint typecheck test
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+train: setup
+	$(BIN)/python -m limner.builtin.train
+
+clean:
+	rm -rf $(VENV) .limner .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""limner's benchmarks: run with ``python -m benchmarks`` (or ``make bench``); never part of the tests."""

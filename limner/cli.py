@@ -1,0 +1,102 @@
+"""The ``limner`` command: serve, list models, and generate from the terminal through the same service."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from limner.settings import Settings
+
+app = typer.Typer(help="limner: a self-hosted image-generation API server.", no_args_is_help=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default from settings: 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000)")] = None,
+    preload: Annotated[bool, typer.Option(help="Load every model before accepting requests")] = False,
+) -> None:
+    """Start the HTTP server."""
+    import uvicorn
+
+    from limner.app import create_app
+    from limner.http.logging import configure_logging
+
+    overrides = {key: value for key, value in {"host": host, "port": port}.items() if value is not None}
+    if preload:
+        overrides["preload"] = True
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def models() -> None:
+    """List the catalog: ids, aliases, engines and whether each model's weights are present."""
+    settings = Settings()
+    for entry in settings.models:
+        present = "" if entry.path is None or entry.path.exists() else "  (weights missing)"
+        default = " [default]" if entry.id == settings.default_model else ""
+        typer.echo(f"{entry.id}{default}  engine={entry.engine}{present}")
+        if entry.aliases:
+            typer.echo(f"    aliases: {', '.join(entry.aliases)}")
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the image")] = Path("image.png"),
+    model: Annotated[str | None, typer.Option(help="Model id or alias")] = None,
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible output")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps")] = None,
+    style: Annotated[str | None, typer.Option(help="Style preset")] = None,
+) -> None:
+    """Generate one image locally, through the same service the server uses."""
+    from limner.app import build_state
+    from limner.core.errors import LimnerError
+    from limner.core.models import ImageRequest, SizeSpec
+    from limner.core.sizes import parse_size
+
+    settings = Settings()
+    state = build_state(settings)
+    parsed = parse_size(size) if size else None
+    request = ImageRequest(
+        prompt=prompt,
+        model=model or settings.default_model,
+        dialect="cli",
+        size=SizeSpec(*parsed) if parsed else SizeSpec(),
+        seed=seed,
+        steps=steps,
+        style=style,
+        output_format="jpeg" if output.suffix.lower() in (".jpg", ".jpeg") else "webp" if output.suffix == ".webp" else "png",
+    )
+
+    async def run() -> None:
+        try:
+            result = await state.service.run(request, "cli")
+        finally:
+            await state.catalog.aclose()
+        output.write_bytes(result.images[0].data)
+        image = result.images[0]
+        typer.echo(f"wrote {output} ({image.width}x{image.height}, seed {image.seed}, {result.seconds:.2f} s)")
+
+    try:
+        asyncio.run(run())
+    except LimnerError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+if __name__ == "__main__":
+    app()

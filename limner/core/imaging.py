@@ -1,0 +1,42 @@
+"""Pixel operations the service applies around engines: composing inputs and watermarking outputs."""
+
+from __future__ import annotations
+
+from PIL import Image, ImageDraw, ImageFont
+
+WATERMARK_TEXT = "limner"
+
+
+def compose_layout(images: list[Image.Image], background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Lay 2-4 images out left to right (image 1 leftmost), each scaled to a common height.
+
+    This is how several source images reach an engine that takes one: the layout becomes the
+    image-to-image source, so "image 1" and "image 2" keep their order and place in the prompt's sense.
+    """
+    height = min(512, max(image.height for image in images))
+    scaled = [image.convert("RGB").resize((max(1, round(image.width * height / image.height)), height),
+                                          Image.Resampling.LANCZOS) for image in images]
+    canvas = Image.new("RGB", (sum(image.width for image in scaled), height), background)
+    x = 0
+    for image in scaled:
+        canvas.paste(image, (x, 0))
+        x += image.width
+    return canvas
+
+
+def add_watermark(image: Image.Image, text: str = WATERMARK_TEXT) -> Image.Image:
+    """A visible, semi-transparent mark in the bottom-right corner, sized to the image."""
+    base = image.convert("RGBA")
+    overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    size = max(10, base.width // 16)
+    font = ImageFont.load_default(size=size)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    margin = max(2, size // 3)
+    x = base.width - (right - left) - margin
+    y = base.height - (bottom - top) - margin - top
+    pad = max(1, size // 6)
+    draw.rectangle((x - pad, y + top - pad, x + right - left + pad, y + bottom + pad), fill=(0, 0, 0, 110))
+    draw.text((x, y), text, font=font, fill=(255, 255, 255, 220))
+    marked = Image.alpha_composite(base, overlay)
+    return marked if image.mode == "RGBA" else marked.convert("RGB")

@@ -1,0 +1,226 @@
+"""``ImageService`` runs one canonical request end to end: catalog, checks, engine, post-processing, storage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+from PIL import Image
+
+from limner.core.errors import InvalidRequest, LimnerError, ModelError, Timeout, UnsupportedOperation
+from limner.core.imaging import add_watermark, compose_layout
+from limner.core.models import EngineRequest, GeneratedImage, ImageRequest, ImageResult, Mode, StoredImage
+from limner.core.sizes import SizePlan, fit_to_size, resolve_size
+from limner.core.styles import StylePreset, get_style
+from limner.engines.base import Capabilities
+from limner.engines.catalog import Catalog, ModelEntry
+from limner.engines.slots import ModelSlots
+from limner.media.encode import encode_image
+from limner.media.signing import UrlSigner
+from limner.media.store import MediaStore
+
+log = logging.getLogger(__name__)
+
+SEED_LIMIT = 2**32
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    public_url: str | None = None
+    embed_metadata: bool = True
+    request_timeout: float = 300.0
+
+
+class ImageService:
+    def __init__(self, catalog: Catalog, store: MediaStore, signer: UrlSigner, options: ServiceOptions) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.signer = signer
+        self.options = options
+        self._slots: dict[str, ModelSlots] = {}
+
+    def slots(self, entry: ModelEntry) -> ModelSlots:
+        slots = self._slots.get(entry.id)
+        if slots is None:
+            slots = self._slots[entry.id] = ModelSlots(entry.id, entry.max_concurrency, entry.max_queue)
+        return slots
+
+    async def run(self, request: ImageRequest, request_id: str) -> ImageResult:
+        started = time.perf_counter()
+        entry = self.catalog.resolve(request.model)
+        engine = self.catalog.engine(entry)
+        caps = engine.capabilities
+        mode, sources = self._plan_inputs(request, entry, caps)
+        plan = resolve_size(request.size, caps, first_image=sources[0] if sources else None)
+        style = get_style(request.style)
+        prompt, negative = style.apply(request.prompt, request.negative_prompt)
+        base_seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        seeds = [(base_seed + index) % SEED_LIMIT for index in range(request.n)]
+        engine_request = EngineRequest(
+            mode=mode,
+            prompt=prompt,
+            negative_prompt=negative,
+            width=plan.generate[0],
+            height=plan.generate[1],
+            seeds=seeds,
+            steps=request.steps,
+            guidance=request.guidance,
+            strength=request.strength,
+            images=sources,
+            mask=request.mask.image if request.mask else None,
+            upstream_model=request.model,
+            options=request.options,
+        )
+        async with self.slots(entry).acquire():
+            generated = await self._generate(engine_request, entry)
+        finished = [self._finish(item, plan, style, entry, request) for item in generated]
+        stored, storage_error = await self._store(finished, request, entry, plan, prompt)
+        return ImageResult(
+            model=entry.id,
+            images=stored,
+            request_id=request_id,
+            seconds=time.perf_counter() - started,
+            output_format=request.output_format,
+            width=plan.output[0],
+            height=plan.output[1],
+            quality=request.quality,
+            background=request.background,
+            storage_error=storage_error,
+        )
+
+    def _plan_inputs(
+        self, request: ImageRequest, entry: ModelEntry, caps: Capabilities
+    ) -> tuple[Mode, list[Image.Image]]:
+        """Which mode the engine runs in and with which source images (composed if it takes only one)."""
+        if request.n > caps.max_images:
+            raise InvalidRequest(
+                f"Model '{request.model}' generates at most {caps.max_images} images per request; got n={request.n}.",
+                param="n",
+            )
+        mode = request.mode
+        sources = [source.image for source in request.images]
+        if mode is Mode.VARIATION and Mode.VARIATION not in caps.modes:
+            mode = Mode.EDIT
+        if mode is Mode.COMPOSE and (Mode.COMPOSE not in caps.modes or len(sources) > caps.max_input_images):
+            if entry.compose != "layout" or Mode.EDIT not in caps.modes:
+                raise UnsupportedOperation(
+                    f"Model '{request.model}' takes at most {caps.max_input_images} input image(s); got {len(sources)}.",
+                    param="image",
+                )
+            sources, mode = [compose_layout(sources)], Mode.EDIT
+        if mode is not Mode.GENERATE and mode not in caps.modes:
+            raise UnsupportedOperation(f"Model '{request.model}' does not support image editing.", param="image")
+        if request.mask is not None and not caps.supports_mask:
+            raise UnsupportedOperation(f"Model '{request.model}' does not support masks.", param="mask")
+        return mode, sources
+
+    async def _generate(self, engine_request: EngineRequest, entry: ModelEntry) -> list[GeneratedImage]:
+        engine = self.catalog.engine(entry)
+        try:
+            generated = await asyncio.wait_for(engine.generate(engine_request), self.options.request_timeout)
+        except TimeoutError as exc:
+            raise Timeout(f"Model '{entry.id}' did not finish within {self.options.request_timeout:g} s.") from exc
+        except LimnerError:
+            raise
+        except Exception as exc:
+            log.exception("engine %s failed", entry.id)
+            raise ModelError(f"Model '{entry.id}' failed to generate: {type(exc).__name__}.") from exc
+        if len(generated) != engine_request.n:
+            raise ModelError(f"Model '{entry.id}' returned {len(generated)} images instead of {engine_request.n}.")
+        return generated
+
+    def _finish(
+        self, item: GeneratedImage, plan: SizePlan, style: StylePreset, entry: ModelEntry, request: ImageRequest
+    ) -> GeneratedImage:
+        image = fit_to_size(item.image, *plan.output)
+        if entry.style_postprocess and style.postprocess is not None:
+            image = style.postprocess(image)
+        if request.watermark:
+            image = add_watermark(image)
+        return GeneratedImage(image=image, seed=item.seed, text=item.text)
+
+    async def _store(
+        self,
+        items: list[GeneratedImage],
+        request: ImageRequest,
+        entry: ModelEntry,
+        plan: SizePlan,
+        prompt: str,
+    ) -> tuple[list[StoredImage], str | None]:
+        """Encode every image, then store them all; a store failure stores none (nothing half-written)."""
+        encoded = []
+        for item in items:
+            metadata = self._metadata(request, entry, plan, prompt, item.seed) if self.options.embed_metadata else None
+            data, mime = encode_image(
+                item.image,
+                request.output_format,
+                compression=request.output_compression,
+                metadata=metadata,
+                background=request.background,
+            )
+            encoded.append((item, data, mime))
+        keys: list[str] = []
+        created: list[str] = []
+        storage_error = None
+        try:
+            for _, data, mime in encoded:
+                key = await self._put(data, mime, request.consumer, created)
+                keys.append(key)
+        except Exception as exc:
+            log.exception("storing images failed")
+            storage_error = f"{type(exc).__name__}: could not store the image"
+            for key in created:
+                try:
+                    await self.store.delete(key)
+                except Exception:
+                    log.exception("cleaning up %s failed", key)
+            keys = []
+        stored = []
+        for index, (item, data, mime) in enumerate(encoded):
+            key = keys[index] if keys else ""
+            url = self.signer.url_for(key, self.options.public_url) if key else ""
+            stored.append(
+                StoredImage(
+                    key=key,
+                    url=url,
+                    data=data,
+                    mime_type=mime,
+                    width=item.image.width,
+                    height=item.image.height,
+                    seed=item.seed,
+                    text=item.text,
+                )
+            )
+        return stored, storage_error
+
+    async def _put(self, data: bytes, mime: str, owner: str, created: list[str]) -> str:
+        from limner.media.store import content_key
+
+        key = content_key(data, mime)
+        existed = await self.store.exists(key)
+        key = await self.store.put(data, mime_type=mime, owner=owner)
+        if not existed:
+            created.append(key)
+        return key
+
+    @staticmethod
+    def _metadata(
+        request: ImageRequest, entry: ModelEntry, plan: SizePlan, prompt: str, seed: int | None
+    ) -> dict[str, str]:
+        metadata = {
+            "Software": "limner",
+            "prompt": prompt,
+            "model": entry.id,
+            "size": f"{plan.output[0]}x{plan.output[1]}",
+        }
+        if seed is not None:
+            metadata["seed"] = str(seed)
+        steps = request.steps or entry.default_steps
+        if steps:
+            metadata["steps"] = str(steps)
+        if request.negative_prompt:
+            metadata["negative_prompt"] = request.negative_prompt
+        return metadata

@@ -1,0 +1,72 @@
+"""AIGNE Hub: ``POST /api/images/generations``. OpenAI-shaped JSON with one difference: ``image``
+(a URL or base64 string, or a list of them) turns a generation into an edit. URLs last one hour."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from limner.core.errors import InvalidRequest
+from limner.core.models import ImageRequest, SizeSpec
+from limner.core.sizes import parse_size
+from limner.dialects.base import dialect_route, read_json
+from limner.dialects.openai import render_error, render_result
+from limner.http.context import current_request_id
+from limner.http.deps import get_consumer, get_state
+
+DIALECT = "aigne"
+MAX_IMAGES = 16
+
+
+class AigneParams(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(min_length=1, max_length=32000)
+    model: str = "dall-e-2"
+    image: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=10)
+    size: str = "1024x1024"
+    response_format: Literal["url", "b64_json"] = "url"
+    quality: Literal["standard", "hd", "auto", "high", "medium", "low"] = "standard"
+    style: Literal["vivid", "natural"] = "vivid"
+    # limner extensions, as in the OpenAI dialect
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    negative_prompt: str | None = Field(None, max_length=4000)
+
+
+async def create_image(request: Request) -> Response:
+    """Create an image from a prompt, or edit the given image(s)."""
+    state = get_state(request)
+    params = await read_json(request, AigneParams)
+    references = [params.image] if isinstance(params.image, str) else list(params.image or [])
+    if len(references) > MAX_IMAGES:
+        raise InvalidRequest(f"At most {MAX_IMAGES} images can be given; got {len(references)}.", param="image")
+    images = [
+        await state.loader.load(ref, f"image {index}" if len(references) > 1 else "image", param="image")
+        for index, ref in enumerate(references, start=1)
+    ]
+    size = parse_size(params.size)
+    image_request = ImageRequest(
+        prompt=params.prompt,
+        model=params.model,
+        dialect=DIALECT,
+        n=params.n,
+        size=SizeSpec(*size) if size else SizeSpec(),
+        seed=params.seed,
+        negative_prompt=params.negative_prompt,
+        images=images,
+        quality=params.quality,
+        consumer=get_consumer(request),
+        options={"style": params.style, "quality": params.quality},
+    )
+    result = await state.service.run(image_request, current_request_id())
+    result.quality = None
+    return render_result(result, params.response_format, request, state)
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(route_class=dialect_route(render_error), tags=["AIGNE Hub"])
+    router.add_api_route("/api/images/generations", create_image, methods=["POST"])
+    return router

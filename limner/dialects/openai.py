@@ -1,0 +1,258 @@
+"""OpenAI Images: ``/v1/images/generations`` (JSON), ``/v1/images/edits`` and ``/v1/images/variations``
+(multipart), ``/v1/models``. Shapes follow the official API so the ``openai`` SDK works unchanged,
+error classes included.
+
+limner extensions, fenced here and in the README: ``seed``, ``negative_prompt``, ``steps``,
+``guidance_scale``, ``strength`` (edits), ``style_preset``, and ``seed`` on each returned image.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from limner.core.errors import InvalidRequest, LimnerError, retry_after_seconds
+from limner.core.models import ImageRequest, ImageResult, SizeSpec, SourceImage
+from limner.core.sizes import parse_size
+from limner.dialects.base import FormBody, dialect_route, read_form, read_json, validate
+from limner.engines.catalog import Catalog
+from limner.http.context import current_request_id
+from limner.http.deps import AppState, get_consumer, get_state
+from limner.http.urls import absolute
+
+DIALECT = "openai"
+DEFAULT_MODEL = "dall-e-2"
+ResponseFormat = Literal["url", "b64_json"]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    n: int | None = Field(None, ge=1, le=10)
+    size: str | None = None
+    response_format: ResponseFormat | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    output_compression: int | None = Field(None, ge=0, le=100)
+    background: Literal["transparent", "opaque", "auto"] | None = None
+    quality: Literal["auto", "high", "medium", "low", "hd", "standard"] | None = None
+    user: str | None = None
+    stream: bool | None = None
+    partial_images: int | None = Field(None, ge=0, le=3)
+    # limner extensions
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    negative_prompt: str | None = Field(None, max_length=4000)
+    steps: int | None = Field(None, ge=1, le=150)
+    guidance_scale: float | None = Field(None, ge=0, le=30)
+    style_preset: str | None = None
+
+
+class GenerationParams(_Params):
+    prompt: str = Field(min_length=1, max_length=32000)
+    style: Literal["vivid", "natural"] | None = None
+    moderation: Literal["low", "auto"] | None = None
+
+
+class EditParams(_Params):
+    prompt: str = Field(min_length=1, max_length=32000)
+    input_fidelity: Literal["high", "low"] | None = None
+    strength: float | None = Field(None, ge=0, le=1)
+
+
+class VariationParams(_Params):
+    pass
+
+
+# limner code -> (HTTP status, OpenAI error type, OpenAI error code)
+ERROR_MAP: dict[str, tuple[int, str, str | None]] = {
+    "invalid_request": (400, "invalid_request_error", "invalid_value"),
+    "invalid_image": (400, "invalid_request_error", "invalid_image"),
+    "unsupported": (400, "invalid_request_error", "unsupported_value"),
+    "model_not_found": (404, "invalid_request_error", "model_not_found"),
+    "unknown_request": (404, "invalid_request_error", "not_found"),
+    "missing_bearer_token": (401, "invalid_request_error", "missing_api_key"),
+    "invalid_token": (401, "invalid_request_error", "invalid_api_key"),
+    "forbidden": (403, "permission_error", "forbidden"),
+    "insufficient_credits": (429, "insufficient_quota", "insufficient_quota"),
+    "rate_limited": (429, "requests", "rate_limit_exceeded"),
+    "queue_full": (429, "requests", "rate_limit_exceeded"),
+    "model_error": (502, "server_error", "model_error"),
+    "model_not_available": (502, "server_error", "model_not_available"),
+    "model_auth_error": (502, "server_error", "model_auth_error"),
+    "no_tokens_configured": (503, "server_error", "no_tokens_configured"),
+    "unavailable": (503, "server_error", "service_unavailable"),
+    "timeout": (504, "server_error", "timeout"),
+    "internal_error": (500, "server_error", "internal_error"),
+}
+
+
+def render_error(error: LimnerError, request_id: str) -> Response:
+    status, kind, code = ERROR_MAP.get(error.code, (error.status, "server_error", error.code))
+    headers = {}
+    retry = retry_after_seconds(error)
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    body = {"error": {"message": error.message, "type": kind, "param": error.param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _common(params: _Params, consumer: str, prompt: str) -> ImageRequest:
+    model = params.model or DEFAULT_MODEL
+    size = parse_size(params.size) if params.size else None
+    if params.background == "transparent" and params.output_format == "jpeg":
+        raise InvalidRequest("A transparent background needs output_format 'png' or 'webp'.", param="background")
+    if params.output_compression is not None and params.output_format not in ("jpeg", "webp"):
+        raise InvalidRequest("output_compression applies to output_format 'jpeg' or 'webp'.",
+                             param="output_compression")
+    return ImageRequest(
+        prompt=prompt,
+        model=model,
+        dialect=DIALECT,
+        n=params.n or 1,
+        size=SizeSpec(*size) if size else SizeSpec(),
+        negative_prompt=params.negative_prompt,
+        seed=params.seed,
+        steps=params.steps,
+        guidance=params.guidance_scale,
+        style=params.style_preset,
+        output_format=params.output_format or "png",
+        output_compression=params.output_compression,
+        background=params.background,
+        quality=params.quality,
+        user=params.user,
+        consumer=consumer,
+    )
+
+
+def response_format_for(params: _Params) -> ResponseFormat:
+    """OpenAI's default: URLs for DALL-E, base64 for the gpt-image models."""
+    if params.response_format:
+        return params.response_format
+    return "b64_json" if (params.model or DEFAULT_MODEL).startswith("gpt-image") else "url"
+
+
+def render_result(result: ImageResult, response_format: ResponseFormat, request: Request, state: AppState) -> Response:
+    if response_format == "url" and result.storage_error:
+        raise LimnerError(f"The image was generated but could not be stored ({result.storage_error}).")
+    data: list[dict[str, Any]] = []
+    for image in result.images:
+        item: dict[str, Any] = (
+            {"url": absolute(request, state.settings, image.url)}
+            if response_format == "url"
+            else {"b64_json": base64.b64encode(image.data).decode()}
+        )
+        if image.revised_prompt:
+            item["revised_prompt"] = image.revised_prompt
+        item["seed"] = image.seed
+        data.append(item)
+    body: dict[str, Any] = {
+        "created": result.created,
+        "data": data,
+        "output_format": result.output_format,
+        "size": f"{result.width}x{result.height}",
+    }
+    if result.quality:
+        body["quality"] = result.quality
+    if result.background:
+        body["background"] = result.background
+    return JSONResponse(body)
+
+
+def _reject_stream(params: _Params) -> None:
+    if params.stream:
+        raise InvalidRequest("Streaming is not supported by this server yet; omit 'stream'.", param="stream")
+
+
+async def create_image(request: Request) -> Response:
+    """Create images from a prompt."""
+    state = get_state(request)
+    params = await read_json(request, GenerationParams)
+    _reject_stream(params)
+    image_request = _common(params, get_consumer(request), params.prompt)
+    image_request.options.update({"style": params.style, "quality": params.quality})
+    result = await state.service.run(image_request, current_request_id())
+    return render_result(result, response_format_for(params), request, state)
+
+
+async def _load_uploads(state: AppState, form: FormBody, names: tuple[str, ...], label: str) -> list[SourceImage]:
+    uploads = [upload for name in names for upload in form.files.get(name, [])]
+    return [
+        await state.loader.load(upload.data, f"{label} {index}" if len(uploads) > 1 else label, param=upload.field)
+        for index, upload in enumerate(uploads, start=1)
+    ]
+
+
+async def edit_image(request: Request) -> Response:
+    """Edit or extend one image, or compose several, from a prompt (multipart)."""
+    state = get_state(request)
+    form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
+    return await edit_from_form(request, state, form)
+
+
+async def edit_from_form(request: Request, state: AppState, form: FormBody) -> Response:
+    params = validate(EditParams, form.scalars())
+    _reject_stream(params)
+    images = await _load_uploads(state, form, ("image", "image[]"), "image")
+    if not images:
+        raise InvalidRequest("Missing required parameter: 'image'.", param="image")
+    if len(images) > 16:
+        raise InvalidRequest("At most 16 images can be edited at once.", param="image")
+    masks = await _load_uploads(state, form, ("mask",), "mask")
+    image_request = _common(params, get_consumer(request), params.prompt)
+    image_request.images = images
+    image_request.mask = masks[0] if masks else None
+    image_request.strength = params.strength
+    result = await state.service.run(image_request, current_request_id())
+    return render_result(result, response_format_for(params), request, state)
+
+
+async def create_variation(request: Request) -> Response:
+    """Create variations of one image (multipart)."""
+    state = get_state(request)
+    form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
+    params = validate(VariationParams, form.scalars())
+    images = await _load_uploads(state, form, ("image",), "image")
+    if len(images) != 1:
+        raise InvalidRequest("Variations take exactly one 'image' file.", param="image")
+    image_request = _common(params, get_consumer(request), "")
+    image_request.images = images
+    image_request.variation = True
+    result = await state.service.run(image_request, current_request_id())
+    return render_result(result, response_format_for(params), request, state)
+
+
+def model_object(model_id: str, catalog: Catalog, created: int) -> dict[str, Any]:
+    entry = catalog.resolve(model_id)
+    return {"id": model_id, "object": "model", "created": created, "owned_by": entry.owned_by}
+
+
+async def list_models(request: Request) -> Response:
+    """Every model id and alias in the catalog."""
+    state = get_state(request)
+    return JSONResponse({"object": "list", "data": models_payload(state)})
+
+
+def models_payload(state: AppState) -> list[dict[str, Any]]:
+    return [model_object(name, state.catalog, state.started) for name in state.catalog.names()]
+
+
+async def retrieve_model(request: Request, model_id: str) -> Response:
+    """One model by id or alias."""
+    state = get_state(request)
+    return JSONResponse(model_object(model_id, state.catalog, state.started))
+
+
+def build_router(*, images: bool = True, models: bool = True) -> APIRouter:
+    router = APIRouter(route_class=dialect_route(render_error), tags=["OpenAI"])
+    if images:
+        router.add_api_route("/v1/images/generations", create_image, methods=["POST"])
+        router.add_api_route("/v1/images/edits", edit_image, methods=["POST"])
+    router.add_api_route("/v1/images/variations", create_variation, methods=["POST"])
+    if models:
+        router.add_api_route("/v1/models", list_models, methods=["GET"])
+    router.add_api_route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"])
+    return router

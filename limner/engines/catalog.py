@@ -1,0 +1,147 @@
+"""The model catalog: public model ids and aliases -> an engine, its defaults and its price.
+
+Unknown ids are an error that lists what exists; nothing silently falls back to another model.
+Engines are built lazily on first use, so listing models never loads weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from limner.builtin import BUILTIN_MODEL_DIR
+from limner.core.errors import ModelNotFound
+from limner.engines.base import Capabilities, Engine
+
+BUILTIN_MODEL_ID = "limner-emoji-32"
+DIALECT_DEFAULT_ALIASES = (
+    # OpenAI / AIGNE Hub
+    "dall-e-2",
+    "dall-e-3",
+    "gpt-image-1",
+    "gpt-image-1-mini",
+    # AI.ML
+    "image-gen.pro-1.0",
+    # Milady
+    "google/gemini-2.5-flash-image",
+    "google/gemini-3.1-flash-image-preview",
+    "google/gemini-3-pro-image",
+    "openai/gpt-5-nano",
+    "bfl/flux-kontext-max",
+    # ImagineArt
+    "text-to-image",
+    "image-edit",
+)
+
+
+class ModelEntry(BaseModel):
+    """One catalog entry (a ``[[models]]`` table in ``limner.toml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    engine: str = Field(description="builtin | diffusers | testpattern | an upstream provider")
+    aliases: list[str] = Field(default_factory=list)
+    name: str | None = None
+    description: str = ""
+    path: Path | None = None
+    pipeline_class: str | None = None
+    single_file_class: str | None = None
+    config_dir: Path | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    scheduler: str | None = None
+    default_steps: int | None = None
+    default_guidance: float | None = None
+    default_strength: float | None = None
+    default_size: tuple[int, int] | None = None
+    native_size: tuple[int, int] | None = None
+    style_postprocess: bool = False
+    compose: str = "layout"
+    """How several input images reach an engine that takes one: 'layout' side by side, or 'none' (an error)."""
+    max_concurrency: int = 1
+    max_queue: int = 16
+    price_per_image: float = 0.0
+    owned_by: str = "limner"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+EngineFactory = Callable[[ModelEntry], Engine]
+
+
+def default_models() -> list[ModelEntry]:
+    """The catalog of a fresh install: the built-in model, answering to every dialect's default name."""
+    return [
+        ModelEntry(
+            id=BUILTIN_MODEL_ID,
+            engine="builtin",
+            name="limner emoji 32",
+            description="limner's built-in 32x32 emoji diffusion model: offline, CPU, scaled to any size.",
+            aliases=list(DIALECT_DEFAULT_ALIASES),
+            path=BUILTIN_MODEL_DIR,
+            default_steps=20,
+            default_guidance=4.0,
+            default_strength=0.6,
+            default_size=(1024, 1024),
+            native_size=(32, 32),
+            style_postprocess=True,
+            max_concurrency=1,
+            max_queue=32,
+        )
+    ]
+
+
+class Catalog:
+    """Resolves model names to entries and owns the engines built for them."""
+
+    def __init__(self, entries: list[ModelEntry], factories: dict[str, EngineFactory]) -> None:
+        self.entries = entries
+        self.factories = factories
+        self._by_name: dict[str, ModelEntry] = {}
+        for entry in entries:
+            for name in (entry.id, *entry.aliases):
+                if name in self._by_name:
+                    raise ValueError(f"model name '{name}' is used by two catalog entries")
+                self._by_name[name] = entry
+        self._engines: dict[str, Engine] = {}
+        self._lock = asyncio.Lock()
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def resolve(self, name: str, *, param: str | None = "model") -> ModelEntry:
+        entry = self._by_name.get(name)
+        if entry is None:
+            raise ModelNotFound(name, [e.id for e in self.entries] + [a for e in self.entries for a in e.aliases],
+                                param=param)
+        return entry
+
+    def engine(self, entry: ModelEntry) -> Engine:
+        """The engine for ``entry``, built on first use (its weights still load lazily)."""
+        engine = self._engines.get(entry.id)
+        if engine is None:
+            factory = self.factories.get(entry.engine)
+            if factory is None:
+                raise ValueError(f"model '{entry.id}' names unknown engine '{entry.engine}'")
+            engine = factory(entry)
+            self._engines[entry.id] = engine
+        return engine
+
+    def capabilities(self, entry: ModelEntry) -> Capabilities:
+        return self.engine(entry).capabilities
+
+    def loaded(self) -> dict[str, bool]:
+        return {model_id: engine.loaded for model_id, engine in self._engines.items()}
+
+    async def aclose(self) -> None:
+        engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            await engine.aclose()

@@ -1,0 +1,47 @@
+"""Engine factories by catalog ``engine`` name. Heavy imports (torch, diffusers) happen on first use."""
+
+from __future__ import annotations
+
+from limner.engines.base import Engine
+from limner.engines.catalog import EngineFactory, ModelEntry
+
+BUILTIN_PIPELINE = "limner.builtin.pipeline:EmojiDiffusionPipeline"
+
+
+def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None) -> Engine:
+    from limner.engines.diffusers_engine import DiffusersEngine, DiffusersSettings
+
+    if entry.path is None:
+        raise ValueError(f"model '{entry.id}' needs a 'path' to a diffusers directory or a .safetensors file")
+    return DiffusersEngine(
+        DiffusersSettings(
+            path=entry.path,
+            pipeline_class=pipeline_class or entry.pipeline_class,
+            single_file_class=entry.single_file_class,
+            config_dir=entry.config_dir,
+            device=entry.device,
+            dtype=entry.dtype,
+            scheduler=entry.scheduler,
+            default_steps=entry.default_steps,
+            default_guidance=entry.default_guidance,
+            default_strength=entry.default_strength,
+            native_size=entry.native_size,
+            default_size=entry.default_size,
+            attention_slicing=bool(entry.options.get("attention_slicing", False)),
+            cpu_offload=bool(entry.options.get("cpu_offload", False)),
+        )
+    )
+
+
+def _builtin(entry: ModelEntry) -> Engine:
+    return _diffusers(entry, pipeline_class=BUILTIN_PIPELINE)
+
+
+def _testpattern(entry: ModelEntry) -> Engine:
+    from limner.engines.testpattern import TestPatternEngine
+
+    return TestPatternEngine(delay=float(entry.options.get("delay", 0.0)))
+
+
+def default_factories() -> dict[str, EngineFactory]:
+    return {"builtin": _builtin, "diffusers": _diffusers, "testpattern": _testpattern}

@@ -1,0 +1,58 @@
+"""A deterministic test-pattern engine: no weights, instant, for dialect tests and benchmarks.
+
+Pixels are a pure function of prompt, seed and size (a gradient and blocks coloured from a hash),
+so tests can check determinism and that different inputs differ. Never a default model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import numpy as np
+from PIL import Image
+
+from limner.core.models import EngineRequest, GeneratedImage, Mode
+from limner.engines.base import Capabilities, Engine
+
+
+def pattern(prompt: str, seed: int, width: int, height: int) -> Image.Image:
+    digest = hashlib.sha256(f"{prompt}\x00{seed}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    colors = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    blocks = np.kron(colors, np.ones((-(-height // 4), -(-width // 4), 1), dtype=np.uint8))[:height, :width]
+    gradient = np.linspace(0, 64, width, dtype=np.float32)[None, :, None]
+    return Image.fromarray(np.clip(blocks.astype(np.float32) * 0.75 + gradient, 0, 255).astype(np.uint8))
+
+
+class TestPatternEngine(Engine):
+    capabilities = Capabilities(
+        modes=frozenset(Mode),
+        max_images=10,
+        max_input_images=16,
+        supports_mask=True,
+        default_size=(256, 256),
+        min_side=16,
+        max_side=4096,
+        size_multiple=1,
+        max_pixels=4096 * 4096,
+    )
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls = 0
+
+    async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        images = []
+        for seed in request.seeds:
+            image = pattern(request.prompt, seed, request.width, request.height)
+            if request.images and request.mode is not Mode.GENERATE:
+                source = request.images[0].convert("RGB").resize(image.size)
+                image = Image.blend(source, image, 0.5)
+            images.append(GeneratedImage(image=image, seed=seed))
+            if request.progress is not None:
+                request.progress(len(images), request.n)
+        return images

@@ -1,0 +1,39 @@
+"""Shared fixtures: settings on a temporary data dir, and apps with the test-pattern engine."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LIMNER_CONFIG", "/nonexistent/limner.toml")
+
+from limner.engines.catalog import ModelEntry  # noqa: E402
+from limner.settings import Settings  # noqa: E402
+
+
+def pattern_models() -> list[ModelEntry]:
+    """A catalog of instant test-pattern models answering to every dialect's default name."""
+    from limner.engines.catalog import DIALECT_DEFAULT_ALIASES
+
+    return [
+        ModelEntry(id="pattern", engine="testpattern", aliases=list(DIALECT_DEFAULT_ALIASES), max_queue=64),
+        ModelEntry(id="pattern-slow", engine="testpattern", options={"delay": 0.5}, max_queue=1),
+    ]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", models=pattern_models(), default_model="pattern")
+
+
+@pytest.fixture
+def pattern_server(settings: Settings) -> Iterator[str]:
+    from limner.app import create_app
+    from tests.support.live_server import live_server
+
+    with live_server(create_app(settings)) as url:
+        yield url
