@@ -82,8 +82,10 @@ class Retrieval:
 
 def features(images: list[Image.Image]) -> np.ndarray:
     """Lightly blurred 32x32 RGB pixels: tolerant of one-pixel shifts, still specific to the glyph."""
-    rows = [np.asarray(image.convert("RGB").resize((32, 32)).filter(ImageFilter.GaussianBlur(1)), dtype=np.float32)
-            for image in images]
+    rows = [
+        np.asarray(image.convert("RGB").resize((32, 32)).filter(ImageFilter.GaussianBlur(1)), dtype=np.float32)
+        for image in images
+    ]
     return np.stack(rows).reshape(len(rows), -1) / 255.0
 
 
@@ -95,7 +97,9 @@ def retrieval(generated: np.ndarray, references: np.ndarray, targets: list[int])
     return Retrieval(top1, top5, len(targets))
 
 
-def generate(pipe: EmojiDiffusionPipeline, prompts: list[str], seed: int, steps: int, batch: int = 32) -> list[Image.Image]:
+def generate(
+    pipe: EmojiDiffusionPipeline, prompts: list[str], seed: int, steps: int, batch: int = 32
+) -> list[Image.Image]:
     images: list[Image.Image] = []
     for start in range(0, len(prompts), batch):
         chunk = prompts[start : start + batch]

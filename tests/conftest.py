@@ -11,8 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LIMNER_CONFIG", "/nonexistent/limner.toml")
 
-from limner.engines.catalog import ModelEntry  # noqa: E402
-from limner.settings import Settings  # noqa: E402
+from limner.engines.catalog import ModelEntry
+from limner.settings import Settings
 
 
 def pattern_models() -> list[ModelEntry]:

@@ -93,8 +93,7 @@ def find_font() -> Path:
         if path.exists():
             return path
     raise FileNotFoundError(
-        "Noto Color Emoji not found; install Debian's fonts-noto-color-emoji "
-        "(apt-get install fonts-noto-color-emoji)"
+        "Noto Color Emoji not found; install Debian's fonts-noto-color-emoji (apt-get install fonts-noto-color-emoji)"
     )
 
 

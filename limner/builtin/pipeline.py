@@ -122,7 +122,7 @@ class EmojiDiffusionPipeline(DiffusionPipeline):  # type: ignore[misc]
             sources = _broadcast(image, batch)
             source = F.pixel_unshuffle(images_to_tensor(sources).to(device, dtype), UNSHUFFLE)
             if mask_image is None:
-                start = min(int(round(num_inference_steps * strength)), num_inference_steps)
+                start = min(round(num_inference_steps * strength), num_inference_steps)
                 timesteps = timesteps[num_inference_steps - start :]
                 if len(timesteps) == 0:
                     return self._output(F.pixel_shuffle(source, UNSHUFFLE), output_type)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,16 +144,29 @@ class Trainer:
         embeddings[drop] = self.data.empty
         return self.data.pixels[index], embeddings
 
-    def train_step(self) -> float:
-        clean, embeddings = self.next_batch()
-        noise = torch.randn_like(clean)
-        t = torch.randint(0, TRAIN_TIMESTEPS, (clean.shape[0],))
+    def loss(
+        self, clean: torch.Tensor, embeddings: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Min-SNR-weighted v-prediction loss at random timesteps (fixed ones when ``generator`` is given)."""
+        noise = torch.randn(clean.shape, generator=generator)
+        t = torch.randint(0, TRAIN_TIMESTEPS, (clean.shape[0],), generator=generator)
         noisy = self.scheduler.add_noise(clean, noise, t)
         target = self.scheduler.get_velocity(clean, noise, t)
         pred = self.unet(noisy, t, encoder_hidden_states=embeddings[:, None, :], class_labels=embeddings).sample
         snr = self.snr[t]
         weight = torch.clamp(snr, max=self.config.min_snr_gamma) / (snr + 1)
-        loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+        return (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+
+    @torch.no_grad()
+    def validation_loss(self, seed: int = 0, repeats: int = 4) -> float:
+        """The loss on every image with the first caption, at fixed noise and timesteps: comparable across steps."""
+        generator = torch.Generator().manual_seed(seed)
+        clean, embeddings = self.data.pixels, self.data.embeddings[:, 0]
+        return float(sum(self.loss(clean, embeddings, generator) for _ in range(repeats)) / repeats)
+
+    def train_step(self) -> float:
+        clean, embeddings = self.next_batch()
+        loss = self.loss(clean, embeddings)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         self.optimizer.zero_grad(set_to_none=True)
@@ -203,24 +216,39 @@ class Trainer:
         self.step = int(state["step"])
         return True
 
+    def init_from_export(self, directory: Path) -> None:
+        """Start from shipped weights (model and EMA both), with a fresh optimizer: for when checkpoints are gone."""
+        exported = UNet2DConditionModel.from_pretrained(directory / "unet", torch_dtype=torch.float32)
+        self.unet.load_state_dict(exported.state_dict())
+        self.ema.load_state_dict(exported.state_dict())
+        record = directory / "training.json"
+        self.step = int(json.loads(record.read_text()).get("step", 0)) if record.exists() else 0
+
     def export(self, out: Path) -> None:
-        export_pipeline(self.ema, out)
+        export_pipeline(
+            self.ema,
+            out,
+            {
+                "step": self.step,
+                "batch_size": self.config.batch_size,
+                "images": len(self.data.names),
+                "seed": self.config.seed,
+            },
+        )
 
 
-def export_pipeline(unet: UNet2DConditionModel, out: Path) -> None:
+def export_pipeline(unet: UNet2DConditionModel, out: Path, record: dict[str, Any] | None = None) -> None:
     """Write the EMA UNet (fp16) and the inference scheduler as a diffusers directory, atomically."""
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
-        import shutil
-
         shutil.rmtree(partial)
     half = build_unet(unet.config.block_out_channels[0])
     half.load_state_dict(unet.state_dict())
     pipeline = EmojiDiffusionPipeline(unet=half.to(torch.float16), scheduler=inference_scheduler())
     pipeline.save_pretrained(partial, safe_serialization=True)
+    if record is not None:
+        (partial / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
     os.replace(partial, out)
 
@@ -234,10 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     parser.add_argument("--export-every", type=int, default=TrainConfig.export_every)
-    parser.add_argument(
-        "--checkpoint-dir", type=Path, default=Path.home() / ".cache" / "limner" / "train-builtin"
-    )
+    parser.add_argument("--checkpoint-dir", type=Path, default=Path.home() / ".cache" / "limner" / "train-builtin")
     parser.add_argument("--out", type=Path, default=BUILTIN_MODEL_DIR)
+    parser.add_argument(
+        "--init-from", type=Path, default=None, help="start from an exported model when no checkpoint exists"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
 
@@ -256,8 +285,11 @@ def main(argv: list[str] | None = None) -> None:
     data = build_training_set(SentenceEncoder())
     trainer = Trainer(config, data, args.checkpoint_dir)
     resumed = trainer.load_checkpoint()
+    if not resumed and args.init_from is not None:
+        trainer.init_from_export(args.init_from)
     params = sum(p.numel() for p in trainer.unet.parameters())
-    print(f"{len(data.names)} images, {params / 1e6:.1f}M parameters, {'resumed at' if resumed else 'from'} step {trainer.step}")
+    origin = "resumed at" if resumed else "from"
+    print(f"{len(data.names)} images, {params / 1e6:.1f}M parameters, {origin} step {trainer.step}")
 
     log_path = args.checkpoint_dir / "loss.jsonl"
     args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -269,8 +301,12 @@ def main(argv: list[str] | None = None) -> None:
             bar.update(1)
             if trainer.step % config.log_every == 0:
                 mean = sum(losses) / len(losses)
-                record = {"step": trainer.step, "loss": round(mean, 5), "lr": trainer.lr_at(trainer.step),
-                          "elapsed_s": round(time.monotonic() - started, 1)}
+                record = {
+                    "step": trainer.step,
+                    "loss": round(mean, 5),
+                    "lr": trainer.lr_at(trainer.step),
+                    "elapsed_s": round(time.monotonic() - started, 1),
+                }
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{mean:.4f}")

@@ -14,8 +14,12 @@ def compose_layout(images: list[Image.Image], background: tuple[int, int, int] =
     image-to-image source, so "image 1" and "image 2" keep their order and place in the prompt's sense.
     """
     height = min(512, max(image.height for image in images))
-    scaled = [image.convert("RGB").resize((max(1, round(image.width * height / image.height)), height),
-                                          Image.Resampling.LANCZOS) for image in images]
+    scaled = [
+        image.convert("RGB").resize(
+            (max(1, round(image.width * height / image.height)), height), Image.Resampling.LANCZOS
+        )
+        for image in images
+    ]
     canvas = Image.new("RGB", (sum(image.width for image in scaled), height), background)
     x = 0
     for image in scaled:

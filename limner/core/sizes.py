@@ -26,7 +26,7 @@ RESOLUTION_AREAS = {"0.5K": 512 * 512, "1K": 1024 * 1024, "2K": 2048 * 2048, "4K
 MAX_OUTPUT_SIDE = 4096
 MAX_OUTPUT_PIXELS = 4096 * 4096
 
-_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
+_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX\u00d7]\s*(\d{1,5})\s*$")
 _RATIO = re.compile(r"^\s*(\d{1,3})\s*:\s*(\d{1,3})\s*$")
 
 
@@ -42,9 +42,7 @@ def parse_size(value: str, *, param: str = "size") -> tuple[int, int] | None:
         return None
     match = _SIZE.match(value)
     if not match:
-        raise InvalidRequest(
-            f"Invalid size '{value}': expected WIDTHxHEIGHT (e.g. 1024x1024) or 'auto'.", param=param
-        )
+        raise InvalidRequest(f"Invalid size '{value}': expected WIDTHxHEIGHT (e.g. 1024x1024) or 'auto'.", param=param)
     width, height = int(match[1]), int(match[2])
     if width <= 0 or height <= 0:
         raise InvalidRequest(f"Invalid size '{value}': width and height must be positive.", param=param)
@@ -66,7 +64,7 @@ def shape_for(ratio: float, area: int, multiple: int) -> tuple[int, int]:
 
 
 def _align(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, round(value / multiple) * multiple)
 
 
 def resolve_size(
@@ -110,8 +108,9 @@ def _output_limits(caps: Capabilities) -> tuple[int, int, int]:
 def _check_explicit(width: int, height: int, caps: Capabilities, param: str) -> tuple[int, int]:
     if caps.allowed_sizes and (width, height) not in caps.allowed_sizes:
         allowed = ", ".join(f"{w}x{h}" for w, h in caps.allowed_sizes)
-        raise InvalidRequest(f"Size {width}x{height} is not supported by this model. Supported sizes: {allowed}.",
-                             param=param)
+        raise InvalidRequest(
+            f"Size {width}x{height} is not supported by this model. Supported sizes: {allowed}.", param=param
+        )
     low, high, pixels = _output_limits(caps)
     if min(width, height) < low or max(width, height) > high or width * height > pixels:
         raise InvalidRequest(
@@ -141,7 +140,9 @@ def _generation_size(output: tuple[int, int], caps: Capabilities) -> tuple[int, 
     return max(multiple, output[0] // multiple * multiple), max(multiple, output[1] // multiple * multiple)
 
 
-def fit_to_size(image: Image.Image, width: int, height: int, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def fit_to_size(
+    image: Image.Image, width: int, height: int, background: tuple[int, int, int] = (255, 255, 255)
+) -> Image.Image:
     """Scale ``image`` to exactly ``width`` x ``height``.
 
     Rule: when the aspect ratios differ, the image is first padded (centred, with ``background``) to the

@@ -47,10 +47,10 @@ class Engine(ABC):
     async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
         """Return ``request.n`` images, one per seed, in seed order."""
 
-    async def load(self) -> None:
+    async def load(self) -> None:  # noqa: B027 - optional hook
         """Load weights or open connections ahead of the first request (optional)."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release memory, threads and connections."""
 
     @property

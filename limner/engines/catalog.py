@@ -66,12 +66,21 @@ class ModelEntry(BaseModel):
     max_concurrency: int = 1
     max_queue: int = 16
     price_per_image: float = 0.0
+    price_scale: dict[str, float] = Field(default_factory=dict)
+    """Multipliers of ``price_per_image`` by output size (``"1792x1024"``) or quality (``"hd"``); both apply."""
     owned_by: str = "limner"
     options: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def display_name(self) -> str:
         return self.name or self.id
+
+    def price_for(self, n: int, width: int, height: int, quality: str | None = None) -> float:
+        """Credits for ``n`` images of this size and quality: the per-image price times any configured scales."""
+        scale = self.price_scale.get(f"{width}x{height}", 1.0)
+        if quality:
+            scale *= self.price_scale.get(quality, 1.0)
+        return self.price_per_image * n * scale
 
 
 EngineFactory = Callable[[ModelEntry], Engine]
@@ -120,8 +129,9 @@ class Catalog:
     def resolve(self, name: str, *, param: str | None = "model") -> ModelEntry:
         entry = self._by_name.get(name)
         if entry is None:
-            raise ModelNotFound(name, [e.id for e in self.entries] + [a for e in self.entries for a in e.aliases],
-                                param=param)
+            raise ModelNotFound(
+                name, [e.id for e in self.entries] + [a for e in self.entries for a in e.aliases], param=param
+            )
         return entry
 
     def engine(self, entry: ModelEntry) -> Engine:

@@ -29,8 +29,7 @@ class ModelSlots:
     async def acquire(self) -> AsyncIterator[None]:
         if self._semaphore.locked() and self.waiting >= self.max_queue:
             raise QueueFull(
-                f"Model '{self.model_id}' is busy: {self.running} running and {self.waiting} waiting. "
-                "Retry later.",
+                f"Model '{self.model_id}' is busy: {self.running} running and {self.waiting} waiting. Retry later.",
                 retry_after=self.retry_after(),
             )
         self.waiting += 1

@@ -26,7 +26,9 @@ def decode(data: bytes) -> Image.Image:
     return image
 
 
-def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 64), mode: str = "RGB") -> bytes:
+def png_bytes(
+    color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 64), mode: str = "RGB"
+) -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, size, color if mode == "RGB" else (*color, 255)).save(buffer, "PNG")
     return buffer.getvalue()
@@ -80,8 +82,9 @@ def test_png_carries_generation_parameters(client: openai.OpenAI) -> None:
 
 
 def test_edit_with_and_without_mask_and_several_images(client: openai.OpenAI) -> None:
-    plain = client.images.edit(image=("in.png", png_bytes(), "image/png"), prompt="add a hat", size="128x128",
-                               response_format="b64_json")
+    plain = client.images.edit(
+        image=("in.png", png_bytes(), "image/png"), prompt="add a hat", size="128x128", response_format="b64_json"
+    )
     assert decode(base64.b64decode(plain.data[0].b64_json or "")).size == (128, 128)
     masked = client.images.edit(
         image=("in.png", png_bytes(), "image/png"),

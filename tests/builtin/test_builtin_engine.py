@@ -1,0 +1,81 @@
+"""The shipped built-in model, loaded through the default catalog and served by the diffusers engine."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from limner.app import build_state
+from limner.builtin import BUILTIN_MODEL_DIR
+from limner.core.models import ImageRequest, SizeSpec, SourceImage
+from limner.engines.catalog import BUILTIN_MODEL_ID
+from limner.http.deps import AppState
+from limner.settings import Settings
+
+pytestmark = pytest.mark.skipif(not (BUILTIN_MODEL_DIR / "model_index.json").exists(), reason="weights not shipped")
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppState]:
+    torch.set_num_threads(1)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("data"))  # the default catalog
+    yield build_state(settings)
+
+
+async def run(state: AppState, **fields: object) -> list[Image.Image]:
+    request = ImageRequest(**{"prompt": "red apple", "model": "dall-e-2", "steps": 8, **fields})  # type: ignore[arg-type]
+    result = await state.service.run(request, "test")
+    return [Image.open(io.BytesIO(image.data)) for image in result.images]
+
+
+def test_default_catalog_serves_the_shipped_model_for_every_dialect_default(state: AppState) -> None:
+    for name in ("dall-e-2", "gpt-image-1", "image-gen.pro-1.0", "google/gemini-2.5-flash-image", "text-to-image"):
+        assert state.catalog.resolve(name).id == BUILTIN_MODEL_ID
+    assert state.catalog.resolve(BUILTIN_MODEL_ID).path == BUILTIN_MODEL_DIR
+
+
+async def test_generates_at_any_requested_size_deterministically(state: AppState) -> None:
+    first = await run(state, seed=3, size=SizeSpec(96, 64), n=2)
+    again = await run(state, seed=3, size=SizeSpec(96, 64), n=2)
+    assert [image.size for image in first] == [(96, 64), (96, 64)]
+    assert [image.tobytes() for image in first] == [image.tobytes() for image in again]
+    assert first[0].tobytes() != first[1].tobytes(), "each image in a batch has its own seed"
+
+
+async def test_different_prompts_give_different_images(state: AppState) -> None:
+    apple = np.asarray((await run(state, seed=1))[0], dtype=np.float32)
+    heart = np.asarray((await run(state, prompt="blue heart", seed=1))[0], dtype=np.float32)
+    assert np.abs(apple - heart).mean() > 5
+
+
+async def test_image_to_image_keeps_the_layout_at_low_strength(state: AppState) -> None:
+    source = Image.new("RGB", (32, 32), "white")
+    source.paste(Image.new("RGB", (16, 32), (20, 20, 200)), (0, 0))  # left half blue
+    request_image = SourceImage(source, "image")
+    [edited] = await run(state, images=[request_image], strength=0.3, size=SizeSpec(32, 32), seed=2, steps=10)
+    pixels = np.asarray(edited.convert("RGB"), dtype=np.float32)
+    left, right = pixels[:, :16].mean(axis=(0, 1)), pixels[:, 16:].mean(axis=(0, 1))
+    assert left[2] > left[0] + 60, "the blue half stays blue"
+    assert right.mean() > left.mean() + 40, "the white half stays light"
+
+
+async def test_masked_edit_keeps_unmasked_pixels(state: AppState, tmp_path: Path) -> None:
+    source = Image.new("RGB", (32, 32), (30, 160, 30))
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    [edited] = await run(
+        state,
+        images=[SourceImage(source, "image")],
+        mask=SourceImage(mask.convert("RGB"), "mask"),
+        size=SizeSpec(32, 32),
+        seed=4,
+        steps=6,
+    )
+    pixels = np.asarray(edited.convert("RGB"), dtype=np.int16)
+    assert np.abs(pixels[:4, :4] - np.array([30, 160, 30])).max() <= 3
