@@ -60,31 +60,29 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
 
 
 class LocalMediaResolver:
-    """Reads limner's own media links (signed, absolute or relative) from the store, never over the network."""
+    """Reads limner's own media links from the store, never over the network.
+
+    A link is ours when its signature verifies with our secret, whatever host it names (clients may
+    reach us by any name); a relative or ``public_url`` link that does not verify is refused, and any
+    other URL is left to the fetcher.
+    """
 
     def __init__(self, state: AppState) -> None:
         self.state = state
 
     async def read(self, url: str) -> bytes | None:
         parts = urlsplit(url)
-        if parts.netloc and not self._is_own(url, parts.netloc):
-            return None
-        if not parts.path.startswith(MEDIA_PREFIX):
-            return None
-        key = parts.path.removeprefix(MEDIA_PREFIX)
         query = parse_qs(parts.query)
-        expires = query.get("expires", ["0"])[0]
-        signature = query.get("signature", [""])[0]
-        if not self.state.signer.verify(key, expires, signature):
+        key = parts.path.removeprefix(MEDIA_PREFIX)
+        signed = parts.path.startswith(MEDIA_PREFIX) and self.state.signer.verify(
+            key, query.get("expires", ["0"])[0], query.get("signature", [""])[0]
+        )
+        if signed:
+            return await self.state.store.get(key)
+        public = self.state.settings.public_url
+        if not parts.netloc or (public and url.startswith(public + "/")):
             raise InvalidImage("image link is invalid or has expired")
-        return await self.state.store.get(key)
-
-    def _is_own(self, url: str, netloc: str) -> bool:
-        settings = self.state.settings
-        if settings.public_url and url.startswith(settings.public_url + "/"):
-            return True
-        port = settings.port
-        return netloc in {f"{settings.host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}"}
+        return None
 
 
 def _warn_about_models(state: AppState) -> None:
@@ -133,10 +131,60 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
 
 
 def _mount_dialects(app: FastAPI, settings: Settings) -> None:
-    from limner.dialects import aigne, openai
+    """Mount every dialect named in ``settings.mounts`` (dialect -> path prefix; '' is the root).
+
+    ========== ============================================================================
+    dialect    routes, under its prefix
+    ========== ============================================================================
+    openai     POST /v1/images/generations (JSON), POST /v1/images/edits,
+               POST /v1/images/variations, GET /v1/models, GET /v1/models/{id}
+    aigne      POST /api/images/generations
+    aiml       POST /v1/generation/images, GET /v1/media/images/{path-encoded}
+    milady     POST /api/v1/generate-image
+    imagineart POST /v1/images/generations (multipart), POST /v1/images/edits, GET /v1/models,
+               GET /health (prefixed mounts only: the root already has it)
+    ========== ============================================================================
+
+    When openai and imagineart share a prefix (the default), their three common paths are one
+    route each that picks the dialect per request (``limner.dialects.shared_paths``). A path under
+    ImagineArt's ``<prefix>/v1/`` that no route matches is a 404 ``unknown_request`` in its envelope
+    (in the envelope both SDKs read when shared); 405s and other dialects' 404s are unchanged.
+    """
+    from fastapi.exception_handlers import http_exception_handler
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from limner.core.errors import NotFound
+    from limner.dialects import aigne, aiml, imagineart, milady, openai, shared_paths
+    from limner.http.context import current_request_id
 
     mounts = settings.mounts
+    shared = "openai" in mounts and "imagineart" in mounts and mounts["openai"] == mounts["imagineart"]
+    if shared:
+        app.include_router(shared_paths.build_router(), prefix=mounts["openai"])
     if "openai" in mounts:
-        app.include_router(openai.build_router(), prefix=mounts["openai"])
+        app.include_router(openai.build_router(images=not shared, models=not shared), prefix=mounts["openai"])
+    if "imagineart" in mounts:
+        prefix = mounts["imagineart"]
+        app.include_router(
+            imagineart.build_router(images=not shared, models=not shared, probe=bool(prefix)), prefix=prefix
+        )
     if "aigne" in mounts:
         app.include_router(aigne.build_router(), prefix=mounts["aigne"])
+    if "aiml" in mounts:
+        app.include_router(aiml.build_router(), prefix=mounts["aiml"])
+    if "milady" in mounts:
+        app.include_router(milady.build_router(), prefix=mounts["milady"])
+
+    if "imagineart" in mounts:
+        unknown_under = mounts["imagineart"] + "/v1/"
+        render = shared_paths.render_either if shared else imagineart.render_error
+
+        async def not_found(request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, StarletteHTTPException)
+            if exc.status_code == 404 and request.url.path.startswith(unknown_under):
+                return render(NotFound(f"No route for {request.method} {request.url.path}."), current_request_id())
+            return await http_exception_handler(request, exc)
+
+        app.add_exception_handler(StarletteHTTPException, not_found)

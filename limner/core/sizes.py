@@ -82,10 +82,16 @@ def resolve_size(
         else:
             return SizePlan(caps.default_size, _generation_size(caps.default_size, caps))
     ratio = ratio or 1.0
-    if caps.allowed_sizes:
-        output = min(caps.allowed_sizes, key=lambda size: abs(math.log(size[0] / size[1] / ratio)))
-        return SizePlan(output, output)
     area = RESOLUTION_AREAS.get((spec.resolution or "").upper(), caps.default_size[0] * caps.default_size[1])
+    if caps.allowed_sizes:
+        output = min(
+            caps.allowed_sizes,
+            key=lambda size: (
+                round(abs(math.log(size[0] / size[1] / ratio)), 3),
+                abs(math.log(size[0] * size[1] / area)),
+            ),
+        )
+        return SizePlan(output, output)
     output = _fit(shape_for(ratio, area, 8 if caps.native_size else caps.size_multiple), caps)
     return SizePlan(output, _generation_size(output, caps))
 
