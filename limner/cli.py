@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from limner import cli_accounts
 from limner.settings import Settings
 
 app = typer.Typer(help="limner: a self-hosted image-generation API server.", no_args_is_help=True)
+app.add_typer(cli_accounts.tokens_app, name="tokens")
+app.add_typer(cli_accounts.credits_app, name="credits")
+app.add_typer(cli_accounts.consumers_app, name="consumers")
+app.add_typer(cli_accounts.usage_app, name="usage")
 
 
 @app.command()
@@ -25,7 +30,7 @@ def serve(
     from limner.app import create_app
     from limner.http.logging import configure_logging
 
-    overrides = {key: value for key, value in {"host": host, "port": port}.items() if value is not None}
+    overrides: dict[str, Any] = {key: value for key, value in {"host": host, "port": port}.items() if value is not None}
     if preload:
         overrides["preload"] = True
     settings = Settings(**overrides)
@@ -37,6 +42,7 @@ def serve(
         log_config=None,
         timeout_graceful_shutdown=30,
         proxy_headers=True,
+        access_log=False,
     )
 
 
@@ -97,6 +103,10 @@ def generate(
         typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(1) from None
 
+
+from limner.cli_pull import pull  # noqa: E402  (commands in their own modules register here, one stanza each)
+
+app.command()(pull)
 
 if __name__ == "__main__":
     app()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,8 +23,15 @@ def current_request_id() -> str:
     return request_id_var.get()
 
 
+access_log = logging.getLogger("limner.access")
+
+
 class RequestIdMiddleware:
-    """Takes a sane client ``X-Request-Id`` or makes one, and echoes it on the response."""
+    """Takes a sane client ``X-Request-Id`` or makes one, echoes it on the response, and logs the request.
+
+    The access line is written here rather than by uvicorn so that it carries the request id too;
+    it names method, path (never the query string, which may hold signatures) and status.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -37,8 +45,13 @@ class RequestIdMiddleware:
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
 
+        started = time.perf_counter()
+        status = 0
+
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER.encode()]
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
                 message["headers"] = headers
@@ -47,6 +60,9 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            access_log.info(
+                "%s %s %s %.1fms", scope["method"], scope["path"], status or "-", (time.perf_counter() - started) * 1000
+            )
             request_id_var.reset(token)
 
 

@@ -137,3 +137,23 @@ def test_openai_sdk_through_a_real_diffusers_pipeline(tiny_sd_server: str) -> No
     edited = client.images.edit(model="tiny-sd", image=("in.png", png((64, 64)), "image/png"), prompt="blue",
                                 size="64x64", response_format="b64_json")
     assert Image.open(io.BytesIO(base64.b64decode(edited.data[0].b64_json or ""))).size == (64, 64)
+
+
+def test_access_log_lines_carry_the_request_id_and_no_query(
+    pattern_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from limner.http.context import RequestIdFilter
+
+    caplog.handler.addFilter(RequestIdFilter())
+    with caplog.at_level(logging.INFO, logger="limner.access"):
+        response = httpx.get(pattern_server + "/health?secret=hunter2")
+        import time
+
+        time.sleep(0.1)
+    lines = [r for r in caplog.records if r.name == "limner.access" and "/health" in r.getMessage()]
+    assert lines, "one access line per request"
+    assert lines[-1].getMessage().startswith("GET /health 200 ")
+    assert "hunter2" not in caplog.text
+    assert response.headers["x-request-id"]
