@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.limner-installed
 FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 
-.PHONY: setup serve test lint typecheck check bench train clean
+.PHONY: setup examples serve test lint typecheck check bench train clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,12 +18,28 @@ $(STAMP): pyproject.toml Makefile
 $(FONT):
 	-(apt-get install -y -qq fonts-noto-color-emoji >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq fonts-noto-color-emoji)) >/dev/null 2>&1
 
-setup: $(STAMP) $(FONT)
+# PostgreSQL and Redis for the accounts tests, which start private instances on loopback ports.
+# Instant when both are present; without apt (or root) those tests skip and say why.
+.PHONY: services
+services:
+	-@(command -v redis-server && ls /usr/lib/postgresql/*/bin/initdb) >/dev/null 2>&1 || \
+	  (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq postgresql redis-server || \
+	   (apt-get update -qq && apt-get install -y -qq postgresql redis-server)) >/dev/null 2>&1 || \
+	  echo "note: could not install postgresql/redis-server; their tests will be skipped"
+
+setup: $(STAMP) $(FONT) services
+
+# node-fetch for the reference services' JavaScript examples (tests/examples); skipped without npm.
+EXAMPLES := tests/examples
+$(EXAMPLES)/node_modules/.package-lock.json: $(EXAMPLES)/package.json
+	-command -v npm >/dev/null && cd $(EXAMPLES) && npm install --no-audit --no-fund --loglevel=error
+
+examples: $(EXAMPLES)/node_modules/.package-lock.json
 
 serve: setup
 	$(BIN)/limner serve
 
-test: setup
+test: setup examples
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: setup

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -12,12 +14,18 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
 from limner import __version__
+from limner.accounts import admin as accounts_admin
+from limner.accounts.gate import AccountsGate
+from limner.accounts.metrics import Metrics, MetricsMiddleware
+from limner.accounts.metrics import router as metrics_router
+from limner.accounts.service import Accounts
 from limner.core.errors import InvalidImage
 from limner.core.service import ImageService, ServiceOptions
 from limner.engines.catalog import Catalog, EngineFactory
 from limner.engines.registry import default_factories
 from limner.http.context import RequestIdMiddleware
 from limner.http.deps import AppState
+from limner.http.disconnect import CancelOnDisconnectMiddleware
 from limner.http.media import router as media_router
 from limner.media.inputs import ImageDecoder, ImageFetcher, ImageLoader
 from limner.media.signing import UrlSigner, load_or_create_secret
@@ -54,7 +62,12 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
             request_timeout=settings.request_timeout,
         ),
     )
-    state = AppState(settings, catalog, store, signer, loader, service, started=int(time.time()))
+    accounts = Accounts.open(settings)
+    metrics = Metrics(service)
+    service.gate = AccountsGate(accounts, catalog, metrics)
+    state = AppState(
+        settings, catalog, store, signer, loader, service, started=int(time.time()), accounts=accounts, metrics=metrics
+    )
     loader.local_media = LocalMediaResolver(state).read
     return state
 
@@ -106,15 +119,24 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
         if settings.preload:
             for entry in state.catalog.entries:
                 await state.catalog.engine(entry).load()
+        await state.accounts.describe_policy(loopback=settings.is_loopback_bind)
+        await state.accounts.recover()
+        sweeper = asyncio.create_task(state.accounts.sweep_forever(), name="limner-reservation-sweeper")
         log.info("limner %s ready with %d models", __version__, len(state.catalog.entries))
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await state.catalog.aclose()
             await state.loader.aclose()
+            await state.accounts.aclose()
 
     app = FastAPI(title="limner", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.limner = state
+    app.add_middleware(CancelOnDisconnectMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(RequestIdMiddleware)
 
     ops = APIRouter(tags=["Ops"])
@@ -126,6 +148,8 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
 
     app.include_router(ops)
     app.include_router(media_router)
+    app.include_router(metrics_router)
+    app.include_router(accounts_admin.router)
     _mount_dialects(app, settings)
     return app
 

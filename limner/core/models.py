@@ -11,6 +11,8 @@ from typing import Any, Literal
 from PIL import Image
 
 OutputFormat = Literal["png", "jpeg", "webp"]
+Effort = Literal["normal", "high"]
+"""How hard a model works: ``high`` runs more denoising steps (see ``ImageService``)."""
 ProgressCallback = Callable[[int, int], None]
 """Called by engines after each step with (step, total steps)."""
 
@@ -74,6 +76,9 @@ class ImageRequest:
     background: str | None = None
     quality: str | None = None
     watermark: bool = False
+    effort: Effort = "normal"
+    embed_metadata: bool = True
+    """False delivers images with no generation metadata (no prompt text chunks), whatever the server default."""
     user: str | None = None
     consumer: str = "local"
     options: dict[str, Any] = field(default_factory=dict)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from limner.core.errors import InvalidRequest, LimnerError, ModelError, Timeout, UnsupportedOperation
+from limner.core.gate import Gate, OpenGate, Ticket
 from limner.core.imaging import add_watermark, compose_layout
 from limner.core.models import EngineRequest, GeneratedImage, ImageRequest, ImageResult, Mode, StoredImage
 from limner.core.sizes import SizePlan, fit_to_size, resolve_size
@@ -25,6 +26,8 @@ from limner.media.store import MediaStore
 log = logging.getLogger(__name__)
 
 SEED_LIMIT = 2**32
+HIGH_EFFORT_STEPS_FACTOR = 2
+"""``effort="high"`` runs this many times the model's default denoising steps."""
 
 
 @dataclass(frozen=True)
@@ -35,11 +38,20 @@ class ServiceOptions:
 
 
 class ImageService:
-    def __init__(self, catalog: Catalog, store: MediaStore, signer: UrlSigner, options: ServiceOptions) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: MediaStore,
+        signer: UrlSigner,
+        options: ServiceOptions,
+        gate: Gate | None = None,
+    ) -> None:
         self.catalog = catalog
         self.store = store
         self.signer = signer
         self.options = options
+        self.gate: Gate = gate or OpenGate()
+        """Accounting (limits, credits, usage); ``limner.accounts.gate`` in the server."""
         self._slots: dict[str, ModelSlots] = {}
 
     def slots(self, entry: ModelEntry) -> ModelSlots:
@@ -48,7 +60,19 @@ class ImageService:
             slots = self._slots[entry.id] = ModelSlots(entry.id, entry.max_concurrency, entry.max_queue)
         return slots
 
+    def queues(self) -> dict[str, ModelSlots]:
+        """The slots of every model used so far (queue depth for metrics)."""
+        return dict(self._slots)
+
     async def run(self, request: ImageRequest, request_id: str) -> ImageResult:
+        """One request through the gate: admitted (rate limits, credits) before the engine runs, then
+        settled and recorded however it ends, cancellation by a departed client included."""
+        async with self.gate.open(request, request_id) as ticket:
+            result = await self._run(request, request_id, ticket)
+            ticket.deliver(result)
+            return result
+
+    async def _run(self, request: ImageRequest, request_id: str, ticket: Ticket) -> ImageResult:
         started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
         engine = self.catalog.engine(entry)
@@ -57,6 +81,7 @@ class ImageService:
         plan = resolve_size(request.size, caps, first_image=sources[0] if sources else None)
         style = get_style(request.style)
         prompt, negative = style.apply(request.prompt, request.negative_prompt)
+        await ticket.admit(entry, n=request.n, width=plan.output[0], height=plan.output[1])
         base_seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         seeds = [(base_seed + index) % SEED_LIMIT for index in range(request.n)]
         engine_request = EngineRequest(
@@ -66,7 +91,7 @@ class ImageService:
             width=plan.generate[0],
             height=plan.generate[1],
             seeds=seeds,
-            steps=request.steps,
+            steps=self._steps(request, entry, caps),
             guidance=request.guidance,
             strength=request.strength,
             images=sources,
@@ -107,7 +132,8 @@ class ImageService:
         if mode is Mode.COMPOSE and (Mode.COMPOSE not in caps.modes or len(sources) > caps.max_input_images):
             if entry.compose != "layout" or Mode.EDIT not in caps.modes:
                 raise UnsupportedOperation(
-                    f"Model '{request.model}' takes at most {caps.max_input_images} input image(s); got {len(sources)}.",
+                    f"Model '{request.model}' takes at most {caps.max_input_images} input image(s); "
+                    f"got {len(sources)}.",
                     param="image",
                 )
             sources, mode = [compose_layout(sources)], Mode.EDIT
@@ -116,6 +142,14 @@ class ImageService:
         if request.mask is not None and not caps.supports_mask:
             raise UnsupportedOperation(f"Model '{request.model}' does not support masks.", param="mask")
         return mode, sources
+
+    @staticmethod
+    def _steps(request: ImageRequest, entry: ModelEntry, caps: Capabilities) -> int | None:
+        """Explicit steps win; high effort multiplies the model's default (none known: the engine's own)."""
+        if request.steps is not None or request.effort != "high":
+            return request.steps
+        default = entry.default_steps or caps.default_steps
+        return default * HIGH_EFFORT_STEPS_FACTOR if default else None
 
     async def _generate(self, engine_request: EngineRequest, entry: ModelEntry) -> list[GeneratedImage]:
         engine = self.catalog.engine(entry)
@@ -153,7 +187,8 @@ class ImageService:
         """Encode every image, then store them all; a store failure stores none (nothing half-written)."""
         encoded = []
         for item in items:
-            metadata = self._metadata(request, entry, plan, prompt, item.seed) if self.options.embed_metadata else None
+            embed = self.options.embed_metadata and request.embed_metadata
+            metadata = self._metadata(request, entry, plan, prompt, item.seed) if embed else None
             data, mime = encode_image(
                 item.image,
                 request.output_format,

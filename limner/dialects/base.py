@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 
 from limner.core.errors import InvalidRequest, LimnerError
 from limner.http.context import current_request_id
+from limner.http.deps import AuthenticatedRoute
 
 log = logging.getLogger(__name__)
 
@@ -25,31 +26,41 @@ ErrorRenderer = Callable[[LimnerError, str], Response]
 
 
 def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
-    """An ``APIRoute`` class whose errors, expected or not, come out in ``render``'s envelope."""
+    """An ``APIRoute`` class whose errors, expected or not, come out in ``render``'s envelope.
 
-    class DialectRoute(APIRoute):
+    Its routes authenticate the caller first (``AuthenticatedRoute``), so auth errors use that envelope too."""
+
+    class DialectRoute(AuthenticatedRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
             async def handle(request: Request) -> Response:
-                try:
-                    return await handler(request)
-                except LimnerError as error:
-                    return render(error, current_request_id())
-                except RequestValidationError as exc:
-                    return render(validation_error(exc.errors()), current_request_id())
-                except Exception:
-                    log.exception("unhandled error")
-                    return render(LimnerError("Internal server error."), current_request_id())
+                return await rendered(render, handler(request))
 
             return handle
 
     return DialectRoute
 
 
+async def rendered(render: ErrorRenderer, call: Awaitable[Response]) -> Response:
+    """Await ``call``; any error, expected or not, becomes a response in ``render``'s envelope.
+
+    Routes that pick a dialect per request (see ``shared_paths``) use this directly.
+    """
+    try:
+        return await call
+    except LimnerError as error:
+        return render(error, current_request_id())
+    except RequestValidationError as exc:
+        return render(validation_error(exc.errors()), current_request_id())
+    except Exception:
+        log.exception("unhandled error")
+        return render(LimnerError("Internal server error."), current_request_id())
+
+
 def validation_error(errors: Any) -> InvalidRequest:
     """The first pydantic/FastAPI error as an ``InvalidRequest`` naming the field."""
-    first = list(errors)[0]
+    first = next(iter(errors))
     loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "form")]
     field = ".".join(loc) or None
     kind = first.get("type", "")

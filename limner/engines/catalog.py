@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from limner.builtin import BUILTIN_MODEL_DIR
 from limner.core.errors import ModelNotFound
@@ -36,6 +37,10 @@ DIALECT_DEFAULT_ALIASES = (
     "text-to-image",
     "image-edit",
 )
+UPSTREAM_ENGINES = frozenset({"openai", "gemini", "bfl", "aiml", "milady", "aigne", "imagineart"})
+"""Engines that call a hosted provider (``limner.engines.upstream``): no local hardware to protect."""
+UPSTREAM_CONCURRENCY = 32
+"""Default ``max_concurrency`` of an upstream entry: waiting on a network call costs limner almost nothing."""
 
 
 class ModelEntry(BaseModel):
@@ -70,6 +75,33 @@ class ModelEntry(BaseModel):
     """Multipliers of ``price_per_image`` by output size (``"1792x1024"``) or quality (``"hd"``); both apply."""
     owned_by: str = "limner"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    # Upstream providers (engine = openai | gemini | bfl | aiml | milady | aigne | imagineart)
+    provider_url: str | None = Field(None, description="Base URL of the provider's API; unset: its public one")
+    upstream_model: str | None = Field(None, description="The provider's model id; unset: this entry's id")
+    api_key_env: str | None = Field(None, description="Environment variable holding the provider credential")
+    api_key_file: Path | None = Field(None, description="File holding the provider credential (a mounted secret)")
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Other catalog ids tried in order when this model fails for a provider-side reason",
+    )
+    timeout: float = Field(120.0, gt=0, description="Seconds for each request to the provider (and for polling)")
+    max_retries: int = Field(2, ge=0, le=10, description="Retries on 429, 5xx and connection errors")
+    pass_through_urls: bool = Field(
+        False, description="Return the provider's image URLs instead of storing (pending: images are stored)"
+    )
+    allow_private_urls: bool = Field(
+        False, description="Download result images from private addresses (a provider on the LAN, tests)"
+    )
+
+    @model_validator(mode="after")
+    def _upstream_defaults(self) -> ModelEntry:
+        """Upstream calls mostly wait on the network, so they default to many concurrent slots."""
+        if self.engine in UPSTREAM_ENGINES and "max_concurrency" not in self.model_fields_set:
+            self.max_concurrency = UPSTREAM_CONCURRENCY
+            if "max_queue" not in self.model_fields_set:
+                self.max_queue = 4 * UPSTREAM_CONCURRENCY
+        return self
 
     @property
     def display_name(self) -> str:
@@ -120,7 +152,15 @@ class Catalog:
                 if name in self._by_name:
                     raise ValueError(f"model name '{name}' is used by two catalog entries")
                 self._by_name[name] = entry
+        for entry in entries:
+            for name in entry.fallbacks:
+                if name not in self._by_name:
+                    raise ValueError(f"model '{entry.id}' falls back to unknown model '{name}'")
+                if self._by_name[name] is entry:
+                    raise ValueError(f"model '{entry.id}' lists itself among its fallbacks")
         self._engines: dict[str, Engine] = {}
+        self._built: dict[str, Engine] = {}
+        """The factories' engines; ``_engines`` may wrap them (fallbacks), and only these are closed."""
         self._lock = asyncio.Lock()
 
     def names(self) -> list[str]:
@@ -135,23 +175,40 @@ class Catalog:
         return entry
 
     def engine(self, entry: ModelEntry) -> Engine:
-        """The engine for ``entry``, built on first use (its weights still load lazily)."""
+        """The engine for ``entry``, built on first use (its weights still load lazily).
+
+        With ``fallbacks`` it is a ``FallbackEngine`` over this entry's engine and the listed entries'
+        own engines (shared with direct requests for them, breakers and connections included); a
+        fallback's own fallbacks are not followed, so cycles cannot form."""
         engine = self._engines.get(entry.id)
+        if engine is None:
+            engine = self._build(entry)
+            if entry.fallbacks:
+                from limner.engines.fallback import FallbackEngine
+
+                others = [self.resolve(name, param=None) for name in entry.fallbacks]
+                engine = FallbackEngine(
+                    entry.id, engine, [(other.id, partial(self._build, other)) for other in others]
+                )
+            self._engines[entry.id] = engine
+        return engine
+
+    def _build(self, entry: ModelEntry) -> Engine:
+        engine = self._built.get(entry.id)
         if engine is None:
             factory = self.factories.get(entry.engine)
             if factory is None:
                 raise ValueError(f"model '{entry.id}' names unknown engine '{entry.engine}'")
-            engine = factory(entry)
-            self._engines[entry.id] = engine
+            engine = self._built[entry.id] = factory(entry)
         return engine
 
     def capabilities(self, entry: ModelEntry) -> Capabilities:
         return self.engine(entry).capabilities
 
     def loaded(self) -> dict[str, bool]:
-        return {model_id: engine.loaded for model_id, engine in self._engines.items()}
+        return {model_id: engine.loaded for model_id, engine in self._built.items()}
 
     async def aclose(self) -> None:
-        engines, self._engines = list(self._engines.values()), {}
+        engines, self._built, self._engines = list(self._built.values()), {}, {}
         for engine in engines:
             await engine.aclose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from limner.engines.base import Engine
 from limner.engines.catalog import EngineFactory, ModelEntry
 
@@ -43,5 +45,28 @@ def _testpattern(entry: ModelEntry) -> Engine:
     return TestPatternEngine(delay=float(entry.options.get("delay", 0.0)))
 
 
+UPSTREAM_CLASSES = {
+    "openai": "limner.engines.upstream.openai:OpenAIEngine",
+    "gemini": "limner.engines.upstream.gemini:GeminiEngine",
+    "bfl": "limner.engines.upstream.bfl:BflEngine",
+    "aiml": "limner.engines.upstream.aiml:AimlEngine",
+    "milady": "limner.engines.upstream.milady:MiladyEngine",
+    "aigne": "limner.engines.upstream.aigne:AigneEngine",
+    "imagineart": "limner.engines.upstream.imagineart:ImagineArtEngine",
+}
+"""Hosted providers (``limner.engines.upstream``); credentials are read when the engine is built."""
+
+
+def _upstream(target: str) -> EngineFactory:
+    def build(entry: ModelEntry) -> Engine:
+        module, _, name = target.partition(":")
+        engine: Engine = getattr(import_module(module), name).from_entry(entry)
+        return engine
+
+    return build
+
+
 def default_factories() -> dict[str, EngineFactory]:
-    return {"builtin": _builtin, "diffusers": _diffusers, "testpattern": _testpattern}
+    factories: dict[str, EngineFactory] = {"builtin": _builtin, "diffusers": _diffusers, "testpattern": _testpattern}
+    factories.update({name: _upstream(target) for name, target in UPSTREAM_CLASSES.items()})
+    return factories

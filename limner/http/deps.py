@@ -1,4 +1,9 @@
-"""Everything a handler needs lives on ``app.state.limner``; these aliases make a signature its wiring."""
+"""Everything a handler needs lives on ``app.state.limner``; these aliases make a signature its wiring.
+
+Authentication: every route built by ``limner.dialects.base.dialect_route`` is an ``AuthenticatedRoute``
+(the bearer token is checked before the handler runs, errors rendered in the dialect's envelope);
+``get_consumer`` then names the caller. Mark an endpoint that must stay open with ``@public``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from limner.accounts.auth import AuthenticatedRoute, authenticate, current_principal, public
+from limner.accounts.metrics import Metrics
+from limner.accounts.service import Accounts
+from limner.core.errors import LimnerError
 from limner.core.service import ImageService
 from limner.engines.catalog import Catalog
 from limner.media.inputs import ImageLoader
@@ -25,6 +34,8 @@ class AppState:
     service: ImageService
     started: int
     """Unix time the app was built; reported as the models' creation time."""
+    accounts: Accounts
+    metrics: Metrics
 
 
 def get_state(request: Request) -> AppState:
@@ -33,9 +44,29 @@ def get_state(request: Request) -> AppState:
 
 
 def get_consumer(request: Request) -> str:
-    """The authenticated consumer's name; until accounts exist every caller is the local consumer."""
-    return getattr(request.state, "consumer", "local")
+    """The authenticated consumer's name (``local`` while the server is open on loopback).
+
+    Fails closed: a route that did not authenticate (not built with ``dialect_route``, nor depending
+    on ``authenticate``) gets an internal error here instead of serving an anonymous caller."""
+    principal = current_principal(request)
+    if principal is None:
+        raise LimnerError(
+            "Internal error: this route is not behind limner's authentication "
+            "(build its router with limner.dialects.base.dialect_route)."
+        )
+    return principal.consumer
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 ConsumerDep = Annotated[str, Depends(get_consumer)]
+
+__all__ = [
+    "AppState",
+    "AuthenticatedRoute",
+    "ConsumerDep",
+    "StateDep",
+    "authenticate",
+    "get_consumer",
+    "get_state",
+    "public",
+]

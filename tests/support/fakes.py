@@ -1,21 +1,24 @@
-"""Test doubles for dialect tests: engines that record or fail, a store that cannot write, and a
-middleware that names the calling consumer (until accounts exist, every caller is ``local``)."""
+"""Test doubles for dialect tests: engines that record or fail, a store that cannot write, and an
+authentication that takes the consumer's name from a header."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import FastAPI, Request
 
+from limner.accounts.auth import authenticate, principal_var
+from limner.accounts.tokens import Principal
 from limner.core.errors import LimnerError
-from limner.core.models import EngineRequest, GeneratedImage
+from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.base import Engine
 from limner.engines.catalog import EngineFactory, ModelEntry
 from limner.engines.registry import default_factories
 from limner.engines.testpattern import TestPatternEngine
 from limner.media.store import LocalMediaStore
 
-CONSUMER_HEADER = b"x-test-consumer"
+CONSUMER_HEADER = "x-test-consumer"
 
 
 class RecordingEngine(TestPatternEngine):
@@ -28,6 +31,14 @@ class RecordingEngine(TestPatternEngine):
     async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
         self.requests.append(request)
         return await super().generate(request)
+
+
+class SingleInputEngine(RecordingEngine):
+    """Edits take one source image: several must be laid out by limner (``compose="layout"``) or refused."""
+
+    capabilities = replace(
+        TestPatternEngine.capabilities, modes=frozenset({Mode.GENERATE, Mode.EDIT}), max_input_images=1
+    )
 
 
 class RaisingEngine(Engine):
@@ -51,18 +62,17 @@ def factories(**extra: Callable[[ModelEntry], Engine]) -> dict[str, EngineFactor
     return {**default_factories(), **extra}
 
 
-class ConsumerHeader:
-    """Sets ``request.state.consumer`` from ``X-Test-Consumer``, standing in for bearer-token auth."""
+def consumer_from_header(app: FastAPI) -> None:
+    """Authenticate callers as the consumer named in ``X-Test-Consumer`` (default ``local``), standing
+    in for bearer tokens where a test is about ownership rather than about tokens."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    async def authenticate_by_header(request: Request) -> Principal:
+        principal = Principal(consumer=request.headers.get(CONSUMER_HEADER, "local"))
+        request.state.principal = principal
+        principal_var.set(principal)
+        return principal
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            consumer = dict(scope.get("headers") or []).get(CONSUMER_HEADER)
-            if consumer:
-                scope.setdefault("state", {})["consumer"] = consumer.decode()
-        await self.app(scope, receive, send)
+    app.dependency_overrides[authenticate] = authenticate_by_header
 
 
 def raising(error: Exception) -> Callable[[ModelEntry], Engine]:

@@ -13,13 +13,15 @@ import uvicorn
 
 
 @contextmanager
-def live_server(app: Any) -> Iterator[str]:
-    """Yields the base URL (``http://127.0.0.1:PORT``) while the server runs; stops it on exit."""
+def live_server(app: Any, **options: Any) -> Iterator[str]:
+    """Yields the base URL (``http://127.0.0.1:PORT``) while the server runs; stops it on exit.
+    ``options`` override uvicorn's settings (e.g. ``log_level="info"`` for access logs)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    settings: dict[str, Any] = {"log_level": "warning", "lifespan": "on", "timeout_graceful_shutdown": 5, **options}
+    config = uvicorn.Config(app, **settings)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

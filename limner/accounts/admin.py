@@ -1,0 +1,294 @@
+"""The admin HTTP API under ``/admin``: consumers, tokens, credits and usage, the same as the CLI.
+
+Guarded by ``Authorization: Bearer $LIMNER_ADMIN_TOKEN`` (compared in constant time); with no admin
+token configured the whole API answers 403. Errors are ``{"error": {"code", "message", "param"}}``.
+Amounts are credits (decimals), stored exactly as micro-credits. A token's secret appears in exactly
+one response: the one that created it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
+
+from limner.accounts import consumers, credits, tokens, usage
+from limner.accounts.consumers import ConsumerInfo
+from limner.accounts.db import Database
+from limner.accounts.models import LedgerEntry, UsageRecord, from_micros, to_micros
+from limner.accounts.tokens import IssuedToken, TokenInfo
+from limner.core.errors import Forbidden, InvalidRequest, InvalidToken, LimnerError, MissingBearerToken
+
+
+def render(error: LimnerError) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": error.code, "message": error.message, "param": error.param}}, status_code=error.status
+    )
+
+
+class AdminRoute(APIRoute):
+    """Admin errors, expected or not, in the admin envelope."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except LimnerError as error:
+                return render(error)
+            except RequestValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+                return render(InvalidRequest(f"Invalid '{field}': {first.get('msg')}.", param=field))
+
+        return handle
+
+
+async def require_admin(request: Request) -> Database:
+    """The accounts database, for a caller holding the admin token."""
+    state = request.app.state.limner
+    expected = state.settings.secret("admin_token")
+    if expected is None:
+        raise Forbidden("The admin API is disabled: set LIMNER_ADMIN_TOKEN to enable it.")
+    scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise MissingBearerToken("Missing bearer token: send 'Authorization: Bearer <admin token>'.")
+    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise InvalidToken("Invalid admin token.")
+    db: Database = state.accounts.db
+    return db
+
+
+router = APIRouter(prefix="/admin", tags=["Admin"], route_class=AdminRoute)
+AdminDb = Depends(require_admin)
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def consumer_json(info: ConsumerInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "created_at": _time(info.created_at),
+        "balance": from_micros(info.balance),
+        "metered": info.balance is not None,
+        "rpm": info.rpm,
+        "ipm": info.ipm,
+        "note": info.note,
+        "active_tokens": info.active_tokens,
+    }
+
+
+def token_json(info: TokenInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "prefix": info.prefix,
+        "consumer": info.consumer,
+        "label": info.label,
+        "status": info.status(),
+        "created_at": _time(info.created_at),
+        "expires_at": _time(info.expires_at),
+        "revoked_at": _time(info.revoked_at),
+        "rotated_from": info.rotated_from_id,
+        "last_used_at": _time(info.last_used_at),
+    }
+
+
+def issued_json(issued: IssuedToken) -> dict[str, Any]:
+    return {
+        "id": issued.id,
+        "token": issued.token,
+        "prefix": issued.prefix,
+        "consumer": issued.consumer,
+        "expires_at": _time(issued.expires_at),
+        "rotated_from": issued.rotated_from_id,
+    }
+
+
+def ledger_json(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "created_at": _time(entry.created_at),
+        "kind": entry.kind,
+        "delta": from_micros(entry.delta),
+        "amount": from_micros(entry.amount),
+        "balance_after": from_micros(entry.balance_after),
+        "reservation": entry.reservation_id,
+        "request_id": entry.request_id,
+        "note": entry.note,
+    }
+
+
+def usage_json(record: UsageRecord) -> dict[str, Any]:
+    return {
+        "created_at": _time(record.created_at),
+        "request_id": record.request_id,
+        "consumer": record.consumer,
+        "token_id": record.token_id,
+        "model": record.model,
+        "dialect": record.dialect,
+        "images": record.images,
+        "pixels": record.pixels,
+        "seconds": round(record.seconds, 4),
+        "cost": from_micros(record.cost),
+        "status": record.status,
+        "error_code": record.error_code,
+    }
+
+
+class ConsumerBody(BaseModel):
+    name: str
+    rpm: int | None = Field(None, ge=0)
+    ipm: int | None = Field(None, ge=0)
+    note: str = Field("", max_length=200)
+
+
+class LimitsBody(BaseModel):
+    rpm: int | None = Field(None, ge=0, description="requests/min per model; 0: the server default")
+    ipm: int | None = Field(None, ge=0, description="images/min per model; 0: the server default")
+
+
+class TokenBody(BaseModel):
+    consumer: str
+    expires: str | None = Field(None, description="30d, 12h, an ISO date, or null for never")
+    label: str = Field("", max_length=100)
+    rpm: int | None = Field(None, ge=0)
+    ipm: int | None = Field(None, ge=0)
+
+
+class RotateBody(BaseModel):
+    expires: str | None = None
+    label: str = Field("", max_length=100)
+
+
+class GrantBody(BaseModel):
+    amount: float = Field(description="credits to add; negative takes some back")
+    note: str = Field("", max_length=200)
+
+
+@router.get("/consumers")
+async def list_consumers(db: Database = AdminDb) -> JSONResponse:
+    """Every consumer with its limits, balance and number of active tokens."""
+    return JSONResponse({"data": [consumer_json(c) for c in await db.call(consumers.list_consumers, db)]})
+
+
+@router.post("/consumers", status_code=201)
+async def create_consumer(body: ConsumerBody, db: Database = AdminDb) -> JSONResponse:
+    """Create a consumer (unmetered until credits are granted)."""
+    await db.call(consumers.create_consumer, db, body.name, rpm=body.rpm, ipm=body.ipm, note=body.note)
+    return JSONResponse(consumer_json(await db.call(consumers.get_consumer, db, body.name)), status_code=201)
+
+
+@router.get("/consumers/{name}")
+async def show_consumer(name: str, db: Database = AdminDb) -> JSONResponse:
+    """One consumer."""
+    return JSONResponse(consumer_json(await db.call(consumers.get_consumer, db, name)))
+
+
+@router.patch("/consumers/{name}")
+async def update_limits(name: str, body: LimitsBody, db: Database = AdminDb) -> JSONResponse:
+    """Change a consumer's per-model rate limits (0 returns to the server default)."""
+    return JSONResponse(consumer_json(await db.call(consumers.set_limits, db, name, rpm=body.rpm, ipm=body.ipm)))
+
+
+@router.get("/consumers/{name}/credits")
+async def show_credits(name: str, limit: int = 50, db: Database = AdminDb) -> JSONResponse:
+    """A consumer's balance and its newest ledger entries."""
+    balance = await db.call(credits.balance, db, name)
+    entries = await db.call(credits.ledger, db, name, limit=min(max(limit, 1), 1000))
+    return JSONResponse(
+        {
+            "consumer": name,
+            "balance": from_micros(balance),
+            "metered": balance is not None,
+            "ledger": [ledger_json(e) for e in entries],
+        }
+    )
+
+
+@router.post("/consumers/{name}/credits")
+async def grant_credits(name: str, body: GrantBody, db: Database = AdminDb) -> JSONResponse:
+    """Add credits (metering starts with the first grant)."""
+    balance = await db.call(credits.grant, db, name, to_micros(body.amount), note=body.note)
+    return JSONResponse({"consumer": name, "balance": from_micros(balance), "metered": True})
+
+
+@router.delete("/consumers/{name}/credits")
+async def unmeter(name: str, db: Database = AdminDb) -> JSONResponse:
+    """Stop metering a consumer: unlimited credits from now on."""
+    await db.call(credits.set_unmetered, db, name)
+    return JSONResponse({"consumer": name, "balance": None, "metered": False})
+
+
+@router.get("/tokens")
+async def list_tokens(consumer: str | None = None, db: Database = AdminDb) -> JSONResponse:
+    """Every token (never its secret), with its status and when it was last used."""
+    return JSONResponse({"data": [token_json(t) for t in await db.call(tokens.list_tokens, db, consumer)]})
+
+
+@router.post("/tokens", status_code=201)
+async def create_token(body: TokenBody, db: Database = AdminDb) -> JSONResponse:
+    """A new token for a consumer (created if missing). The secret is in this response only."""
+    issued = await db.call(
+        tokens.create_token,
+        db,
+        body.consumer,
+        expires_at=tokens.parse_expiry(body.expires),
+        label=body.label,
+        rpm=body.rpm,
+        ipm=body.ipm,
+    )
+    return JSONResponse(issued_json(issued), status_code=201)
+
+
+@router.post("/tokens/{ident}/revoke")
+async def revoke_token(ident: str, db: Database = AdminDb) -> JSONResponse:
+    """Revoke a token by id or prefix, effective on the next request on every replica."""
+    return JSONResponse(token_json(await db.call(tokens.revoke_token, db, ident)))
+
+
+@router.post("/tokens/{ident}/rotate", status_code=201)
+async def rotate_token(ident: str, body: RotateBody | None = None, db: Database = AdminDb) -> JSONResponse:
+    """A new token for the same consumer; the old one stays active until you revoke it."""
+    body = body or RotateBody()
+    issued = await db.call(
+        tokens.rotate_token, db, ident, expires_at=tokens.parse_expiry(body.expires), label=body.label
+    )
+    return JSONResponse(issued_json(issued), status_code=201)
+
+
+@router.get("/usage")
+async def show_usage(
+    consumer: str | None = None, since: str | None = None, limit: int = 100, db: Database = AdminDb
+) -> JSONResponse:
+    """Totals per consumer and model, and the newest records (``since``: 24h, 7d or an ISO date)."""
+    moment = usage.parse_since(since)
+    summary = await db.call(usage.summary, db, consumer=consumer, since=moment)
+    records = await db.call(usage.records, db, consumer=consumer, since=moment, limit=min(max(limit, 1), 1000))
+    return JSONResponse(
+        {
+            "summary": [
+                {
+                    "consumer": s.consumer,
+                    "model": s.model,
+                    "requests": s.requests,
+                    "failed": s.failed,
+                    "images": s.images,
+                    "pixels": s.pixels,
+                    "seconds": round(s.seconds, 3),
+                    "cost": from_micros(s.cost),
+                }
+                for s in summary
+            ],
+            "records": [usage_json(r) for r in records],
+        }
+    )

@@ -1,0 +1,126 @@
+"""Consumers: the apps and people that call limner, each with optional limits and an optional balance."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from limner.accounts.db import Database
+from limner.accounts.models import ApiToken, Consumer, utcnow
+from limner.core.errors import InvalidRequest, NotFound
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+LOCAL = "local"
+"""The consumer of every request while the server is open (loopback, no tokens)."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the gate needs to know about a consumer: its id (None: not in the database), limits, balance."""
+
+    consumer_id: int | None
+    balance: int | None
+    rpm: int | None
+    ipm: int | None
+
+
+@dataclass(frozen=True)
+class ConsumerInfo:
+    id: int
+    name: str
+    created_at: datetime
+    balance: int | None
+    rpm: int | None
+    ipm: int | None
+    note: str
+    active_tokens: int
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise InvalidRequest(
+            f"Invalid consumer name {name!r}: 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter "
+            "or digit.",
+            param="consumer",
+        )
+    return name
+
+
+def find(session: Session, name: str) -> Consumer:
+    consumer = session.scalar(select(Consumer).where(Consumer.name == name))
+    if consumer is None:
+        raise NotFound(f"No consumer named {name!r}.", param="consumer")
+    return consumer
+
+
+def ensure(session: Session, name: str) -> tuple[Consumer, bool]:
+    """The consumer named ``name``, created (unmetered, server-default limits) if missing."""
+    consumer = session.scalar(select(Consumer).where(Consumer.name == check_name(name)))
+    if consumer is not None:
+        return consumer, False
+    consumer = Consumer(name=name, created_at=utcnow(), note="")
+    session.add(consumer)
+    session.flush()
+    return consumer, True
+
+
+def _limit(value: int | None, current: int | None) -> int | None:
+    """None keeps the current limit; 0 clears it (back to the server default)."""
+    if value is None:
+        return current
+    if value < 0:
+        raise InvalidRequest("Limits must be positive (0 means the server default).")
+    return value or None
+
+
+def create_consumer(db: Database, name: str, *, rpm: int | None = None, ipm: int | None = None, note: str = "") -> None:
+    with db.write() as session:
+        consumer, created = ensure(session, name)
+        if not created:
+            raise InvalidRequest(f"Consumer {name!r} already exists.", param="consumer")
+        consumer.rpm, consumer.ipm, consumer.note = _limit(rpm, None), _limit(ipm, None), note
+
+
+def set_limits(db: Database, name: str, *, rpm: int | None = None, ipm: int | None = None) -> ConsumerInfo:
+    with db.write() as session:
+        consumer = find(session, name)
+        consumer.rpm, consumer.ipm = _limit(rpm, consumer.rpm), _limit(ipm, consumer.ipm)
+    return get_consumer(db, name)
+
+
+def policy(db: Database, name: str) -> Policy:
+    with db.read() as session:
+        row = session.execute(
+            select(Consumer.id, Consumer.balance, Consumer.rpm, Consumer.ipm).where(Consumer.name == name)
+        ).first()
+    if row is None:
+        return Policy(None, None, None, None)
+    return Policy(row.id, row.balance, row.rpm, row.ipm)
+
+
+def list_consumers(db: Database) -> list[ConsumerInfo]:
+    now = utcnow()
+    active = (
+        select(ApiToken.consumer_id, func.count().label("n"))
+        .where(ApiToken.revoked_at.is_(None), (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > now))
+        .group_by(ApiToken.consumer_id)
+        .subquery()
+    )
+    with db.read() as session:
+        rows = session.execute(
+            select(Consumer, func.coalesce(active.c.n, 0))
+            .outerjoin(active, active.c.consumer_id == Consumer.id)
+            .order_by(Consumer.name)
+        ).all()
+    return [ConsumerInfo(c.id, c.name, c.created_at, c.balance, c.rpm, c.ipm, c.note, int(n)) for c, n in rows]
+
+
+def get_consumer(db: Database, name: str) -> ConsumerInfo:
+    for info in list_consumers(db):
+        if info.name == name:
+            return info
+    raise NotFound(f"No consumer named {name!r}.", param="consumer")

@@ -1,0 +1,259 @@
+"""Credits: balances and a ledger. Reserve before work, commit on success, refund on failure.
+
+Each step is one database transaction, and the only way credits leave a balance is
+
+    UPDATE consumers SET balance = balance - :cost WHERE id = :id AND balance >= :cost
+
+so however many requests race (threads, processes, replicas), the database lets exactly as many
+through as the balance covers and never overdraws. A reservation is a row with an expiry: if the
+process dies mid-request, ``recover_expired`` (run at startup and periodically by every replica)
+refunds it. Its state moves ``held`` -> ``committed`` | ``refunded`` | ``expired`` by conditional
+updates, so a reservation is settled exactly once even if two replicas race to recover it.
+
+A consumer whose balance is NULL is not metered (no reservation, no ledger rows); granting credits to
+it starts metering. ``LEDGER.delta`` always sums to the balance of a metered consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from limner.accounts import consumers
+from limner.accounts.db import Database
+from limner.accounts.models import MICROS, Consumer, LedgerEntry, Reservation, from_micros, utcnow
+from limner.core.errors import InsufficientCredits, InvalidRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Credits reserved for one request."""
+
+    id: str
+    consumer_id: int
+    amount: int
+
+
+def _credits(micros: int | None) -> str:
+    return "unlimited" if micros is None else f"{micros / MICROS:g}"
+
+
+def grant(db: Database, consumer: str, amount: int, *, note: str = "") -> int:
+    """Add ``amount`` micro-credits (negative takes some back, never below zero); the new balance.
+
+    Granting to an unmetered consumer starts metering it, from a balance of ``amount``."""
+    with db.write() as session:
+        row = consumers.find(session, consumer)
+        current = func.coalesce(Consumer.balance, 0)
+        after = session.execute(
+            update(Consumer)
+            .where(Consumer.id == row.id, current + amount >= 0)
+            .values(balance=current + amount)
+            .returning(Consumer.balance)
+            .execution_options(synchronize_session=False)
+        ).scalar_one_or_none()
+        if after is None:
+            raise InvalidRequest(
+                f"{consumer} has {_credits(row.balance or 0)} credits; cannot take {_credits(-amount)}.",
+                param="amount",
+            )
+        session.add(
+            LedgerEntry(
+                consumer_id=row.id,
+                created_at=utcnow(),
+                kind="grant",
+                delta=amount,
+                amount=abs(amount),
+                balance_after=after,
+                note=note[:200],
+            )
+        )
+        return int(after)
+
+
+def set_unmetered(db: Database, consumer: str) -> None:
+    """Stop metering: the balance becomes NULL (unlimited), recorded as an ``unmeter`` ledger row."""
+    with db.write() as session:
+        row = consumers.find(session, consumer)
+        if row.balance is not None:
+            session.add(
+                LedgerEntry(
+                    consumer_id=row.id,
+                    created_at=utcnow(),
+                    kind="unmeter",
+                    delta=-row.balance,
+                    amount=row.balance,
+                    balance_after=None,
+                    note="balance removed: unlimited from now on",
+                )
+            )
+        row.balance = None
+
+
+def balance(db: Database, consumer: str) -> int | None:
+    with db.read() as session:
+        return consumers.find(session, consumer).balance
+
+
+def ledger(db: Database, consumer: str, *, limit: int = 50) -> list[LedgerEntry]:
+    with db.read() as session:
+        row = consumers.find(session, consumer)
+        return list(
+            session.scalars(
+                select(LedgerEntry)
+                .where(LedgerEntry.consumer_id == row.id)
+                .order_by(LedgerEntry.id.desc())
+                .limit(limit)
+            )
+        )
+
+
+def reserve(
+    db: Database, consumer_id: int, amount: int, *, model: str, request_id: str, ttl: float, now: datetime | None = None
+) -> Hold:
+    """Take ``amount`` off the balance and hold it, or raise ``InsufficientCredits`` (402) changing nothing."""
+    now = now or utcnow()
+    with db.write() as session:
+        after = session.execute(
+            update(Consumer)
+            .where(Consumer.id == consumer_id, Consumer.balance.is_not(None), Consumer.balance >= amount)
+            .values(balance=Consumer.balance - amount)
+            .returning(Consumer.balance)
+            .execution_options(synchronize_session=False)
+        ).scalar_one_or_none()
+        if after is None:
+            current = session.scalar(select(Consumer.balance).where(Consumer.id == consumer_id))
+            raise InsufficientCredits(
+                f"Insufficient credits for image generation: this request costs {_credits(amount)} credits "
+                f"and the balance is {_credits(current)}.",
+                required=amount / MICROS,
+                balance=from_micros(current),
+            )
+        hold = Hold(secrets.token_hex(16), consumer_id, amount)
+        session.add(
+            Reservation(
+                id=hold.id,
+                consumer_id=consumer_id,
+                amount=amount,
+                model=model[:200],
+                request_id=request_id[:80],
+                state="held",
+                created_at=now,
+                expires_at=now + timedelta(seconds=ttl),
+            )
+        )
+        session.add(
+            LedgerEntry(
+                consumer_id=consumer_id,
+                created_at=now,
+                kind="reserve",
+                delta=-amount,
+                amount=amount,
+                balance_after=after,
+                reservation_id=hold.id,
+                request_id=request_id[:80],
+                note=model[:200],
+            )
+        )
+    return hold
+
+
+def _settle(session: Session, hold: Hold, state: str, now: datetime) -> bool:
+    """Move a held reservation to ``state``; False if something else settled it first."""
+    moved = session.execute(
+        update(Reservation)
+        .where(Reservation.id == hold.id, Reservation.state == "held")
+        .values(state=state, settled_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return moved.rowcount == 1  # type: ignore[attr-defined]
+
+
+def commit(session: Session, hold: Hold, *, request_id: str, now: datetime | None = None) -> bool:
+    """Mark the held credits as spent (inside the caller's transaction). False: it had expired and was
+    refunded by recovery, so the request is not charged (never twice, never for more than was held)."""
+    now = now or utcnow()
+    if not _settle(session, hold, "committed", now):
+        log.warning("reservation %s was settled before its request finished; not charging it", hold.id)
+        return False
+    session.add(
+        LedgerEntry(
+            consumer_id=hold.consumer_id,
+            created_at=now,
+            kind="charge",
+            delta=0,
+            amount=hold.amount,
+            reservation_id=hold.id,
+            request_id=request_id[:80],
+        )
+    )
+    return True
+
+
+def refund(
+    session: Session,
+    hold: Hold,
+    *,
+    kind: str = "refund",
+    request_id: str | None = None,
+    now: datetime | None = None,
+    note: str = "",
+) -> bool:
+    """Give held credits back (inside the caller's transaction); False if already settled."""
+    now = now or utcnow()
+    if not _settle(session, hold, "expired" if kind == "expire" else "refunded", now):
+        return False
+    after = session.execute(
+        update(Consumer)
+        .where(Consumer.id == hold.consumer_id)
+        .values(balance=Consumer.balance + hold.amount)
+        .returning(Consumer.balance)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    session.add(
+        LedgerEntry(
+            consumer_id=hold.consumer_id,
+            created_at=now,
+            kind=kind,
+            delta=hold.amount if after is not None else 0,
+            amount=hold.amount,
+            balance_after=after,
+            reservation_id=hold.id,
+            request_id=request_id[:80] if request_id else None,
+            note=note[:200],
+        )
+    )
+    return True
+
+
+def recover_expired(db: Database, now: datetime | None = None, *, batch: int = 500) -> int:
+    """Refund reservations whose request never finished (a crash, a kill); how many were recovered."""
+    now = now or utcnow()
+    with db.read() as session:
+        expired = session.execute(
+            select(Reservation.id, Reservation.consumer_id, Reservation.amount, Reservation.request_id)
+            .where(Reservation.state == "held", Reservation.expires_at < now)
+            .limit(batch)
+        ).all()
+    recovered = 0
+    for row in expired:
+        with db.write() as session:
+            if refund(
+                session,
+                Hold(row.id, row.consumer_id, row.amount),
+                kind="expire",
+                request_id=row.request_id,
+                now=now,
+                note="reservation expired: its request never finished",
+            ):
+                recovered += 1
+    if recovered:
+        log.warning("recovered %d expired credit reservation(s)", recovered)
+    return recovered

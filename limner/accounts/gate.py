@@ -1,0 +1,167 @@
+"""``AccountsGate``: rate limits, credits and usage around every ``ImageService.run``.
+
+    open ──> admit ───────────────> deliver ──> exit: commit the hold + record usage   (one transaction)
+              │ rate limit (429)                 any error / cancellation:
+              │ price = per image x n x scale     refund the hold + record usage     (one transaction)
+              └ reserve (402 when short)
+
+Settlement runs shielded from cancellation, so a client that disconnects mid-request (the server
+cancels its task) is still refunded; if the process dies instead, the hold expires and is recovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from types import TracebackType
+
+from limner.accounts import consumers, credits, usage
+from limner.accounts.auth import principal_var
+from limner.accounts.credits import Hold
+from limner.accounts.metrics import Metrics
+from limner.accounts.models import to_micros
+from limner.accounts.ratelimit import Limits
+from limner.accounts.service import Accounts
+from limner.core.errors import InvalidRequest, LimnerError, ModelNotFound
+from limner.core.models import ImageRequest, ImageResult
+from limner.engines.catalog import Catalog, ModelEntry
+
+log = logging.getLogger(__name__)
+
+CLIENT_CLOSED = 499
+"""Status recorded when the client went away before its images were delivered."""
+
+
+class AccountsGate:
+    def __init__(self, accounts: Accounts, catalog: Catalog, metrics: Metrics | None = None) -> None:
+        self.accounts = accounts
+        self.catalog = catalog
+        self.metrics = metrics
+
+    def open(self, request: ImageRequest, request_id: str) -> AccountTicket:
+        return AccountTicket(self, request, request_id)
+
+    def model_label(self, name: str) -> str:
+        """The catalog id for a metrics label; never a free-form name a client typed."""
+        try:
+            return self.catalog.resolve(name).id
+        except ModelNotFound:
+            return "unknown"
+
+
+class AccountTicket:
+    def __init__(self, gate: AccountsGate, request: ImageRequest, request_id: str) -> None:
+        self.gate = gate
+        self.request = request
+        self.request_id = request_id
+        self.started = time.perf_counter()
+        self.model = request.model
+        self.price = 0
+        self.hold: Hold | None = None
+        self._reserving: asyncio.Future[Hold] | None = None
+        self.result: ImageResult | None = None
+        principal = principal_var.get()
+        self.token_id = principal.token_id if principal and principal.consumer == request.consumer else None
+
+    async def __aenter__(self) -> AccountTicket:
+        return self
+
+    async def admit(self, entry: ModelEntry, *, n: int, width: int, height: int) -> None:
+        accounts = self.gate.accounts
+        self.model = entry.id
+        consumer = self.request.consumer
+        policy = await accounts.db.call(consumers.policy, accounts.db, consumer)
+        defaults = accounts.options.default_limits
+        limits = Limits(policy.rpm or defaults.rpm, policy.ipm or defaults.ipm)
+        if limits.ipm is not None and n > limits.ipm:
+            raise InvalidRequest(
+                f"n={n} exceeds this consumer's limit of {limits.ipm} images per minute on '{entry.id}'.", param="n"
+            )
+        if not limits.unlimited:
+            await accounts.limiter.acquire(f"{consumer}|{entry.id}", n, limits)
+        self.price = to_micros(entry.price_for(n, width, height, self.request.quality))
+        if self.price > 0 and policy.consumer_id is not None and policy.balance is not None:
+            # Shielded: a reservation that completes after its client left must still be found and refunded.
+            self._reserving = asyncio.ensure_future(
+                accounts.db.call(
+                    credits.reserve,
+                    accounts.db,
+                    policy.consumer_id,
+                    self.price,
+                    model=entry.id,
+                    request_id=self.request_id,
+                    ttl=accounts.options.reservation_ttl,
+                )
+            )
+            self.hold = await asyncio.shield(self._reserving)
+
+    def deliver(self, result: ImageResult) -> None:
+        self.result = result
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        result = self.result if exc is None else None
+        delivered = result is not None and not result.storage_error
+        if delivered:
+            status, code = 200, None
+        elif result is not None:
+            status, code = 500, "storage_error"
+        elif isinstance(exc, LimnerError):
+            status, code = exc.status, exc.code
+        elif isinstance(exc, asyncio.CancelledError):
+            status, code = CLIENT_CLOSED, "client_closed"
+        else:
+            status, code = 500, "internal_error"
+        images = result.images if result is not None else []
+        event = usage.UsageEvent(
+            request_id=self.request_id,
+            consumer=self.request.consumer,
+            token_id=self.token_id,
+            model=self.model,
+            dialect=self.request.dialect,
+            images=len(images),
+            pixels=sum(image.width * image.height for image in images),
+            seconds=time.perf_counter() - self.started,
+            cost=self.price if delivered else 0,
+            status=status,
+            error_code=code,
+        )
+        if self.gate.metrics is not None:
+            self.gate.metrics.observe_generation(
+                event.dialect, self.gate.model_label(self.model), code or "ok", event.seconds, len(images)
+            )
+        settling = asyncio.ensure_future(self._settle(event, delivered))
+        try:
+            await asyncio.shield(settling)
+        except asyncio.CancelledError:
+            if exc is None:
+                raise  # cancelled while settling a success: it still completes; let the cancellation through
+        except Exception:
+            log.exception(
+                "settling request %s failed (a held reservation is recovered when it expires)", self.request_id
+            )
+
+    async def _settle(self, event: usage.UsageEvent, delivered: bool) -> None:
+        if self.hold is None and self._reserving is not None:
+            with contextlib.suppress(LimnerError):  # a 402 reserved nothing
+                self.hold = await self._reserving  # cancelled mid-reservation: wait for it, to refund it
+        accounts = self.gate.accounts
+        await accounts.db.call(_settle, accounts, self.hold, event, delivered)
+
+
+def _settle(accounts: Accounts, hold: Hold | None, event: usage.UsageEvent, delivered: bool) -> None:
+    """Commit or refund the hold and record the usage, in one transaction."""
+    with accounts.db.write() as session:
+        charged = True
+        if hold is not None:
+            if delivered:
+                charged = credits.commit(session, hold, request_id=event.request_id)
+            else:
+                credits.refund(session, hold, request_id=event.request_id, note=event.error_code or "")
+        if not charged:
+            event = dataclasses.replace(event, cost=0)
+        usage.add(session, event)

@@ -1,0 +1,169 @@
+"""The accounts schema (SQLAlchemy 2.0 ORM), portable between SQLite and PostgreSQL.
+
+Money is stored as integer micro-credits (1 credit = 1,000,000) so that the conditional
+``balance >= cost`` check is exact on both databases; floats appear only at the edges (CLI, HTTP).
+Times are stored as naive UTC and always read back timezone-aware (``UTCDateTime``), because SQLite
+has no timezone type and comparisons must mean the same thing on both databases.
+
+    consumers ─┬─< api_tokens      hashed bearer tokens, several active per consumer
+               ├─< reservations    credits held for one request until committed or refunded
+               └─< ledger          every change of a balance, signed, with the balance after it
+    usage                          one row per request that reached the image service
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+MICROS = 1_000_000
+"""Micro-credits per credit."""
+
+# BIGINT on PostgreSQL, but INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python, naive UTC in the database (the same on SQLite and PostgreSQL)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Consumer(Base):
+    """An app or person that calls limner. ``balance`` NULL means unlimited credits."""
+
+    __tablename__ = "consumers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    balance: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Available micro-credits (reservations already taken off); NULL: not metered."""
+    rpm: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Requests per minute per model; NULL: the server default."""
+    ipm: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Images per minute per model; NULL: the server default."""
+    note: Mapped[str] = mapped_column(String(200), default="")
+
+
+class ApiToken(Base):
+    """A bearer token, stored as its SHA-256; ``prefix`` is the non-secret start shown in listings."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    consumer_id: Mapped[int] = mapped_column(ForeignKey("consumers.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    rotated_from_id: Mapped[int | None] = mapped_column(Integer, default=None)
+
+    def is_active(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class Reservation(Base):
+    """Credits held for one request: ``held`` until ``committed``, ``refunded`` or ``expired`` (recovered)."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (Index("ix_reservations_state_expires_at", "state", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    consumer_id: Mapped[int] = mapped_column(ForeignKey("consumers.id", ondelete="CASCADE"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    model: Mapped[str] = mapped_column(String(200))
+    request_id: Mapped[str] = mapped_column(String(80))
+    state: Mapped[str] = mapped_column(String(16), default="held")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class LedgerEntry(Base):
+    """One change of a consumer's balance. ``delta`` sums to the balance; ``charge`` rows have delta 0
+    (the credits left the balance at ``reserve``) and mark the reservation as paid for."""
+
+    __tablename__ = "ledger"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    consumer_id: Mapped[int] = mapped_column(ForeignKey("consumers.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))
+    """grant | reserve | charge | refund | expire | unmeter"""
+    delta: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    reservation_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    request_id: Mapped[str | None] = mapped_column(String(80), default=None)
+    note: Mapped[str] = mapped_column(String(200), default="")
+
+
+class UsageRecord(Base):
+    """One request that reached the image service, whatever its outcome."""
+
+    __tablename__ = "usage"
+    __table_args__ = (Index("ix_usage_consumer_created_at", "consumer", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    request_id: Mapped[str] = mapped_column(String(80))
+    consumer: Mapped[str] = mapped_column(String(64))
+    token_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    dialect: Mapped[str] = mapped_column(String(32))
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    pixels: Mapped[int] = mapped_column(BigInteger, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    cost: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Micro-credits charged (0 when refunded or free)."""
+    status: Mapped[int] = mapped_column(Integer)
+    """200, or the error's canonical HTTP status; 499 when the client went away."""
+    error_code: Mapped[str | None] = mapped_column(String(40), default=None)
+
+
+def to_micros(credits: float | int | str) -> int:
+    """Credits (as typed by a person or configured as a price) to integer micro-credits, rounded."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return int((Decimal(str(credits)) * MICROS).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def from_micros(micros: int | None) -> float | None:
+    return None if micros is None else micros / MICROS

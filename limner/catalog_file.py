@@ -1,0 +1,154 @@
+"""The catalog file: a pulled model's ``[[models]]`` entry, written into ``limner.toml`` without disturbing the rest.
+
+tomlkit edits the document in place, so the user's comments, order and formatting survive; an entry with the same
+id is updated (its location; sampling defaults only where the user set none), anything else is appended. A file
+with no ``[[models]]`` yet first gets the default catalog written out, because a ``[[models]]`` list replaces the
+defaults: without it, pulling one model would silently remove the built-in model and its aliases.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from limner.pull import PullResult
+
+
+@dataclass(frozen=True)
+class Family:
+    """Sampling defaults for a known distilled family (otherwise the pipeline's own defaults apply)."""
+
+    keywords: tuple[str, ...]  # all must occur in the lower-cased repo id or file name
+    steps: int
+    guidance: float
+    strength: float | None = None
+    note: str = ""
+
+
+FAMILIES = (
+    Family(("flux", "schnell"), 4, 0.0, note="FLUX.1 [schnell]: 4 steps, no guidance"),
+    Family(("flux",), 28, 3.5, note="FLUX.1: 28 steps, guidance 3.5"),
+    Family(("3.5", "turbo"), 4, 0.0, note="SD3.5 Turbo: 4 steps, no guidance"),
+    # 2 steps rather than 1 so that image-to-image at strength 0.5 still runs one real step.
+    Family(("turbo",), 2, 0.0, 0.5, note="SD/SDXL-Turbo: 1-4 steps, no guidance"),
+    Family(("lightning",), 4, 0.0, note="SDXL-Lightning: 4 steps, no guidance"),
+    Family(("lcm",), 4, 1.0, note="latent consistency model: 4 steps, guidance 1"),
+)
+
+
+def family_for(*names: str) -> Family | None:
+    """The first known family whose keywords all occur in the given repo ids or file names."""
+    text = " ".join(names).lower()
+    return next((family for family in FAMILIES if all(word in text for word in family.keywords)), None)
+
+
+def catalog_fields(
+    result: PullResult, *, engine: str = "diffusers", single_file_class: str | None = None
+) -> dict[str, Any]:
+    """The ``[[models]]`` keys for a pulled model: where it is, and the family's sampling defaults."""
+    fields: dict[str, Any] = {"id": result.model_id, "engine": engine, "path": str(result.path)}
+    if result.config_dir is not None:
+        fields["config_dir"] = str(result.config_dir)
+    if single_file_class:
+        fields["single_file_class"] = single_file_class
+    if result.commit is not None:  # a hub repo: its owner is who the model is "owned by" in /v1/models
+        fields["owned_by"] = result.source.split("/", 1)[0]
+    fields["description"] = f"pulled from {result.source}" + (f" @ {result.commit[:12]}" if result.commit else "")
+    family = result.family
+    if family is not None:
+        fields |= {"default_steps": family.steps, "default_guidance": family.guidance}
+        if family.strength is not None:
+            fields["default_strength"] = family.strength
+    return fields
+
+
+SOURCE_KEYS = ("engine", "path", "config_dir", "single_file_class", "description", "owned_by")
+"""Keys a pull owns: replaced on every pull. Other keys (aliases, price, tuned steps) stay as the user set them."""
+
+
+def upsert_model(config: Path, fields: dict[str, Any]) -> str:
+    """Add or update the ``[[models]]`` entry with ``fields["id"]`` in ``config``; returns 'added' or 'updated'.
+
+    Raises ``ValueError`` (and writes nothing) when the result would not load: an invalid entry, or a model
+    name used twice.
+    """
+    import tomlkit
+    from tomlkit.items import AoT, Table
+
+    document = tomlkit.parse(config.read_text() if config.exists() else "")
+    models = document.get("models")
+    if models is None:
+        models = tomlkit.aot()
+        for entry in _default_entries():
+            models.append(
+                _table(entry).comment("limner's default catalog: a [[models]] list replaces it, so it is kept")
+            )
+        document["models"] = models
+    elif not isinstance(models, AoT):
+        raise ValueError(f"'models' in {config} is not written as [[models]] tables; add this entry by hand")
+    existing = next((table for table in models if isinstance(table, Table) and table.get("id") == fields["id"]), None)
+    if existing is None:
+        models.append(_table(fields))
+        action = "added"
+    else:
+        for key, value in fields.items():
+            if key in SOURCE_KEYS or key not in existing:
+                existing[key] = value
+        for key in ("config_dir", "single_file_class"):
+            if key not in fields and key in existing:
+                del existing[key]  # a directory replaced a single file: these would now mislead the engine
+        action = "updated"
+    text = tomlkit.dumps(document)
+    _check(text, config)
+    _write_atomically(config, text)
+    return action
+
+
+def _default_entries() -> list[dict[str, Any]]:
+    from limner.engines.catalog import default_models
+
+    return [entry.model_dump(mode="json", exclude_defaults=True) for entry in default_models()]
+
+
+def _table(fields: dict[str, Any]) -> Any:
+    import tomlkit
+
+    table = tomlkit.table()
+    for key, value in fields.items():
+        table[key] = value
+    return table
+
+
+def _check(text: str, config: Path) -> None:
+    """Refuse a catalog that ``limner serve`` would refuse: every entry valid, every name unique."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from limner.engines.catalog import Catalog, ModelEntry
+
+    try:
+        entries = TypeAdapter(list[ModelEntry]).validate_python(tomllib.loads(text).get("models", []))
+        Catalog(entries, {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"{config} would not load (models.{where}: {first['msg']})") from exc
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers (a running ``limner serve`` reloading, an editor) see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as sink:
+            sink.write(text)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,225 @@
+"""``limner tokens|credits|consumers|usage``: accounts from the terminal, on the server's own database.
+
+They read the same settings as ``limner serve`` (``LIMNER_DATABASE_URL``, or SQLite in
+``LIMNER_DATA_DIR``), so run them where the server runs or point them at its PostgreSQL. Changes take
+effect on the running server's next request: no restart, no cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, TypeVar
+
+import typer
+
+from limner.accounts import consumers, credits, tokens, usage
+from limner.accounts.db import Database
+from limner.accounts.models import from_micros, to_micros
+from limner.core.errors import LimnerError
+
+T = TypeVar("T")
+
+tokens_app = typer.Typer(help="Bearer tokens: create, list, revoke, rotate.", no_args_is_help=True)
+credits_app = typer.Typer(help="Consumer balances: grant, show, unlimited.", no_args_is_help=True)
+consumers_app = typer.Typer(help="Consumers and their rate limits.", no_args_is_help=True)
+usage_app = typer.Typer(help="What each consumer used.")
+
+Rpm = Annotated[int | None, typer.Option("--rpm", help="Requests per minute per model (0: server default)")]
+Ipm = Annotated[int | None, typer.Option("--ipm", help="Images per minute per model (0: server default)")]
+Expires = Annotated[str | None, typer.Option("--expires", help="30d, 12h, 90m, an ISO date; default: never")]
+
+
+@contextmanager
+def database() -> Iterator[Database]:
+    from limner.accounts.service import Accounts
+    from limner.settings import Settings
+
+    accounts = Accounts.open(Settings())
+    try:
+        yield accounts.db
+    finally:
+        accounts.db.dispose()
+
+
+def run(action: Callable[[Database], T]) -> T:
+    """Run ``action`` on the database; limner errors become a message and exit status 1."""
+    try:
+        with database() as db:
+            return action(db)
+    except LimnerError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _credits(micros: int | None) -> str:
+    value = from_micros(micros)
+    return "unlimited" if value is None else f"{value:g}"
+
+
+def _show_issued(issued: tokens.IssuedToken) -> None:
+    typer.echo(f"token {issued.id} for {issued.consumer} (prefix {issued.prefix}), expires {_when(issued.expires_at)}")
+    typer.echo("Store it now; it is shown only this once:")
+    typer.echo(issued.token)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    consumer: Annotated[str, typer.Option("--consumer", "-c", help="Consumer name (created if new)")],
+    expires: Expires = None,
+    rpm: Rpm = None,
+    ipm: Ipm = None,
+    label: Annotated[str, typer.Option(help="A note to recognise the token by")] = "",
+) -> None:
+    """Create a token; --rpm/--ipm set the consumer's limits."""
+    issued = run(
+        lambda db: tokens.create_token(
+            db, consumer, expires_at=tokens.parse_expiry(expires), label=label, rpm=rpm, ipm=ipm
+        )
+    )
+    _show_issued(issued)
+
+
+@tokens_app.command("list")
+def tokens_list(
+    consumer: Annotated[str | None, typer.Option("--consumer", "-c", help="Only this consumer's")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include revoked and expired tokens")] = False,
+) -> None:
+    """List tokens (never their secrets)."""
+    rows = run(lambda db: tokens.list_tokens(db, consumer))
+    typer.echo(
+        f"{'id':>4}  {'prefix':<12}  {'consumer':<20}  {'status':<8}  {'created':<16}  {'expires':<16}  "
+        f"{'last used':<16}  label"
+    )
+    for info in rows:
+        status = info.status()
+        if status != "active" and not all_:
+            continue
+        rotated = f" (replaces {info.rotated_from_id})" if info.rotated_from_id else ""
+        typer.echo(
+            f"{info.id:>4}  {info.prefix:<12}  {info.consumer:<20}  {status:<8}  {_when(info.created_at):<16}  "
+            f"{_when(info.expires_at):<16}  {_when(info.last_used_at):<16}  {info.label}{rotated}"
+        )
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(ident: Annotated[str, typer.Argument(help="Token id or prefix (lim_...)")]) -> None:
+    """Revoke a token; refused from the next request on."""
+    info = run(lambda db: tokens.revoke_token(db, ident))
+    typer.echo(f"revoked token {info.id} ({info.prefix}) of {info.consumer}")
+
+
+@tokens_app.command("rotate")
+def tokens_rotate(
+    ident: Annotated[str, typer.Argument(help="Token id or prefix to replace")],
+    expires: Expires = None,
+) -> None:
+    """Create a replacement; the old token stays active until you revoke it."""
+    issued = run(lambda db: tokens.rotate_token(db, ident, expires_at=tokens.parse_expiry(expires)))
+    _show_issued(issued)
+    typer.echo(
+        f"token {issued.rotated_from_id} still works: move clients, then `limner tokens revoke "
+        f"{issued.rotated_from_id}`",
+        err=True,
+    )
+
+
+@credits_app.command("grant")
+def credits_grant(
+    consumer: Annotated[str, typer.Argument()],
+    amount: Annotated[float, typer.Argument(help="Credits to add; to take some back: grant NAME -- -5")],
+    note: Annotated[str, typer.Option(help="Ledger note")] = "",
+) -> None:
+    """Add credits; the first grant starts metering the consumer."""
+    balance = run(lambda db: credits.grant(db, consumer, to_micros(amount), note=note))
+    typer.echo(f"{consumer}: balance {_credits(balance)}")
+
+
+@credits_app.command("show")
+def credits_show(
+    consumer: Annotated[str, typer.Argument()],
+    limit: Annotated[int, typer.Option(help="Ledger entries to show")] = 20,
+) -> None:
+    """A consumer's balance and newest ledger entries."""
+
+    def load(db: Database) -> tuple[int | None, list[tuple[str, str, str, str, str]]]:
+        entries = credits.ledger(db, consumer, limit=limit)
+        rows = [
+            (_when(e.created_at), e.kind, _credits(e.delta), _credits(e.balance_after), e.request_id or e.note)
+            for e in entries
+        ]
+        return credits.balance(db, consumer), rows
+
+    balance, rows = run(load)
+    typer.echo(f"{consumer}: balance {_credits(balance)}")
+    for when, kind, delta, after, what in rows:
+        typer.echo(f"  {when}  {kind:<8} {delta:>10}  -> {after:<10} {what}")
+
+
+@credits_app.command("unlimited")
+def credits_unlimited(consumer: Annotated[str, typer.Argument()]) -> None:
+    """Stop metering a consumer (no balance, no 402)."""
+    run(lambda db: credits.set_unmetered(db, consumer))
+    typer.echo(f"{consumer}: unlimited")
+
+
+@consumers_app.command("list")
+def consumers_list() -> None:
+    """Consumers with their limits, balances and active tokens."""
+    rows = run(consumers.list_consumers)
+    typer.echo(f"{'name':<20}  {'balance':>10}  {'rpm':>6}  {'ipm':>6}  tokens")
+    for info in rows:
+        typer.echo(
+            f"{info.name:<20}  {_credits(info.balance):>10}  {info.rpm or '-':>6}  {info.ipm or '-':>6}  "
+            f"{info.active_tokens}"
+        )
+
+
+@consumers_app.command("create")
+def consumers_create(name: Annotated[str, typer.Argument()], rpm: Rpm = None, ipm: Ipm = None) -> None:
+    """Create a consumer (tokens create makes one too)."""
+    run(lambda db: consumers.create_consumer(db, name, rpm=rpm, ipm=ipm))
+    typer.echo(f"created {name}")
+
+
+@consumers_app.command("limits")
+def consumers_limits(name: Annotated[str, typer.Argument()], rpm: Rpm = None, ipm: Ipm = None) -> None:
+    """Change a consumer's per-model rate limits."""
+    info = run(lambda db: consumers.set_limits(db, name, rpm=rpm, ipm=ipm))
+    typer.echo(f"{name}: rpm {info.rpm or 'default'}, ipm {info.ipm or 'default'}")
+
+
+@usage_app.callback(invoke_without_command=True)
+def usage_show(
+    consumer: Annotated[str | None, typer.Option("--consumer", "-c", help="Only this consumer")] = None,
+    since: Annotated[str | None, typer.Option(help="24h, 7d, or an ISO date")] = None,
+    records: Annotated[int, typer.Option("--records", "-n", help="Also list this many newest requests")] = 0,
+) -> None:
+    """Totals per consumer and model (requests, failures, images, seconds, credits)."""
+
+    def load(db: Database) -> tuple[list[usage.UsageSummary], list[str]]:
+        moment = usage.parse_since(since)
+        lines = [
+            f"  {_when(r.created_at)}  {r.consumer:<16} {r.model:<24} {r.dialect:<10} {r.status} "
+            f"{r.error_code or '':<20} {r.images} img {r.seconds:.2f}s {_credits(r.cost)}"
+            for r in (usage.records(db, consumer=consumer, since=moment, limit=records) if records else [])
+        ]
+        return usage.summary(db, consumer=consumer, since=moment), lines
+
+    summary, lines = run(load)
+    typer.echo(
+        f"{'consumer':<16}  {'model':<24}  {'requests':>8}  {'failed':>6}  {'images':>6}  {'seconds':>8}  "
+        f"{'credits':>8}"
+    )
+    for s in summary:
+        typer.echo(
+            f"{s.consumer:<16}  {s.model:<24}  {s.requests:>8}  {s.failed:>6}  {s.images:>6}  "
+            f"{s.seconds:>8.1f}  {_credits(s.cost):>8}"
+        )
+    for line in lines:
+        typer.echo(line)

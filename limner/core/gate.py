@@ -1,0 +1,54 @@
+"""The seam between ``ImageService`` and accounting: admission before work, settlement after it.
+
+``ImageService.run`` opens a ticket for every request, calls ``admit`` once it knows the model and
+the output size (rate limits and credit reservation happen there, before the engine runs), and
+``deliver`` once the images are stored. Leaving the ticket's context settles it: committed if
+delivered, refunded on any error or cancellation (a client that went away), recorded either way.
+The core knows only this protocol; ``limner.accounts.gate`` implements it, and ``OpenGate`` (no
+limits, no records) is what a bare service uses.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Protocol
+
+from limner.core.models import ImageRequest, ImageResult
+from limner.engines.catalog import ModelEntry
+
+
+class Ticket(Protocol):
+    async def admit(self, entry: ModelEntry, *, n: int, width: int, height: int) -> None:
+        """Check limits and hold the price of ``n`` images of this size, or raise (429, 402, ...)."""
+
+    def deliver(self, result: ImageResult) -> None:
+        """The images exist and are about to be returned: charge for them when the ticket closes."""
+
+
+class Gate(Protocol):
+    def open(self, request: ImageRequest, request_id: str) -> AbstractAsyncContextManager[Ticket]:
+        """A ticket for one request; settled (and recorded) when its context exits."""
+
+
+class _OpenTicket:
+    async def admit(self, entry: ModelEntry, *, n: int, width: int, height: int) -> None:
+        return None
+
+    def deliver(self, result: ImageResult) -> None:
+        return None
+
+    async def __aenter__(self) -> _OpenTicket:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+
+class OpenGate:
+    """Admits everything and records nothing."""
+
+    def open(self, request: ImageRequest, request_id: str) -> AbstractAsyncContextManager[Ticket]:
+        return _OpenTicket()

@@ -1,0 +1,316 @@
+"""ImagineArt 2.0: ``POST /v1/images/generations`` and ``/v1/images/edits`` (multipart, answering PNG bytes),
+``GET /v1/models`` (the two models and the parameters each accepts) and ``GET /health``.
+
+Decisions, documented in the README:
+
+- The public ids ``text-to-image`` and ``image-edit`` are catalog aliases; whatever engine the catalog
+  routes them to does the work. A catalog without them answers 502 ``model_not_available``.
+- ``seed`` 0, -1 or omitted draws a random seed; every answer says the seed used in ``X-Seed``, so
+  sending it back reproduces the image. ``X-Model`` names the catalog model that ran, ``X-Width`` and
+  ``X-Height`` the pixel size, ``X-Request-Id`` the request.
+- ``reasoning=high`` asks the core for high effort: twice the model's default denoising steps.
+- "Clean metadata": the PNG carries no text chunks at all (no prompt, no parameters), whatever the
+  server's ``embed_metadata`` setting; the headers carry what a client needs.
+- ``aspect_ratio=auto`` (edits) keeps the first reference image's ratio.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from limner.core.errors import InvalidImage, InvalidRequest, LimnerError, ModelNotFound, retry_after_seconds
+from limner.core.models import ImageRequest, ImageResult, SizeSpec, SourceImage
+from limner.core.sizes import resolve_size
+from limner.dialects.base import FormBody, dialect_route, read_form, validate
+from limner.engines.base import Capabilities
+from limner.http.context import current_request_id
+from limner.http.deps import AppState, get_consumer, get_state, public
+
+DIALECT = "imagineart"
+GENERATE_MODEL = "text-to-image"
+EDIT_MODEL = "image-edit"
+MAX_IMAGES = 4
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif")
+SEED_MAX = 2**32 - 1
+RANDOM_SEEDS = (0, -1)
+EDIT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9", "4:5", "5:4", "3:1", "1:3")
+GENERATE_RATIOS = (*EDIT_RATIOS, "4:1", "1:4")
+
+GenerateAspectRatio = Literal[
+    "1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9", "4:5", "5:4", "3:1", "1:3", "4:1", "1:4"
+]
+EditAspectRatio = Literal["auto", "1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9", "4:5", "5:4", "3:1", "1:3"]
+Resolution = Literal["1K", "2K"]
+
+PROMPT_LIMIT = 4000
+RESOLUTION_HELP = "1K (faster) or 2K (higher fidelity)."
+SEED_HELP = "Deterministic seed. 0, -1, or omitted = random."
+
+
+class GenerationForm(BaseModel):
+    """``/v1/images/generations`` fields, in the reference's order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=PROMPT_LIMIT, description="Text prompt describing the image.")
+    aspect_ratio: GenerateAspectRatio = Field("1:1", description="Output aspect ratio.")
+    resolution: Resolution = Field("2K", description=RESOLUTION_HELP)
+    seed: int | None = Field(None, ge=-1, le=SEED_MAX, description=SEED_HELP)
+    reasoning: Literal["low", "high"] = Field(
+        "low", description="Visual reasoning level: low (faster) or high (richer compositions: more denoising steps)."
+    )
+
+
+class EditForm(BaseModel):
+    """``/v1/images/edits`` fields, in the reference's order (``images`` are files, checked separately)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=PROMPT_LIMIT, description="Editing instruction.")
+    aspect_ratio: EditAspectRatio = Field("auto", description="Output aspect ratio; auto matches the first image.")
+    resolution: Resolution = Field("2K", description=RESOLUTION_HELP)
+    seed: int | None = Field(None, ge=-1, le=SEED_MAX, description=SEED_HELP)
+
+
+# limner code -> (HTTP status, ImagineArt code); every status and code is one of the reference table's.
+ERROR_MAP: dict[str, tuple[int, str]] = {
+    "invalid_request": (400, "invalid_request"),
+    "invalid_image": (400, "invalid_image"),
+    "unsupported": (400, "invalid_request"),
+    "model_not_found": (502, "model_not_available"),  # the two model ids are fixed: missing = misconfigured
+    "unknown_request": (404, "unknown_request"),
+    "missing_bearer_token": (401, "missing_bearer_token"),
+    "invalid_token": (401, "invalid_token"),
+    "forbidden": (401, "invalid_token"),  # the token is valid but not for this: no 403 in the reference
+    "insufficient_credits": (429, "rate_limited"),  # a spent quota: no 402 in the reference
+    "rate_limited": (429, "rate_limited"),
+    "queue_full": (429, "rate_limited"),
+    "model_error": (502, "model_error"),
+    "model_not_available": (502, "model_not_available"),
+    "model_auth_error": (502, "model_auth_error"),
+    "unavailable": (502, "model_not_available"),
+    "no_tokens_configured": (503, "no_tokens_configured"),
+    "timeout": (504, "timeout"),
+    "internal_error": (500, "internal_error"),
+}
+
+
+def render_error(error: LimnerError, request_id: str) -> Response:
+    """``{"error": {"code", "message", "request_id"}}``; ``Retry-After`` on 429."""
+    status, code = ERROR_MAP.get(error.code, (500, "internal_error"))
+    message = error.message
+    if isinstance(error, ModelNotFound):
+        message = f"Model '{error.model}' is not available on this server."
+    headers = {}
+    retry = retry_after_seconds(error)
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "request_id": request_id}}, status_code=status, headers=headers
+    )
+
+
+def seed_for(seed: int | None) -> int | None:
+    """0, -1 and omitted all mean "draw one"."""
+    return None if seed is None or seed in RANDOM_SEEDS else seed
+
+
+def _fields(form: FormBody) -> dict[str, Any]:
+    fields = form.scalars()
+    if fields.get("seed") == "":
+        del fields["seed"]  # an empty form field is an omitted one
+    return fields
+
+
+def generation_request(params: GenerationForm, consumer: str) -> ImageRequest:
+    return ImageRequest(
+        prompt=params.prompt,
+        model=GENERATE_MODEL,
+        dialect=DIALECT,
+        size=SizeSpec(aspect_ratio=params.aspect_ratio, resolution=params.resolution),
+        seed=seed_for(params.seed),
+        effort="high" if params.reasoning == "high" else "normal",
+        output_format="png",
+        embed_metadata=False,
+        consumer=consumer,
+        options={"reasoning": params.reasoning},
+    )
+
+
+def edit_request(params: EditForm, images: list[SourceImage], consumer: str) -> ImageRequest:
+    return ImageRequest(
+        prompt=params.prompt,
+        model=EDIT_MODEL,
+        dialect=DIALECT,
+        size=SizeSpec(aspect_ratio=params.aspect_ratio, resolution=params.resolution),
+        seed=seed_for(params.seed),
+        images=images,
+        output_format="png",
+        embed_metadata=False,
+        consumer=consumer,
+    )
+
+
+def render_result(result: ImageResult) -> Response:
+    """The PNG itself; what a client may want to know rides in headers."""
+    image = result.images[0]
+    headers = {
+        "X-Model": result.model,
+        "X-Width": str(image.width),
+        "X-Height": str(image.height),
+        "Cache-Control": "no-store",
+    }
+    if image.seed is not None:
+        headers["X-Seed"] = str(image.seed)
+    return Response(image.data, media_type=image.mime_type, headers=headers)
+
+
+async def generate_image(request: Request) -> Response:
+    """Synthesize a new image from a text prompt; answers the PNG bytes."""
+    state = get_state(request)
+    form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
+    return await generate_from_form(request, state, form)
+
+
+async def generate_from_form(request: Request, state: AppState, form: FormBody) -> Response:
+    if form.files:
+        names = ", ".join(sorted(form.files))
+        raise InvalidRequest(f"Generations take no files (got {names}); use /v1/images/edits.", param=names)
+    params = validate(GenerationForm, _fields(form))
+    result = await state.service.run(generation_request(params, get_consumer(request)), current_request_id())
+    return render_result(result)
+
+
+async def edit_image(request: Request) -> Response:
+    """Edit one to four reference images from an instruction; answers the PNG bytes."""
+    state = get_state(request)
+    form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
+    return await edit_from_form(request, state, form)
+
+
+async def edit_from_form(request: Request, state: AppState, form: FormBody) -> Response:
+    fields = _fields(form)
+    fields.pop("images", None)  # text parts named images: load_images says what is wrong with them
+    params = validate(EditForm, fields)
+    images = await load_images(state, form)
+    result = await state.service.run(edit_request(params, images, get_consumer(request)), current_request_id())
+    return render_result(result)
+
+
+async def load_images(state: AppState, form: FormBody) -> list[SourceImage]:
+    """1-4 ``images`` files of an accepted type, decoded in order (image 1 first)."""
+    uploads = form.files.get("images", [])
+    if not uploads:
+        if "images" in form.fields:
+            raise InvalidImage("'images' must be files (multipart file parts), not text fields.", param="images")
+        raise InvalidRequest("Missing required parameter: 'images'.", param="images")
+    if len(uploads) > MAX_IMAGES:
+        raise InvalidRequest(f"At most {MAX_IMAGES} images can be given; got {len(uploads)}.", param="images")
+    for index, upload in enumerate(uploads, start=1):
+        content_type = upload.content_type.split(";", 1)[0].strip().lower()
+        if content_type not in IMAGE_TYPES:
+            raise InvalidImage(
+                f"image {index} ('{upload.filename}') has type '{content_type}'; accepted: {', '.join(IMAGE_TYPES)}.",
+                param="images",
+            )
+    return [
+        await state.loader.load(upload.data, f"image {index}", param="images")
+        for index, upload in enumerate(uploads, start=1)
+    ]
+
+
+async def list_models(request: Request) -> Response:
+    """The two models and the parameters each accepts."""
+    return JSONResponse({"object": "list", "data": models_payload(get_state(request))})
+
+
+@public
+async def health() -> Response:
+    """Liveness probe, open to all."""
+    return JSONResponse({"ok": True})
+
+
+def models_payload(state: AppState) -> list[dict[str, Any]]:
+    """The two models, as OpenAI model objects that also carry ImagineArt's name, modality and parameters."""
+    items = []
+    for model_id, modality, form in (
+        (GENERATE_MODEL, "text-to-image", GenerationForm),
+        (EDIT_MODEL, "image-to-image", EditForm),
+    ):
+        try:
+            entry = state.catalog.resolve(model_id)
+        except ModelNotFound:
+            continue  # not configured: not listed
+        caps = state.catalog.capabilities(entry)
+        items.append(
+            {
+                "id": model_id,
+                "object": "model",
+                "created": state.started,
+                "owned_by": entry.owned_by,
+                "name": entry.display_name,
+                "modality": modality,
+                "parameters": parameters_schema(form, caps, entry.id),
+            }
+        )
+    return items
+
+
+def _pixels(spec: SizeSpec, caps: Capabilities) -> str:
+    width, height = resolve_size(spec, caps).output
+    return f"{width}x{height}"
+
+
+def parameters_schema(form: type[BaseModel], caps: Capabilities, model: str) -> dict[str, Any]:
+    """A JSON-schema object for one endpoint: the form model's fields, enums, defaults and limits,
+    the ``images`` files for edits, and the pixel sizes this catalog model produces per resolution."""
+    schema = form.model_json_schema()
+    properties: dict[str, Any] = {}
+    for name, prop in schema["properties"].items():
+        prop = {key: value for key, value in prop.items() if key != "title"}
+        variants = [variant for variant in prop.pop("anyOf", []) if variant.get("type") != "null"]
+        properties[name] = {**variants[0], **prop} if variants else prop
+    if form is EditForm:
+        properties["images"] = {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "mime_types": list(IMAGE_TYPES),
+            "minItems": 1,
+            "maxItems": MAX_IMAGES,
+            "description": "Reference image files; image 1 first.",
+        }
+    ratios = [ratio for ratio in properties["aspect_ratio"]["enum"] if ratio != "auto"]
+    properties["resolution"]["sizes"] = {
+        resolution: {ratio: _pixels(SizeSpec(aspect_ratio=ratio, resolution=resolution), caps) for ratio in ratios}
+        for resolution in ("1K", "2K")
+    }
+    return {
+        "type": "object",
+        "content_type": "multipart/form-data",
+        "required": [*schema.get("required", []), *(["images"] if form is EditForm else [])],
+        "properties": properties,
+        "model": model,
+        "supports_seed": caps.supports_seed,
+        "output": {
+            "mime_type": "image/png",
+            "metadata": "none",
+            "headers": ["X-Seed", "X-Model", "X-Width", "X-Height", "X-Request-Id"],
+        },
+    }
+
+
+def build_router(*, images: bool = True, models: bool = True, probe: bool = False) -> APIRouter:
+    """``probe`` adds ``GET /health`` (the app already answers it at the root)."""
+    router = APIRouter(route_class=dialect_route(render_error), tags=["ImagineArt"])
+    if images:
+        router.add_api_route("/v1/images/generations", generate_image, methods=["POST"])
+        router.add_api_route("/v1/images/edits", edit_image, methods=["POST"])
+    if models:
+        router.add_api_route("/v1/models", list_models, methods=["GET"])
+    if probe:
+        router.add_api_route("/health", health, methods=["GET"])
+    return router

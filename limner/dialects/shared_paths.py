@@ -1,0 +1,106 @@
+"""The paths OpenAI and ImagineArt share when both are mounted at one prefix (the default: the root).
+
+One route per shared path picks the dialect per request, then that dialect parses, runs and renders:
+
+    POST /v1/images/generations  application/json -> OpenAI; multipart/form-data or urlencoded -> ImagineArt
+    POST /v1/images/edits        decided on the parsed form: an ``images`` part -> ImagineArt; ``image`` or
+                                 ``image[]`` -> OpenAI; neither: ``aspect_ratio`` or ``resolution`` ->
+                                 ImagineArt (its fields), else OpenAI (each then says what is missing)
+    GET  /v1/models              OpenAI's list of every catalog name; the ImagineArt ids (listed first)
+                                 also carry ``name``, ``modality`` and ``parameters``
+
+Errors raised before a dialect is chosen (authentication, an unreadable body, an unknown content
+type) use ``render_either``: one envelope with OpenAI's and ImagineArt's fields, so both SDKs read it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from limner.core.errors import InvalidRequest, LimnerError, retry_after_seconds
+from limner.dialects import imagineart, openai
+from limner.dialects.base import FormBody, dialect_route, read_form, rendered
+from limner.http.context import current_request_id
+from limner.http.deps import get_state
+
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+IMAGINEART_EDIT_FIELDS = frozenset({"aspect_ratio", "resolution"})
+
+
+def render_either(error: LimnerError, request_id: str) -> Response:
+    """``{"error": {"message", "type", "param", "code", "request_id"}}``: OpenAI's fields and ImagineArt's."""
+    status, code = imagineart.ERROR_MAP.get(error.code, (500, "internal_error"))
+    kind = openai.ERROR_MAP.get(error.code, (status, "server_error", None))[1]
+    headers = {}
+    retry = retry_after_seconds(error)
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    body = {
+        "error": {"message": error.message, "type": kind, "param": error.param, "code": code, "request_id": request_id}
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def create_image(request: Request) -> Response:
+    """OpenAI (JSON) or ImagineArt (multipart) image generation, by content type."""
+    media_type = _media_type(request)
+    if media_type in FORM_TYPES:
+        return await rendered(imagineart.render_error, imagineart.generate_image(request))
+    if "json" in media_type:
+        return await rendered(openai.render_error, openai.create_image(request))
+    return render_either(
+        InvalidRequest(
+            f"Unsupported content type '{media_type or 'none'}': send application/json (OpenAI) "
+            "or multipart/form-data (ImagineArt)."
+        ),
+        current_request_id(),
+    )
+
+
+def is_imagineart_edit(form: FormBody) -> bool:
+    names = set(form.files) | set(form.fields)
+    if "images" in names:
+        return True
+    if names & {"image", "image[]"}:
+        return False
+    return bool(names & IMAGINEART_EDIT_FIELDS)
+
+
+async def edit_image(request: Request) -> Response:
+    """OpenAI or ImagineArt image edits, by the parts of the form."""
+    state = get_state(request)
+    try:
+        form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
+    except LimnerError as error:
+        return render_either(error, current_request_id())
+    if is_imagineart_edit(form):
+        return await rendered(imagineart.render_error, imagineart.edit_from_form(request, state, form))
+    return await rendered(openai.render_error, openai.edit_from_form(request, state, form))
+
+
+async def list_models(request: Request) -> Response:
+    """Every catalog model for OpenAI clients; the ImagineArt models first, with their parameters."""
+
+    async def build() -> Response:
+        state = get_state(request)
+        extra = {item["id"]: item for item in imagineart.models_payload(state)}
+        data: list[dict[str, Any]] = list(extra.values())
+        data += [item for item in openai.models_payload(state) if item["id"] not in extra]
+        return JSONResponse({"object": "list", "data": data})
+
+    return await rendered(render_either, build())
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(route_class=dialect_route(render_either), tags=["OpenAI", "ImagineArt"])
+    router.add_api_route("/v1/images/generations", create_image, methods=["POST"])
+    router.add_api_route("/v1/images/edits", edit_image, methods=["POST"])
+    router.add_api_route("/v1/models", list_models, methods=["GET"])
+    return router

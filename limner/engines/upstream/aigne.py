@@ -1,0 +1,65 @@
+"""AIGNE Hub: ``POST /api/images/generations``, OpenAI-shaped, answering ``data[].url`` or
+``data[].b64_json`` (option ``response_format``, ``b64_json`` by default).
+
+Edits send the source images in ``image`` (a base64 data URL, or a list of them). ``quality`` and
+``style`` are passed on when the client gave them (DALL-E 3 behind the hub uses them). The hub is
+self-hosted, so ``provider_url`` is required.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from limner.core.errors import ModelError
+from limner.core.models import EngineRequest, GeneratedImage, Mode
+from limner.engines.base import Capabilities
+from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, data_url, encode_png
+
+PASSED_OPTIONS = ("quality", "style")
+
+
+class AigneEngine(UpstreamEngine):
+    provider = "aigne"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.response_format = str(self.entry.options.get("response_format", "b64_json"))
+        self.capabilities = Capabilities(
+            modes=frozenset({Mode.GENERATE, Mode.EDIT, Mode.COMPOSE}),
+            max_images=10,
+            max_input_images=16,
+            supports_mask=False,
+            supports_seed=False,
+            supports_negative_prompt=False,
+            default_size=(1024, 1024),
+            min_side=64,
+            max_side=4096,
+            size_multiple=8,
+            max_pixels=4096 * 4096,
+        )
+
+    async def _generate(self, request: EngineRequest) -> list[GeneratedImage]:
+        body: dict[str, Any] = {
+            "prompt": request.prompt,
+            "model": self.model,
+            "n": request.n,
+            "size": f"{request.width}x{request.height}",
+            "response_format": self.response_format,
+        }
+        refs = [data_url(await encode_png(image)) for image in request.images]
+        if refs:
+            body["image"] = refs[0] if len(refs) == 1 else refs
+        body.update({key: request.options[key] for key in PASSED_OPTIONS if request.options.get(key)})
+        payload = self.json(await self.send("POST", "/api/images/generations", json=body))
+        images = [await self._image(item) for item in payload["data"]]
+        if len(images) != request.n:
+            raise ModelError(f"Provider 'aigne' returned {len(images)} images instead of {request.n}.")
+        return images
+
+    async def _image(self, item: dict[str, Any]) -> GeneratedImage:
+        if item.get("b64_json"):
+            return GeneratedImage(image=await self.decode_b64(item["b64_json"]))
+        url = item.get("url")
+        if not url:
+            raise ModelError("Provider 'aigne' returned an image with neither b64_json nor url.")
+        return UpstreamImage(image=await self.decode(await self.download(url)), url=url)

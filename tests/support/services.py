@@ -1,0 +1,172 @@
+"""Real PostgreSQL and Redis servers for tests, private to the test run, on loopback ports.
+
+Each starter installs its Debian package when the server binary is missing (``make setup`` normally
+has), runs a throwaway instance in a temporary directory, and returns None with the reason when that
+is impossible, so the caller can skip visibly. Only processes started here are ever stopped.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def apt_install(package: str) -> str | None:
+    """Install a Debian package; None on success, else why not."""
+    if shutil.which("apt-get") is None:
+        return "apt-get is not available"
+    if os.geteuid() != 0:
+        return f"not root, so cannot apt-get install {package}"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for attempt in (
+        ["apt-get", "install", "-y", "-qq", package],
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", package],
+    ):
+        try:
+            done = subprocess.run(attempt, env=env, capture_output=True, timeout=600, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{' '.join(attempt)} failed: {exc}"
+        if done.returncode == 0 and attempt[1] == "install":
+            return None
+    return f"apt-get install {package} failed: {done.stderr.decode(errors='replace')[-300:]}"
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------------
+
+
+def _pg_bindir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).resolve().parent if initdb else None
+
+
+@dataclass
+class Postgres:
+    port: int
+    datadir: Path
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def new_database(self) -> str:
+        """A fresh empty database; its URL."""
+        import psycopg
+
+        name = "t_" + secrets.token_hex(6)
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+
+@contextmanager
+def postgres_server() -> Iterator[Postgres | str]:
+    """A private PostgreSQL cluster (trust auth, fsync off) for the duration; or the reason there is none."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        reason = apt_install("postgresql")
+        bindir = _pg_bindir()
+        if bindir is None:
+            yield f"PostgreSQL is not installed and could not be installed ({reason})"
+            return
+    as_user: list[str] = []
+    owner = None
+    if os.geteuid() == 0:  # the server refuses to run as root: run it as the package's postgres user
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            yield "running as root and there is no 'postgres' user to run PostgreSQL as"
+            return
+        as_user = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="limner-pg-"))
+    datadir = root / "data"
+    if owner is not None:
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+    port = free_port()
+    log = root / "server.log"
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*as_user, *args], capture_output=True, timeout=timeout, check=False)
+
+    init = run(str(bindir / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        yield f"initdb failed: {init.stderr.decode(errors='replace')[-300:]}"
+        return
+    options = f"-p {port} -h 127.0.0.1 -k {root} -F -c max_connections=200"
+    start = run(str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l", str(log), "-w", "-t", "60", "start")
+    if start.returncode != 0:
+        detail = log.read_text(errors="replace")[-500:] if log.exists() else start.stderr.decode(errors="replace")
+        shutil.rmtree(root, ignore_errors=True)
+        yield f"PostgreSQL did not start: {detail}"
+        return
+    try:
+        yield Postgres(port, datadir)
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop", timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --- Redis ------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A private Redis (no persistence) on a loopback port: its URL, or the reason there is none
+    (a string not starting with ``redis://``)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        reason = apt_install("redis-server")
+        binary = shutil.which("redis-server")
+        if binary is None:
+            yield f"redis-server is not installed and could not be installed ({reason})"
+            return
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="limner-redis-"))
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                yield "redis-server did not start"
+                return
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
