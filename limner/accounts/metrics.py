@@ -119,7 +119,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status = 0
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -129,9 +129,13 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_status)
+        except BaseException:
+            status = status or 500
+            raise
         finally:
             dialect = dialect_label(scope)
-            self.metrics.http_requests.labels(dialect, scope.get("method", ""), str(status)).inc()
+            # No response at all: the client went away and its request was cancelled (nginx's 499).
+            self.metrics.http_requests.labels(dialect, scope.get("method", ""), str(status or 499)).inc()
             self.metrics.http_latency.labels(dialect).observe(time.perf_counter() - started)
 
 

@@ -113,6 +113,8 @@ class EngineRequest:
     upstream_model: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     progress: ProgressCallback | None = None
+    prompts: tuple[str, ...] = ()
+    """One prompt per image when a batch joins several requests; empty means ``prompt`` for every image."""
 
     @property
     def n(self) -> int:

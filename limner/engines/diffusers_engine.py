@@ -206,8 +206,8 @@ class DiffusersEngine(Engine):
         settings = self.settings
         params = _call_parameters(pipe)
         kwargs: dict[str, Any] = {
-            "prompt": request.prompt,
-            "num_images_per_prompt": request.n,
+            "prompt": list(request.prompts) if request.prompts else request.prompt,
+            "num_images_per_prompt": 1 if request.prompts else request.n,
             "generator": generators,
             "output_type": "pil",
         }

@@ -208,3 +208,29 @@ def test_tokens_never_appear_in_logs(priced: Settings, caplog: pytest.LogCapture
     for token in (issued.valid, issued.revoked, issued.expired):
         assert token not in caplog.text
         assert token[12:] not in caplog.text
+
+
+def test_every_dialect_refuses_unauthenticated_callers_before_reading_the_body(priced: Settings) -> None:
+    """The route class authenticates every dialect (the other dialects' own envelopes are pinned in
+    tests/dialects); a prefixed ImagineArt keeps its health probe open."""
+    mounts = {"openai": "", "aigne": "", "aiml": "", "milady": "", "imagineart": "/ia"}
+    with locked_server(priced.with_overrides(mounts=mounts)) as (url, issued):
+        requests = {
+            "aiml": lambda h: httpx.post(
+                url + "/v1/generation/images", json={"prompt": "x", "model": "pattern-free"}, headers=h
+            ),
+            "milady": lambda h: httpx.post(
+                url + "/api/v1/generate-image", json={"prompt": "x", "model": "pattern-free"}, headers=h
+            ),
+            "imagineart models": lambda h: httpx.get(url + "/ia/v1/models", headers=h),
+            "imagineart generate": lambda h: httpx.post(
+                url + "/ia/v1/images/generations", data={"prompt": "x"}, headers=h
+            ),
+        }
+        for send in requests.values():
+            assert_auth_errors(
+                send, lambda r: r.status_code, {"missing_bearer_token": 401, "invalid_token": 401}, issued
+            )
+        imagineart = httpx.get(url + "/ia/v1/models").json()["error"]
+        assert imagineart["code"] == "missing_bearer_token" and imagineart["request_id"]
+        assert httpx.get(url + "/ia/health").json() == {"ok": True}

@@ -93,6 +93,9 @@ def test_client_disconnect_is_refunded(priced: Settings) -> None:
     assert row.seconds < 1.4, "the generation was cancelled, not run to the end"
     assert engine.calls == 1
     assert [e.kind for e in credits.ledger(app.state.limner.accounts.db, "alice")] == ["refund", "reserve", "grant"]
+    metrics = app.state.limner.metrics.render().decode()
+    assert 'limner_http_requests_total{dialect="shared_paths",method="POST",status="499"} 1.0' in metrics
+    assert 'limner_errors_total{code="client_closed"} 1.0' in metrics
 
 
 def test_reservations_of_a_killed_process_are_recovered_at_startup_and_periodically(priced: Settings) -> None:

@@ -3,6 +3,7 @@ and ``EngineRequest`` shorthand. Every test starts with fresh ``Control``s and t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
@@ -112,9 +113,10 @@ def request(
                          images=sources, **fields)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (without blocking the event loop) until ``condition()`` holds."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
-        time.sleep(0.02)
+        await asyncio.sleep(0.02)

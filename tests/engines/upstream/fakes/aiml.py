@@ -50,6 +50,8 @@ async def generate(request: Request) -> Response:
     if fmt == "presigned_url":
         return JSONResponse({"data": {"image": {"url": f"{request.base_url}presigned/{image_id}.png?sig=abc"}}})
     path = quote(f"orgs/64/images/{image_id}.png", safe="")
+    if fault == "foreign":  # an absolute media URL on another host: limner must not send it the key
+        return JSONResponse({"data": {"image": {"url": f"http://127.0.0.2:9/v1/media/images/{path}"}}})
     return JSONResponse({"data": {"image": {"url": f"/v1/media/images/{path}"}}})
 
 

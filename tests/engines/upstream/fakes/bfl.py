@@ -39,6 +39,8 @@ async def submit(request: Request) -> Response:
         return error(404, "not_found", "Not Found")
     if not isinstance(body, dict) or not body.get("prompt"):
         return JSONResponse({"detail": [{"loc": ["body", "prompt"], "msg": "Field required"}]}, 422)
+    if fault == "malformed":
+        return Response(b'{"id": ', media_type="application/json")
     task_id = str(uuid.uuid4())
     tasks: dict[str, Any] = request.app.state.tasks
     tasks[task_id] = {"polls": 0, "fault": fault, "body": body}

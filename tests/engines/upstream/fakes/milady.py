@@ -43,6 +43,8 @@ async def generate(request: Request) -> Response:
     source = body.get("sourceImage")
     if source is not None and not str(source).startswith("data:image/"):
         return error(400, "invalid", "sourceImage must be a data URL")
+    if fault == "malformed":
+        return Response(b"Internal Server Error", media_type="application/json")
     if fault == "insufficient":
         return JSONResponse({"error": "Insufficient credits for image generation", "required": 0.02}, 402)
     width, height = (int(side) * 128 for side in body.get("aspectRatio", "1:1").split(":"))

@@ -1,0 +1,79 @@
+"""Micro-batching: compatible requests share one engine call and still get their own images."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from limner.core.models import EngineRequest, GeneratedImage, Mode
+from limner.engines.base import Engine
+from limner.engines.batching import BatchingEngine
+from limner.engines.testpattern import TestPatternEngine, pattern
+
+
+class CountingEngine(TestPatternEngine):
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(delay)
+        self.requests: list[EngineRequest] = []
+
+    async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
+        self.requests.append(request)
+        images = await super().generate(request)
+        if request.prompts:  # per-image prompts, as the diffusers engine honours them
+            return [GeneratedImage(pattern(p, s, request.width, request.height), s)
+                    for p, s in zip(request.prompts, request.seeds, strict=True)]
+        return images
+
+
+def req(prompt: str, seeds: list[int], **extra: object) -> EngineRequest:
+    return EngineRequest(mode=Mode.GENERATE, prompt=prompt, width=32, height=32, seeds=seeds, **extra)  # type: ignore[arg-type]
+
+
+async def test_compatible_requests_run_as_one_call_with_their_own_images() -> None:
+    inner = CountingEngine()
+    engine = BatchingEngine(inner, window=0.05, max_images=8)
+    results = await asyncio.gather(engine.generate(req("apple", [1, 2])), engine.generate(req("heart", [7])))
+    assert len(inner.requests) == 1
+    assert inner.requests[0].prompts == ("apple", "apple", "heart") and inner.requests[0].seeds == [1, 2, 7]
+    alone = await TestPatternEngine().generate(req("heart", [7]))
+    assert results[1][0].image.tobytes() == alone[0].image.tobytes()
+    assert [image.seed for image in results[0]] == [1, 2]
+
+
+async def test_incompatible_requests_do_not_share_and_full_batches_close() -> None:
+    inner = CountingEngine()
+    engine = BatchingEngine(inner, window=0.05, max_images=2)
+    await asyncio.gather(
+        engine.generate(req("a", [1])),
+        engine.generate(EngineRequest(mode=Mode.GENERATE, prompt="b", width=64, height=32, seeds=[2])),
+        engine.generate(req("c", [3])),
+        engine.generate(req("d", [4])),
+    )
+    sizes = sorted(len(r.seeds) for r in inner.requests)
+    assert sizes == [1, 1, 2], "32x32 a+c fill one batch of 2, d runs in the next, 64x32 alone"
+
+
+async def test_a_cancelled_waiter_leaves_the_batch() -> None:
+    inner = CountingEngine()
+    engine = BatchingEngine(inner, window=0.1, max_images=8)
+    leaving = asyncio.create_task(engine.generate(req("gone", [1])))
+    staying = asyncio.create_task(engine.generate(req("here", [2])))
+    await asyncio.sleep(0.02)
+    leaving.cancel()
+    [image] = await staying
+    assert inner.requests[0].prompts == ("here",)
+    assert image.seed == 2
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+
+
+async def test_engine_failure_reaches_every_member() -> None:
+    class Failing(Engine):
+        async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
+            raise RuntimeError("boom")
+
+    engine = BatchingEngine(Failing(), window=0.02)
+    outcomes = await asyncio.gather(engine.generate(req("a", [1])), engine.generate(req("b", [2])),
+                                    return_exceptions=True)
+    assert all(isinstance(o, RuntimeError) for o in outcomes)

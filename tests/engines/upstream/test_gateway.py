@@ -1,0 +1,109 @@
+"""limner in front of the fake providers, over real HTTP: every dialect sees upstream failures in its
+own envelope, the credential never comes back out, and a client that leaves cancels the upstream call."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from limner.app import create_app
+from limner.settings import Settings
+from tests.engines.upstream.conftest import Fake, until
+from tests.engines.upstream.fakes.common import KEY
+from tests.support.live_server import live_server
+
+
+@pytest.fixture
+def gateway(fakes: dict[str, Fake], tmp_path: Path) -> Iterator[str]:
+    models = [
+        fakes["openai"].entry(id="gw-openai", timeout=1.0),
+        fakes["gemini"].entry(id="gw-gemini", aliases=["google/gemini-2.5-flash-image"]),
+        fakes["aigne"].entry(id="gw-hub", fallbacks=["gw-gemini"]),
+    ]
+    settings = Settings(data_dir=tmp_path / "gateway", models=models, default_model="gw-openai")
+    with live_server(create_app(settings)) as url:
+        yield url
+
+
+def generate(url: str, model: str, **extra: object) -> httpx.Response:
+    body = {"model": model, "prompt": "a lighthouse at dusk", "size": "1024x1024", **extra}
+    return httpx.post(url + "/v1/images/generations", json=body, timeout=30)
+
+
+def test_images_come_back_as_the_gateway_own_links(gateway: str, fakes: dict[str, Fake]) -> None:
+    response = generate(gateway, "gw-openai", n=2, response_format="url")
+    assert response.status_code == 200, response.text
+    urls = [item["url"] for item in response.json()["data"]]
+    assert len(urls) == 2 and all(url.startswith(gateway + "/media/") for url in urls)
+    image = Image.open(io.BytesIO(httpx.get(urls[0]).content))
+    assert image.size == (1024, 1024)  # the provider's 64x64, scaled to what was asked
+    assert fakes["openai"].control.posts()[0].body["model"] == "dall-e-2"
+
+
+def test_gemini_text_reaches_milady_clients(gateway: str) -> None:
+    body = {"prompt": "a lighthouse", "model": "google/gemini-2.5-flash-image", "aspectRatio": "16:9"}
+    response = httpx.post(gateway + "/api/v1/generate-image", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    (item,) = response.json()["images"]
+    assert item["text"] == "Here is your image (0 inputs)."
+    assert item["url"].startswith(gateway + "/media/")
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        ("reject", 502, "model_auth_error"),
+        ("unknown", 502, "model_not_available"),
+        ("fail", 502, "model_error"),
+        ("echo", 502, "model_error"),
+        ("garbage", 502, "model_error"),
+        ("stall", 504, "timeout"),
+        ("throttle", 429, "rate_limit_exceeded"),
+    ],
+)
+def test_upstream_failures_in_the_openai_envelope_without_the_key(
+    gateway: str, fakes: dict[str, Fake], caplog: pytest.LogCaptureFixture, fault: str, status: int, code: str
+) -> None:
+    fakes["openai"].control.set(fault, stall_seconds=3.0)
+    with caplog.at_level(logging.DEBUG):
+        response = generate(gateway, "gw-openai")
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    if status == 429:
+        assert int(response.headers["retry-after"]) >= 1
+    assert "upstream openai model=gw-openai outcome=error" in caplog.text  # the gateway's logs were captured
+    for text in (response.text, caplog.text):
+        assert KEY not in text and KEY[-12:] not in text
+
+
+def test_upstream_failures_in_the_milady_envelope(gateway: str, fakes: dict[str, Fake]) -> None:
+    fakes["gemini"].control.set("reject")
+    body = {"prompt": "a lighthouse", "model": "google/gemini-2.5-flash-image"}
+    response = httpx.post(gateway + "/api/v1/generate-image", json=body, timeout=30)
+    assert response.status_code == 500
+    assert response.json()["code"] == "model_auth_error"
+    assert response.json()["error"].startswith("Generation failed: Provider 'gemini' rejected")
+    assert KEY not in response.text
+
+
+def test_fallback_answers_when_the_hub_fails(gateway: str, fakes: dict[str, Fake]) -> None:
+    fakes["aigne"].control.set("fail")
+    response = generate(gateway, "gw-hub", response_format="b64_json")
+    assert response.status_code == 200, response.text
+    assert len(fakes["aigne"].control.posts()) == 3 and len(fakes["gemini"].control.posts()) == 1
+
+
+def test_a_client_that_leaves_cancels_the_upstream_request(gateway: str, fakes: dict[str, Fake]) -> None:
+    fake = fakes["gemini"]
+    fake.control.set("stall", stall_seconds=10.0)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gateway + "/v1/images/generations", json={"model": "gw-gemini", "prompt": "x"}, timeout=0.5)
+    asyncio.run(until(lambda: fake.control.aborted == 1, timeout=3.0))
+    assert len(fake.control.posts()) == 1
