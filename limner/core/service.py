@@ -57,7 +57,7 @@ class ImageService:
     def slots(self, entry: ModelEntry) -> ModelSlots:
         slots = self._slots.get(entry.id)
         if slots is None:
-            slots = self._slots[entry.id] = ModelSlots(entry.id, entry.max_concurrency, entry.max_queue)
+            slots = self._slots[entry.id] = ModelSlots(entry.id, entry.admitted, entry.max_queue)
         return slots
 
     def queues(self) -> dict[str, ModelSlots]:

@@ -36,8 +36,15 @@ def batch_key(request: EngineRequest) -> tuple[Any, ...] | None:
     """What must match for two requests to share a call; None for requests that never batch."""
     if request.mode is not Mode.GENERATE or request.images:
         return None
-    return (request.width, request.height, request.steps, request.guidance, request.negative_prompt,
-            request.upstream_model, tuple(sorted(request.options.items())) if request.options else ())
+    return (
+        request.width,
+        request.height,
+        request.steps,
+        request.guidance,
+        request.negative_prompt,
+        request.upstream_model,
+        tuple(sorted(request.options.items())) if request.options else (),
+    )
 
 
 class BatchingEngine(Engine):

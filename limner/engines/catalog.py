@@ -70,6 +70,14 @@ class ModelEntry(BaseModel):
     """How several input images reach an engine that takes one: 'layout' side by side, or 'none' (an error)."""
     max_concurrency: int = 1
     max_queue: int = 16
+    batch_window_ms: float = 0.0
+    """Local engines: join compatible text-to-image requests arriving within this window into one call."""
+    max_batch_images: int = 8
+
+    @property
+    def admitted(self) -> int:
+        """How many requests may be inside the engine at once: batches count as one run of the engine."""
+        return self.max_concurrency * (self.max_batch_images if self.batch_window_ms > 0 else 1)
     price_per_image: float = 0.0
     price_scale: dict[str, float] = Field(default_factory=dict)
     """Multipliers of ``price_per_image`` by output size (``"1792x1024"``) or quality (``"hd"``); both apply."""
@@ -136,6 +144,8 @@ def default_models() -> list[ModelEntry]:
             style_postprocess=True,
             max_concurrency=1,
             max_queue=32,
+            batch_window_ms=25.0,
+            max_batch_images=16,
         )
     ]
 

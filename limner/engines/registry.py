@@ -39,6 +39,25 @@ def _builtin(entry: ModelEntry) -> Engine:
     return _diffusers(entry, pipeline_class=BUILTIN_PIPELINE)
 
 
+def batched(factory: EngineFactory) -> EngineFactory:
+    """Wrap a local engine factory so entries with ``batch_window_ms`` get micro-batching."""
+
+    def build(entry: ModelEntry) -> Engine:
+        engine = factory(entry)
+        if entry.batch_window_ms <= 0:
+            return engine
+        from limner.engines.batching import BatchingEngine
+
+        return BatchingEngine(
+            engine,
+            window=entry.batch_window_ms / 1000,
+            max_images=entry.max_batch_images,
+            concurrency=entry.max_concurrency,
+        )
+
+    return build
+
+
 def _testpattern(entry: ModelEntry) -> Engine:
     from limner.engines.testpattern import TestPatternEngine
 
@@ -67,6 +86,10 @@ def _upstream(target: str) -> EngineFactory:
 
 
 def default_factories() -> dict[str, EngineFactory]:
-    factories: dict[str, EngineFactory] = {"builtin": _builtin, "diffusers": _diffusers, "testpattern": _testpattern}
+    factories: dict[str, EngineFactory] = {
+        "builtin": batched(_builtin),
+        "diffusers": batched(_diffusers),
+        "testpattern": batched(_testpattern),
+    }
     factories.update({name: _upstream(target) for name, target in UPSTREAM_CLASSES.items()})
     return factories

@@ -47,8 +47,9 @@ class TestPatternEngine(Engine):
         if self.delay:
             await asyncio.sleep(self.delay)
         images = []
-        for seed in request.seeds:
-            image = pattern(request.prompt, seed, request.width, request.height)
+        prompts = request.prompts or (request.prompt,) * request.n
+        for prompt, seed in zip(prompts, request.seeds, strict=True):
+            image = pattern(prompt, seed, request.width, request.height)
             if request.images and request.mode is not Mode.GENERATE:
                 source = request.images[0].convert("RGB").resize(image.size)
                 image = Image.blend(source, image, 0.5)

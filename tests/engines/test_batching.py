@@ -9,7 +9,7 @@ import pytest
 from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.base import Engine
 from limner.engines.batching import BatchingEngine
-from limner.engines.testpattern import TestPatternEngine, pattern
+from limner.engines.testpattern import TestPatternEngine
 
 
 class CountingEngine(TestPatternEngine):
@@ -19,11 +19,7 @@ class CountingEngine(TestPatternEngine):
 
     async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
         self.requests.append(request)
-        images = await super().generate(request)
-        if request.prompts:  # per-image prompts, as the diffusers engine honours them
-            return [GeneratedImage(pattern(p, s, request.width, request.height), s)
-                    for p, s in zip(request.prompts, request.seeds, strict=True)]
-        return images
+        return await super().generate(request)
 
 
 def req(prompt: str, seeds: list[int], **extra: object) -> EngineRequest:
@@ -74,6 +70,27 @@ async def test_engine_failure_reaches_every_member() -> None:
             raise RuntimeError("boom")
 
     engine = BatchingEngine(Failing(), window=0.02)
-    outcomes = await asyncio.gather(engine.generate(req("a", [1])), engine.generate(req("b", [2])),
-                                    return_exceptions=True)
+    outcomes = await asyncio.gather(
+        engine.generate(req("a", [1])), engine.generate(req("b", [2])), return_exceptions=True
+    )
     assert all(isinstance(o, RuntimeError) for o in outcomes)
+
+
+async def test_the_service_batches_concurrent_requests_for_a_batching_entry(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from limner.app import build_state
+    from limner.core.models import ImageRequest, SizeSpec
+    from limner.engines.catalog import ModelEntry
+    from limner.settings import Settings
+
+    entry = ModelEntry(id="batched", engine="testpattern", batch_window_ms=80, max_batch_images=8)
+    state = build_state(Settings(data_dir=Path(str(tmp_path)), models=[entry], default_model="batched"))
+    engine = state.catalog.engine(entry)
+    assert isinstance(engine, BatchingEngine)
+    requests = [ImageRequest(prompt=f"p{i}", model="batched", seed=i, size=SizeSpec(32, 32)) for i in range(3)]
+    results = await asyncio.gather(*(state.service.run(r, f"r{i}") for i, r in enumerate(requests)))
+    assert engine.batches_run == 1
+    assert [result.images[0].seed for result in results] == [0, 1, 2]
+    alone = await state.service.run(ImageRequest(prompt="p1", model="batched", seed=1, size=SizeSpec(32, 32)), "x")
+    assert alone.images[0].data == results[1].images[0].data
