@@ -18,8 +18,14 @@ A catalog entry names the provider as its ``engine`` and sets ``upstream_model``
 ``api_key_env`` / ``api_key_file``, ``timeout``, ``max_retries`` and ``fallbacks``. Tuning that few
 need lives in ``options``: ``backoff`` / ``max_backoff`` / ``max_retry_after`` (seconds),
 ``breaker_threshold`` / ``breaker_cooldown``, ``max_bytes`` / ``max_pixels`` (result image limits),
-``response_format`` (``url`` or ``b64_json`` where a provider offers both), ``poll_interval`` (BFL),
-``trust_env`` (use proxy environment variables; default true).
+``response_format`` (``url`` or ``b64_json`` where a provider offers both; AI.ML also
+``presigned_url``), ``trust_env`` (use proxy environment variables; default true), and per provider
+``poll_interval`` / ``safety_tolerance`` (BFL), ``image_config`` / ``image_size`` /
+``max_input_images`` (Gemini).
+
+Every call is recorded as an ``UpstreamCall`` (provider, latency, HTTP requests, retries, images,
+cost from the entry's price): ``engine.calls`` keeps the latest, ``observe_calls(engine, callback)``
+hooks accounting into whatever the catalog built for a model, fallbacks included.
 """
 
 from limner.engines.upstream.base import UpstreamEngine, UpstreamImage

@@ -15,7 +15,8 @@ from typing import Any
 from limner.core.errors import ModelError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.base import Capabilities
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, data_url, encode_png
+from limner.engines.upstream.base import UpstreamEngine, UpstreamImage
+from limner.engines.upstream.payloads import data_url, encode_png
 
 RESPONSE_FORMATS = ("url", "presigned_url", "b64_json")
 MEDIA_PREFIX = "/v1/media/images/"

@@ -20,8 +20,6 @@ the provider's own origin and never appears in messages, logs or ``repr``. Cance
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
 import math
 import time
@@ -49,6 +47,7 @@ from limner.core.models import EngineRequest, GeneratedImage
 from limner.engines.base import Engine
 from limner.engines.catalog import ModelEntry
 from limner.engines.upstream.credentials import Credential, load_credential
+from limner.engines.upstream.payloads import INLINE_BYTES
 from limner.engines.upstream.resilience import CircuitBreaker, backoff_delay, parse_retry_after, redact
 from limner.engines.upstream.usage import CallObserver, CallStats, Outcome, UpstreamCall
 from limner.media.fetch import DEFAULT_MAX_BYTES
@@ -278,7 +277,10 @@ class UpstreamEngine(Engine):
 
     async def decode(self, data: bytes, label: str = "image") -> Image.Image:
         try:
-            source = await asyncio.to_thread(self.decoder.decode, data, label)
+            if len(data) <= INLINE_BYTES:
+                source = self.decoder.decode(data, label)
+            else:  # decoding megapixels takes long enough to stall every other request
+                source = await asyncio.to_thread(self.decoder.decode, data, label)
         except InvalidImage as exc:
             raise ModelError(f"Provider '{self.provider}' returned an invalid image ({exc.message}).") from None
         return source.image
@@ -400,17 +402,3 @@ class UpstreamEngine(Engine):
         secrets = [self._credential.value] if self._credential.value else []
         return redact(message, secrets) if message else ""
 
-
-def png_bytes(image: Image.Image) -> bytes:
-    """Lossless bytes to upload; PNG keeps an alpha channel (masks, transparent edits)."""
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-async def encode_png(image: Image.Image) -> bytes:
-    return await asyncio.to_thread(png_bytes, image)
-
-
-def data_url(data: bytes, mime_type: str = "image/png") -> str:
-    return f"data:{mime_type};base64,{base64.b64encode(data).decode()}"

@@ -32,7 +32,8 @@ import httpx
 from limner.core.errors import ModelError, Timeout
 from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.base import Capabilities
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, encode_png
+from limner.engines.upstream.base import UpstreamEngine, UpstreamImage
+from limner.engines.upstream.payloads import encode_png
 from limner.engines.upstream.resilience import redact
 from limner.engines.upstream.shapes import nearest_ratio
 

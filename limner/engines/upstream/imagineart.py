@@ -14,7 +14,8 @@ from typing import Any
 from limner.core.errors import ModelError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.base import Capabilities
-from limner.engines.upstream.base import UpstreamEngine, encode_png
+from limner.engines.upstream.base import UpstreamEngine
+from limner.engines.upstream.payloads import encode_png
 from limner.engines.upstream.shapes import nearest_ratio, resolution_preset
 
 EDIT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9", "4:5", "5:4", "3:1", "1:3")

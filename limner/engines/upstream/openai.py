@@ -28,7 +28,8 @@ from typing import Any
 from limner.core.errors import ModelError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.base import Capabilities
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, encode_png
+from limner.engines.upstream.base import UpstreamEngine, UpstreamImage
+from limner.engines.upstream.payloads import encode_png
 from limner.engines.upstream.shapes import nearest_size
 
 

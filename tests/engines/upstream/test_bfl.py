@@ -68,7 +68,7 @@ async def test_failed_statuses(fakes: dict[str, Fake], make_engine: MakeEngine, 
 async def test_polling_gives_up_at_the_timeout(fakes: dict[str, Fake], make_engine: MakeEngine) -> None:
     fake = fakes["bfl"]
     fake.control.set("pending")
-    with pytest.raises(Timeout, match="did not finish within 0.3 s"):
+    with pytest.raises(Timeout, match=r"did not finish within 0\.3 s"):
         await make_engine(fake.entry(timeout=0.3, options={"poll_interval": 0.05})).generate(request())
 
 

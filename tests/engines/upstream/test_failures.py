@@ -84,7 +84,7 @@ async def test_a_stall_is_a_timeout_and_not_retried(fakes: dict[str, Fake], make
     fake = fakes[name]
     fake.control.set("stall", stall_seconds=5.0)
     engine = make_engine(fake.entry(timeout=0.4))
-    with pytest.raises(Timeout, match="did not answer within 0.4 s"):
+    with pytest.raises(Timeout, match=r"did not answer within 0\.4 s"):
         await engine.generate(request())
     assert len(fake.control.posts()) == 1
     await until(lambda: fake.control.aborted == 1)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from limner.core.errors import InvalidRequest, ModelAuthError, ModelError, Timeout
-from limner.engines.catalog import Catalog, ModelEntry
+from limner.engines.catalog import Catalog, EngineFactory, ModelEntry
 from limner.engines.fallback import FallbackEngine
 from limner.engines.registry import default_factories
 from limner.engines.upstream import UpstreamCall, observe_calls
@@ -23,8 +23,8 @@ async def catalogs() -> AsyncIterator[list[Catalog]]:
         await catalog.aclose()
 
 
-def catalog_of(made: list[Catalog], *entries: ModelEntry, **extra: object) -> Catalog:
-    catalog = Catalog(list(entries), {**default_factories(), **extra})  # type: ignore[dict-item]
+def catalog_of(made: list[Catalog], *entries: ModelEntry, **extra: EngineFactory) -> Catalog:
+    catalog = Catalog(list(entries), {**default_factories(), **extra})
     made.append(catalog)
     return catalog
 

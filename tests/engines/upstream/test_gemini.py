@@ -64,5 +64,5 @@ async def test_answers_without_an_image(
 
 async def test_unknown_model(fakes: dict[str, Fake], make_engine: MakeEngine) -> None:
     fake = fakes["gemini"]
-    with pytest.raises(ModelNotAvailable, match="does not offer model 'gemini-9'.*is not found"):
+    with pytest.raises(ModelNotAvailable, match=r"does not offer model 'gemini-9'.*is not found"):
         await make_engine(fake.entry(upstream_model="gemini-9")).generate(request())

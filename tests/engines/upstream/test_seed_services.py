@@ -138,7 +138,7 @@ async def test_imagineart_generation_is_multipart_and_reports_the_seed(
 
 async def test_imagineart_edit_uploads_files(fakes: dict[str, Fake], make_engine: MakeEngine) -> None:
     fake = fakes["imagineart"]
-    (image,) = await make_engine(fake.entry()).generate(request(mode=Mode.COMPOSE, images=3, size=(2048, 2048)))
+    await make_engine(fake.entry()).generate(request(mode=Mode.COMPOSE, images=3, size=(2048, 2048)))
     (post,) = fake.control.posts()
     assert post.path == "/v1/images/edits" and post.body["_files"] == 3 and post.body["resolution"] == "2K"
     assert "reasoning" not in post.body

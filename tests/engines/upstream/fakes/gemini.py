@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -58,7 +59,7 @@ async def generate_content(request: Request) -> Response:
     ratio = body.get("generationConfig", {}).get("imageConfig", {}).get("aspectRatio", "1:1")
     data = GARBAGE if fault == "garbage" else png(*RATIOS[ratio])
     inputs = sum(1 for part in parts if "inline_data" in part)
-    out = [{"text": f"Here is your image ({inputs} inputs)."}]
+    out: list[dict[str, Any]] = [{"text": f"Here is your image ({inputs} inputs)."}]
     if fault != "text-only":
         out.append({"inlineData": {"mimeType": "image/png", "data": base64.b64encode(data).decode()}})
     return JSONResponse({"candidates": [{"content": {"role": "model", "parts": out}, "finishReason": "STOP"}]})
