@@ -98,8 +98,16 @@ class LocalMediaResolver:
         return None
 
 
-def _warn_about_models(state: AppState) -> None:
+async def _prepare_models(state: AppState) -> None:
+    """Build every engine before serving (off the event loop: building one may import torch and diffusers),
+    so no request pays for it; weights still load on first use unless ``preload`` is set."""
+    if not state.catalog.entries:
+        log.warning("no models configured: every image request will fail with an unknown-model error")
     for entry in state.catalog.entries:
+        try:
+            await asyncio.to_thread(state.catalog.engine, entry)
+        except Exception as exc:
+            log.error("model '%s' cannot be served: %s", entry.id, exc)
         if entry.path is not None and not entry.path.exists():
             log.warning(
                 "model '%s': weights not found at %s; requests for it will fail with model_not_available "
@@ -115,7 +123,7 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _warn_about_models(state)
+        await _prepare_models(state)
         if settings.preload:
             for entry in state.catalog.entries:
                 await state.catalog.engine(entry).load()

@@ -87,6 +87,8 @@ class DiffusersEngine(Engine):
         await self._run(self._ensure_loaded)
 
     async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
+        if self._pipe is None and not self.settings.path.expanduser().exists():
+            raise ModelNotAvailable(f"Model path {self.settings.path.expanduser()} does not exist.")
         self._check(request)  # fail fast, before any weights are read
         if request.n == 0:
             return []
