@@ -15,6 +15,8 @@ Effort = Literal["normal", "high"]
 """How hard a model works: ``high`` runs more denoising steps (see ``ImageService``)."""
 ProgressCallback = Callable[[int, int], None]
 """Called by engines after each step with (step, total steps)."""
+PreviewCallback = Callable[[int, list[Image.Image]], None]
+"""Called by engines with (step, one rough image per seed) every ``preview_every`` steps; may run in a worker thread."""
 
 
 class Mode(StrEnum):
@@ -79,8 +81,12 @@ class ImageRequest:
     effort: Effort = "normal"
     embed_metadata: bool = True
     """False delivers images with no generation metadata (no prompt text chunks), whatever the server default."""
+    keep_media: bool = False
+    """The dialect's response points at stored media by key, so provider URLs are never passed through."""
     user: str | None = None
     consumer: str = "local"
+    partial_images: int = 0
+    """Previews wanted while the images are made (OpenAI's ``partial_images``); 0: none, the engine skips them."""
     options: dict[str, Any] = field(default_factory=dict)
     """Dialect fields with no canonical meaning, passed to upstream engines that understand them."""
 
@@ -113,6 +119,9 @@ class EngineRequest:
     upstream_model: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     progress: ProgressCallback | None = None
+    preview: PreviewCallback | None = None
+    preview_every: int = 0
+    """Call ``preview`` after every this many steps (never after the last: the final images follow); 0: never."""
     prompts: tuple[str, ...] = ()
     """One prompt per image when a batch joins several requests; empty means ``prompt`` for every image."""
 
@@ -128,6 +137,8 @@ class GeneratedImage:
     image: Image.Image
     seed: int | None = None
     text: str | None = None
+    source_url: str | None = None
+    """Where an upstream provider serves this image, for models with ``pass_through_urls``."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from PIL import Image
 from limner.core.errors import InvalidRequest, LimnerError, ModelError, Timeout, UnsupportedOperation
 from limner.core.gate import Gate, OpenGate, Ticket
 from limner.core.imaging import add_watermark, compose_layout
+from limner.core.jobs import Job, JobRegistry, Listener, Reporter
 from limner.core.models import EngineRequest, GeneratedImage, ImageRequest, ImageResult, Mode, StoredImage
 from limner.core.sizes import SizePlan, fit_to_size, resolve_size
 from limner.core.styles import StylePreset, get_style
@@ -26,6 +27,8 @@ from limner.media.store import MediaStore
 log = logging.getLogger(__name__)
 
 SEED_LIMIT = 2**32
+PREVIEW_SPACING_STEPS = 20
+"""Steps assumed when spacing previews for a model whose step count is unknown until it runs."""
 HIGH_EFFORT_STEPS_FACTOR = 2
 """``effort="high"`` runs this many times the model's default denoising steps."""
 
@@ -45,6 +48,7 @@ class ImageService:
         signer: UrlSigner,
         options: ServiceOptions,
         gate: Gate | None = None,
+        jobs: JobRegistry | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -53,6 +57,8 @@ class ImageService:
         self.gate: Gate = gate or OpenGate()
         """Accounting (limits, credits, usage); ``limner.accounts.gate`` in the server."""
         self._slots: dict[str, ModelSlots] = {}
+        self.jobs = jobs or JobRegistry()
+        """Every request's progress, for streaming responses and the job status endpoint."""
 
     def slots(self, entry: ModelEntry) -> ModelSlots:
         slots = self._slots.get(entry.id)
@@ -64,17 +70,26 @@ class ImageService:
         """The slots of every model used so far (queue depth for metrics)."""
         return dict(self._slots)
 
-    async def run(self, request: ImageRequest, request_id: str) -> ImageResult:
+    async def run(self, request: ImageRequest, request_id: str, listener: Listener | None = None) -> ImageResult:
         """One request through the gate: admitted (rate limits, credits) before the engine runs, then
-        settled and recorded however it ends, cancellation by a departed client included."""
-        async with self.gate.open(request, request_id) as ticket:
-            result = await self._run(request, request_id, ticket)
-            ticket.deliver(result)
-            return result
+        settled and recorded however it ends, cancellation by a departed client included.
 
-    async def _run(self, request: ImageRequest, request_id: str, ticket: Ticket) -> ImageResult:
+        Its job (``self.jobs``, id ``request_id``) tells ``listener`` every change, on the event loop."""
+        job = self.jobs.open(request_id, request.consumer, request.model, listener)
+        try:
+            async with self.gate.open(request, request_id) as ticket:
+                result = await self._run(request, request_id, ticket, job)
+                ticket.deliver(result)
+        except BaseException as exc:
+            self.jobs.finish(job, exc)
+            raise
+        self.jobs.finish(job)
+        return result
+
+    async def _run(self, request: ImageRequest, request_id: str, ticket: Ticket, job: Job) -> ImageResult:
         started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
+        job.model = entry.id
         engine = self.catalog.engine(entry)
         caps = engine.capabilities
         mode, sources = self._plan_inputs(request, entry, caps)
@@ -84,6 +99,16 @@ class ImageService:
         await ticket.admit(entry, n=request.n, width=plan.output[0], height=plan.output[1])
         base_seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         seeds = [(base_seed + index) % SEED_LIMIT for index in range(request.n)]
+        steps = self._steps(request, entry, caps)
+        job.total_steps = steps or entry.default_steps or caps.default_steps
+        every = max(1, (job.total_steps or PREVIEW_SPACING_STEPS) // (request.partial_images + 1))
+        reporter = Reporter(
+            job,
+            asyncio.get_running_loop(),
+            partials=request.partial_images,
+            every=every,
+            render=lambda image: self._preview(image, plan, style, entry, request),
+        )
         engine_request = EngineRequest(
             mode=mode,
             prompt=prompt,
@@ -91,15 +116,21 @@ class ImageService:
             width=plan.generate[0],
             height=plan.generate[1],
             seeds=seeds,
-            steps=self._steps(request, entry, caps),
+            steps=steps,
             guidance=request.guidance,
             strength=request.strength,
             images=sources,
             mask=request.mask.image if request.mask else None,
             upstream_model=request.model,
             options=request.options,
+            progress=reporter.progress,
+            preview=reporter.preview if request.partial_images > 0 else None,
+            preview_every=every if request.partial_images > 0 else 0,
         )
-        async with self.slots(entry).acquire():
+        slots = self.slots(entry)
+        job.concurrency = slots.concurrency
+        async with slots.acquire(on_position=job.queued):
+            self.jobs.start(job)
             generated = await self._generate(engine_request, entry)
         finished = [self._finish(item, plan, style, entry, request) for item in generated]
         stored, storage_error = await self._store(finished, request, entry, plan, prompt)
@@ -169,12 +200,25 @@ class ImageService:
     def _finish(
         self, item: GeneratedImage, plan: SizePlan, style: StylePreset, entry: ModelEntry, request: ImageRequest
     ) -> GeneratedImage:
+        styled = entry.style_postprocess and style.postprocess is not None
+        if item.source_url and entry.pass_through_urls and not (request.keep_media or styled or request.watermark):
+            return item  # the provider's own image, at its own URL
         image = fit_to_size(item.image, *plan.output)
-        if entry.style_postprocess and style.postprocess is not None:
+        if styled and style.postprocess is not None:
             image = style.postprocess(image)
         if request.watermark:
             image = add_watermark(image)
         return GeneratedImage(image=image, seed=item.seed, text=item.text)
+
+    def _preview(
+        self, image: Image.Image, plan: SizePlan, style: StylePreset, entry: ModelEntry, request: ImageRequest
+    ) -> tuple[bytes, str, tuple[int, int]]:
+        """A partial image as the final one will be delivered (size, style, watermark), without metadata."""
+        finished = self._finish(GeneratedImage(image=image), plan, style, entry, request).image
+        data, mime = encode_image(
+            finished, request.output_format, compression=request.output_compression, background=request.background
+        )
+        return data, mime, finished.size
 
     async def _store(
         self,
@@ -201,8 +245,8 @@ class ImageService:
         created: list[str] = []
         storage_error = None
         try:
-            for _, data, mime in encoded:
-                key = await self._put(data, mime, request.consumer, created)
+            for item, data, mime in encoded:
+                key = "" if item.source_url else await self._put(data, mime, request.consumer, created)
                 keys.append(key)
         except Exception as exc:
             log.exception("storing images failed")
@@ -216,7 +260,7 @@ class ImageService:
         stored = []
         for index, (item, data, mime) in enumerate(encoded):
             key = keys[index] if keys else ""
-            url = self.signer.url_for(key, self.options.public_url) if key else ""
+            url = item.source_url or (self.signer.url_for(key, self.options.public_url) if key else "")
             stored.append(
                 StoredImage(
                     key=key,

@@ -11,12 +11,30 @@ in order, so "image 1" in the prompt is the first URL). The answer holds one ima
 
 Media belongs to the consumer who made it: resolving someone else's media is 403 ``forbidden``.
 A backend media path from an earlier answer may be sent back as ``image`` (chained edits).
+
+``stream: true`` (the reference names the field but no wire format; this one is limner's) answers
+``200 text/event-stream`` once the request is accepted; errors before that are the usual JSON::
+
+    event: progress
+    data: {"id":"req_...","model":"...","status":"queued","queue_position":2,"step":0,"total_steps":20,...}
+
+    event: progress
+    data: {"id":"req_...","model":"...","status":"running","queue_position":null,"step":7,...}
+
+    event: completed
+    data: {"data":{"image":{"url":"/v1/media/images/..."}}}
+
+Each ``progress`` carries the job status of ``GET /v1/jobs/{id}`` (``limner.http.jobs``) when the
+place in line or the step changes; ``completed`` carries exactly the non-streaming response body.
+An error after the stream started is ``event: error`` with this dialect's error body. Idle
+stretches carry SSE comments (``: keep-alive``), which SSE clients ignore.
 """
 
 from __future__ import annotations
 
 import base64
 import re
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
@@ -30,6 +48,8 @@ from limner.core.sizes import parse_size
 from limner.dialects.base import dialect_route, read_json
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state
+from limner.http.jobs import job_status
+from limner.http.streaming import SSE_COMMENT, RunningJob, event_stream, sse, start_job
 from limner.http.urls import absolute
 from limner.media.store import is_valid_key
 
@@ -80,15 +100,19 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
 }
 
 
+def error_body(error: LimnerError, request_id: str) -> dict[str, Any]:
+    code = ERROR_MAP.get(error.code, (error.status, error.code))[1]
+    return {"error": {"code": code, "message": error.message, "request_id": request_id}}
+
+
 def render_error(error: LimnerError, request_id: str) -> Response:
     """``{"error": {"code", "message", "request_id"}}``; ``Retry-After`` on 429."""
-    status, code = ERROR_MAP.get(error.code, (error.status, error.code))
+    status = ERROR_MAP.get(error.code, (error.status, error.code))[0]
     headers = {}
     retry = retry_after_seconds(error)
     if retry is not None:
         headers["Retry-After"] = str(retry)
-    body = {"error": {"code": code, "message": error.message, "request_id": request_id}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(error, request_id), status_code=status, headers=headers)
 
 
 def size_spec(size: str | None, *, has_images: bool) -> SizeSpec:
@@ -119,8 +143,6 @@ def references(params: GenerationParams) -> list[str]:
 
 def to_image_request(params: GenerationParams, consumer: str) -> ImageRequest:
     """Everything but the source images, which the handler loads (they may need fetching)."""
-    if params.stream:
-        raise InvalidRequest("Streaming is not supported by this server; send 'stream': false.", param="stream")
     if params.sequential_image_generation == "enabled":
         raise InvalidRequest(
             "Sequential image generation is not enabled on this server; send 'disabled'.",
@@ -132,6 +154,7 @@ def to_image_request(params: GenerationParams, consumer: str) -> ImageRequest:
         dialect=DIALECT,
         size=size_spec(params.size, has_images=params.image is not None),
         watermark=params.watermark,
+        keep_media=params.response_format == "url",
         consumer=consumer,
     )
 
@@ -150,6 +173,13 @@ def parse_media_path(path: str) -> tuple[str, str]:
 
 
 def render_result(result: ImageResult, response_format: ResponseFormat, request: Request, state: AppState) -> Response:
+    return JSONResponse(result_body(result, response_format, request, state))
+
+
+def result_body(
+    result: ImageResult, response_format: ResponseFormat, request: Request, state: AppState
+) -> dict[str, Any]:
+    """``{"data": {"image": {...}}}``: the response body, and the data of a stream's ``completed`` event."""
     image = result.images[0]
     if response_format == "b64_json":
         item: dict[str, Any] = {"b64_json": base64.b64encode(image.data).decode()}
@@ -159,7 +189,7 @@ def render_result(result: ImageResult, response_format: ResponseFormat, request:
         item = {"url": absolute(request, state.settings, image.url)}
     else:
         item = {"url": media_path(get_consumer(request), image.key)}
-    return JSONResponse({"data": {"image": item}})
+    return {"data": {"image": item}}
 
 
 async def owned_key(state: AppState, consumer: str, path: str) -> str:
@@ -194,8 +224,34 @@ async def generate_image(request: Request) -> Response:
         )
         for index, ref in enumerate(refs, start=1)
     ]
+    if params.stream:
+        running = await start_job(state.service, image_request, current_request_id())
+        return event_stream(_events(running, params.response_format, request, state))
     result = await state.service.run(image_request, current_request_id())
     return render_result(result, params.response_format, request, state)
+
+
+async def _events(
+    running: RunningJob, response_format: ResponseFormat, request: Request, state: AppState
+) -> AsyncIterator[bytes]:
+    """``progress`` when the place in line or the step changes, then ``completed`` (or ``error``)."""
+    last: tuple[object, ...] = ()
+    try:
+        async for item in running:
+            if item is None:
+                yield SSE_COMMENT
+            elif isinstance(item, ImageResult):
+                yield sse("completed", result_body(item, response_format, request, state))
+            elif item.kind in ("queued", "running", "progress"):
+                status = job_status(item.job)
+                key = (status["status"], status["queue_position"], status["step"])
+                if key != last:
+                    last = key
+                    yield sse("progress", status)
+    except LimnerError as error:
+        yield sse("error", error_body(error, current_request_id()))
+    finally:
+        await running.cancel()
 
 
 async def resolve_media(request: Request, path: str) -> Response:

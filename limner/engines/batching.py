@@ -9,10 +9,13 @@ A request cancelled while it waits leaves the batch before it runs; batches run 
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from limner.core.models import EngineRequest, GeneratedImage, Mode
+from PIL import Image
+
+from limner.core.models import EngineRequest, GeneratedImage, Mode, PreviewCallback
 from limner.engines.base import Capabilities, Engine
 
 
@@ -119,7 +122,9 @@ class BatchingEngine(Engine):
             for callback in progress:
                 callback(step, total)
 
-        joined = replace(first, prompts=prompts, seeds=seeds, progress=report if progress else None)
+        joined = replace(
+            first, prompts=prompts, seeds=seeds, progress=report if progress else None, **_previews(members)
+        )
         try:
             images = await self.inner.generate(joined)
         except BaseException as exc:
@@ -135,3 +140,22 @@ class BatchingEngine(Engine):
             start += member.request.n
             if not member.future.done():
                 member.future.set_result(share)
+
+
+def _previews(members: list[_Waiting]) -> dict[str, Any]:
+    """Previews of a batch: each member gets its own images' slice, offered as often as the gcd of
+    the members' spacings asks, so every member's spacing is met (its reporter keeps what it wants)."""
+    wanted: list[tuple[int, EngineRequest, PreviewCallback]] = []
+    start = 0
+    for member in members:
+        if member.request.preview is not None:
+            wanted.append((start, member.request, member.request.preview))
+        start += member.request.n
+    if not wanted:
+        return {"preview": None, "preview_every": 0}
+
+    def preview(step: int, images: list[Image.Image]) -> None:
+        for offset, request, callback in wanted:
+            callback(step, images[offset : offset + request.n])
+
+    return {"preview": preview, "preview_every": math.gcd(*(max(1, request.preview_every) for _, request, _ in wanted))}

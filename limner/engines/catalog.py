@@ -96,7 +96,9 @@ class ModelEntry(BaseModel):
     timeout: float = Field(120.0, gt=0, description="Seconds for each request to the provider (and for polling)")
     max_retries: int = Field(2, ge=0, le=10, description="Retries on 429, 5xx and connection errors")
     pass_through_urls: bool = Field(
-        False, description="Return the provider's image URLs instead of storing (pending: images are stored)"
+        False,
+        description="Return the provider's own image URLs instead of limner's (images left as the provider made "
+        "them are not stored; resized, styled or watermarked ones are)",
     )
     allow_private_urls: bool = Field(
         False, description="Download result images from private addresses (a provider on the LAN, tests)"

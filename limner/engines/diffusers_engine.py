@@ -31,8 +31,9 @@ from typing import Any
 from PIL import Image
 
 from limner.core.errors import InvalidRequest, LimnerError, ModelError, ModelNotAvailable, UnsupportedOperation
-from limner.core.models import EngineRequest, GeneratedImage, Mode, ProgressCallback
+from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.base import Capabilities, Engine
+from limner.engines.step_hooks import Cancelled, step_arguments
 
 Pipeline = Any  # a diffusers.DiffusionPipeline; typed loosely so this module imports without diffusers
 
@@ -61,10 +62,6 @@ class DiffusersSettings:
     attention_slicing: bool = False
     cpu_offload: bool = False  # CUDA only: keep weights in RAM, move each model to the GPU while it runs
     compile: bool = False  # torch.compile the denoiser (slow first call, faster after)
-
-
-class _Cancelled(Exception):
-    """Raised from a step callback to stop a generation whose caller went away."""
 
 
 class DiffusersEngine(Engine):
@@ -188,7 +185,7 @@ class DiffusersEngine(Engine):
             kwargs = self._call_arguments(pipe, request, generators, cancel)
             try:
                 images = pipe(**kwargs).images
-            except _Cancelled:
+            except Cancelled:
                 raise
             except torch.OutOfMemoryError as exc:
                 if self._device.type == "cuda":
@@ -230,7 +227,7 @@ class DiffusersEngine(Engine):
             if request.mask is not None:  # white repaints, black keeps: diffusers' convention
                 kwargs["mask_image"] = _prepared(request.mask, "L", size, Image.Resampling.BILINEAR)
         kwargs |= {name: value for name, value in optional.items() if value is not None and name in params}
-        kwargs |= _progress_arguments(params, request.progress, steps, cancel)
+        kwargs |= step_arguments(params, request, steps, cancel)
         return kwargs
 
     # --- checks ---
@@ -492,30 +489,3 @@ def _prepared(image: Image.Image, mode: str, size: tuple[int, int] | None, resam
     """The source at the requested size: img2img pipelines make images the size of their input."""
     image = image.convert(mode)
     return image.resize(size, resample) if size is not None and image.size != size else image
-
-
-def _progress_arguments(
-    params: set[str], progress: ProgressCallback | None, steps: int | None, cancel: threading.Event
-) -> dict[str, Any]:
-    """A per-step hook in whichever form the pipeline takes; it reports (steps done, total) and stops on cancel.
-
-    It runs in the worker thread: a callback that touches the event loop must use ``call_soon_threadsafe``.
-    """
-
-    def step(done: int, total: int) -> None:
-        if cancel.is_set():
-            raise _Cancelled
-        if progress is not None:
-            progress(done, total)
-
-    if "callback_on_step_end" in params:
-
-        def on_step_end(pipe: Pipeline, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            total = getattr(pipe, "num_timesteps", None)  # img2img runs fewer steps than asked
-            step(index + 1, total if isinstance(total, int) else steps or index + 1)
-            return tensors
-
-        return {"callback_on_step_end": on_step_end}
-    if "step_callback" in params:  # limner's own pipelines
-        return {"step_callback": lambda index, total: step(index + 1, total)}
-    return {}

@@ -1,7 +1,9 @@
 """A deterministic test-pattern engine: no weights, instant, for dialect tests and benchmarks.
 
 Pixels are a pure function of prompt, seed and size (a gradient and blocks coloured from a hash),
-so tests can check determinism and that different inputs differ. Never a default model.
+so tests can check determinism and that different inputs differ. It pretends to denoise in steps
+(``delay`` spread over them) so progress, previews and the job endpoint can be tested without
+weights. Never a default model.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from PIL import Image
 
 from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.base import Capabilities, Engine
+
+DEFAULT_STEPS = 4
+"""Pretend denoising steps when a request names none (progress and previews have something to show)."""
 
 
 def pattern(prompt: str, seed: int, width: int, height: int) -> Image.Image:
@@ -36,6 +41,7 @@ class TestPatternEngine(Engine):
         max_side=4096,
         size_multiple=1,
         max_pixels=4096 * 4096,
+        default_steps=DEFAULT_STEPS,
     )
 
     def __init__(self, delay: float = 0.0) -> None:
@@ -43,9 +49,9 @@ class TestPatternEngine(Engine):
         self.calls = 0
 
     async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
+        """Spreads ``delay`` over ``steps`` pretend denoising steps, reporting progress after each and
+        pixelated previews (coarse to fine) every ``preview_every`` steps, like a real pipeline."""
         self.calls += 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
         images = []
         prompts = request.prompts or (request.prompt,) * request.n
         for prompt, seed in zip(prompts, request.seeds, strict=True):
@@ -54,6 +60,20 @@ class TestPatternEngine(Engine):
                 source = request.images[0].convert("RGB").resize(image.size)
                 image = Image.blend(source, image, 0.5)
             images.append(GeneratedImage(image=image, seed=seed))
+        total = request.steps or DEFAULT_STEPS
+        for step in range(1, total + 1):
+            if self.delay:
+                await asyncio.sleep(self.delay / total)
             if request.progress is not None:
-                request.progress(len(images), request.n)
+                request.progress(step, total)
+            every = request.preview_every
+            if request.preview is not None and every > 0 and step % every == 0 and step < total:
+                request.preview(step, [pixelated(item.image, step / total) for item in images])
         return images
+
+
+def pixelated(image: Image.Image, done: float) -> Image.Image:
+    """A preview ``done`` (0-1) of the way: the image in blocks that shrink as the steps go by."""
+    scale = max(done / 8, 1 / max(image.size))
+    small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    return small.resize(image.size, Image.Resampling.NEAREST)

@@ -63,4 +63,4 @@ class AigneEngine(UpstreamEngine):
         url = item.get("url")
         if not url:
             raise ModelError("Provider 'aigne' returned an image with neither b64_json nor url.")
-        return UpstreamImage(image=await self.decode(await self.download(url)), url=url)
+        return UpstreamImage(image=await self.decode(await self.download(url)), source_url=url)

@@ -74,7 +74,7 @@ class AimlEngine(UpstreamEngine):
             raise ModelError("Provider 'aiml' returned no image URL.")
         if self.response_format == "url":
             url = await self._resolve(url)
-        return UpstreamImage(image=await self.decode(await self.download(url)), url=url)
+        return UpstreamImage(image=await self.decode(await self.download(url)), source_url=url)
 
     async def _resolve(self, backend_url: str) -> str:
         """Exchange a backend media path for its presigned URL (an authorized request to AI.ML itself)."""

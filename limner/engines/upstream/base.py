@@ -61,10 +61,11 @@ _stats: ContextVar[CallStats] = ContextVar("limner_upstream_call")
 
 @dataclass
 class UpstreamImage(GeneratedImage):
-    """A generated image that came from a provider; ``url`` is where the provider served it, kept for
-    ``pass_through_urls`` (the service stores images today: see ``ModelEntry.pass_through_urls``)."""
+    """A generated image that came from a provider; ``source_url`` is where the provider served it."""
 
-    url: str | None = None
+    @property
+    def url(self) -> str | None:
+        return self.source_url
 
 
 class _Transient(Exception):
@@ -120,8 +121,6 @@ class UpstreamEngine(Engine):
         self._observers: list[CallObserver] = []
         if self._credential.problem:
             log.warning("model '%s': %s; its requests fail with model_auth_error", entry.id, self._credential.problem)
-        if entry.pass_through_urls:
-            log.warning("model '%s': pass_through_urls is not implemented yet; images are stored", entry.id)
 
     @classmethod
     def from_entry(cls, entry: ModelEntry) -> Self:

@@ -103,7 +103,7 @@ class BflEngine(UpstreamEngine):
         polling_url = task.get("polling_url") or f"/v1/get_result?id={task['id']}"
         result = await self._poll(str(polling_url))
         url = result["sample"]
-        return UpstreamImage(image=await self.decode(await self.download(url)), seed=seed, url=url)
+        return UpstreamImage(image=await self.decode(await self.download(url)), seed=seed, source_url=url)
 
     async def _poll(self, url: str) -> dict[str, Any]:
         loop = asyncio.get_running_loop()

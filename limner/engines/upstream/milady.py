@@ -65,7 +65,7 @@ class MiladyEngine(UpstreamEngine):
         text = item.get("text") or None
         url = item.get("url")
         if url:
-            return UpstreamImage(image=await self.decode(await self.download(url)), text=text, url=url)
+            return UpstreamImage(image=await self.decode(await self.download(url)), text=text, source_url=url)
         if item.get("image"):
             return GeneratedImage(image=await self.decode_b64(item["image"]), text=text)
         raise ModelError("Provider 'milady' returned an image with neither url nor image.")

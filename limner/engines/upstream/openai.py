@@ -168,4 +168,4 @@ class OpenAIEngine(UpstreamEngine):
         url = item.get("url")
         if not url:
             raise ModelError("Provider 'openai' returned an image with neither b64_json nor url.")
-        return UpstreamImage(image=await self.decode(await self.download(url)), url=url)
+        return UpstreamImage(image=await self.decode(await self.download(url)), source_url=url)

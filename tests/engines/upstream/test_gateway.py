@@ -107,3 +107,34 @@ def test_a_client_that_leaves_cancels_the_upstream_request(gateway: str, fakes: 
         httpx.post(gateway + "/v1/images/generations", json={"model": "gw-gemini", "prompt": "x"}, timeout=0.5)
     asyncio.run(until(lambda: fake.control.aborted == 1, timeout=3.0))
     assert len(fake.control.posts()) == 1
+
+
+def test_pass_through_urls_hand_out_the_provider_link_and_store_nothing(
+    fakes: dict[str, Fake], tmp_path: Path
+) -> None:
+    entry = fakes["openai"].entry(id="passing", pass_through_urls=True, options={"response_format": "url"})
+    settings = Settings(data_dir=tmp_path / "pt", models=[entry], default_model="passing")
+    with live_server(create_app(settings)) as url:
+        passed = generate(url, "passing", size="256x256")
+    assert passed.status_code == 200, passed.text
+    link = passed.json()["data"][0]["url"]
+    assert link.startswith(fakes["openai"].root) and "/files/" in link
+    assert not [p for p in (tmp_path / "pt" / "media").rglob("*.png")]
+    image = Image.open(io.BytesIO(httpx.get(link).content))
+    assert image.format == "PNG"
+
+
+def test_pass_through_never_applies_where_the_dialect_needs_stored_media(
+    fakes: dict[str, Fake], tmp_path: Path
+) -> None:
+    entry = fakes["openai"].entry(id="passing", pass_through_urls=True, options={"response_format": "url"},
+                                  aliases=["image-gen.pro-1.0"])
+    settings = Settings(data_dir=tmp_path / "pt", models=[entry], default_model="passing")
+    with live_server(create_app(settings)) as url:
+        response = httpx.post(url + "/v1/generation/images", json={"model": "image-gen.pro-1.0", "prompt": "x",
+                                                                    "size": "1K"}, timeout=30)
+        assert response.status_code == 200, response.text
+        backend = response.json()["data"]["image"]["url"]
+        resolved = httpx.get(url + backend).json()["url"]
+        assert resolved.startswith(url + "/media/")
+    assert [p for p in (tmp_path / "pt" / "media").rglob("*.png")]
