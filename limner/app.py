@@ -23,6 +23,7 @@ from limner.core.errors import InvalidImage
 from limner.core.service import ImageService, ServiceOptions
 from limner.engines.catalog import Catalog, EngineFactory
 from limner.engines.registry import default_factories
+from limner.http import jobs
 from limner.http.context import RequestIdMiddleware
 from limner.http.deps import AppState
 from limner.http.disconnect import CancelOnDisconnectMiddleware
@@ -156,6 +157,7 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
 
     app.include_router(ops)
     app.include_router(media_router)
+    app.include_router(jobs.build_router())
     app.include_router(metrics_router)
     app.include_router(accounts_admin.router)
     _mount_dialects(app, settings)
@@ -168,6 +170,7 @@ def _mount_dialects(app: FastAPI, settings: Settings) -> None:
     ========== ============================================================================
     dialect    routes, under its prefix
     ========== ============================================================================
+    (always)   GET /v1/jobs/{request_id}, GET /v1/jobs/{request_id}/preview (limner's own, at the root)
     openai     POST /v1/images/generations (JSON), POST /v1/images/edits,
                POST /v1/images/variations, GET /v1/models, GET /v1/models/{id}
     aigne      POST /api/images/generations

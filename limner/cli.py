@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from limner import cli_accounts
 from limner.settings import Settings
+
+OUTPUT_FORMATS: dict[str, Literal["png", "jpeg", "webp"]] = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
 app = typer.Typer(help="limner: a self-hosted image-generation API server.", no_args_is_help=True)
 app.add_typer(cli_accounts.tokens_app, name="tokens")
@@ -85,7 +87,7 @@ def generate(
         seed=seed,
         steps=steps,
         style=style,
-        output_format="jpeg" if output.suffix.lower() in (".jpg", ".jpeg") else "webp" if output.suffix == ".webp" else "png",
+        output_format=OUTPUT_FORMATS.get(output.suffix.lower(), "png"),
     )
 
     async def run() -> None:

@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="Absolute base for URLs in responses, e.g. https://img.example.com")
     data_dir: Path = Path(".limner")
     models_dir: Path | None = Field(None, description="Where `limner pull` puts models; default data_dir/models")
-    signing_secret: str | None = Field(None, description="HMAC secret for media URLs; generated and kept in data_dir if unset")
+    signing_secret: str | None = Field(
+        None, description="HMAC secret for media URLs; generated and kept in data_dir if unset"
+    )
     url_ttl_seconds: int = 3600
     embed_metadata: bool = True
 
