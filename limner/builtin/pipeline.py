@@ -28,6 +28,8 @@ UNSHUFFLE = 2
 
 StepCallback = Callable[[int, int], None]
 """Called after each denoising step with (step index, total steps)."""
+PreviewCallback = Callable[[int, list[Image.Image]], None]
+"""Called with (steps done, one 32x32 preview per image): the clean image predicted at that step."""
 
 
 def images_to_tensor(images: Sequence[Image.Image], size: int = NATIVE_SIZE) -> torch.Tensor:
@@ -97,6 +99,8 @@ class EmojiDiffusionPipeline(DiffusionPipeline):  # type: ignore[misc]
         strength: float = 0.6,
         output_type: str = "pil",
         step_callback: StepCallback | None = None,
+        preview_callback: PreviewCallback | None = None,
+        preview_every: int = 0,
         **_: Any,
     ) -> ImagePipelineOutput:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -140,14 +144,17 @@ class EmojiDiffusionPipeline(DiffusionPipeline):  # type: ignore[misc]
             keep = 1.0 - F.pixel_unshuffle(mask, UNSHUFFLE)
 
         for index, t in enumerate(timesteps):
-            model_input = torch.cat([latents, latents]) if use_cfg else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
+            scaled = self.scheduler.scale_model_input(latents, t)
+            model_input = torch.cat([scaled, scaled]) if use_cfg else scaled
             pred = self.unet(
                 model_input, t, encoder_hidden_states=embeddings[:, None, :], class_labels=embeddings
             ).sample
             if use_cfg:
                 pred_uncond, pred_cond = pred.chunk(2)
                 pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+            done = index + 1
+            if preview_callback is not None and preview_due(done, preview_every, len(timesteps)):
+                self._preview(preview_callback, done, scaled, pred, t, keep, source)
             latents = self.scheduler.step(pred, t, latents, generator=_first(generator)).prev_sample
             if keep is not None and source is not None:
                 known = source
@@ -159,10 +166,59 @@ class EmojiDiffusionPipeline(DiffusionPipeline):  # type: ignore[misc]
 
         return self._output(F.pixel_shuffle(latents, UNSHUFFLE), output_type)
 
+    def _preview(
+        self,
+        callback: PreviewCallback,
+        step: int,
+        sample: torch.Tensor,
+        pred: torch.Tensor,
+        t: torch.Tensor,
+        keep: torch.Tensor | None,
+        source: torch.Tensor | None,
+    ) -> None:
+        """Hand ``callback`` the clean images predicted at this step (known pixels kept when inpainting)."""
+        clean = predicted_clean(self.scheduler, sample, pred, t)
+        if clean is None:
+            return
+        if keep is not None and source is not None:
+            clean = keep * source + (1.0 - keep) * clean
+        callback(step, tensor_to_images(F.pixel_shuffle(clean, UNSHUFFLE).float()))
+
     def _output(self, pixels: torch.Tensor, output_type: str) -> ImagePipelineOutput:
         if output_type == "pt":
             return ImagePipelineOutput(images=pixels.clamp(-1, 1))
         return ImagePipelineOutput(images=tensor_to_images(pixels.float()))
+
+
+def preview_due(step: int, every: int, total: int) -> bool:
+    """Every ``every`` steps, but not after the last one: the final image follows right away."""
+    return every > 0 and step % every == 0 and step < total
+
+
+def predicted_clean(
+    scheduler: SchedulerMixin, sample: torch.Tensor, model_output: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor | None:
+    """The clean sample the model predicts from ``sample`` at timestep ``t`` (a cheap preview).
+
+    ``sample`` is the scaled model input, which is in the variance-preserving form
+    x_t = alpha_t x_0 + sigma_t noise with alpha_t^2 = alphas_cumprod[t] and sigma_t^2 = 1 - alpha_t^2;
+    so for v-prediction x_0 = alpha_t x_t - sigma_t v, for epsilon x_0 = (x_t - sigma_t eps) / alpha_t.
+    None for schedulers without ``alphas_cumprod`` or other prediction types."""
+    alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
+    if not isinstance(alphas_cumprod, torch.Tensor):
+        return None
+    index = min(max(int(t), 0), len(alphas_cumprod) - 1)
+    alpha_bar = alphas_cumprod[index].to(sample.device, torch.float32)
+    alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    kind = scheduler.config.get("prediction_type", "epsilon")
+    x_t, output = sample.float(), model_output.float()
+    if kind == "v_prediction":
+        return (alpha * x_t - sigma * output).to(sample.dtype)
+    if kind == "epsilon":
+        return ((x_t - sigma * output) / alpha.clamp(min=1e-4)).to(sample.dtype)
+    if kind == "sample":
+        return model_output
+    return None
 
 
 def _broadcast(value: Any, count: int) -> list[Any]:

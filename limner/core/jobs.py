@@ -63,6 +63,9 @@ Renderer = Callable[[Image.Image], tuple[bytes, str, tuple[int, int]]]
 
 @dataclass(eq=False)
 class Job:
+    """One request's progress. Changed only on the event loop, and only forwards (a late report from a
+    batch or after the end is ignored), so a listener never sees a job go back."""
+
     id: str
     consumer: str
     model: str
@@ -79,7 +82,10 @@ class Job:
     step_seconds: float | None = None
     """Expected seconds per step, from the model's recent jobs; replaced by this job's own pace once it steps."""
     concurrency: int = 1
-    previews: list[Preview] = field(default_factory=list)
+    preview: Preview | None = None
+    """The newest partial images while running; dropped at the end (the final images exist then), so
+    the finished jobs the registry keeps hold no pixels."""
+    preview_count: int = 0
     listeners: list[Listener] = field(default_factory=list, repr=False)
     _last_step_at: float | None = field(default=None, repr=False)
 
@@ -110,14 +116,15 @@ class Job:
     def add_preview(self, step: int, images: list[bytes], mime_type: str, size: tuple[int, int]) -> None:
         if self.finished:
             return
-        preview = Preview(len(self.previews), step, tuple(images), mime_type, size)
-        self.previews.append(preview)
-        self._emit(JobEvent("preview", self, preview))
+        self.preview = Preview(self.preview_count, step, tuple(images), mime_type, size)
+        self.preview_count += 1
+        self._emit(JobEvent("preview", self, self.preview))
 
     def finish(self, state: JobState, error: str | None = None) -> None:
         if self.finished:
             return
         self.state, self.error, self.queue_position, self.finished_at = state, error, None, time.time()
+        self.preview = None
         if state == "done" and self.total_steps:
             self.step = self.total_steps
         self._emit(JobEvent("finished", self))
@@ -174,10 +181,11 @@ class JobRegistry:
         """The model's recent seconds per step (a moving average over finished jobs)."""
         return self._step_seconds.get(model)
 
-    def start(self, job: Job) -> None:
-        """The job holds a slot: it runs, expecting the model's recent pace until it shows its own."""
+    def expect(self, job: Job, *, concurrency: int = 1) -> None:
+        """Before it queues: the job expects its model's recent pace (until it shows its own) and
+        knows how many of the model's jobs run at once, for its ETA while it waits."""
         job.step_seconds = self._step_seconds.get(job.model)
-        job.running()
+        job.concurrency = concurrency
 
     def finish(self, job: Job, error: BaseException | None = None) -> None:
         """Done without ``error``; cancelled for a departed client; failed (with the error's code) otherwise."""

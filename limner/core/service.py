@@ -128,9 +128,9 @@ class ImageService:
             preview_every=every if request.partial_images > 0 else 0,
         )
         slots = self.slots(entry)
-        job.concurrency = slots.concurrency
+        self.jobs.expect(job, concurrency=slots.concurrency)
         async with slots.acquire(on_position=job.queued):
-            self.jobs.start(job)
+            job.running()
             generated = await self._generate(engine_request, entry)
         finished = [self._finish(item, plan, style, entry, request) for item in generated]
         stored, storage_error = await self._store(finished, request, entry, plan, prompt)

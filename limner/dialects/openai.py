@@ -4,6 +4,8 @@ error classes included.
 
 limner extensions, fenced here and in the README: ``seed``, ``negative_prompt``, ``steps``,
 ``guidance_scale``, ``strength`` (edits), ``style_preset``, and ``seed`` on each returned image.
+
+``stream: true`` on generations and edits answers OpenAI's server-sent events (``openai_stream``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from limner.core.errors import InvalidRequest, LimnerError, retry_after_seconds
 from limner.core.models import ImageRequest, ImageResult, SizeSpec, SourceImage
 from limner.core.sizes import parse_size
 from limner.dialects.base import FormBody, dialect_route, read_form, read_json, validate
+from limner.dialects.openai_stream import stream_images
 from limner.engines.catalog import Catalog
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state
@@ -90,14 +93,19 @@ ERROR_MAP: dict[str, tuple[int, str, str | None]] = {
 }
 
 
+def error_body(error: LimnerError) -> dict[str, Any]:
+    """``{"error": {"message", "type", "param", "code"}}``, as OpenAI's responses and streams carry it."""
+    _, kind, code = ERROR_MAP.get(error.code, (error.status, "server_error", error.code))
+    return {"error": {"message": error.message, "type": kind, "param": error.param, "code": code}}
+
+
 def render_error(error: LimnerError, request_id: str) -> Response:
-    status, kind, code = ERROR_MAP.get(error.code, (error.status, "server_error", error.code))
+    status = ERROR_MAP.get(error.code, (error.status, "", None))[0]
     headers = {}
     retry = retry_after_seconds(error)
     if retry is not None:
         headers["Retry-After"] = str(retry)
-    body = {"error": {"message": error.message, "type": kind, "param": error.param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(error), status_code=status, headers=headers)
 
 
 def _common(params: _Params, consumer: str, prompt: str) -> ImageRequest:
@@ -125,6 +133,7 @@ def _common(params: _Params, consumer: str, prompt: str) -> ImageRequest:
         quality=params.quality,
         user=params.user,
         consumer=consumer,
+        partial_images=(params.partial_images or 0) if params.stream else 0,
     )
 
 
@@ -162,18 +171,14 @@ def render_result(result: ImageResult, response_format: ResponseFormat, request:
     return JSONResponse(body)
 
 
-def _reject_stream(params: _Params) -> None:
-    if params.stream:
-        raise InvalidRequest("Streaming is not supported by this server yet; omit 'stream'.", param="stream")
-
-
 async def create_image(request: Request) -> Response:
-    """Create images from a prompt."""
+    """Create images from a prompt (``stream: true``: server-sent events, see ``openai_stream``)."""
     state = get_state(request)
     params = await read_json(request, GenerationParams)
-    _reject_stream(params)
     image_request = _common(params, get_consumer(request), params.prompt)
     image_request.options.update({"style": params.style, "quality": params.quality})
+    if params.stream:
+        return await stream_images(state.service, image_request, "image_generation", error_body)
     result = await state.service.run(image_request, current_request_id())
     return render_result(result, response_format_for(params), request, state)
 
@@ -195,7 +200,6 @@ async def edit_image(request: Request) -> Response:
 
 async def edit_from_form(request: Request, state: AppState, form: FormBody) -> Response:
     params = validate(EditParams, form.scalars())
-    _reject_stream(params)
     images = await _load_uploads(state, form, ("image", "image[]"), "image")
     if not images:
         raise InvalidRequest("Missing required parameter: 'image'.", param="image")
@@ -206,6 +210,8 @@ async def edit_from_form(request: Request, state: AppState, form: FormBody) -> R
     image_request.images = images
     image_request.mask = masks[0] if masks else None
     image_request.strength = params.strength
+    if params.stream:
+        return await stream_images(state.service, image_request, "image_edit", error_body)
     result = await state.service.run(image_request, current_request_id())
     return render_result(result, response_format_for(params), request, state)
 

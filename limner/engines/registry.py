@@ -61,7 +61,7 @@ def batched(factory: EngineFactory) -> EngineFactory:
 def _testpattern(entry: ModelEntry) -> Engine:
     from limner.engines.testpattern import TestPatternEngine
 
-    return TestPatternEngine(delay=float(entry.options.get("delay", 0.0)))
+    return TestPatternEngine(delay=float(entry.options.get("delay", 0.0)), steps=entry.default_steps)
 
 
 UPSTREAM_CLASSES = {

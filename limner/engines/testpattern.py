@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image
@@ -44,8 +45,11 @@ class TestPatternEngine(Engine):
         default_steps=DEFAULT_STEPS,
     )
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, steps: int | None = None) -> None:
         self.delay = delay
+        self.steps = steps or DEFAULT_STEPS
+        if steps:
+            self.capabilities = replace(type(self).capabilities, default_steps=steps)
         self.calls = 0
 
     async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
@@ -60,7 +64,7 @@ class TestPatternEngine(Engine):
                 source = request.images[0].convert("RGB").resize(image.size)
                 image = Image.blend(source, image, 0.5)
             images.append(GeneratedImage(image=image, seed=seed))
-        total = request.steps or DEFAULT_STEPS
+        total = request.steps or self.steps
         for step in range(1, total + 1):
             if self.delay:
                 await asyncio.sleep(self.delay / total)

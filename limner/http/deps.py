@@ -16,6 +16,7 @@ from limner.accounts.auth import AuthenticatedRoute, authenticate, current_princ
 from limner.accounts.metrics import Metrics
 from limner.accounts.service import Accounts
 from limner.core.errors import LimnerError
+from limner.core.jobs import JobRegistry
 from limner.core.service import ImageService
 from limner.engines.catalog import Catalog
 from limner.media.inputs import ImageLoader
@@ -36,6 +37,11 @@ class AppState:
     """Unix time the app was built; reported as the models' creation time."""
     accounts: Accounts
     metrics: Metrics
+
+    @property
+    def jobs(self) -> JobRegistry:
+        """Every request's progress (``ImageService.jobs``): streams and ``GET /v1/jobs/{id}`` read it."""
+        return self.service.jobs
 
 
 def get_state(request: Request) -> AppState:

@@ -200,8 +200,12 @@ def test_sequential_image_generation(client: TestClient) -> None:
 
 
 def test_stream(client: TestClient) -> None:
+    """``stream: true`` answers server-sent events (see ``tests/integration/test_streaming.py``)."""
     assert client.post(URL, json=body(stream=False)).status_code == 200
-    assert "Streaming is not supported" in error_of(client.post(URL, json=body(stream=True)), 400)
+    streamed = client.post(URL, json=body(stream=True))
+    assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+    assert "event: completed" in streamed.text
+    assert "Unknown model" in error_of(client.post(URL, json=body(stream=True, model="nope")), 400, "model_not_found")
 
 
 def test_watermark_marks_the_bottom_right_corner(recording: TestClient, recorder: RecordingEngine) -> None:

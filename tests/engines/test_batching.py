@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
+from PIL import Image
 
 from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.base import Engine
@@ -94,3 +96,22 @@ async def test_the_service_batches_concurrent_requests_for_a_batching_entry(tmp_
     assert [result.images[0].seed for result in results] == [0, 1, 2]
     alone = await state.service.run(ImageRequest(prompt="p1", model="batched", seed=1, size=SizeSpec(32, 32)), "x")
     assert alone.images[0].data == results[1].images[0].data
+
+
+async def test_previews_reach_each_member_of_a_batch_with_its_own_images() -> None:
+    inner = CountingEngine()
+    engine = BatchingEngine(inner, window=0.05, max_images=8)
+    seen: dict[str, list[tuple[int, int]]] = {"apple": [], "heart": [], "plain": []}
+
+    def watch(name: str) -> Callable[[int, list[Image.Image]], None]:
+        return lambda step, images: seen[name].append((step, len(images)))
+
+    await asyncio.gather(
+        engine.generate(req("apple", [1, 2], steps=12, preview=watch("apple"), preview_every=4)),
+        engine.generate(req("heart", [7], steps=12, preview=watch("heart"), preview_every=6)),
+        engine.generate(req("plain", [9], steps=12)),
+    )
+    assert len(inner.requests) == 1 and inner.requests[0].preview_every == 2, "gcd of 4 and 6"
+    assert seen["apple"] == [(step, 2) for step in (2, 4, 6, 8, 10)], "its two images, at every offer"
+    assert seen["heart"] == [(step, 1) for step in (2, 4, 6, 8, 10)]
+    assert seen["plain"] == []

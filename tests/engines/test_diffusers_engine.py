@@ -9,7 +9,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before diffusers / huggingface_hub read it
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +297,40 @@ async def test_runtime_errors_become_model_error(sd_dir: Path) -> None:
     assert isinstance(info.value.__cause__, RuntimeError)
     await engine.aclose()
     assert not engine.loaded
+
+
+# --- previews ---
+
+
+def recording_previews(
+    steps: list[int], sizes: list[list[tuple[int, int]]]
+) -> Callable[[int, list[Image.Image]], None]:
+    def preview(step: int, images: list[Image.Image]) -> None:
+        steps.append(step)
+        sizes.append([image.size for image in images])
+
+    return preview
+
+
+async def test_stock_pipelines_preview_decoded_latents_without_changing_the_result(sd: DiffusersEngine) -> None:
+    steps: list[int] = []
+    sizes: list[list[tuple[int, int]]] = []
+    request = replace(make_request(seeds=(3, 7), steps=6), preview=recording_previews(steps, sizes), preview_every=2)
+    previewed = await sd.generate(request)
+    assert steps == [2, 4], "every second step, never after the last"
+    assert sizes == [[(64, 64), (64, 64)]] * 2, "one decoded image per seed"
+    plain = await sd.generate(make_request(seeds=(3, 7), steps=6))
+    np.testing.assert_array_equal(pixels(previewed[0]), pixels(plain[0]))
+
+
+async def test_limner_pipelines_preview_the_predicted_clean_image(emoji: DiffusersEngine) -> None:
+    steps: list[int] = []
+    sizes: list[list[tuple[int, int]]] = []
+    request = replace(make_request(seeds=(1, 2), steps=5), preview=recording_previews(steps, sizes), preview_every=2)
+    previewed = await emoji.generate(request)
+    assert steps == [2, 4] and sizes == [[(32, 32), (32, 32)]] * 2
+    plain = await emoji.generate(make_request(seeds=(1, 2), steps=5))
+    np.testing.assert_array_equal(pixels(previewed[1]), pixels(plain[1]))
 
 
 # --- image to image, inpainting ---

@@ -96,3 +96,19 @@ def test_imagineart_generate_and_edit(server: str, tmp_path: Path) -> None:
     assert edit.status_code == 200, edit.text
     width, height = decode(edit.content).size
     assert abs(width / height - 1.5) < 0.01
+
+
+def test_openai_stream_previews_decoded_by_the_pipelines_vae(server: str) -> None:
+    import openai
+
+    with openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=120) as client:
+        events = list(
+            client.images.generate(
+                model="dall-e-2", prompt="a lighthouse", size="256x256", stream=True, partial_images=2,
+                extra_body={"steps": 6},
+            )
+        )  # fmt: skip
+    assert [event.type for event in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    partial, final = (decode(base64.b64decode(events[index].b64_json)) for index in (0, -1))
+    assert partial.size == final.size == (256, 256), "previews are scaled like the final image"
+    assert partial.tobytes() != final.tobytes()
