@@ -132,8 +132,9 @@ class ImageService:
         async with slots.acquire(on_position=job.queued):
             job.running()
             generated = await self._generate(engine_request, entry)
-        finished = [self._finish(item, plan, style, entry, request) for item in generated]
-        stored, storage_error = await self._store(finished, request, entry, plan, prompt)
+        # Scaling and encoding a large PNG takes a good part of a second: never on the event loop.
+        encoded = await asyncio.to_thread(self._finish_all, generated, plan, style, entry, request, prompt)
+        stored, storage_error = await self._store(encoded, request)
         return ImageResult(
             model=entry.id,
             images=stored,
@@ -220,17 +221,19 @@ class ImageService:
         )
         return data, mime, finished.size
 
-    async def _store(
+    def _finish_all(
         self,
         items: list[GeneratedImage],
-        request: ImageRequest,
-        entry: ModelEntry,
         plan: SizePlan,
+        style: StylePreset,
+        entry: ModelEntry,
+        request: ImageRequest,
         prompt: str,
-    ) -> tuple[list[StoredImage], str | None]:
-        """Encode every image, then store them all; a store failure stores none (nothing half-written)."""
+    ) -> list[tuple[GeneratedImage, bytes, str]]:
+        """Scale, style, watermark and encode every image (CPU work, run in a thread)."""
         encoded = []
-        for item in items:
+        for generated in items:
+            item = self._finish(generated, plan, style, entry, request)
             embed = self.options.embed_metadata and request.embed_metadata
             metadata = self._metadata(request, entry, plan, prompt, item.seed) if embed else None
             data, mime = encode_image(
@@ -241,6 +244,12 @@ class ImageService:
                 background=request.background,
             )
             encoded.append((item, data, mime))
+        return encoded
+
+    async def _store(
+        self, encoded: list[tuple[GeneratedImage, bytes, str]], request: ImageRequest
+    ) -> tuple[list[StoredImage], str | None]:
+        """Store every encoded image; a store failure stores none (nothing half-written)."""
         keys: list[str] = []
         created: list[str] = []
         storage_error = None

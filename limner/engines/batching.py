@@ -102,9 +102,11 @@ class BatchingEngine(Engine):
             del self._open[batch.key]
 
     async def _flush_later(self, batch: _Batch) -> None:
+        """Run the batch once its window has passed and the engine is free; until then it stays open,
+        so requests arriving while the engine is busy join it instead of forming batches of one."""
         await asyncio.sleep(self.window)
-        self._close(batch)
         async with self._running:
+            self._close(batch)
             members = [member for member in batch.members if not member.future.done()]
             batch.members = members
             if not members:

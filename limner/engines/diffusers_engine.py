@@ -244,7 +244,7 @@ class DiffusersEngine(Engine):
             raise UnsupportedOperation("This model does not support masks (inpainting).", param="mask")
         if request.negative_prompt and not caps.supports_negative_prompt:
             raise UnsupportedOperation("This model does not support negative prompts.", param="negative_prompt")
-        if request.n > caps.max_images:
+        if request.n > caps.max_images and not request.prompts:  # joined batches are sized by the batcher
             raise InvalidRequest(f"This model makes at most {caps.max_images} images per request.", param="n")
         if caps.native_size is None:
             _check_size(request.width, request.height, caps)

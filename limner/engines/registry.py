@@ -10,7 +10,7 @@ from limner.engines.catalog import EngineFactory, ModelEntry
 BUILTIN_PIPELINE = "limner.builtin.pipeline:EmojiDiffusionPipeline"
 
 
-def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None) -> Engine:
+def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None, max_images: int = 4) -> Engine:
     from limner.engines.diffusers_engine import DiffusersEngine, DiffusersSettings
 
     if entry.path is None:
@@ -31,12 +31,13 @@ def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None) -> Engin
             default_size=entry.default_size,
             attention_slicing=bool(entry.options.get("attention_slicing", False)),
             cpu_offload=bool(entry.options.get("cpu_offload", False)),
+            max_images=int(entry.options.get("max_images", max_images)),
         )
     )
 
 
 def _builtin(entry: ModelEntry) -> Engine:
-    return _diffusers(entry, pipeline_class=BUILTIN_PIPELINE)
+    return _diffusers(entry, pipeline_class=BUILTIN_PIPELINE, max_images=10)  # 32x32: every dialect's n fits
 
 
 def batched(factory: EngineFactory) -> EngineFactory:

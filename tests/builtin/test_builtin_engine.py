@@ -79,3 +79,18 @@ async def test_masked_edit_keeps_unmasked_pixels(state: AppState, tmp_path: Path
     )
     pixels = np.asarray(edited.convert("RGB"), dtype=np.int16)
     assert np.abs(pixels[:4, :4] - np.array([30, 160, 30])).max() <= 3
+
+
+async def test_many_concurrent_requests_share_batches_beyond_one_request_limit(state: AppState) -> None:
+    from limner.engines.batching import BatchingEngine
+
+    engine = state.catalog.engine(state.catalog.resolve(BUILTIN_MODEL_ID))
+    assert isinstance(engine, BatchingEngine)
+    before = engine.batches_run
+    requests = [ImageRequest(prompt=f"emoji {i}", model="dall-e-2", steps=2, seed=i, size=SizeSpec(32, 32))
+                for i in range(12)]
+    import asyncio
+
+    results = await asyncio.gather(*(state.service.run(r, f"b{i}") for i, r in enumerate(requests)))
+    assert [result.images[0].seed for result in results] == list(range(12))
+    assert engine.batches_run - before < 12, "requests were joined"
