@@ -12,8 +12,7 @@ from typing import Any
 
 from limner.core.errors import ModelError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.base import Capabilities
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage
+from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, hosted_capabilities
 from limner.engines.upstream.payloads import data_url, encode_png
 
 PASSED_OPTIONS = ("quality", "style")
@@ -25,18 +24,10 @@ class AigneEngine(UpstreamEngine):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.response_format = str(self.entry.options.get("response_format", "b64_json"))
-        self.capabilities = Capabilities(
+        self.capabilities = hosted_capabilities(
             modes=frozenset({Mode.GENERATE, Mode.EDIT, Mode.COMPOSE}),
             max_images=10,
             max_input_images=16,
-            supports_mask=False,
-            supports_seed=False,
-            supports_negative_prompt=False,
-            default_size=(1024, 1024),
-            min_side=64,
-            max_side=4096,
-            size_multiple=8,
-            max_pixels=4096 * 4096,
         )
 
     async def _generate(self, request: EngineRequest) -> list[GeneratedImage]:

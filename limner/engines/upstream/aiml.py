@@ -14,8 +14,7 @@ from typing import Any
 
 from limner.core.errors import ModelError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.base import Capabilities
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage
+from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, hosted_capabilities
 from limner.engines.upstream.payloads import data_url, encode_png
 
 RESPONSE_FORMATS = ("url", "presigned_url", "b64_json")
@@ -31,18 +30,11 @@ class AimlEngine(UpstreamEngine):
         self.response_format = str(self.entry.options.get("response_format", "url"))
         if self.response_format not in RESPONSE_FORMATS:
             raise ValueError(f"model '{self.entry.id}': response_format must be one of {', '.join(RESPONSE_FORMATS)}")
-        self.capabilities = Capabilities(
+        self.capabilities = hosted_capabilities(
             modes=frozenset({Mode.GENERATE, Mode.EDIT, Mode.COMPOSE}),
             max_images=10,
             max_input_images=10,
-            supports_mask=False,
-            supports_seed=False,
-            supports_negative_prompt=False,
             default_size=(2048, 2048),
-            min_side=64,
-            max_side=4096,
-            size_multiple=8,
-            max_pixels=4096 * 4096,
         )
 
     async def _generate(self, request: EngineRequest) -> list[GeneratedImage]:

@@ -44,7 +44,7 @@ from limner.core.errors import (
     Timeout,
 )
 from limner.core.models import EngineRequest, GeneratedImage
-from limner.engines.base import Engine
+from limner.engines.base import Capabilities, Engine
 from limner.engines.catalog import ModelEntry
 from limner.engines.upstream.credentials import Credential, load_credential
 from limner.engines.upstream.payloads import INLINE_BYTES
@@ -57,6 +57,22 @@ log = logging.getLogger(__name__)
 
 _stats: ContextVar[CallStats] = ContextVar("limner_upstream_call")
 """Counters of the ``generate`` call in progress; fanned-out tasks share them (context is copied)."""
+
+
+def hosted_capabilities(**fields: Any) -> Capabilities:
+    """What a hosted provider takes, from the defaults most providers share: no masks, seeds or negative
+    prompts, 1024x1024 by default, sides of 64 to 4096 pixels in multiples of 8."""
+    defaults: dict[str, Any] = {
+        "supports_mask": False,
+        "supports_seed": False,
+        "supports_negative_prompt": False,
+        "default_size": (1024, 1024),
+        "min_side": 64,
+        "max_side": 4096,
+        "size_multiple": 8,
+        "max_pixels": 4096 * 4096,
+    }
+    return Capabilities(**(defaults | fields))
 
 
 @dataclass

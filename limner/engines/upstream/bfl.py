@@ -31,8 +31,7 @@ import httpx
 
 from limner.core.errors import ModelError, Timeout
 from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.base import Capabilities
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage
+from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, hosted_capabilities
 from limner.engines.upstream.payloads import encode_png
 from limner.engines.upstream.resilience import redact
 from limner.engines.upstream.shapes import nearest_ratio
@@ -51,14 +50,11 @@ class BflEngine(UpstreamEngine):
         self.kontext = "kontext" in self.model
         self.poll_interval = float(self.entry.options.get("poll_interval", 0.5))
         modes = {Mode.GENERATE, Mode.EDIT, Mode.COMPOSE} if self.kontext else {Mode.GENERATE}
-        self.capabilities = Capabilities(
+        self.capabilities = hosted_capabilities(
             modes=frozenset(modes),
             max_images=10,
             max_input_images=len(INPUT_FIELDS) if self.kontext else 1,
-            supports_mask=False,
             supports_seed=True,
-            supports_negative_prompt=False,
-            default_size=(1024, 1024),
             min_side=256,
             max_side=2048 if self.kontext else 1440,
             size_multiple=32,

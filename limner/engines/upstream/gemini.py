@@ -16,8 +16,7 @@ from typing import Any
 
 from limner.core.errors import ModelError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.base import Capabilities
-from limner.engines.upstream.base import UpstreamEngine
+from limner.engines.upstream.base import UpstreamEngine, hosted_capabilities
 from limner.engines.upstream.payloads import encode_png
 from limner.engines.upstream.resilience import redact
 from limner.engines.upstream.shapes import nearest_ratio
@@ -35,18 +34,11 @@ class GeminiEngine(UpstreamEngine):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.capabilities = Capabilities(
+        self.capabilities = hosted_capabilities(
             modes=frozenset({Mode.GENERATE, Mode.EDIT, Mode.COMPOSE}),
             max_images=10,
             max_input_images=int(self.entry.options.get("max_input_images", 3)),
-            supports_mask=False,
             supports_seed=True,
-            supports_negative_prompt=False,
-            default_size=(1024, 1024),
-            min_side=64,
-            max_side=4096,
-            size_multiple=8,
-            max_pixels=4096 * 4096,
         )
 
     def auth_headers(self, key: str) -> dict[str, str]:

@@ -13,8 +13,7 @@ from typing import Any
 
 from limner.core.errors import ModelError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.base import Capabilities
-from limner.engines.upstream.base import UpstreamEngine
+from limner.engines.upstream.base import UpstreamEngine, hosted_capabilities
 from limner.engines.upstream.payloads import encode_png
 from limner.engines.upstream.shapes import nearest_ratio, resolution_preset
 
@@ -31,18 +30,12 @@ class ImagineArtEngine(UpstreamEngine):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.capabilities = Capabilities(
+        self.capabilities = hosted_capabilities(
             modes=frozenset({Mode.GENERATE, Mode.EDIT, Mode.COMPOSE}),
             max_images=10,
             max_input_images=MAX_IMAGES,
-            supports_mask=False,
             supports_seed=True,
-            supports_negative_prompt=False,
             default_size=(2048, 2048),
-            min_side=64,
-            max_side=4096,
-            size_multiple=8,
-            max_pixels=4096 * 4096,
         )
 
     async def _generate(self, request: EngineRequest) -> list[GeneratedImage]:

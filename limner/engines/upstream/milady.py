@@ -13,8 +13,7 @@ from typing import Any
 
 from limner.core.errors import ModelError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.base import Capabilities
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage
+from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, hosted_capabilities
 from limner.engines.upstream.payloads import data_url, encode_png
 from limner.engines.upstream.shapes import nearest_ratio
 
@@ -28,18 +27,10 @@ class MiladyEngine(UpstreamEngine):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.capabilities = Capabilities(
+        self.capabilities = hosted_capabilities(
             modes=frozenset({Mode.GENERATE, Mode.EDIT}),
             max_images=MAX_IMAGES,
             max_input_images=1,
-            supports_mask=False,
-            supports_seed=False,
-            supports_negative_prompt=False,
-            default_size=(1024, 1024),
-            min_side=64,
-            max_side=4096,
-            size_multiple=8,
-            max_pixels=4096 * 4096,
         )
 
     def is_unknown_model(self, status: int, payload: Any) -> bool:

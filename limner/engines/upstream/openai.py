@@ -27,8 +27,7 @@ from typing import Any
 
 from limner.core.errors import ModelError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.base import Capabilities
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage
+from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, hosted_capabilities
 from limner.engines.upstream.payloads import encode_png
 from limner.engines.upstream.shapes import nearest_size
 
@@ -89,14 +88,11 @@ class OpenAIEngine(UpstreamEngine):
         super().__init__(*args, **kwargs)
         self.family = family_for(self.model)
         self.response_format = str(self.entry.options.get("response_format", "b64_json"))
-        self.capabilities = Capabilities(
+        self.capabilities = hosted_capabilities(
             modes=self.family.modes,
             max_images=10,
             max_input_images=max(1, self.family.max_inputs),
             supports_mask=Mode.EDIT in self.family.modes,
-            supports_seed=False,
-            supports_negative_prompt=False,
-            default_size=(1024, 1024),
             min_side=256,
             max_side=1792,
             size_multiple=1,
