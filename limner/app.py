@@ -23,11 +23,13 @@ from limner.core.errors import InvalidImage
 from limner.core.service import ImageService, ServiceOptions
 from limner.engines.catalog import Catalog, EngineFactory
 from limner.engines.registry import default_factories
+from limner.engines.residency import Residency
 from limner.http import jobs
 from limner.http.context import RequestIdMiddleware
 from limner.http.deps import AppState
 from limner.http.disconnect import CancelOnDisconnectMiddleware
 from limner.http.media import router as media_router
+from limner.http.residency import router as residency_router
 from limner.media.inputs import ImageDecoder, ImageFetcher, ImageLoader
 from limner.media.signing import UrlSigner, load_or_create_secret
 from limner.media.store import LocalMediaStore
@@ -61,6 +63,11 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
             public_url=None,
             embed_metadata=settings.embed_metadata,
             request_timeout=settings.request_timeout,
+        ),
+        residency=Residency(
+            catalog,
+            idle_seconds=settings.model_idle_unload_seconds,
+            budget_bytes=settings.model_memory_budget_mb * 2**20,
         ),
     )
     accounts = Accounts.open(settings)
@@ -131,13 +138,15 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
         await state.accounts.describe_policy(loopback=settings.is_loopback_bind)
         await state.accounts.recover()
         sweeper = asyncio.create_task(state.accounts.sweep_forever(), name="limner-reservation-sweeper")
+        unloader = asyncio.create_task(state.service.residency.sweep_forever(), name="limner-model-unloader")
         log.info("limner %s ready with %d models", __version__, len(state.catalog.entries))
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, unloader):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await state.catalog.aclose()
             await state.loader.aclose()
             await state.accounts.aclose()
@@ -159,6 +168,7 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
     app.include_router(media_router)
     app.include_router(jobs.build_router())
     app.include_router(metrics_router)
+    app.include_router(residency_router)
     app.include_router(accounts_admin.router)
     _mount_dialects(app, settings)
     return app

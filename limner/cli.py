@@ -49,15 +49,53 @@ def serve(
 
 
 @app.command()
-def models() -> None:
+def models(
+    url: Annotated[
+        str | None, typer.Option(help="A running server (http://127.0.0.1:8000): show which models it has loaded")
+    ] = None,
+) -> None:
     """List the catalog: ids, aliases, engines and whether each model's weights are present."""
     settings = Settings()
+    if url is not None:
+        _print_residency(url, settings.secret("metrics_token"))
+        return
     for entry in settings.models:
         present = "" if entry.path is None or entry.path.exists() else "  (weights missing)"
         default = " [default]" if entry.id == settings.default_model else ""
         typer.echo(f"{entry.id}{default}  engine={entry.engine}{present}")
         if entry.aliases:
             typer.echo(f"    aliases: {', '.join(entry.aliases)}")
+
+
+def _print_residency(url: str, token: str | None) -> None:
+    """What ``GET /limner/models`` says: each model loaded or not, its size and how long it has been idle."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.get(url.rstrip("/") + "/limner/models", headers=headers, timeout=10.0)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        typer.echo(f"error: cannot read {url}/limner/models: {exc}", err=True)
+        raise typer.Exit(1) from None
+    body = response.json()
+    for model in body["models"]:
+        if model["in_flight"]:
+            state = f"in use ({model['in_flight']} requests)"
+        elif not model["loaded"]:
+            state = "not loaded"
+        elif model["idle_seconds"] is None:
+            state = "loaded"
+        else:
+            state = f"loaded, idle {model['idle_seconds']:.0f} s"
+        size = f"  {model['resident_bytes'] / 2**20:.1f} MB" if model["resident_bytes"] else ""
+        typer.echo(f"{model['id']}  engine={model['engine']}  {state}{size}")
+    idle = body["idle_unload_seconds"]
+    budget = body["memory_budget_bytes"]
+    typer.echo(
+        f"unload after: {f'{idle:g} s idle' if idle else 'never'}; "
+        f"memory budget: {f'{budget / 2**20:g} MB' if budget else 'none'}"
+    )
 
 
 @app.command()

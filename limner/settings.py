@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     models: list[ModelEntry] = Field(default_factory=default_models)
     default_model: str = BUILTIN_MODEL_ID
     preload: bool = False
+    model_idle_unload_seconds: float = Field(
+        900.0, ge=0, description="Unload a local model unused for this long (it loads again when asked); 0: never"
+    )
+    model_memory_budget_mb: int = Field(
+        0, ge=0, description="Unload least recently used idle local models to keep weights under this; 0: no limit"
+    )
 
     mounts: dict[str, str] = Field(
         default_factory=lambda: {name: "" for name in DIALECTS},

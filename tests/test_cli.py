@@ -53,3 +53,17 @@ def test_env_overrides_the_file(config: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("LIMNER_PORT", "9123")
     settings = Settings()
     assert settings.port == 9123 and settings.default_model == "pattern"
+
+
+def test_models_url_shows_what_a_running_server_has_loaded(pattern_server: str) -> None:
+    import httpx
+
+    httpx.post(f"{pattern_server}/v1/images/generations", json={"prompt": "x", "model": "pattern"}).raise_for_status()
+    body = httpx.get(f"{pattern_server}/limner/models").json()
+    assert body["idle_unload_seconds"] == 900
+    assert [model["id"] for model in body["models"]] == ["pattern", "pattern-slow"]
+    assert body["models"][0]["idle_seconds"] is not None
+    result = CliRunner().invoke(app, ["models", "--url", pattern_server])
+    assert result.exit_code == 0, result.output
+    assert "pattern  engine=testpattern  loaded, idle 0 s" in result.output
+    assert "unload after: 900 s idle; memory budget: none" in result.output

@@ -145,8 +145,17 @@ router = APIRouter(tags=["Ops"])
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Prometheus text format; open unless ``LIMNER_METRICS_TOKEN`` is set."""
-    state = request.app.state.limner
-    expected = state.settings.secret("metrics_token")
+    refused = refuse_without_metrics_token(request)
+    if refused is not None:
+        return refused
+    return Response(request.app.state.limner.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def refuse_without_metrics_token(request: Request) -> Response | None:
+    """A 401 when ``LIMNER_METRICS_TOKEN`` is set and the request does not carry it; else None.
+
+    Shared by the operator's read-only endpoints (``/metrics``, ``/limner/models``)."""
+    expected = request.app.state.limner.settings.secret("metrics_token")
     if expected is not None:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
@@ -154,4 +163,4 @@ async def metrics(request: Request) -> Response:
                 {"error": {"code": "invalid_token", "message": "Send 'Authorization: Bearer <metrics token>'."}},
                 status_code=401,
             )
-    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return None

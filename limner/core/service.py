@@ -19,6 +19,7 @@ from limner.core.sizes import SizePlan, fit_to_size, resolve_size
 from limner.core.styles import StylePreset, get_style
 from limner.engines.base import Capabilities
 from limner.engines.catalog import Catalog, ModelEntry
+from limner.engines.residency import Residency
 from limner.engines.slots import ModelSlots
 from limner.media.encode import encode_image
 from limner.media.signing import UrlSigner
@@ -49,6 +50,7 @@ class ImageService:
         options: ServiceOptions,
         gate: Gate | None = None,
         jobs: JobRegistry | None = None,
+        residency: Residency | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -59,6 +61,8 @@ class ImageService:
         self._slots: dict[str, ModelSlots] = {}
         self.jobs = jobs or JobRegistry()
         """Every request's progress, for streaming responses and the job status endpoint."""
+        self.residency = residency or Residency(catalog)
+        """Which local models stay loaded; without settings it only keeps count (nothing is unloaded)."""
 
     def slots(self, entry: ModelEntry) -> ModelSlots:
         slots = self._slots.get(entry.id)
@@ -131,7 +135,8 @@ class ImageService:
         self.jobs.expect(job, concurrency=slots.concurrency)
         async with slots.acquire(on_position=job.queued):
             job.running()
-            generated = await self._generate(engine_request, entry)
+            async with self.residency.using(entry):
+                generated = await self._generate(engine_request, entry)
         # Scaling and encoding a large PNG takes a good part of a second: never on the event loop.
         encoded = await asyncio.to_thread(self._finish_all, generated, plan, style, entry, request, prompt)
         stored, storage_error = await self._store(encoded, request)

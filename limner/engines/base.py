@@ -57,6 +57,14 @@ class Engine(ABC):
     def loaded(self) -> bool:
         return True
 
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes of model weights this engine holds now; 0 for engines without local weights.
+
+        ``limner.engines.residency`` only ever unloads engines reporting more than 0, so upstream
+        engines (whose ``aclose`` closes connections, not memory) are never touched by it."""
+        return 0
+
     async def __aenter__(self) -> Engine:
         await self.load()
         return self

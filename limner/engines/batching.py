@@ -69,6 +69,10 @@ class BatchingEngine(Engine):
     def loaded(self) -> bool:
         return self.inner.loaded
 
+    @property
+    def resident_bytes(self) -> int:
+        return self.inner.resident_bytes
+
     async def load(self) -> None:
         await self.inner.load()
 

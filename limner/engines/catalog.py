@@ -217,6 +217,11 @@ class Catalog:
     def capabilities(self, entry: ModelEntry) -> Capabilities:
         return self.engine(entry).capabilities
 
+    def built(self) -> dict[str, Engine]:
+        """The engines the factories built so far, by model id: the ones holding memory or connections
+        (fallback wrappers hold neither, so they are not here)."""
+        return dict(self._built)
+
     def loaded(self) -> dict[str, bool]:
         return {model_id: engine.loaded for model_id, engine in self._built.items()}
 

@@ -74,11 +74,17 @@ class DiffusersEngine(Engine):
         self._pipe: Pipeline | None = None
         self._tasks: dict[str, Pipeline | None] = {}
         self._device: Any = None  # torch.device once loaded
+        self._resident_bytes = 0
         self.capabilities = _planned_capabilities(settings)
 
     @property
     def loaded(self) -> bool:
         return self._pipe is not None
+
+    @property
+    def resident_bytes(self) -> int:
+        """Parameter and buffer bytes of the loaded pipeline's torch modules (measured once, at load)."""
+        return self._resident_bytes if self._pipe is not None else 0
 
     async def load(self) -> None:
         await self._run(self._ensure_loaded)
@@ -121,6 +127,7 @@ class DiffusersEngine(Engine):
     def _unload(self) -> None:
         with self._lock:
             pipe, self._pipe = self._pipe, None
+            self._resident_bytes = 0
             self._tasks.clear()
             if pipe is not None and self.settings.cpu_offload:
                 pipe.remove_all_hooks()
@@ -168,6 +175,7 @@ class DiffusersEngine(Engine):
             if task is not None:
                 task.set_progress_bar_config(disable=True)
         self.capabilities = _loaded_capabilities(self.capabilities, pipe, self._tasks)
+        self._resident_bytes = _module_bytes(pipe)
         return pipe
 
     def _generate_sync(self, request: EngineRequest, cancel: threading.Event) -> list[GeneratedImage]:
@@ -251,6 +259,23 @@ class DiffusersEngine(Engine):
 
 
 # --- loading ---
+
+
+def _module_bytes(pipe: Pipeline) -> int:
+    """What the pipeline's weights occupy: a cheap estimate (tensor sizes, not allocator overhead),
+    good enough to compare models against a memory budget. Shared modules are counted once."""
+    import torch
+
+    seen: set[int] = set()
+    total = 0
+    for component in getattr(pipe, "components", {}).values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for tensor in (*component.parameters(), *component.buffers()):
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
 
 
 def _load_directory(path: Path, settings: DiffusersSettings, dtype: Any) -> Pipeline:

@@ -55,6 +55,11 @@ class FallbackEngine(Engine):
     def loaded(self) -> bool:
         return self.primary.loaded
 
+    @property
+    def resident_bytes(self) -> int:
+        """The primary's weights; fallbacks are counted under their own catalog entries."""
+        return self.primary.resident_bytes
+
     async def load(self) -> None:
         await self.primary.load()
 

@@ -97,3 +97,5 @@ def test_each_app_has_its_own_registry_and_the_metrics_token_guards_it(priced: S
     with live_server(second) as url:
         assert httpx.get(url + "/metrics").status_code == 401
         assert httpx.get(url + "/metrics", headers=bearer("m" * 32)).status_code == 200
+        assert httpx.get(url + "/limner/models").status_code == 401  # residency: guarded the same way
+        assert httpx.get(url + "/limner/models", headers=bearer("m" * 32)).status_code == 200
