@@ -73,8 +73,13 @@ def limner_app(upstream: str, data_dir: Path) -> Any:
     from limner.settings import Settings
 
     entry = ModelEntry(
-        id="bench", engine="aigne", provider_url=upstream, upstream_model="dall-e-2", max_concurrency=256,
-        max_queue=4096, max_retries=0,
+        id="bench",
+        engine="aigne",
+        provider_url=upstream,
+        upstream_model="dall-e-2",
+        max_concurrency=256,
+        max_queue=4096,
+        max_retries=0,
     )
     return create_app(Settings(data_dir=data_dir, models=[entry], default_model="bench", embed_metadata=False))
 
@@ -123,10 +128,19 @@ class Connection:
 
 
 def prepared(port: int, model: str) -> bytes:
-    body = json.dumps({"prompt": "a lighthouse", "model": model, "n": 1, "size": f"{IMAGE_SIDE}x{IMAGE_SIDE}",
-                       "response_format": "b64_json"}).encode()
-    head = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
+    body = json.dumps(
+        {
+            "prompt": "a lighthouse",
+            "model": model,
+            "n": 1,
+            "size": f"{IMAGE_SIDE}x{IMAGE_SIDE}",
+            "response_format": "b64_json",
+        }
+    ).encode()
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -169,8 +183,18 @@ async def load(target: str, port: int, model: str, concurrency: int, requests: i
     for connection in connections:
         await connection.close()
     ms = sorted(latency * 1000 for latency in latencies)
-    return Run(target, concurrency, len(ms), seconds, len(ms) / seconds, _pct(ms, 50), _pct(ms, 95), _pct(ms, 99),
-               statistics.fmean(ms), errors)
+    return Run(
+        target,
+        concurrency,
+        len(ms),
+        seconds,
+        len(ms) / seconds,
+        _pct(ms, 50),
+        _pct(ms, 95),
+        _pct(ms, 99),
+        statistics.fmean(ms),
+        errors,
+    )
 
 
 def _pct(values: list[float], pct: float) -> float:
@@ -184,8 +208,19 @@ def _free_port() -> int:
 
 
 def _start(role: str, port: int, upstream: str, data_dir: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve", role, "--port", str(port),
-               "--upstream", upstream, "--data-dir", data_dir]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.gateway_overhead",
+        "--serve",
+        role,
+        "--port",
+        str(port),
+        "--upstream",
+        upstream,
+        "--data-dir",
+        data_dir,
+    ]
     process = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -207,8 +242,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     for row in rows:
         direct = row["direct"]
-        for name, key in (("direct", "direct"), ("limner", "limner"),
-                          ("limner, accounting off", "limner_without_accounting")):
+        for name, key in (
+            ("direct", "direct"),
+            ("limner", "limner"),
+            ("limner, accounting off", "limner_without_accounting"),
+        ):
             run = row[key]
             ratio = f"{run['rps'] / direct['rps']:.1%}" if key != "direct" else ""
             added = f"{run['p50_ms'] - direct['p50_ms']:.2f}" if key != "direct" else ""
@@ -227,19 +265,24 @@ async def measure(args: argparse.Namespace, ports: dict[str, int]) -> list[dict[
         direct = await load("direct", ports["upstream"], "dall-e-2", concurrency, requests, warmup)
         via = await load("limner", ports["limner"], "bench", concurrency, requests, warmup)
         open_ = await load("limner-open", ports["limner-open"], "bench", concurrency, requests, warmup)
-        rows.append({
-            "concurrency": concurrency,
-            "direct": asdict(direct),
-            "limner": asdict(via),
-            "limner_without_accounting": asdict(open_),
-            "added_p50_ms": via.p50_ms - direct.p50_ms,
-            "throughput_ratio": via.rps / direct.rps,
-            "added_p50_ms_without_accounting": open_.p50_ms - direct.p50_ms,
-            "throughput_ratio_without_accounting": open_.rps / direct.rps,
-        })
-        print(f"concurrency {concurrency}: direct {direct.rps:.0f} rps p50 {direct.p50_ms:.2f} ms; "
-              f"limner {via.rps:.0f} rps p50 {via.p50_ms:.2f} ms; "
-              f"without accounting {open_.rps:.0f} rps p50 {open_.p50_ms:.2f} ms", flush=True)
+        rows.append(
+            {
+                "concurrency": concurrency,
+                "direct": asdict(direct),
+                "limner": asdict(via),
+                "limner_without_accounting": asdict(open_),
+                "added_p50_ms": via.p50_ms - direct.p50_ms,
+                "throughput_ratio": via.rps / direct.rps,
+                "added_p50_ms_without_accounting": open_.p50_ms - direct.p50_ms,
+                "throughput_ratio_without_accounting": open_.rps / direct.rps,
+            }
+        )
+        print(
+            f"concurrency {concurrency}: direct {direct.rps:.0f} rps p50 {direct.p50_ms:.2f} ms; "
+            f"limner {via.rps:.0f} rps p50 {via.p50_ms:.2f} ms; "
+            f"without accounting {open_.rps:.0f} rps p50 {open_.p50_ms:.2f} ms",
+            flush=True,
+        )
     return rows
 
 
@@ -274,8 +317,12 @@ def main() -> None:
     report = {
         "benchmark": "gateway_overhead",
         "image": f"{IMAGE_SIDE}x{IMAGE_SIDE} PNG, b64_json",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "load_average": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average": os.getloadavg(),
+        },
         "seconds": elapsed,
         "rows": rows,
     }

@@ -26,7 +26,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    public_url: str | None = Field(None, description="Absolute base for URLs in responses, e.g. https://img.example.com")
+    public_url: str | None = Field(
+        None, description="Absolute base for URLs in responses, e.g. https://img.example.com"
+    )
     data_dir: Path = Path(".limner")
     models_dir: Path | None = Field(None, description="Where `limner pull` puts models; default data_dir/models")
     signing_secret: str | None = Field(

@@ -84,9 +84,7 @@ def validate(model: type[ModelT], data: Any) -> ModelT:
 async def read_json(request: Request, model: type[ModelT]) -> ModelT:
     content_type = request.headers.get("content-type", "")
     if "json" not in content_type:
-        raise InvalidRequest(
-            f"Unsupported content type '{content_type or 'none'}': send application/json.", param=None
-        )
+        raise InvalidRequest(f"Unsupported content type '{content_type or 'none'}': send application/json.", param=None)
     raw = await request.body()
     try:
         data = json.loads(raw)
@@ -112,10 +110,7 @@ class FormBody:
 
     def scalars(self, *, keep_lists: tuple[str, ...] = ()) -> dict[str, Any]:
         """Fields as a dict for pydantic: one value each, lists kept only where asked."""
-        return {
-            name: values if name in keep_lists else values[-1]
-            for name, values in self.fields.items()
-        }
+        return {name: values if name in keep_lists else values[-1] for name, values in self.fields.items()}
 
 
 async def read_form(request: Request, *, max_file_bytes: int, max_files: int = 16) -> FormBody:

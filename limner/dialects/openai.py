@@ -114,8 +114,9 @@ def _common(params: _Params, consumer: str, prompt: str) -> ImageRequest:
     if params.background == "transparent" and params.output_format == "jpeg":
         raise InvalidRequest("A transparent background needs output_format 'png' or 'webp'.", param="background")
     if params.output_compression is not None and params.output_format not in ("jpeg", "webp"):
-        raise InvalidRequest("output_compression applies to output_format 'jpeg' or 'webp'.",
-                             param="output_compression")
+        raise InvalidRequest(
+            "output_compression applies to output_format 'jpeg' or 'webp'.", param="output_compression"
+        )
     return ImageRequest(
         prompt=prompt,
         model=model,

@@ -78,6 +78,7 @@ class ModelEntry(BaseModel):
     def admitted(self) -> int:
         """How many requests may be inside the engine at once: batches count as one run of the engine."""
         return self.max_concurrency * (self.max_batch_images if self.batch_window_ms > 0 else 1)
+
     price_per_image: float = 0.0
     price_scale: dict[str, float] = Field(default_factory=dict)
     """Multipliers of ``price_per_image`` by output size (``"1792x1024"``) or quality (``"hd"``); both apply."""
@@ -199,9 +200,7 @@ class Catalog:
                 from limner.engines.fallback import FallbackEngine
 
                 others = [self.resolve(name, param=None) for name in entry.fallbacks]
-                engine = FallbackEngine(
-                    entry.id, engine, [(other.id, partial(self._build, other)) for other in others]
-                )
+                engine = FallbackEngine(entry.id, engine, [(other.id, partial(self._build, other)) for other in others])
             self._engines[entry.id] = engine
         return engine
 

@@ -87,8 +87,9 @@ async def test_many_concurrent_requests_share_batches_beyond_one_request_limit(s
     engine = state.catalog.engine(state.catalog.resolve(BUILTIN_MODEL_ID))
     assert isinstance(engine, BatchingEngine)
     before = engine.batches_run
-    requests = [ImageRequest(prompt=f"emoji {i}", model="dall-e-2", steps=2, seed=i, size=SizeSpec(32, 32))
-                for i in range(12)]
+    requests = [
+        ImageRequest(prompt=f"emoji {i}", model="dall-e-2", steps=2, seed=i, size=SizeSpec(32, 32)) for i in range(12)
+    ]
     import asyncio
 
     results = await asyncio.gather(*(state.service.run(r, f"b{i}") for i, r in enumerate(requests)))

@@ -32,8 +32,11 @@ def test_queue_full_is_a_429_with_retry_after(pattern_server: str) -> None:
     results: list[httpx.Response] = []
 
     def call() -> None:
-        results.append(httpx.post(pattern_server + "/v1/images/generations",
-                                  json={"model": "pattern-slow", "prompt": "x"}, timeout=30))
+        results.append(
+            httpx.post(
+                pattern_server + "/v1/images/generations", json={"model": "pattern-slow", "prompt": "x"}, timeout=30
+            )
+        )
 
     threads = [threading.Thread(target=call) for _ in range(4)]
     for thread in threads:
@@ -49,33 +52,45 @@ def test_queue_full_is_a_429_with_retry_after(pattern_server: str) -> None:
 
 def test_aigne_hub_generation_and_edit_from_limner_own_url(pattern_server: str) -> None:
     url = pattern_server + "/api/images/generations"
-    first = httpx.post(url, json={"prompt": "A photorealistic image of a cat programming on a laptop", "n": 1,
-                                  "size": "1024x1024"})
+    first = httpx.post(
+        url, json={"prompt": "A photorealistic image of a cat programming on a laptop", "n": 1, "size": "1024x1024"}
+    )
     assert first.status_code == 200, first.text
     body = first.json()
     assert set(body) >= {"created", "data"} and list(body["data"][0]) == ["url", "seed"]
     own = body["data"][0]["url"]
-    edited = httpx.post(url, json={"prompt": "make it blue", "image": own, "size": "256x256",
-                                   "response_format": "b64_json"})
+    edited = httpx.post(
+        url, json={"prompt": "make it blue", "image": own, "size": "256x256", "response_format": "b64_json"}
+    )
     assert edited.status_code == 200, edited.text
     image = Image.open(io.BytesIO(base64.b64decode(edited.json()["data"][0]["b64_json"])))
     assert image.size == (256, 256)
-    relative = own[len(pattern_server):]
+    relative = own[len(pattern_server) :]
     assert httpx.post(url, json={"prompt": "again", "image": relative}).status_code == 200
 
 
 def test_aigne_hub_dalle3_example(pattern_server: str) -> None:
-    response = httpx.post(pattern_server + "/api/images/generations", json={
-        "model": "dall-e-3", "prompt": "An oil painting of a futuristic city skyline at sunset, with flying cars",
-        "n": 1, "size": "1792x1024", "quality": "hd", "style": "vivid", "response_format": "b64_json"})
+    response = httpx.post(
+        pattern_server + "/api/images/generations",
+        json={
+            "model": "dall-e-3",
+            "prompt": "An oil painting of a futuristic city skyline at sunset, with flying cars",
+            "n": 1,
+            "size": "1792x1024",
+            "quality": "hd",
+            "style": "vivid",
+            "response_format": "b64_json",
+        },
+    )
     assert response.status_code == 200, response.text
     assert Image.open(io.BytesIO(base64.b64decode(response.json()["data"][0]["b64_json"]))).size == (1792, 1024)
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "169.254.169.254", "[::1]"])
 def test_image_urls_on_private_addresses_are_refused(pattern_server: str, address: str) -> None:
-    response = httpx.post(pattern_server + "/api/images/generations",
-                          json={"prompt": "x", "image": f"http://{address}:9/secret.png"})
+    response = httpx.post(
+        pattern_server + "/api/images/generations", json={"prompt": "x", "image": f"http://{address}:9/secret.png"}
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "invalid_image" and error["param"] == "image"
@@ -102,8 +117,11 @@ def test_shutdown_finishes_in_flight_requests(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, models=pattern_models())
     response: list[httpx.Response] = []
     with live_server(create_app(settings)) as url:
-        thread = threading.Thread(target=lambda: response.append(httpx.post(
-            url + "/v1/images/generations", json={"model": "pattern-slow", "prompt": "x"}, timeout=30)))
+        thread = threading.Thread(
+            target=lambda: response.append(
+                httpx.post(url + "/v1/images/generations", json={"model": "pattern-slow", "prompt": "x"}, timeout=30)
+            )
+        )
         thread.start()
         import time
 
@@ -116,8 +134,11 @@ def test_shutdown_finishes_in_flight_requests(tmp_path: Path) -> None:
 def tiny_sd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     torch.set_num_threads(1)
     path = build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
-    models = [ModelEntry(id="tiny-sd", engine="diffusers", path=path, default_steps=2, default_size=(64, 64),
-                         aliases=["dall-e-2"])]
+    models = [
+        ModelEntry(
+            id="tiny-sd", engine="diffusers", path=path, default_steps=2, default_size=(64, 64), aliases=["dall-e-2"]
+        )
+    ]
     settings = Settings(data_dir=tmp_path_factory.mktemp("data"), models=models)
     with live_server(create_app(settings)) as url:
         yield url
@@ -125,17 +146,24 @@ def tiny_sd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_openai_sdk_through_a_real_diffusers_pipeline(tiny_sd_server: str) -> None:
     client = openai.OpenAI(base_url=tiny_sd_server + "/v1", api_key="x", max_retries=0)
-    result = client.images.generate(model="tiny-sd", prompt="a red apple", n=2, size="64x64",
-                                    response_format="b64_json", extra_body={"seed": 5})
+    result = client.images.generate(
+        model="tiny-sd", prompt="a red apple", n=2, size="64x64", response_format="b64_json", extra_body={"seed": 5}
+    )
     images = [Image.open(io.BytesIO(base64.b64decode(item.b64_json or ""))) for item in result.data]
     assert [image.size for image in images] == [(64, 64), (64, 64)]
-    again = client.images.generate(model="tiny-sd", prompt="a red apple", n=2, size="64x64",
-                                   response_format="b64_json", extra_body={"seed": 5})
+    again = client.images.generate(
+        model="tiny-sd", prompt="a red apple", n=2, size="64x64", response_format="b64_json", extra_body={"seed": 5}
+    )
     repeated = [Image.open(io.BytesIO(base64.b64decode(item.b64_json or ""))).tobytes() for item in again.data]
     assert repeated == [image.tobytes() for image in images]
     assert repeated[0] != repeated[1]
-    edited = client.images.edit(model="tiny-sd", image=("in.png", png((64, 64)), "image/png"), prompt="blue",
-                                size="64x64", response_format="b64_json")
+    edited = client.images.edit(
+        model="tiny-sd",
+        image=("in.png", png((64, 64)), "image/png"),
+        prompt="blue",
+        size="64x64",
+        response_format="b64_json",
+    )
     assert Image.open(io.BytesIO(base64.b64decode(edited.data[0].b64_json or ""))).size == (64, 64)
 
 

@@ -240,8 +240,15 @@ class UpstreamEngine(Engine):
         self.calls.append(call)
         log.info(
             "upstream %s model=%s outcome=%s error=%s latency=%.3fs requests=%d retries=%d images=%d cost=%g",
-            call.provider, call.model, call.outcome, call.error, call.latency, call.requests, call.retries,
-            call.images, call.cost,
+            call.provider,
+            call.model,
+            call.outcome,
+            call.error,
+            call.latency,
+            call.requests,
+            call.retries,
+            call.images,
+            call.cost,
         )
         for observer in self._observers:
             try:
@@ -416,4 +423,3 @@ class UpstreamEngine(Engine):
             message = response.text
         secrets = [self._credential.value] if self._credential.value else []
         return redact(message, secrets) if message else ""
-

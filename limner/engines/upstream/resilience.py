@@ -14,8 +14,10 @@ MESSAGE_LIMIT = 300
 """Longest upstream message shown to clients: enough to explain, too short to carry a payload."""
 _SECRET_PATTERNS = (
     re.compile(r"(?i)\b(bearer|basic)\s+[^\s,;\"']+"),
-    re.compile(r"(?i)\b(api[_-]?key|x-key|x-goog-api-key|key|token|secret|password|authorization)\b"
-               r"[\"']?\s*[=:]\s*[\"']?[^\s,;\"']{4,}"),
+    re.compile(
+        r"(?i)\b(api[_-]?key|x-key|x-goog-api-key|key|token|secret|password|authorization)\b"
+        r"[\"']?\s*[=:]\s*[\"']?[^\s,;\"']{4,}"
+    ),
     re.compile(r"\bsk-[A-Za-z0-9_*.-]{6,}"),
     re.compile(r"\bAIza[0-9A-Za-z_*-]{10,}"),
     re.compile(r"\b[A-Za-z0-9_+/=-]{32,}\b"),

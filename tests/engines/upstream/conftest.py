@@ -109,8 +109,15 @@ def request(
     **fields: Any,
 ) -> EngineRequest:
     sources = [Image.new("RGB", (48, 32), (10 * index, 100, 200)) for index in range(images)]
-    return EngineRequest(mode=mode, prompt=prompt, width=size[0], height=size[1], seeds=[7 + i for i in range(n)],
-                         images=sources, **fields)
+    return EngineRequest(
+        mode=mode,
+        prompt=prompt,
+        width=size[0],
+        height=size[1],
+        seeds=[7 + i for i in range(n)],
+        images=sources,
+        **fields,
+    )
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:

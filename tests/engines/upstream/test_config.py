@@ -86,12 +86,18 @@ def test_the_readme_entries_build_provider_engines(configured: Settings) -> None
 
 
 def test_openai_and_aigne_dialects(server: str, fakes: dict[str, Fake]) -> None:
-    openai_response = httpx.post(server + "/v1/images/generations", timeout=30,
-                                 json={"model": "dall-e-3", "prompt": "a kite", "size": "1792x1024", "n": 2})
+    openai_response = httpx.post(
+        server + "/v1/images/generations",
+        timeout=30,
+        json={"model": "dall-e-3", "prompt": "a kite", "size": "1792x1024", "n": 2},
+    )
     assert openai_response.status_code == 200, openai_response.text
     assert len(openai_response.json()["data"]) == 2 and len(fakes["openai"].control.posts()) == 2
-    hub = httpx.post(server + "/api/images/generations", timeout=30,
-                     json={"model": "gpt-image-1", "prompt": "a kite", "response_format": "b64_json"})
+    hub = httpx.post(
+        server + "/api/images/generations",
+        timeout=30,
+        json={"model": "gpt-image-1", "prompt": "a kite", "response_format": "b64_json"},
+    )
     assert hub.status_code == 200, hub.text
     assert size_of(base64.b64decode(hub.json()["data"][0]["b64_json"])) == (1024, 1024)
 
@@ -100,13 +106,18 @@ def test_aiml_milady_and_imagineart_dialects(server: str, fakes: dict[str, Fake]
     body = {"model": "image-gen.pro-1.0", "prompt": "a kite", "size": "1K", "response_format": "b64_json"}
     aiml = httpx.post(server + "/v1/generation/images", timeout=30, json=body)
     assert aiml.status_code == 200, aiml.text
-    milady = httpx.post(server + "/api/v1/generate-image", timeout=30,
-                        json={"model": "google/gemini-2.5-flash-image", "prompt": "a kite", "aspectRatio": "9:16"})
+    milady = httpx.post(
+        server + "/api/v1/generate-image",
+        timeout=30,
+        json={"model": "google/gemini-2.5-flash-image", "prompt": "a kite", "aspectRatio": "9:16"},
+    )
     assert milady.status_code == 200, milady.text
     assert milady.json()["images"][0]["text"] == "Here is your image (0 inputs)."
-    imagineart = httpx.post(server + "/v1/images/generations", timeout=30,
-                            files={"prompt": (None, "a kite"), "aspect_ratio": (None, "16:9"),
-                                   "resolution": (None, "1K")})
+    imagineart = httpx.post(
+        server + "/v1/images/generations",
+        timeout=30,
+        files={"prompt": (None, "a kite"), "aspect_ratio": (None, "16:9"), "resolution": (None, "1K")},
+    )
     assert imagineart.status_code == 200, imagineart.text
     assert imagineart.headers["x-model"] == "nano-banana" and imagineart.headers["content-type"] == "image/png"
     assert len(fakes["gemini"].control.posts()) == 3

@@ -24,8 +24,9 @@ ALL = list(PROVIDERS)
 
 
 @pytest.mark.parametrize("name", ALL)
-async def test_server_errors_are_retried_then_reported(fakes: dict[str, Fake], make_engine: MakeEngine,
-                                                       name: str) -> None:
+async def test_server_errors_are_retried_then_reported(
+    fakes: dict[str, Fake], make_engine: MakeEngine, name: str
+) -> None:
     fake = fakes[name]
     fake.control.set("fail")
     engine = make_engine(fake.entry())
@@ -79,8 +80,7 @@ async def test_a_long_retry_after_is_not_waited_for(fakes: dict[str, Fake], make
 
 
 @pytest.mark.parametrize("name", ALL)
-async def test_a_stall_is_a_timeout_and_not_retried(fakes: dict[str, Fake], make_engine: MakeEngine,
-                                                   name: str) -> None:
+async def test_a_stall_is_a_timeout_and_not_retried(fakes: dict[str, Fake], make_engine: MakeEngine, name: str) -> None:
     fake = fakes[name]
     fake.control.set("stall", stall_seconds=5.0)
     engine = make_engine(fake.entry(timeout=0.4))
@@ -181,8 +181,9 @@ async def test_refusals_do_not_open_the_breaker(fakes: dict[str, Fake], make_eng
 
 
 @pytest.mark.parametrize("name", ALL)
-async def test_cancelling_aborts_the_upstream_request(fakes: dict[str, Fake], make_engine: MakeEngine,
-                                                      name: str) -> None:
+async def test_cancelling_aborts_the_upstream_request(
+    fakes: dict[str, Fake], make_engine: MakeEngine, name: str
+) -> None:
     fake = fakes[name]
     fake.control.set("stall", stall_seconds=5.0)
     engine = make_engine(fake.entry())
@@ -208,8 +209,9 @@ async def test_missing_credentials_fail_without_calling(
     assert fake.control.requests == []
 
 
-async def test_a_secrets_file(fakes: dict[str, Fake], make_engine: MakeEngine, tmp_path: Path,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_secrets_file(
+    fakes: dict[str, Fake], make_engine: MakeEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(KEY_ENV)
     secret = tmp_path / "openai.key"
     secret.write_text(KEY + "\n")

@@ -46,7 +46,10 @@ async def test_a_failing_provider_falls_back_to_the_next(fakes: dict[str, Fake],
     assert [image.text for image in images] == ["caption 0", "caption 1"]
     assert [len(fakes[name].control.posts()) for name in ("openai", "gemini", "milady")] == [3, 2, 1]
     assert [(call.model, call.outcome) for call in calls] == [
-        ("primary", "error"), ("backup-1", "error"), ("backup-2", "ok")]
+        ("primary", "error"),
+        ("backup-1", "error"),
+        ("backup-2", "ok"),
+    ]
     assert catalog.engine(catalog.resolve("backup-2")) is engine.engines()[2]  # shared, breaker and all
 
 

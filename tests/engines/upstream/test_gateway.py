@@ -109,9 +109,7 @@ def test_a_client_that_leaves_cancels_the_upstream_request(gateway: str, fakes: 
     assert len(fake.control.posts()) == 1
 
 
-def test_pass_through_urls_hand_out_the_provider_link_and_store_nothing(
-    fakes: dict[str, Fake], tmp_path: Path
-) -> None:
+def test_pass_through_urls_hand_out_the_provider_link_and_store_nothing(fakes: dict[str, Fake], tmp_path: Path) -> None:
     entry = fakes["openai"].entry(id="passing", pass_through_urls=True, options={"response_format": "url"})
     settings = Settings(data_dir=tmp_path / "pt", models=[entry], default_model="passing")
     with live_server(create_app(settings)) as url:
@@ -127,12 +125,14 @@ def test_pass_through_urls_hand_out_the_provider_link_and_store_nothing(
 def test_pass_through_never_applies_where_the_dialect_needs_stored_media(
     fakes: dict[str, Fake], tmp_path: Path
 ) -> None:
-    entry = fakes["openai"].entry(id="passing", pass_through_urls=True, options={"response_format": "url"},
-                                  aliases=["image-gen.pro-1.0"])
+    entry = fakes["openai"].entry(
+        id="passing", pass_through_urls=True, options={"response_format": "url"}, aliases=["image-gen.pro-1.0"]
+    )
     settings = Settings(data_dir=tmp_path / "pt", models=[entry], default_model="passing")
     with live_server(create_app(settings)) as url:
-        response = httpx.post(url + "/v1/generation/images", json={"model": "image-gen.pro-1.0", "prompt": "x",
-                                                                    "size": "1K"}, timeout=30)
+        response = httpx.post(
+            url + "/v1/generation/images", json={"model": "image-gen.pro-1.0", "prompt": "x", "size": "1K"}, timeout=30
+        )
         assert response.status_code == 200, response.text
         backend = response.json()["data"]["image"]["url"]
         resolved = httpx.get(url + backend).json()["url"]

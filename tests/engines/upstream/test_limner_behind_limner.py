@@ -34,19 +34,33 @@ class Limners:
 
 
 def gateway_models(upstream: str) -> list[ModelEntry]:
-    common: dict[str, Any] = {"provider_url": upstream, "api_key_env": TOKEN_ENV, "allow_private_urls": True,
-                              "timeout": 60.0, "options": {"backoff": 0.01}}
+    common: dict[str, Any] = {
+        "provider_url": upstream,
+        "api_key_env": TOKEN_ENV,
+        "allow_private_urls": True,
+        "timeout": 60.0,
+        "options": {"backoff": 0.01},
+    }
     return [
         ModelEntry(id="via-aiml", engine="aiml", upstream_model="image-gen.pro-1.0", **common),
         ModelEntry(id="via-milady", engine="milady", upstream_model="google/gemini-2.5-flash-image", **common),
-        ModelEntry(id="via-aigne", engine="aigne", upstream_model="dall-e-2",
-                   **{**common, "options": {"response_format": "url"}}),
+        ModelEntry(
+            id="via-aigne",
+            engine="aigne",
+            upstream_model="dall-e-2",
+            **{**common, "options": {"response_format": "url"}},
+        ),
         ModelEntry(id="via-imagineart", engine="imagineart", aliases=["text-to-image", "image-edit"], **common),
-        ModelEntry(id="via-openai", engine="openai", upstream_model="gpt-image-1",
-                   **{**common, "provider_url": upstream + "/v1"}),
+        ModelEntry(
+            id="via-openai",
+            engine="openai",
+            upstream_model="gpt-image-1",
+            **{**common, "provider_url": upstream + "/v1"},
+        ),
         ModelEntry(id="via-missing", engine="aiml", upstream_model="no-such-model", **common),
-        ModelEntry(id="via-revoked", engine="aigne", upstream_model="dall-e-2",
-                   **{**common, "api_key_env": REVOKED_ENV}),
+        ModelEntry(
+            id="via-revoked", engine="aigne", upstream_model="dall-e-2", **{**common, "api_key_env": REVOKED_ENV}
+        ),
     ]
 
 
@@ -102,8 +116,13 @@ def test_aiml_dialect_through_the_aiml_engine(limners: Limners) -> None:
 
 def test_aiml_composition_of_two_images(limners: Limners) -> None:
     sources = [f"data:image/png;base64,{base64.b64encode(png(color)).decode()}" for color in ((255, 0, 0), (0, 0, 255))]
-    body = {"model": "via-aiml", "prompt": "image 1 beside image 2", "image": sources, "size": "512x512",
-            "response_format": "b64_json"}
+    body = {
+        "model": "via-aiml",
+        "prompt": "image 1 beside image 2",
+        "image": sources,
+        "size": "512x512",
+        "response_format": "b64_json",
+    }
     response = httpx.post(limners.gateway + "/v1/generation/images", json=body, timeout=60)
     assert response.status_code == 200, response.text
     assert decode(base64.b64decode(response.json()["data"]["image"]["b64_json"])).size == (512, 512)
@@ -123,21 +142,29 @@ def test_milady_dialect_through_the_milady_engine(limners: Limners) -> None:
 
 def test_imagineart_dialect_through_the_imagineart_engine_keeps_the_seed(limners: Limners) -> None:
     form = {"prompt": "a chef plating ramen", "aspect_ratio": "1:1", "resolution": "1K", "seed": "1234"}
-    via = httpx.post(limners.gateway + "/v1/images/generations", files={k: (None, v) for k, v in form.items()},
-                     timeout=60)
+    via = httpx.post(
+        limners.gateway + "/v1/images/generations", files={k: (None, v) for k, v in form.items()}, timeout=60
+    )
     assert via.status_code == 200, via.text
     assert via.headers["content-type"] == "image/png" and via.headers["x-seed"] == "1234"
     assert via.headers["x-model"] == "via-imagineart"
-    direct = httpx.post(limners.upstream + "/v1/images/generations", files={k: (None, v) for k, v in form.items()},
-                        headers={"Authorization": f"Bearer {limners.tokens.valid}"}, timeout=60)
+    direct = httpx.post(
+        limners.upstream + "/v1/images/generations",
+        files={k: (None, v) for k, v in form.items()},
+        headers={"Authorization": f"Bearer {limners.tokens.valid}"},
+        timeout=60,
+    )
     assert direct.status_code == 200, direct.text
     assert decode(via.content).tobytes() == decode(direct.content).tobytes()  # same pixels, one hop further
 
 
 def test_imagineart_edit_through_the_imagineart_engine(limners: Limners) -> None:
-    files: list[tuple[str, Any]] = [("prompt", (None, "make it sunset")), ("resolution", (None, "1K")),
-             ("images", ("a.png", png((0, 128, 0), (64, 32)), "image/png")),
-             ("images", ("b.png", png((0, 0, 128)), "image/png"))]
+    files: list[tuple[str, Any]] = [
+        ("prompt", (None, "make it sunset")),
+        ("resolution", (None, "1K")),
+        ("images", ("a.png", png((0, 128, 0), (64, 32)), "image/png")),
+        ("images", ("b.png", png((0, 0, 128)), "image/png")),
+    ]
     response = httpx.post(limners.gateway + "/v1/images/edits", files=files, timeout=60)
     assert response.status_code == 200, response.text
     width, height = decode(response.content).size
@@ -145,12 +172,14 @@ def test_imagineart_edit_through_the_imagineart_engine(limners: Limners) -> None
 
 
 def test_upstream_refusals_map_to_gateway_errors(limners: Limners) -> None:
-    missing = httpx.post(limners.gateway + "/v1/images/generations", json={"model": "via-missing", "prompt": "x"},
-                         timeout=60)
+    missing = httpx.post(
+        limners.gateway + "/v1/images/generations", json={"model": "via-missing", "prompt": "x"}, timeout=60
+    )
     assert missing.status_code == 502 and missing.json()["error"]["code"] == "model_not_available"
     assert "no-such-model" in missing.json()["error"]["message"]
-    revoked = httpx.post(limners.gateway + "/v1/images/generations", json={"model": "via-revoked", "prompt": "x"},
-                         timeout=60)
+    revoked = httpx.post(
+        limners.gateway + "/v1/images/generations", json={"model": "via-revoked", "prompt": "x"}, timeout=60
+    )
     assert revoked.status_code == 502 and revoked.json()["error"]["code"] == "model_auth_error"
     for response in (missing, revoked):
         for secret in (limners.tokens.valid, limners.tokens.revoked):

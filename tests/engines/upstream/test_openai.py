@@ -21,8 +21,15 @@ async def test_dall_e_2_generations_as_base64(fakes: dict[str, Fake], make_engin
     (seen,) = fake.control.posts()
     assert seen.path == "/v1/images/generations"
     assert seen.headers["authorization"] == f"Bearer {KEY}"
-    assert seen.body == {"prompt": "a red fox in the snow", "model": "dall-e-2", "n": 2, "size": "512x512",
-                         "response_format": "b64_json", "_files": {}, "_endpoint": "generations"}
+    assert seen.body == {
+        "prompt": "a red fox in the snow",
+        "model": "dall-e-2",
+        "n": 2,
+        "size": "512x512",
+        "response_format": "b64_json",
+        "_files": {},
+        "_endpoint": "generations",
+    }
     assert engine.capabilities.allowed_sizes == ((256, 256), (512, 512), (1024, 1024))
 
 

@@ -23,9 +23,15 @@ async def test_aiml_generate_resolve_download(fakes: dict[str, Fake], make_engin
     assert image.image.size == (64, 32)
     post, resolve, download = fake.control.requests
     assert post.path == "/v1/generation/images" and post.headers["authorization"] == f"Bearer {KEY}"
-    assert post.body == {"model": "image-gen.pro-1.0", "prompt": "a red fox in the snow",
-                         "sequential_image_generation": "disabled", "response_format": "url", "size": "2048x1024",
-                         "stream": False, "watermark": False}
+    assert post.body == {
+        "model": "image-gen.pro-1.0",
+        "prompt": "a red fox in the snow",
+        "sequential_image_generation": "disabled",
+        "response_format": "url",
+        "size": "2048x1024",
+        "stream": False,
+        "watermark": False,
+    }
     assert resolve.method == "GET" and resolve.path.startswith("/v1/media/images/orgs")
     assert resolve.headers["authorization"] == f"Bearer {KEY}"
     assert download.path.startswith("/presigned/") and "authorization" not in download.headers
@@ -63,8 +69,12 @@ async def test_milady_urls_and_text(fakes: dict[str, Fake], make_engine: MakeEng
     images = await engine.generate(request(n=3, size=(1024, 576)))
     assert [image.text for image in images] == ["caption 0", "caption 1", "caption 2"]
     (post,) = fake.control.posts()
-    assert post.body == {"prompt": "a red fox in the snow", "model": "google/gemini-2.5-flash-image",
-                         "aspectRatio": "16:9", "numImages": 3}
+    assert post.body == {
+        "prompt": "a red fox in the snow",
+        "model": "google/gemini-2.5-flash-image",
+        "aspectRatio": "16:9",
+        "numImages": 3,
+    }
     assert len([seen for seen in fake.control.requests if seen.path.startswith("/blob/")]) == 3
 
 
@@ -76,10 +86,13 @@ async def test_milady_inline_image_fallback_and_source_image(fakes: dict[str, Fa
     assert fake.control.posts()[0].body["sourceImage"].startswith("data:image/png;base64,")
 
 
-@pytest.mark.parametrize(("fault", "error", "words"), [
-    ("unknown", ModelNotAvailable, "Invalid model"),
-    ("insufficient", ModelError, "HTTP 402.*Insufficient credits"),
-])
+@pytest.mark.parametrize(
+    ("fault", "error", "words"),
+    [
+        ("unknown", ModelNotAvailable, "Invalid model"),
+        ("insufficient", ModelError, "HTTP 402.*Insufficient credits"),
+    ],
+)
 async def test_milady_errors(
     fakes: dict[str, Fake], make_engine: MakeEngine, fault: str, error: type[Exception], words: str
 ) -> None:
@@ -103,8 +116,15 @@ async def test_aigne_base64_by_default_with_options(fakes: dict[str, Fake], make
     assert len(images) == 2
     (post,) = fake.control.posts()
     assert post.path == "/api/images/generations"
-    assert post.body == {"prompt": "a red fox in the snow", "model": "dall-e-3", "n": 2, "size": "1792x1024",
-                         "response_format": "b64_json", "quality": "hd", "style": "vivid"}
+    assert post.body == {
+        "prompt": "a red fox in the snow",
+        "model": "dall-e-3",
+        "n": 2,
+        "size": "1792x1024",
+        "response_format": "b64_json",
+        "quality": "hd",
+        "style": "vivid",
+    }
 
 
 async def test_aigne_urls_and_edits(fakes: dict[str, Fake], make_engine: MakeEngine) -> None:
@@ -132,8 +152,14 @@ async def test_imagineart_generation_is_multipart_and_reports_the_seed(
     posts = fake.control.posts()
     assert all(post.headers["content-type"].startswith("multipart/form-data") for post in posts)
     assert {post.body["seed"] for post in posts} == {"7", "8"}
-    assert posts[0].body | {"seed": "x"} == {"prompt": "a red fox in the snow", "aspect_ratio": "3:2",
-                                             "resolution": "1K", "seed": "x", "reasoning": "high", "_files": 0}
+    assert posts[0].body | {"seed": "x"} == {
+        "prompt": "a red fox in the snow",
+        "aspect_ratio": "3:2",
+        "resolution": "1K",
+        "seed": "x",
+        "reasoning": "high",
+        "_files": 0,
+    }
 
 
 async def test_imagineart_edit_uploads_files(fakes: dict[str, Fake], make_engine: MakeEngine) -> None:

@@ -15,8 +15,12 @@ from starlette.routing import Route
 from tests.engines.upstream.fakes.common import GARBAGE, KEY, Control, fault_response, png, record
 
 MODELS = ("flux-kontext-max", "flux-kontext-pro", "flux-pro-1.1")
-STATUSES = {"moderated": "Request Moderated", "content-moderated": "Content Moderated", "error": "Error",
-            "lost": "Task not found"}
+STATUSES = {
+    "moderated": "Request Moderated",
+    "content-moderated": "Content Moderated",
+    "error": "Error",
+    "lost": "Task not found",
+}
 
 
 def error(status: int, code: str, message: str) -> Response:
@@ -75,8 +79,11 @@ async def delivery(request: Request) -> Response:
         return Response(GARBAGE, media_type="image/png")
     body = task["body"]
     ratio = body.get("aspect_ratio", "1:1")
-    width, height = (int(side) * 64 for side in ratio.split(":")) if "aspect_ratio" in body else (
-        body.get("width", 1024), body.get("height", 1024))
+    width, height = (
+        (int(side) * 64 for side in ratio.split(":"))
+        if "aspect_ratio" in body
+        else (body.get("width", 1024), body.get("height", 1024))
+    )
     return Response(png(width, height), media_type="image/png")
 
 

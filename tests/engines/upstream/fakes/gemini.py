@@ -15,21 +15,36 @@ from starlette.routing import Route
 from tests.engines.upstream.fakes.common import GARBAGE, KEY, Control, fault_response, png, record
 
 MODELS = ("gemini-2.5-flash-image", "gemini-3-pro-image-preview")
-STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
-          500: "INTERNAL"}
-RATIOS = {"1:1": (1024, 1024), "16:9": (1344, 768), "9:16": (768, 1344), "4:3": (1184, 864), "3:4": (864, 1184),
-          "3:2": (1248, 832), "2:3": (832, 1248), "21:9": (1536, 672), "4:5": (896, 1152), "5:4": (1152, 896)}
+STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}
+RATIOS = {
+    "1:1": (1024, 1024),
+    "16:9": (1344, 768),
+    "9:16": (768, 1344),
+    "4:3": (1184, 864),
+    "3:4": (864, 1184),
+    "3:2": (1248, 832),
+    "2:3": (832, 1248),
+    "21:9": (1536, 672),
+    "4:5": (896, 1152),
+    "5:4": (1152, 896),
+}
 
 
 def error(status: int, code: str, message: str) -> Response:
-    return JSONResponse({"error": {"code": status, "message": message, "status": STATUS.get(status, "UNKNOWN")}},
-                        status)
+    return JSONResponse(
+        {"error": {"code": status, "message": message, "status": STATUS.get(status, "UNKNOWN")}}, status
+    )
 
 
 def bad_key() -> Response:
-    body = {"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.",
-                      "status": "INVALID_ARGUMENT",
-                      "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}
+    body = {
+        "error": {
+            "code": 400,
+            "message": "API key not valid. Please pass a valid API key.",
+            "status": "INVALID_ARGUMENT",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
+        }
+    }
     return JSONResponse(body, 400)
 
 

@@ -51,8 +51,12 @@ async def generate(request: Request) -> Response:
     data = GARBAGE if fault == "garbage" else png(width, height)
     images = []
     for index in range(body.get("numImages", 1)):
-        item = {"url": f"{request.base_url}blob/{width}x{height}.png", "text": f"caption {index}",
-                "mimeType": "image/png", "fileSize": len(data)}
+        item = {
+            "url": f"{request.base_url}blob/{width}x{height}.png",
+            "text": f"caption {index}",
+            "mimeType": "image/png",
+            "fileSize": len(data),
+        }
         if fault in ("inline", "garbage"):
             item = {**item, "url": None, "image": f"data:image/png;base64,{base64.b64encode(data).decode()}"}
         images.append(item)
