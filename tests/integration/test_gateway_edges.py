@@ -185,3 +185,26 @@ def test_access_log_lines_carry_the_request_id_and_no_query(
     assert lines[-1].getMessage().startswith("GET /health 200 ")
     assert "hunter2" not in caplog.text
     assert response.headers["x-request-id"]
+
+
+def test_a_client_that_leaves_frees_its_slot(tmp_path: Path) -> None:
+    """One slot, no queue: while a request runs, the next is refused; once its client hangs up, the
+    work is cancelled and the slot is free again well before the slow job would have finished."""
+    import time
+
+    slow = ModelEntry(id="slow", engine="testpattern", options={"delay": 5.0}, max_concurrency=1, max_queue=0)
+    settings = Settings(data_dir=tmp_path, models=[slow], default_model="slow")
+    with live_server(create_app(settings)) as url:
+        body = {"model": "slow", "prompt": "x", "response_format": "b64_json"}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/v1/images/generations", json=body, timeout=0.5)
+        deadline = time.monotonic() + 3.0
+        admitted = False
+        while not admitted and time.monotonic() < deadline:
+            try:  # refused at once with 429 while the slot is taken; admitted means it runs (and we hang up)
+                refused = httpx.post(url + "/v1/images/generations", json={**body, "prompt": "y"}, timeout=0.4)
+                assert refused.status_code == 429, refused.text
+                time.sleep(0.1)
+            except httpx.ReadTimeout:
+                admitted = True
+    assert admitted, "the departed client's slot was released long before its 5 s job would have ended"
