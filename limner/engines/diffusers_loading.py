@@ -65,8 +65,22 @@ def module_bytes(pipe: Pipeline) -> int:
     return total
 
 
+def quiet_progress_bars() -> None:
+    """Loading bars are for terminals; in a server they are noise in the logs."""
+    with contextlib.suppress(ImportError):
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
 def load_directory(path: Path, settings: DiffusersSettings, dtype: Any) -> Pipeline:
     import torch
+
+    quiet_progress_bars()
 
     index = read_json(path / "model_index.json")
     if index is None:
@@ -85,6 +99,7 @@ def load_directory(path: Path, settings: DiffusersSettings, dtype: Any) -> Pipel
 
 
 def load_single_file(path: Path, settings: DiffusersSettings, dtype: Any) -> Pipeline:
+    quiet_progress_bars()
     config_dir = settings.config_dir
     if config_dir is None:
         raise ModelNotAvailable(
