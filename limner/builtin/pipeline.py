@@ -13,6 +13,7 @@ prompt embedding through the time embedding (``class_embed_type="projection"``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -101,8 +102,11 @@ class EmojiDiffusionPipeline(DiffusionPipeline):  # type: ignore[misc]
         step_callback: StepCallback | None = None,
         preview_callback: PreviewCallback | None = None,
         preview_every: int = 0,
+        rows_wanted: Callable[[], Sequence[bool]] | None = None,
         **_: Any,
     ) -> ImagePipelineOutput:
+        """``rows_wanted`` is asked before each step (one flag per image): rows turned False leave the run
+        there, saving their compute, and come back as None; previews then cover the remaining rows only."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         batch = len(prompts)
@@ -113,7 +117,6 @@ class EmojiDiffusionPipeline(DiffusionPipeline):  # type: ignore[misc]
         cond = self.encode_prompts(prompts)
         uncond = self.encode_prompts(negatives)
         use_cfg = guidance_scale > 1.0
-        embeddings = torch.cat([uncond, cond]) if use_cfg else cond
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -143,7 +146,12 @@ class EmojiDiffusionPipeline(DiffusionPipeline):  # type: ignore[misc]
             mask = masks_to_tensor(_broadcast(mask_image, batch)).to(device, dtype).repeat(1, 3, 1, 1)
             keep = 1.0 - F.pixel_unshuffle(mask, UNSHUFFLE)
 
+        rows = _Rows(list(range(batch)), latents, noise, cond, uncond, source, keep, generator)
         for index, t in enumerate(timesteps):
+            if rows_wanted is not None and not rows.narrow(rows_wanted(), self.scheduler):
+                break  # every caller went away
+            latents, source, keep = rows.latents, rows.source, rows.keep
+            embeddings = torch.cat([rows.uncond, rows.cond]) if use_cfg else rows.cond
             scaled = self.scheduler.scale_model_input(latents, t)
             model_input = torch.cat([scaled, scaled]) if use_cfg else scaled
             pred = self.unet(
@@ -155,16 +163,27 @@ class EmojiDiffusionPipeline(DiffusionPipeline):  # type: ignore[misc]
             done = index + 1
             if preview_callback is not None and preview_due(done, preview_every, len(timesteps)):
                 self._preview(preview_callback, done, scaled, pred, t, keep, source)
-            latents = self.scheduler.step(pred, t, latents, generator=_first(generator)).prev_sample
+            latents = self.scheduler.step(pred, t, latents, generator=_first(rows.generator)).prev_sample
             if keep is not None and source is not None:
                 known = source
                 if index + 1 < len(timesteps):
-                    known = self.scheduler.add_noise(source, noise, timesteps[index + 1 : index + 2].repeat(batch))
+                    next_t = timesteps[index + 1 : index + 2].repeat(len(rows.ids))
+                    known = self.scheduler.add_noise(source, rows.noise, next_t)
                 latents = keep * known + (1.0 - keep) * latents
+            rows.latents = latents
             if step_callback is not None:
                 step_callback(index, len(timesteps))
 
-        return self._output(F.pixel_shuffle(latents, UNSHUFFLE), output_type)
+        if not rows.ids:
+            return ImagePipelineOutput(images=[None] * batch)
+        output = self._output(F.pixel_shuffle(rows.latents, UNSHUFFLE), output_type)
+        if len(rows.ids) < batch and output_type != "pt":  # dropped rows come back as None, in place
+            placed: list[Image.Image | None] = [None] * batch
+            kept: list[Image.Image] = list(output.images)
+            for row, image in zip(rows.ids, kept, strict=True):
+                placed[row] = image
+            output.images = placed
+        return output
 
     def _preview(
         self,
@@ -188,6 +207,48 @@ class EmojiDiffusionPipeline(DiffusionPipeline):  # type: ignore[misc]
         if output_type == "pt":
             return ImagePipelineOutput(images=pixels.clamp(-1, 1))
         return ImagePipelineOutput(images=tensor_to_images(pixels.float()))
+
+
+@dataclass
+class _Rows:
+    """The per-image state of a run, kept together so that images nobody waits for can leave it."""
+
+    ids: list[int]
+    latents: torch.Tensor
+    noise: torch.Tensor
+    cond: torch.Tensor
+    uncond: torch.Tensor
+    source: torch.Tensor | None
+    keep: torch.Tensor | None
+    generator: torch.Generator | list[torch.Generator] | None
+
+    def narrow(self, wanted: Sequence[bool], scheduler: SchedulerMixin) -> bool:
+        """Drop the rows ``wanted`` turned off (here and in the scheduler's history); False if none is left."""
+        staying = [position for position, row in enumerate(self.ids) if wanted[row]]
+        if len(staying) == len(self.ids):
+            return True
+        self.ids = [self.ids[position] for position in staying]
+        if not staying:
+            return False
+        index = torch.tensor(staying, device=self.latents.device)
+        self.latents, self.noise = self.latents[index], self.noise[index]
+        self.cond, self.uncond = self.cond[index], self.uncond[index]
+        self.source = None if self.source is None else self.source[index]
+        self.keep = None if self.keep is None else self.keep[index]
+        if isinstance(self.generator, list):
+            self.generator = [self.generator[position] for position in staying]
+        _narrow_scheduler(scheduler, index)
+        return True
+
+
+def _narrow_scheduler(scheduler: SchedulerMixin, index: torch.Tensor) -> None:
+    """Multistep solvers keep earlier model outputs (and UniPC the last sample) per image: select the same rows."""
+    outputs = getattr(scheduler, "model_outputs", None)
+    if isinstance(outputs, list):
+        scheduler.model_outputs = [output[index] if isinstance(output, torch.Tensor) else output for output in outputs]
+    last = getattr(scheduler, "last_sample", None)
+    if isinstance(last, torch.Tensor) and last.ndim == 4:
+        scheduler.last_sample = last[index]
 
 
 def preview_due(step: int, every: int, total: int) -> bool:

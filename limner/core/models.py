@@ -17,6 +17,8 @@ ProgressCallback = Callable[[int, int], None]
 """Called by engines after each step with (step, total steps)."""
 PreviewCallback = Callable[[int, list[Image.Image]], None]
 """Called by engines with (step, one rough image per seed) every ``preview_every`` steps; may run in a worker thread."""
+RowsWanted = Callable[[], tuple[bool, ...]]
+"""Asked by engines before each step: one flag per image of the call; False rows may be dropped from then on."""
 
 
 class Mode(StrEnum):
@@ -124,6 +126,9 @@ class EngineRequest:
     """Call ``preview`` after every this many steps (never after the last: the final images follow); 0: never."""
     prompts: tuple[str, ...] = ()
     """One prompt per image when a batch joins several requests; empty means ``prompt`` for every image."""
+    rows_wanted: RowsWanted | None = None
+    """For joined batches: an engine that can drop rows mid-run (whose callers went away) asks this before
+    each step and returns only the other rows' images, in order. Engines that cannot ignore it."""
 
     @property
     def n(self) -> int:

@@ -2,21 +2,62 @@
 
 Requests are compatible when everything but prompt and seeds matches (mode text-to-image, size,
 steps, guidance, negative prompt). Each request keeps its own seeds and gets its own images back.
-A request cancelled while it waits leaves the batch before it runs; batches run one at a time per
-``concurrency`` so the engine never sees more work than it can do.
+A request cancelled while it waits leaves the batch before it runs; one cancelled while its batch runs
+leaves at the engine's next step where the engine can drop rows (see ``EngineRequest.rows_wanted``), and
+a batch whose callers all went away is cancelled. Batches run one at a time per ``concurrency`` so the
+engine never sees more work than it can do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from PIL import Image
 
-from limner.core.models import EngineRequest, GeneratedImage, Mode, PreviewCallback
+from limner.core.errors import ModelError
+from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.base import Capabilities, Engine
+
+T = TypeVar("T")
+
+
+class _LiveRows:
+    """Which images of a running batch are still wanted. The engine asks before each step; since a flag
+    never turns back on, what it was last told is exactly which rows it dropped, so results map back."""
+
+    def __init__(self, count: int) -> None:
+        self._wanted = [True] * count
+        self.seen: tuple[bool, ...] = tuple(self._wanted)
+
+    def __call__(self) -> tuple[bool, ...]:  # the engine's worker thread
+        self.seen = tuple(self._wanted)
+        return self.seen
+
+    def release(self, rows: range) -> None:
+        for row in rows:
+            self._wanted[row] = False
+
+    @property
+    def anyone_waiting(self) -> bool:
+        return any(self._wanted)
+
+    def place(self, items: Sequence[T]) -> list[T | None] | None:
+        """The engine's ``items``, one per row it kept, back at their rows (None where dropped); None when
+        their number fits neither all rows nor the kept ones."""
+        if len(items) == len(self.seen):
+            return list(items)
+        kept = [row for row, wanted in enumerate(self.seen) if wanted]
+        if len(items) != len(kept):
+            return None
+        placed: list[T | None] = [None] * len(self.seen)
+        for row, item in zip(kept, items, strict=True):
+            placed[row] = item
+        return placed
 
 
 @dataclass
@@ -112,7 +153,7 @@ class BatchingEngine(Engine):
         async with self._running:
             self._close(batch)
             members = [member for member in batch.members if not member.future.done()]
-            batch.members = members
+            batch.members = []  # running now: a caller that leaves is dropped by rows, not from this list
             if not members:
                 return
             self.batches_run += 1
@@ -123,45 +164,77 @@ class BatchingEngine(Engine):
         prompts = tuple(member.request.prompt for member in members for _ in member.request.seeds)
         seeds = [seed for member in members for seed in member.request.seeds]
         progress = [member.request.progress for member in members if member.request.progress is not None]
+        live = _LiveRows(len(seeds))
 
         def report(step: int, total: int) -> None:
             for callback in progress:
                 callback(step, total)
 
         joined = replace(
-            first, prompts=prompts, seeds=seeds, progress=report if progress else None, **_previews(members)
+            first,
+            prompts=prompts,
+            seeds=seeds,
+            progress=report if progress else None,
+            rows_wanted=live,
+            **_previews(members, live),
         )
+        task = asyncio.ensure_future(self.inner.generate(joined))
+        for member, rows in zip(members, _rows(members), strict=True):
+            member.future.add_done_callback(partial(_release, live, rows, task))
         try:
-            images = await self.inner.generate(joined)
+            images = await task
         except BaseException as exc:
             for member in members:
                 if not member.future.done():
                     member.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
-            if not isinstance(exc, Exception):
+            if not isinstance(exc, Exception) and live.anyone_waiting:
                 raise
             return
-        start = 0
-        for member in members:
-            share = images[start : start + member.request.n]
-            start += member.request.n
-            if not member.future.done():
+        placed = live.place(images)
+        for member, rows in zip(members, _rows(members), strict=True):
+            if member.future.done():
+                continue
+            share = [image for image in (placed or [])[rows.start : rows.stop] if image is not None]
+            if len(share) == member.request.n:
                 member.future.set_result(share)
+            else:
+                member.future.set_exception(ModelError(f"The model returned {len(images)} images for {len(seeds)}."))
 
 
-def _previews(members: list[_Waiting]) -> dict[str, Any]:
-    """Previews of a batch: each member gets its own images' slice, offered as often as the gcd of
-    the members' spacings asks, so every member's spacing is met (its reporter keeps what it wants)."""
-    wanted: list[tuple[int, EngineRequest, PreviewCallback]] = []
-    start = 0
+def _rows(members: list[_Waiting]) -> list[range]:
+    """Each member's rows in the joined call."""
+    ranges, start = [], 0
     for member in members:
-        if member.request.preview is not None:
-            wanted.append((start, member.request, member.request.preview))
+        ranges.append(range(start, start + member.request.n))
         start += member.request.n
+    return ranges
+
+
+def _release(live: _LiveRows, rows: range, task: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
+    """A member's caller went away: its rows are no longer wanted, and the call is cancelled when none is."""
+    if future.cancelled():
+        live.release(rows)
+        if not live.anyone_waiting:
+            task.cancel()
+
+
+def _previews(members: list[_Waiting], live: _LiveRows) -> dict[str, Any]:
+    """Previews of a batch: each member still waiting gets its own images' slice, offered as often as the gcd
+    of the members' spacings asks, so every member's spacing is met (its reporter keeps what it wants)."""
+    wanted = [
+        (rows, member.request.preview)
+        for member, rows in zip(members, _rows(members), strict=True)
+        if member.request.preview is not None
+    ]
     if not wanted:
         return {"preview": None, "preview_every": 0}
 
     def preview(step: int, images: list[Image.Image]) -> None:
-        for offset, request, callback in wanted:
-            callback(step, images[offset : offset + request.n])
+        placed = live.place(images) or []
+        for rows, callback in wanted:
+            share = placed[rows.start : rows.stop]
+            if len(share) == len(rows) and all(image is not None for image in share):
+                callback(step, [image for image in share if image is not None])
 
-    return {"preview": preview, "preview_every": math.gcd(*(max(1, request.preview_every) for _, request, _ in wanted))}
+    spacings = (max(1, member.request.preview_every) for member in members if member.request.preview is not None)
+    return {"preview": preview, "preview_every": math.gcd(*spacings)}

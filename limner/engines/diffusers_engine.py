@@ -185,7 +185,12 @@ class DiffusersEngine(Engine):
                 raise ModelError(f"The model failed: {type(exc).__name__}: {exc}") from exc
         if len(images) != request.n:
             raise ModelError(f"The model returned {len(images)} images, expected {request.n}.")
-        return [GeneratedImage(image=image, seed=seed) for image, seed in zip(images, request.seeds, strict=True)]
+        # Rows dropped mid-run (see EngineRequest.rows_wanted) come back as None and are left out.
+        return [
+            GeneratedImage(image=image, seed=seed)
+            for image, seed in zip(images, request.seeds, strict=True)
+            if image is not None
+        ]
 
     def _call_arguments(
         self, pipe: Pipeline, request: EngineRequest, generators: list[Any], cancel: threading.Event

@@ -2,7 +2,8 @@
 
 A pipeline takes its hook in one of two forms: stock diffusers pipelines have ``callback_on_step_end``
 (called after each step with the current latents), limner's own pipelines have ``step_callback`` and
-``preview_callback`` (they compute previews themselves, cheaply). Everything here runs in the engine's
+``preview_callback`` (they compute previews themselves, cheaply), and ``rows_wanted`` (they drop the
+images of departed callers from a running batch). Everything here runs in the engine's
 worker thread: callbacks that touch the event loop must use ``call_soon_threadsafe``.
 
 Previews of stock pipelines decode the current latents with the pipeline's VAE: noisy early, close
@@ -59,6 +60,8 @@ def step_arguments(
         arguments["step_callback"] = lambda index, total: step(index + 1, total)
     if preview is not None and every > 0 and {"preview_callback", "preview_every"} <= params:
         arguments |= {"preview_callback": preview, "preview_every": every}
+    if request.rows_wanted is not None and "rows_wanted" in params:
+        arguments["rows_wanted"] = request.rows_wanted
     return arguments
 
 

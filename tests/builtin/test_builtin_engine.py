@@ -95,3 +95,46 @@ async def test_many_concurrent_requests_share_batches_beyond_one_request_limit(s
     results = await asyncio.gather(*(state.service.run(r, f"b{i}") for i, r in enumerate(requests)))
     assert [result.images[0].seed for result in results] == list(range(12))
     assert engine.batches_run - before < 12, "requests were joined"
+
+
+async def test_a_departed_caller_leaves_a_running_batch_of_the_real_pipeline(state: AppState) -> None:
+    """The built-in pipeline drops a departed caller's rows at its next step; the others' images are
+    the ones they would get without the departed caller (up to CPU batch-size rounding)."""
+    import asyncio
+
+    from limner.core.models import EngineRequest, Mode
+    from limner.engines.batching import BatchingEngine
+
+    engine = state.catalog.engine(state.catalog.resolve(BUILTIN_MODEL_ID))
+    assert isinstance(engine, BatchingEngine)
+    await engine.load()
+    rows_per_step: list[int] = []
+    hook = engine.inner._pipe.unet.register_forward_hook(  # type: ignore[attr-defined]
+        lambda module, args, output: rows_per_step.append(args[0].shape[0] // 2)  # guidance doubles the batch
+    )
+    loop = asyncio.get_running_loop()
+    leaving: asyncio.Task[object] | None = None
+
+    def leave_at_step_three(step: int, total: int) -> None:
+        if step == 3 and leaving is not None:
+            loop.call_soon_threadsafe(leaving.cancel)
+
+    def request(prompt: str, seeds: list[int], **extra: object) -> EngineRequest:
+        return EngineRequest(Mode.GENERATE, prompt, 32, 32, seeds, steps=16, **extra)  # type: ignore[arg-type]
+
+    try:
+        leaving = asyncio.create_task(engine.generate(request("pizza", [5, 6], progress=leave_at_step_three)))
+        staying = asyncio.create_task(engine.generate(request("red apple", [7])))
+        [image] = await staying
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        rows_seen = list(rows_per_step)
+        [alone] = await engine.generate(request("red apple", [7]))
+        [other_seed] = await engine.generate(request("red apple", [8]))
+    finally:
+        hook.remove()
+    assert rows_seen[0] == 3 and rows_seen[-1] == 1 and len(rows_seen) == 16, rows_seen
+    assert rows_seen.count(3) <= 5, "dropped within a step or two of leaving"
+    got, want, different = (np.asarray(i.image, dtype=np.int16) for i in (image, alone, other_seed))
+    assert np.abs(got - want).mean() < 1.0
+    assert np.abs(got - different).mean() > 10 * max(np.abs(got - want).mean(), 0.1)

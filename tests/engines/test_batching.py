@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -115,3 +116,67 @@ async def test_previews_reach_each_member_of_a_batch_with_its_own_images() -> No
     assert seen["apple"] == [(step, 2) for step in (2, 4, 6, 8, 10)], "its two images, at every offer"
     assert seen["heart"] == [(step, 1) for step in (2, 4, 6, 8, 10)]
     assert seen["plain"] == []
+
+
+class SteppingEngine(TestPatternEngine):
+    """Runs ``steps`` steps, asking ``rows_wanted`` before each as limner's own pipelines do, and returns
+    only the kept rows' images; records how many rows each step ran."""
+
+    def __init__(self, steps: int = 8) -> None:
+        super().__init__()
+        self.steps = steps
+        self.rows_per_step: list[int] = []
+        self.cancelled = False
+
+    async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
+        kept = list(range(request.n))
+        try:
+            for _ in range(self.steps):
+                if request.rows_wanted is not None:
+                    wanted = request.rows_wanted()
+                    kept = [row for row in kept if wanted[row]]
+                self.rows_per_step.append(len(kept))
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        prompts = request.prompts or (request.prompt,) * request.n
+        images = []
+        for row in kept:
+            images += await super().generate(
+                replace(request, prompt=prompts[row], prompts=(), seeds=[request.seeds[row]])
+            )
+        return images
+
+
+async def test_a_caller_leaving_a_running_batch_is_dropped_at_the_next_step() -> None:
+    inner = SteppingEngine(steps=10)
+    engine = BatchingEngine(inner, window=0.02, max_images=8)
+    leaving = asyncio.create_task(engine.generate(req("gone", [1, 2])))
+    staying = asyncio.create_task(engine.generate(req("here", [3])))
+    while len(inner.rows_per_step) < 3:
+        await asyncio.sleep(0.005)
+    leaving.cancel()
+    images = await staying
+    assert [image.seed for image in images] == [3]
+    alone = await TestPatternEngine().generate(req("here", [3]))
+    assert images[0].image.tobytes() == alone[0].image.tobytes(), "its own image, not the departed caller's"
+    assert inner.rows_per_step[0] == 3 and inner.rows_per_step[-1] == 1, inner.rows_per_step
+    assert inner.rows_per_step.count(3) <= 4, "dropped within a step or two of leaving"
+    assert not inner.cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+
+
+async def test_a_running_batch_whose_callers_all_left_is_cancelled() -> None:
+    inner = SteppingEngine(steps=50)
+    engine = BatchingEngine(inner, window=0.02, max_images=8)
+    callers = [asyncio.create_task(engine.generate(req(p, [i]))) for i, p in enumerate(("a", "b"))]
+    while len(inner.rows_per_step) < 2:
+        await asyncio.sleep(0.005)
+    for caller in callers:
+        caller.cancel()
+    await asyncio.sleep(0.05)
+    assert inner.cancelled and len(inner.rows_per_step) < 10
+    follow_up = await engine.generate(req("next", [9]))  # the engine is free again
+    assert [image.seed for image in follow_up] == [9]
