@@ -24,6 +24,8 @@ from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.base import Capabilities, Engine
 
 T = TypeVar("T")
+IDLE_WINDOW = 0.002
+"""Seconds a request on an idle, uncontended engine waits for company (callers that arrived with it)."""
 
 
 class _LiveRows:
@@ -101,6 +103,7 @@ class BatchingEngine(Engine):
         self._open: dict[tuple[Any, ...], _Batch] = {}
         self._running = asyncio.Semaphore(max(1, concurrency))
         self.batches_run = 0
+        self._last_batch_size = 0
 
     @property
     def capabilities(self) -> Capabilities:  # type: ignore[override]
@@ -128,8 +131,9 @@ class BatchingEngine(Engine):
                 return await self.inner.generate(request)
         batch = self._open.get(key)
         if batch is None or batch.images + request.n > self.max_images:
+            window = self._window_for_next()
             batch = self._open[key] = _Batch(key)
-            asyncio.get_running_loop().create_task(self._flush_later(batch))
+            asyncio.get_running_loop().create_task(self._flush_later(batch, window))
         waiting = _Waiting(request, asyncio.get_running_loop().create_future())
         batch.members.append(waiting)
         if batch.images >= self.max_images:
@@ -146,10 +150,18 @@ class BatchingEngine(Engine):
         if self._open.get(batch.key) is batch:
             del self._open[batch.key]
 
-    async def _flush_later(self, batch: _Batch) -> None:
+    def _window_for_next(self) -> float:
+        """The window is only worth waiting when there is company: a lone caller on an idle engine (its
+        last batch a single request) waits just long enough for callers arriving together to join it;
+        any contention brings the full window back."""
+        if self._last_batch_size <= 1 and not self._running.locked() and not self._open:
+            return min(self.window, IDLE_WINDOW)
+        return self.window
+
+    async def _flush_later(self, batch: _Batch, window: float) -> None:
         """Run the batch once its window has passed and the engine is free; until then it stays open,
         so requests arriving while the engine is busy join it instead of forming batches of one."""
-        await asyncio.sleep(self.window)
+        await asyncio.sleep(window)
         async with self._running:
             self._close(batch)
             members = [member for member in batch.members if not member.future.done()]
@@ -157,6 +169,7 @@ class BatchingEngine(Engine):
             if not members:
                 return
             self.batches_run += 1
+            self._last_batch_size = len(members)
             await self._run(members)
 
     async def _run(self, members: list[_Waiting]) -> None:

@@ -54,17 +54,30 @@ async def test_incompatible_requests_do_not_share_and_full_batches_close() -> No
 
 
 async def test_a_cancelled_waiter_leaves_the_batch() -> None:
-    inner = CountingEngine()
+    inner = CountingEngine(delay=0.1)
     engine = BatchingEngine(inner, window=0.1, max_images=8)
+    busy = asyncio.create_task(engine.generate(EngineRequest(Mode.GENERATE, "busy", 64, 32, [0])))
+    await asyncio.sleep(0.02)  # the engine is busy: the next batch waits its window, then for the engine
     leaving = asyncio.create_task(engine.generate(req("gone", [1])))
     staying = asyncio.create_task(engine.generate(req("here", [2])))
     await asyncio.sleep(0.02)
     leaving.cancel()
     [image] = await staying
-    assert inner.requests[0].prompts == ("here",)
+    await busy
+    assert inner.requests[1].prompts == ("here",)
     assert image.seed == 2
     with pytest.raises(asyncio.CancelledError):
         await leaving
+
+
+async def test_a_lone_caller_on_an_idle_engine_does_not_wait_out_the_window() -> None:
+    engine = BatchingEngine(CountingEngine(), window=30.0, max_images=8)
+    [image] = await asyncio.wait_for(engine.generate(req("alone", [1])), timeout=5)
+    assert image.seed == 1
+    together = await asyncio.wait_for(
+        asyncio.gather(engine.generate(req("a", [2])), engine.generate(req("b", [3]))), timeout=5
+    )
+    assert [images[0].seed for images in together] == [2, 3] and engine.batches_run == 2, "arrived together: joined"
 
 
 async def test_engine_failure_reaches_every_member() -> None:
