@@ -44,6 +44,10 @@ class TrainConfig:
     ema_decay: float = 0.999
     cfg_dropout: float = 0.1
     min_snr_gamma: float = 5.0
+    loss_weighting: str = "min-snr"
+    """``min-snr``: min-SNR-gamma weighting, fast to good pixels but it all but ignores the noisiest
+    timesteps, where the prompt decides which emoji appears; ``uniform``: every timestep counts alike,
+    which teaches that decision (the shipped model used min-snr first, then uniform; see training.json)."""
     width: int = 48
     seed: int = 1234
     checkpoint_every: int = 250
@@ -126,6 +130,14 @@ class Trainer:
         self.step = 0
         self.rng = np.random.default_rng(config.seed)
         self.order: list[int] = []
+        self.phases: list[dict[str, Any]] = []
+
+    def begin_phase(self) -> None:
+        """Record where this run's objective and learning rate start, when they differ from the last run's."""
+        phase = {"loss_weighting": self.config.loss_weighting, "learning_rate": self.config.learning_rate}
+        last = self.phases[-1] if self.phases else {}
+        if any(last.get(key) != value for key, value in phase.items()):
+            self.phases.append({"from_step": self.step, **phase})
 
     def lr_at(self, step: int) -> float:
         return self.config.learning_rate * min(1.0, (step + 1) / self.config.warmup_steps)
@@ -153,9 +165,12 @@ class Trainer:
         noisy = self.scheduler.add_noise(clean, noise, t)
         target = self.scheduler.get_velocity(clean, noise, t)
         pred = self.unet(noisy, t, encoder_hidden_states=embeddings[:, None, :], class_labels=embeddings).sample
+        per_image = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+        if self.config.loss_weighting == "uniform":
+            return per_image.mean()
         snr = self.snr[t]
         weight = torch.clamp(snr, max=self.config.min_snr_gamma) / (snr + 1)
-        return (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+        return (weight * per_image).mean()
 
     @torch.no_grad()
     def validation_loss(self, seed: int = 0, repeats: int = 4) -> float:
@@ -193,6 +208,7 @@ class Trainer:
             "numpy_rng": self.rng.bit_generator.state,
             "order": self.order,
             "width": self.config.width,
+            "phases": self.phases,
         }
 
     def save_checkpoint(self) -> None:
@@ -214,6 +230,7 @@ class Trainer:
         self.rng.bit_generator.state = state["numpy_rng"]
         self.order = list(state["order"])
         self.step = int(state["step"])
+        self.phases = list(state.get("phases", [{"from_step": 0, "loss_weighting": "min-snr", "learning_rate": 3e-4}]))
         return True
 
     def init_from_export(self, directory: Path) -> None:
@@ -222,7 +239,9 @@ class Trainer:
         self.unet.load_state_dict(exported.state_dict())
         self.ema.load_state_dict(exported.state_dict())
         record = directory / "training.json"
-        self.step = int(json.loads(record.read_text()).get("step", 0)) if record.exists() else 0
+        recorded = json.loads(record.read_text()) if record.exists() else {}
+        self.step = int(recorded.get("step", 0))
+        self.phases = list(recorded.get("phases", []))
 
     def export(self, out: Path) -> None:
         export_pipeline(
@@ -233,6 +252,7 @@ class Trainer:
                 "batch_size": self.config.batch_size,
                 "images": len(self.data.names),
                 "seed": self.config.seed,
+                "phases": self.phases,
             },
         )
 
@@ -259,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
     parser.add_argument("--width", type=int, default=TrainConfig.width)
+    parser.add_argument("--loss-weighting", choices=("min-snr", "uniform"), default=TrainConfig.loss_weighting)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     parser.add_argument("--export-every", type=int, default=TrainConfig.export_every)
@@ -276,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         steps=args.steps,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        loss_weighting=args.loss_weighting,
         width=args.width,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
@@ -287,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     resumed = trainer.load_checkpoint()
     if not resumed and args.init_from is not None:
         trainer.init_from_export(args.init_from)
+    trainer.begin_phase()
     params = sum(p.numel() for p in trainer.unet.parameters())
     origin = "resumed at" if resumed else "from"
     print(f"{len(data.names)} images, {params / 1e6:.1f}M parameters, {origin} step {trainer.step}")

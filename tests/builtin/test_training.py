@@ -84,3 +84,26 @@ def test_export_is_a_diffusers_directory_loadable_by_class(emoji: list, tmp_path
     assert isinstance(pipe, EmojiDiffusionPipeline)
     export_pipeline(pipe.unet, tmp_path / "again")  # re-export replaces atomically
     assert not (tmp_path / "again.partial").exists()
+
+
+def test_a_change_of_objective_is_a_recorded_phase(emoji: list, tmp_path: Path) -> None:
+    import json
+
+    first = Trainer(TrainConfig(batch_size=4, width=16, checkpoint_every=1), tiny_set(emoji), tmp_path / "ckpt")
+    first.begin_phase()
+    first.train_step()
+    first.save_checkpoint()
+    fixed = torch.Generator().manual_seed(3)
+    clean, embeddings = first.data.pixels[:4], first.data.embeddings[:4, 0]
+    min_snr = float(first.loss(clean, embeddings, fixed))
+
+    config = TrainConfig(batch_size=4, width=16, loss_weighting="uniform", learning_rate=1e-4)
+    second = Trainer(config, tiny_set(emoji), tmp_path / "ckpt")
+    assert second.load_checkpoint()
+    second.begin_phase()
+    second.begin_phase()  # a rerun with the same settings is the same phase
+    uniform = float(second.loss(clean, embeddings, torch.Generator().manual_seed(3)))
+    assert uniform > min_snr, "uniform weighting counts the noisiest timesteps that min-SNR all but drops"
+    second.export(tmp_path / "model")
+    phases = json.loads((tmp_path / "model" / "training.json").read_text())["phases"]
+    assert [(p["from_step"], p["loss_weighting"]) for p in phases] == [(0, "min-snr"), (1, "uniform")]
