@@ -6,7 +6,8 @@
     python -m benchmarks --only quality  # re-run a standalone benchmark and fold its result in
 
 The servers run in subprocesses on 127.0.0.1, each with the same torch thread count as this process
-(``--threads``, default torch's own choice). Nothing here is collected by pytest.
+(``--threads``, default the CPUs this process may use), set through ``OMP_NUM_THREADS`` before torch
+starts in every process, this one included. Nothing here is collected by pytest.
 """
 
 from __future__ import annotations
@@ -44,18 +45,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="run only this section (repeatable); the report keeps the other sections' last results",
     )
     parser.add_argument("--steps", type=int, help=f"denoising steps (default {FULL_STEPS}, quick {QUICK_STEPS})")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads per process (default: torch's choice)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads per process (default: usable CPUs)")
     parser.add_argument("--window-ms", type=float, default=25.0, help="batch window when batching is on")
     parser.add_argument("--max-batch", type=int, default=16, help="max_batch_images when batching is on")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the report goes")
     return parser.parse_args(argv)
 
 
+def pin_threads(threads: int) -> None:
+    """OpenMP sizes its pool when torch starts, and a pool resized later runs measurably slower than the
+    servers' (started with ``OMP_NUM_THREADS``): so run this process again the same way when it was not."""
+    wanted = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if all(os.environ.get(name) == value for name, value in wanted.items()) or "torch" in sys.modules:
+        return
+    os.execve(sys.executable, [sys.executable, "-m", "benchmarks", *sys.argv[1:]], os.environ | wanted)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    threads = args.threads or len(os.sched_getaffinity(0))
+    if argv is None:
+        pin_threads(threads)
     import torch
 
-    threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)  # the in-process engine of the overhead measurement
     steps = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
     plan = Plan(args.quick, steps, threads, window_ms=args.window_ms, max_batch=args.max_batch)
