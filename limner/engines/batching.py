@@ -159,10 +159,16 @@ class BatchingEngine(Engine):
         return self.window
 
     async def _flush_later(self, batch: _Batch, window: float) -> None:
-        """Run the batch once its window has passed and the engine is free; until then it stays open,
-        so requests arriving while the engine is busy join it instead of forming batches of one."""
+        """Run the batch once its window has passed and the engine is free (and, if it had to wait for the
+        engine, once more a window); until then it stays open, so requests arriving while the engine is busy
+        join it instead of forming batches of one."""
         await asyncio.sleep(window)
+        waited = self._running.locked()
         async with self._running:
+            if waited and window and batch.images < self.max_images:
+                # The engine just finished another batch, whose callers (in a closed loop) are about to send
+                # their next requests: a window from now lets them join this batch rather than the next.
+                await asyncio.sleep(window)
             self._close(batch)
             members = [member for member in batch.members if not member.future.done()]
             batch.members = []  # running now: a caller that leaves is dropped by rows, not from this list
