@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from limner.accounts.admin import require_admin
 from limner.settings import Settings
 from tests.accounts.helpers import generate, make_app
 from tests.support.accounts import bearer
@@ -55,6 +54,7 @@ def test_admin_api_manages_consumers_tokens_credits_and_usage(priced: Settings) 
     ("headers", "status", "code"),
     [
         ({}, 401, "missing_bearer_token"),
+        ({"Authorization": "Basic " + ADMIN}, 401, "missing_bearer_token"),
         ({"Authorization": "Bearer wrong"}, 401, "invalid_token"),
         ({"Authorization": "Bearer " + ADMIN[:-1]}, 401, "invalid_token"),
     ],
@@ -69,7 +69,17 @@ def test_admin_api_is_off_without_an_admin_token(priced: Settings) -> None:
     with live_server(make_app(priced)) as url:
         response = httpx.get(url + "/admin/consumers", headers=bearer("anything"))
     assert response.status_code == 403 and "LIMNER_ADMIN_TOKEN" in response.json()["error"]["message"]
-    assert require_admin.__doc__
+
+
+def test_openapi_declares_the_admin_token_on_every_admin_route(priced: Settings) -> None:
+    schema = make_app(priced.with_overrides(admin_token=ADMIN)).openapi()
+    assert schema["components"]["securitySchemes"]["AdminToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The value of LIMNER_ADMIN_TOKEN, as a bearer token.",
+    }
+    operations = [op for path, item in schema["paths"].items() if path.startswith("/admin") for op in item.values()]
+    assert operations and all(op.get("security") == [{"AdminToken": []}] for op in operations)
 
 
 def test_metrics_expose_requests_latency_images_errors_and_queue_depth(priced: Settings) -> None:
