@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,6 +16,7 @@ from tests.engines.upstream.fakes.common import (
     fault_response,
     parse_size,
     png,
+    receive_json,
     record,
 )
 from tests.engines.upstream.fakes.openai import error
@@ -25,12 +25,7 @@ MODELS = ("dall-e-2", "dall-e-3", "gpt-image-1", "gemini-2.5-flash-image")
 
 
 async def generate(request: Request) -> Response:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        body = None
-    control: Control = await record(request, body)
-    fault = control.take()
+    body, control, fault = await receive_json(request)
     if not bearer_ok(request):
         return error(401, "invalid_api_key", "Unauthorized")
     if (response := await fault_response(fault, control, request, error)) is not None:

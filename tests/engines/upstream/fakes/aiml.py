@@ -4,7 +4,6 @@ of it -> ``{"url": presigned}``; the presigned URL downloads without (and refuse
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 from urllib.parse import quote, unquote
 
@@ -13,7 +12,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.engines.upstream.fakes.common import GARBAGE, Control, bearer_ok, fault_response, parse_size, png, record
+from tests.engines.upstream.fakes.common import (
+    GARBAGE,
+    Control,
+    bearer_ok,
+    fault_response,
+    parse_size,
+    png,
+    receive_json,
+    record,
+)
 
 FIELDS = {"model", "prompt", "image", "sequential_image_generation", "response_format", "size", "stream", "watermark"}
 
@@ -23,12 +31,7 @@ def error(status: int, code: str, message: str) -> Response:
 
 
 async def generate(request: Request) -> Response:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        body = None
-    control: Control = await record(request, body)
-    fault = control.take()
+    body, control, fault = await receive_json(request)
     if not bearer_ok(request):
         return error(401, "invalid_token", "Invalid API token.")
     if (response := await fault_response(fault, control, request, error)) is not None:

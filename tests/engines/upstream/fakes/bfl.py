@@ -3,7 +3,6 @@ polling URL says ``Pending`` once, then ``Ready`` with ``result.sample`` (or a f
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -12,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.engines.upstream.fakes.common import GARBAGE, KEY, Control, fault_response, png, record
+from tests.engines.upstream.fakes.common import GARBAGE, KEY, Control, fault_response, png, receive_json, record
 
 MODELS = ("flux-kontext-max", "flux-kontext-pro", "flux-pro-1.1")
 STATUSES = {
@@ -29,12 +28,7 @@ def error(status: int, code: str, message: str) -> Response:
 
 async def submit(request: Request) -> Response:
     model = request.path_params["model"]
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        body = None
-    control: Control = await record(request, body)
-    fault = control.take()
+    body, control, fault = await receive_json(request)
     if request.headers.get("x-key") != KEY:
         return error(403, "forbidden", "Not authenticated - Invalid Authentication")
     if (response := await fault_response(fault, control, request, error)) is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,16 @@ async def record(request: Request, body: Any = None) -> Control:
     headers = {name.lower(): value for name, value in request.headers.items()}
     control.requests.append(Seen(request.method, request.url.path, headers, body))
     return control
+
+
+async def receive_json(request: Request) -> tuple[Any, Control, str | None]:
+    """A JSON call, recorded: its body (None when the body is not JSON), the control, and the fault queued for it."""
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        body = None
+    control = await record(request, body)
+    return body, control, control.take()
 
 
 async def fault_response(fault: str | None, control: Control, request: Request, error: ErrorFormat) -> Response | None:

@@ -4,7 +4,6 @@ answering an image part and a text part (or a blocked prompt, or text only)."""
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from starlette.applications import Starlette
@@ -12,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.engines.upstream.fakes.common import GARBAGE, KEY, Control, fault_response, png, record
+from tests.engines.upstream.fakes.common import GARBAGE, KEY, Control, fault_response, png, receive_json
 
 MODELS = ("gemini-2.5-flash-image", "gemini-3-pro-image-preview")
 STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}
@@ -50,12 +49,7 @@ def bad_key() -> Response:
 
 async def generate_content(request: Request) -> Response:
     model, _, action = request.path_params["target"].partition(":")
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        body = None
-    control: Control = await record(request, body)
-    fault = control.take()
+    body, control, fault = await receive_json(request)
     if request.headers.get("x-goog-api-key") != KEY or fault == "reject":
         return bad_key()
     if (response := await fault_response(fault, control, request, error)) is not None:

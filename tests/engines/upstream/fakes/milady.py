@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import base64
-import json
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.engines.upstream.fakes.common import GARBAGE, Control, bearer_ok, fault_response, png, record
+from tests.engines.upstream.fakes.common import GARBAGE, Control, bearer_ok, fault_response, png, receive_json, record
 
 MODELS = ("google/gemini-2.5-flash-image", "bfl/flux-kontext-max")
 RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21")
@@ -24,12 +23,7 @@ def error(status: int, code: str, message: str) -> Response:
 
 
 async def generate(request: Request) -> Response:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        body = None
-    control: Control = await record(request, body)
-    fault = control.take()
+    body, control, fault = await receive_json(request)
     if not bearer_ok(request):
         return error(401, "unauthorized", "Unauthorized")
     if (response := await fault_response(fault, control, request, error)) is not None:
