@@ -106,7 +106,8 @@ class EmojiDiffusionPipeline(DiffusionPipeline):  # type: ignore[misc]
         **_: Any,
     ) -> ImagePipelineOutput:
         """``rows_wanted`` is asked before each step (one flag per image): rows turned False leave the run
-        there, saving their compute, and come back as None; previews then cover the remaining rows only."""
+        there, saving their compute, and come back as None (a ``pt`` tensor holds the kept rows only); previews
+        then cover the remaining rows only."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         batch = len(prompts)

@@ -230,7 +230,11 @@ class Trainer:
         self.rng.bit_generator.state = state["numpy_rng"]
         self.order = list(state["order"])
         self.step = int(state["step"])
-        self.phases = list(state.get("phases", [{"from_step": 0, "loss_weighting": "min-snr", "learning_rate": 3e-4}]))
+        self.phases = list(
+            state.get(
+                "phases", [{"from_step": 0, "loss_weighting": "min-snr", "learning_rate": TrainConfig.learning_rate}]
+            )
+        )
         return True
 
     def init_from_export(self, directory: Path) -> None:

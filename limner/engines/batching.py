@@ -184,6 +184,7 @@ class BatchingEngine(Engine):
         seeds = [seed for member in members for seed in member.request.seeds]
         progress = [member.request.progress for member in members if member.request.progress is not None]
         live = _LiveRows(len(seeds))
+        placement = list(zip(members, _rows(members), strict=True))
 
         def report(step: int, total: int) -> None:
             for callback in progress:
@@ -195,10 +196,10 @@ class BatchingEngine(Engine):
             seeds=seeds,
             progress=report if progress else None,
             rows_wanted=live,
-            **_previews(members, live),
+            **_previews(placement, live),
         )
         task = asyncio.ensure_future(self.inner.generate(joined))
-        for member, rows in zip(members, _rows(members), strict=True):
+        for member, rows in placement:
             member.future.add_done_callback(partial(_release, live, rows, task))
         try:
             images = await task
@@ -210,7 +211,7 @@ class BatchingEngine(Engine):
                 raise
             return
         placed = live.place(images)
-        for member, rows in zip(members, _rows(members), strict=True):
+        for member, rows in placement:
             if member.future.done():
                 continue
             share = [image for image in (placed or [])[rows.start : rows.stop] if image is not None]
@@ -237,14 +238,10 @@ def _release(live: _LiveRows, rows: range, task: asyncio.Future[Any], future: as
             task.cancel()
 
 
-def _previews(members: list[_Waiting], live: _LiveRows) -> dict[str, Any]:
+def _previews(placement: list[tuple[_Waiting, range]], live: _LiveRows) -> dict[str, Any]:
     """Previews of a batch: each member still waiting gets its own images' slice, offered as often as the gcd
     of the members' spacings asks, so every member's spacing is met (its reporter keeps what it wants)."""
-    wanted = [
-        (rows, member.request.preview)
-        for member, rows in zip(members, _rows(members), strict=True)
-        if member.request.preview is not None
-    ]
+    wanted = [(rows, member.request.preview) for member, rows in placement if member.request.preview is not None]
     if not wanted:
         return {"preview": None, "preview_every": 0}
 
@@ -255,5 +252,5 @@ def _previews(members: list[_Waiting], live: _LiveRows) -> dict[str, Any]:
             if len(share) == len(rows) and all(image is not None for image in share):
                 callback(step, [image for image in share if image is not None])
 
-    spacings = (max(1, member.request.preview_every) for member in members if member.request.preview is not None)
+    spacings = (max(1, member.request.preview_every) for member, _ in placement if member.request.preview is not None)
     return {"preview": preview, "preview_every": math.gcd(*spacings)}
