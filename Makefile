@@ -27,7 +27,16 @@ services:
 	   (apt-get update -qq && apt-get install -y -qq postgresql redis-server)) >/dev/null 2>&1 || \
 	  echo "note: could not install postgresql/redis-server; their tests will be skipped"
 
-setup: $(STAMP) $(FONT) services
+# Debian's chromium for the browser tests (Playwright drives it and never downloads a browser of its own).
+# Instant when present; without apt (or root) those tests skip and say why.
+.PHONY: browser
+browser:
+	-@command -v chromium >/dev/null 2>&1 || \
+	  (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq chromium || \
+	   (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null 2>&1 || \
+	  echo "note: could not install chromium; the browser tests will be skipped"
+
+setup: $(STAMP) $(FONT) services browser
 
 # node-fetch for the reference services' JavaScript examples (tests/examples); skipped without npm.
 EXAMPLES := tests/examples

@@ -92,7 +92,7 @@ def serve(role: str, port: int, upstream: str, data_dir: str) -> None:
     else:
         app = limner_app(upstream, Path(data_dir) / role)
         if role == "limner-open":  # accounting off: what the gateway path costs without it
-            from limner.core.gate import OpenGate
+            from limner.service.gate import OpenGate
 
             app.state.limner.service.gate = OpenGate()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")

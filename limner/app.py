@@ -8,38 +8,42 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
 from limner import __version__
-from limner.accounts import admin as accounts_admin
-from limner.accounts.gate import AccountsGate
-from limner.accounts.metrics import Metrics, MetricsMiddleware
-from limner.accounts.metrics import router as metrics_router
 from limner.accounts.service import Accounts
-from limner.core.errors import InvalidImage
-from limner.core.service import ImageService, ServiceOptions
+from limner.dialects import openai
 from limner.engines.catalog import Catalog, EngineFactory
 from limner.engines.registry import default_factories
 from limner.engines.residency import Residency
+from limner.http import admin as accounts_admin
 from limner.http import jobs
 from limner.http.context import RequestIdMiddleware
 from limner.http.deps import AppState
 from limner.http.disconnect import CancelOnDisconnectMiddleware
+from limner.http.docs import install_docs
 from limner.http.media import router as media_router
+from limner.http.metrics import MetricsMiddleware
+from limner.http.metrics import router as metrics_router
+from limner.http.openapi import install as install_openapi
 from limner.http.residency import router as residency_router
 from limner.media.inputs import ImageDecoder, ImageFetcher, ImageLoader
+from limner.media.own_links import OwnMediaLinks
 from limner.media.signing import UrlSigner, load_or_create_secret
 from limner.media.store import LocalMediaStore
+from limner.service.accounting import AccountsGate
+from limner.service.image_service import ImageService, ServiceOptions
+from limner.service.media_access import MediaAccess
+from limner.service.metrics import Metrics
 from limner.settings import Settings
 
 log = logging.getLogger("limner")
-MEDIA_PREFIX = "/media/"
 
 
 def build_state(settings: Settings, factories: dict[str, EngineFactory] | None = None) -> AppState:
+    """Everything a request needs, built bottom-up: media, catalog, accounts, then the service over them."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     secret = settings.signing_secret.encode() if settings.signing_secret else load_or_create_secret(settings.data_dir)
     signer = UrlSigner(secret, default_ttl=settings.url_ttl_seconds)
@@ -53,57 +57,26 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
             timeout=settings.fetch_timeout,
             max_redirects=settings.fetch_max_redirects,
         ),
-        local_media=None,
+        local_media=OwnMediaLinks(signer, store, settings.public_url).read,
     )
+    accounts = Accounts.open(settings)
+    metrics = Metrics()
     service = ImageService(
         catalog,
-        store,
-        signer,
-        ServiceOptions(
-            public_url=None,
-            embed_metadata=settings.embed_metadata,
-            request_timeout=settings.request_timeout,
-        ),
+        MediaAccess(store, signer),
+        loader,
+        ServiceOptions(embed_metadata=settings.embed_metadata, request_timeout=settings.request_timeout),
+        gate=AccountsGate(accounts, catalog, metrics),
         residency=Residency(
             catalog,
             idle_seconds=settings.model_idle_unload_seconds,
             budget_bytes=settings.model_memory_budget_mb * 2**20,
         ),
     )
-    accounts = Accounts.open(settings)
-    metrics = Metrics(service)
-    service.gate = AccountsGate(accounts, catalog, metrics)
-    state = AppState(
+    metrics.watch_queues(service.queues)
+    return AppState(
         settings, catalog, store, signer, loader, service, started=int(time.time()), accounts=accounts, metrics=metrics
     )
-    loader.local_media = LocalMediaResolver(state).read
-    return state
-
-
-class LocalMediaResolver:
-    """Reads limner's own media links from the store, never over the network.
-
-    A link is ours when its signature verifies with our secret, whatever host it names (clients may
-    reach us by any name); a relative or ``public_url`` link that does not verify is refused, and any
-    other URL is left to the fetcher.
-    """
-
-    def __init__(self, state: AppState) -> None:
-        self.state = state
-
-    async def read(self, url: str) -> bytes | None:
-        parts = urlsplit(url)
-        query = parse_qs(parts.query)
-        key = parts.path.removeprefix(MEDIA_PREFIX)
-        signed = parts.path.startswith(MEDIA_PREFIX) and self.state.signer.verify(
-            key, query.get("expires", ["0"])[0], query.get("signature", [""])[0]
-        )
-        if signed:
-            return await self.state.store.get(key)
-        public = self.state.settings.public_url
-        if not parts.netloc or (public and url.startswith(public + "/")):
-            raise InvalidImage("image link is invalid or has expired")
-        return None
 
 
 async def _prepare_models(state: AppState) -> None:
@@ -151,7 +124,7 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
             await state.loader.aclose()
             await state.accounts.aclose()
 
-    app = FastAPI(title="limner", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="limner", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.limner = state
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
@@ -164,13 +137,15 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
         """Liveness probe, open to all."""
         return JSONResponse({"ok": True})
 
+    install_docs(app)
     app.include_router(ops)
     app.include_router(media_router)
-    app.include_router(jobs.build_router())
+    app.include_router(jobs.build_router(openai.render_error, openai.ERROR_RESPONSES))
     app.include_router(metrics_router)
     app.include_router(residency_router)
     app.include_router(accounts_admin.router)
     _mount_dialects(app, settings)
+    install_openapi(app)
     return app
 
 

@@ -1,4 +1,6 @@
-"""Accounts: consumers, hashed bearer tokens, rate limits, credits, usage and metrics.
+"""Accounts, the ledger domain: consumers, hashed bearer tokens, rate limits, credits and usage. No web
+framework here: the HTTP side (auth, /admin, /metrics) is in ``limner.http``, the accounting around each
+request in ``limner.service.accounting``.
 
 models.py      the schema (SQLAlchemy), money in micro-credits, times in UTC
 db.py          engine + sessions; SQLite (WAL, BEGIN IMMEDIATE) or PostgreSQL; Alembic at open
@@ -8,8 +10,4 @@ credits.py     grant, reserve -> commit | refund, recovery of expired reservatio
 usage.py       one record per request; summaries
 ratelimit.py   token buckets, in-process or in Redis (one Lua script)
 service.py     ``Accounts``: the above as the server and the CLI use them
-auth.py        the FastAPI dependency and route class that authenticate dialect routes
-gate.py        limits, credits and usage around ``ImageService.run``
-admin.py       /admin HTTP API
-metrics.py     /metrics (Prometheus), per-app registry
 """

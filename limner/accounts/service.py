@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 from limner.accounts import credits, tokens
 from limner.accounts.consumers import LOCAL
@@ -17,9 +19,27 @@ from limner.accounts.db import Database, default_url
 from limner.accounts.ratelimit import Limits, RateLimiter, build_limiter
 from limner.accounts.tokens import Principal
 from limner.core.errors import InvalidToken, MissingBearerToken, NoTokensConfigured
-from limner.settings import Settings
 
 log = logging.getLogger("limner.accounts")
+
+
+class AccountsConfig(Protocol):
+    """The settings ``Accounts.open`` reads (``limner.settings.Settings`` has them all)."""
+
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def database_url(self) -> str | None: ...
+    @property
+    def redis_url(self) -> str | None: ...
+    @property
+    def rate_limit_rpm(self) -> int | None: ...
+    @property
+    def rate_limit_ipm(self) -> int | None: ...
+    @property
+    def reservation_ttl_seconds(self) -> float: ...
+    @property
+    def reservation_sweep_seconds(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -37,7 +57,7 @@ class Accounts:
         self._tokens_exist = False
 
     @classmethod
-    def open(cls, settings: Settings, *, limiter: RateLimiter | None = None) -> Accounts:
+    def open(cls, settings: AccountsConfig, *, limiter: RateLimiter | None = None) -> Accounts:
         """Connect to ``settings.database_url`` (SQLite in ``data_dir`` by default) and migrate it."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.database_url or default_url(settings.data_dir))

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -44,6 +45,10 @@ class Principal:
     consumer: str
     consumer_id: int | None = None
     token_id: int | None = None
+
+
+principal_var: ContextVar[Principal | None] = ContextVar("limner_principal", default=None)
+"""The caller of the request being served (set by authentication), for code that records usage per token."""
 
 
 @dataclass(frozen=True)

@@ -143,3 +143,11 @@ def retry_after_seconds(error: LimnerError) -> int | None:
     if value is None:
         return None
     return max(1, int(-(-float(value) // 1)))
+
+
+def _codes(root: type[LimnerError]) -> list[str]:
+    return [root.code, *(code for sub in root.__subclasses__() for code in _codes(sub))]
+
+
+ERROR_CODES: frozenset[str] = frozenset(_codes(LimnerError))
+"""Every code the tree can raise: each dialect's error table covers all of them."""

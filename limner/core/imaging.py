@@ -44,3 +44,9 @@ def add_watermark(image: Image.Image, text: str = WATERMARK_TEXT) -> Image.Image
     draw.text((x, y), text, font=font, fill=(255, 255, 255, 220))
     marked = Image.alpha_composite(base, overlay)
     return marked if image.mode == "RGBA" else marked.convert("RGB")
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """Whether ``image`` has any transparency for ``convert("RGBA")`` to keep: an alpha band, a palette with
+    alpha, or a transparent colour in ``info`` (a grey or RGB PNG's tRNS chunk, a GIF's transparent index)."""
+    return image.has_transparency_data

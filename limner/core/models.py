@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from PIL import Image
 
@@ -40,6 +40,33 @@ class SourceImage:
 
 
 @dataclass(frozen=True)
+class MediaRef:
+    """One of limner's own stored images, named by the consumer it belongs to and its store key."""
+
+    owner: str
+    key: str
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An input image as the client sent it: file bytes, a data URL, base64, an http(s) URL or limner's own
+    media. The service decodes (or fetches) it only after the request is admitted, so a refused request
+    never costs a decode or a download."""
+
+    source: bytes | str | MediaRef
+    label: str
+    """Names it in error messages ("image 2", "mask")."""
+    param: str
+    """The request field it came from, set on errors about it."""
+
+
+ImageInput = SourceImage | EncodedImage
+"""What a request may carry as an image: already decoded (in-process callers) or as sent (dialects)."""
+RenderingStyle = Literal["vivid", "natural"]
+"""OpenAI's ``style`` for DALL-E 3: passed to providers that take it; local models ignore it."""
+
+
+@dataclass(frozen=True)
 class SizeSpec:
     """What the client asked for, before it is snapped to what a model accepts.
 
@@ -51,10 +78,6 @@ class SizeSpec:
     height: int | None = None
     aspect_ratio: str | None = None
     resolution: str | None = None
-
-    @property
-    def is_default(self) -> bool:
-        return self.width is None and self.aspect_ratio is None and self.resolution is None
 
 
 @dataclass
@@ -72,25 +95,24 @@ class ImageRequest:
     guidance: float | None = None
     strength: float | None = None
     style: str | None = None
-    images: list[SourceImage] = field(default_factory=list)
-    mask: SourceImage | None = None
+    images: list[ImageInput] = field(default_factory=list)
+    mask: ImageInput | None = None
     variation: bool = False
     output_format: OutputFormat = "png"
     output_compression: int | None = None
     background: str | None = None
     quality: str | None = None
+    """As the client named it (``hd``, ``high``, ...): prices and providers read this one field."""
+    rendering_style: RenderingStyle | None = None
     watermark: bool = False
     effort: Effort = "normal"
     embed_metadata: bool = True
     """False delivers images with no generation metadata (no prompt text chunks), whatever the server default."""
     keep_media: bool = False
     """The dialect's response points at stored media by key, so provider URLs are never passed through."""
-    user: str | None = None
     consumer: str = "local"
     partial_images: int = 0
     """Previews wanted while the images are made (OpenAI's ``partial_images``); 0: none, the engine skips them."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Dialect fields with no canonical meaning, passed to upstream engines that understand them."""
 
     @property
     def mode(self) -> Mode:
@@ -101,6 +123,38 @@ class ImageRequest:
         if self.images:
             return Mode.EDIT
         return Mode.GENERATE
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine accepts; the service checks requests against it before any work starts."""
+
+    modes: frozenset[Mode] = frozenset({Mode.GENERATE})
+    max_images: int = 10
+    max_input_images: int = 1
+    supports_mask: bool = False
+    supports_seed: bool = True
+    supports_negative_prompt: bool = True
+    default_size: tuple[int, int] = (512, 512)
+    min_side: int = 64
+    max_side: int = 2048
+    size_multiple: int = 8
+    max_pixels: int = 2048 * 2048
+    allowed_sizes: tuple[tuple[int, int], ...] = ()
+    """When set, only these exact sizes are accepted (e.g. DALL-E 2's three squares)."""
+    native_size: tuple[int, int] | None = None
+    """When set, the engine always generates at this size and limner scales to the request."""
+    default_steps: int | None = None
+    extras: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A catalog model as the dialects describe it in their model lists."""
+
+    id: str
+    owned_by: str
+    display_name: str
 
 
 @dataclass(frozen=True)
@@ -119,7 +173,10 @@ class EngineRequest:
     images: list[Image.Image] = field(default_factory=list)
     mask: Image.Image | None = None
     upstream_model: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    quality: str | None = None
+    background: str | None = None
+    rendering_style: RenderingStyle | None = None
+    effort: Effort = "normal"
     progress: ProgressCallback | None = None
     preview: PreviewCallback | None = None
     preview_every: int = 0
@@ -179,6 +236,5 @@ class ImageResult:
     height: int = 0
     quality: str | None = None
     background: str | None = None
-    warnings: list[str] = field(default_factory=list)
     storage_error: str | None = None
     """Set when images could not be stored: dialects that allow it fall back to inline base64."""

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from limner.core.errors import InvalidRequest
-from limner.core.models import SizeSpec
-from limner.engines.base import Capabilities
+from limner.core.models import Capabilities, SizeSpec
 
 RESOLUTION_AREAS = {"0.5K": 512 * 512, "1K": 1024 * 1024, "2K": 2048 * 2048, "4K": 4096 * 4096}
 """A resolution preset fixes the pixel area; the aspect ratio then fixes the shape."""

@@ -8,16 +8,17 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from limner.core.errors import InvalidRequest
 from limner.core.models import ImageRequest, SizeSpec
 from limner.core.sizes import parse_size
-from limner.dialects.base import dialect_route, read_json
+from limner.dialects import openai
+from limner.dialects.images import encoded, references
 from limner.dialects.openai import render_error, render_result
+from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import get_consumer, get_state
+from limner.http.routing import dialect_route, read_json
 
 DIALECT = "aigne"
-MAX_IMAGES = 16
 
 
 class AigneParams(BaseModel):
@@ -40,13 +41,7 @@ async def create_image(request: Request) -> Response:
     """Create an image from a prompt, or edit the given image(s)."""
     state = get_state(request)
     params = await read_json(request, AigneParams)
-    references = [params.image] if isinstance(params.image, str) else list(params.image or [])
-    if len(references) > MAX_IMAGES:
-        raise InvalidRequest(f"At most {MAX_IMAGES} images can be given; got {len(references)}.", param="image")
-    images = [
-        await state.loader.load(ref, f"image {index}" if len(references) > 1 else "image", param="image")
-        for index, ref in enumerate(references, start=1)
-    ]
+    images = encoded(references(params.image, empty_ok=True), param="image")
     size = parse_size(params.size)
     image_request = ImageRequest(
         prompt=params.prompt,
@@ -58,8 +53,8 @@ async def create_image(request: Request) -> Response:
         negative_prompt=params.negative_prompt,
         images=images,
         quality=params.quality,
+        rendering_style=params.style,
         consumer=get_consumer(request),
-        options={"style": params.style, "quality": params.quality},
     )
     result = await state.service.run(image_request, current_request_id())
     result.quality = None
@@ -68,5 +63,11 @@ async def create_image(request: Request) -> Response:
 
 def build_router() -> APIRouter:
     router = APIRouter(route_class=dialect_route(render_error), tags=["AIGNE Hub"])
-    router.add_api_route("/api/images/generations", create_image, methods=["POST"])
+    router.add_api_route(
+        "/api/images/generations",
+        create_image,
+        methods=["POST"],
+        openapi_extra=openapi.request_body(openapi.json_body(AigneParams)),
+        responses={**openapi.ok("The images (URLs last one hour).", openai.ImagesResponse), **openai.ERROR_RESPONSES},
+    )
     return router

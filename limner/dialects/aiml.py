@@ -34,28 +34,30 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
-from limner.core.errors import Forbidden, InvalidRequest, LimnerError, NotFound, retry_after_seconds
-from limner.core.models import ImageRequest, ImageResult, SizeSpec
+from limner.core.errors import InvalidRequest, LimnerError, NotFound
+from limner.core.models import ImageRequest, ImageResult, MediaRef, SizeSpec
 from limner.core.sizes import parse_size
-from limner.dialects.base import dialect_route, read_json
+from limner.dialects.images import encoded, references
+from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state
+from limner.http.errors import error_response, lookup
 from limner.http.jobs import job_status
-from limner.http.streaming import SSE_COMMENT, RunningJob, event_stream, sse, start_job
+from limner.http.routing import dialect_route, read_json
+from limner.http.streaming import event_stream, job_events, sse, start_job
 from limner.http.urls import absolute
-from limner.media.store import is_valid_key
+from limner.service.jobs import JobEvent
 
 DIALECT = "aiml"
 MEDIA_ROUTE = "/v1/media/images/"
-MAX_IMAGES = 16
 SIZE_PRESETS = ("1K", "2K", "4K")
 _PRESET = re.compile(r"^\s*([124])[kK]\s*$")
 ResponseFormat = Literal["url", "presigned_url", "b64_json"]
@@ -74,6 +76,43 @@ class GenerationParams(BaseModel):
     size: str | None = None
     stream: bool = False
     watermark: bool = False
+
+
+class AimlImage(BaseModel):
+    url: str | SkipJsonSchema[None] = Field(
+        None,
+        description="response_format url: a backend media path (GET it, authorized, for a presigned URL); "
+        "presigned_url: the absolute presigned download URL.",
+    )
+    b64_json: str | SkipJsonSchema[None] = Field(
+        None, description="response_format b64_json: the image, base64-encoded."
+    )
+
+
+class AimlImageData(BaseModel):
+    image: AimlImage
+
+
+class AimlImageResponse(BaseModel):
+    """``{"data": {"image": {...}}}``: one image per answer."""
+
+    data: AimlImageData
+
+
+class AimlMediaUrl(BaseModel):
+    url: str = Field(description="A presigned URL that downloads the image without auth until it expires.")
+
+
+class AimlError(BaseModel):
+    code: str = Field(description="The machine-readable cause.")
+    message: str
+    request_id: str
+
+
+class AimlErrorResponse(BaseModel):
+    """``{"error": {"code", "message", "request_id"}}``."""
+
+    error: AimlError
 
 
 # limner code -> (HTTP status, AI.ML error code). Statuses follow the reference: 400 invalid fields,
@@ -101,18 +140,13 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
 
 
 def error_body(error: LimnerError, request_id: str) -> dict[str, Any]:
-    code = ERROR_MAP.get(error.code, (error.status, error.code))[1]
+    code = lookup(ERROR_MAP, error)[1]
     return {"error": {"code": code, "message": error.message, "request_id": request_id}}
 
 
 def render_error(error: LimnerError, request_id: str) -> Response:
     """``{"error": {"code", "message", "request_id"}}``; ``Retry-After`` on 429."""
-    status = ERROR_MAP.get(error.code, (error.status, error.code))[0]
-    headers = {}
-    retry = retry_after_seconds(error)
-    if retry is not None:
-        headers["Retry-After"] = str(retry)
-    return JSONResponse(error_body(error, request_id), status_code=status, headers=headers)
+    return error_response(error_body(error, request_id), lookup(ERROR_MAP, error)[0], error)
 
 
 def size_spec(size: str | None, *, has_images: bool) -> SizeSpec:
@@ -130,15 +164,6 @@ def size_spec(size: str | None, *, has_images: bool) -> SizeSpec:
             param="size",
         ) from None
     return SizeSpec(*parsed) if parsed else SizeSpec()
-
-
-def references(params: GenerationParams) -> list[str]:
-    refs = [params.image] if isinstance(params.image, str) else list(params.image or [])
-    if params.image is not None and not refs:
-        raise InvalidRequest("'image' must hold at least one image URL; omit it for text to image.", param="image")
-    if len(refs) > MAX_IMAGES:
-        raise InvalidRequest(f"At most {MAX_IMAGES} images can be given; got {len(refs)}.", param="image")
-    return refs
 
 
 def to_image_request(params: GenerationParams, consumer: str) -> ImageRequest:
@@ -164,12 +189,19 @@ def media_path(owner: str, key: str) -> str:
     return MEDIA_ROUTE + quote(f"{owner}/images/{key}", safe="")
 
 
-def parse_media_path(path: str) -> tuple[str, str]:
-    """``<owner>/images/<key>`` (already percent-decoded) -> (owner, key); anything else is not found."""
+def parse_media_path(path: str) -> MediaRef:
+    """``<owner>/images/<key>`` (already percent-decoded) -> the stored image it names; else not found."""
     owner, _, key = path.rpartition("/images/")
-    if not owner or not is_valid_key(key):
+    if not owner or not key:
         raise NotFound("No such image.")
-    return owner, key
+    return MediaRef(owner, key)
+
+
+def source_for(ref: str) -> str | MediaRef:
+    """An ``image`` reference: a backend media path sent back (chained edits) names stored media."""
+    if ref.startswith(MEDIA_ROUTE):
+        return parse_media_path(unquote(ref.removeprefix(MEDIA_ROUTE).split("?", 1)[0]))
+    return ref
 
 
 def render_result(result: ImageResult, response_format: ResponseFormat, request: Request, state: AppState) -> Response:
@@ -192,77 +224,78 @@ def result_body(
     return {"data": {"image": item}}
 
 
-async def owned_key(state: AppState, consumer: str, path: str) -> str:
-    """The store key behind a backend media path, if ``consumer`` may read it."""
-    owner, key = parse_media_path(path)
-    owners = await state.store.owners(key)  # NotFound when absent
-    if owner not in owners:
-        raise NotFound("No such image.")
-    if consumer not in owners:
-        raise Forbidden("This image belongs to another consumer.")
-    return key
-
-
-async def _source(state: AppState, consumer: str, ref: str) -> str:
-    """A backend media path sent back as ``image`` becomes a signed link the loader reads locally."""
-    if ref.startswith(MEDIA_ROUTE):
-        key = await owned_key(state, consumer, unquote(ref.removeprefix(MEDIA_ROUTE).split("?", 1)[0]))
-        return state.signer.path_for(key)
-    return ref
-
-
 async def generate_image(request: Request) -> Response:
     """Generate an image from text, edit one image, or compose several into a new one."""
     state = get_state(request)
     params = await read_json(request, GenerationParams)
-    consumer = get_consumer(request)
-    image_request = to_image_request(params, consumer)
-    refs = references(params)
-    image_request.images = [
-        await state.loader.load(
-            await _source(state, consumer, ref), f"image {index}" if len(refs) > 1 else "image", param="image"
-        )
-        for index, ref in enumerate(refs, start=1)
-    ]
+    image_request = to_image_request(params, get_consumer(request))
+    image_request.images = encoded([source_for(ref) for ref in references(params.image)], param="image")
     if params.stream:
         running = await start_job(state.service, image_request, current_request_id())
-        return event_stream(_events(running, params.response_format, request, state))
+        request_id = current_request_id()
+        return event_stream(
+            job_events(
+                running,
+                on_event=ProgressEvents(),
+                on_result=lambda result: [
+                    sse("completed", result_body(result, params.response_format, request, state))
+                ],
+                on_error=lambda error: sse("error", error_body(error, request_id)),
+            )
+        )
     result = await state.service.run(image_request, current_request_id())
     return render_result(result, params.response_format, request, state)
 
 
-async def _events(
-    running: RunningJob, response_format: ResponseFormat, request: Request, state: AppState
-) -> AsyncIterator[bytes]:
-    """``progress`` when the place in line or the step changes, then ``completed`` (or ``error``)."""
-    last: tuple[object, ...] = ()
-    try:
-        async for item in running:
-            if item is None:
-                yield SSE_COMMENT
-            elif isinstance(item, ImageResult):
-                yield sse("completed", result_body(item, response_format, request, state))
-            elif item.kind in ("queued", "running", "progress"):
-                status = job_status(item.job)
-                key = (status["status"], status["queue_position"], status["step"])
-                if key != last:
-                    last = key
-                    yield sse("progress", status)
-    except LimnerError as error:
-        yield sse("error", error_body(error, current_request_id()))
-    finally:
-        await running.cancel()
+class ProgressEvents:
+    """A ``progress`` event each time the place in line or the step changes (not for every job event)."""
+
+    def __init__(self) -> None:
+        self.last: tuple[object, ...] = ()
+
+    def __call__(self, event: JobEvent) -> list[bytes]:
+        if event.kind not in ("queued", "running", "progress"):
+            return []
+        status = job_status(event.job)
+        key = (status["status"], status["queue_position"], status["step"])
+        if key == self.last:
+            return []
+        self.last = key
+        return [sse("progress", status)]
 
 
 async def resolve_media(request: Request, path: str) -> Response:
     """Exchange a backend media path for a presigned download URL (owner only)."""
     state = get_state(request)
-    key = await owned_key(state, get_consumer(request), path)
-    return JSONResponse({"url": absolute(request, state.settings, state.signer.path_for(key))})
+    signed = await state.service.media.signed_path(get_consumer(request), parse_media_path(path))
+    return JSONResponse({"url": absolute(request, state.settings, signed)})
+
+
+ERROR_RESPONSES = openapi.error_responses(AimlErrorResponse, openapi.statuses(ERROR_MAP))
+IMAGE_OK = openapi.ok(
+    "The image (stream true: server-sent events, see below).",
+    AimlImageResponse,
+    content=openapi.event_stream(
+        "stream true: progress events (the job status of GET /v1/jobs/{id}) when the place in line or the step "
+        "changes, then one completed event whose data is the non-streaming response body; an error after the "
+        "start is an error event with the error body."
+    ),
+)
 
 
 def build_router() -> APIRouter:
     router = APIRouter(route_class=dialect_route(render_error), tags=["AI.ML"])
-    router.add_api_route("/v1/generation/images", generate_image, methods=["POST"])
-    router.add_api_route(MEDIA_ROUTE + "{path:path}", resolve_media, methods=["GET"])
+    router.add_api_route(
+        "/v1/generation/images",
+        generate_image,
+        methods=["POST"],
+        openapi_extra=openapi.request_body(openapi.json_body(GenerationParams, name="AimlGenerationParams")),
+        responses={**IMAGE_OK, **ERROR_RESPONSES},
+    )
+    router.add_api_route(
+        MEDIA_ROUTE + "{path:path}",
+        resolve_media,
+        methods=["GET"],
+        responses={**openapi.ok("A presigned download URL.", AimlMediaUrl), **ERROR_RESPONSES},
+    )
     return router

@@ -22,13 +22,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from limner.core.errors import InvalidImage, InvalidRequest, LimnerError, ModelNotFound, retry_after_seconds
-from limner.core.models import ImageRequest, ImageResult, SizeSpec, SourceImage
+from limner.core.errors import InvalidImage, InvalidRequest, LimnerError, ModelNotFound
+from limner.core.imagineart import RESOLUTIONS, EditAspectRatio, GenerateAspectRatio, Resolution
+from limner.core.models import Capabilities, EncodedImage, ImageInput, ImageRequest, ImageResult, SizeSpec
 from limner.core.sizes import resolve_size
-from limner.dialects.base import FormBody, dialect_route, read_form, validate
-from limner.engines.base import Capabilities
+from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state, public
+from limner.http.errors import error_response, lookup
+from limner.http.routing import FormBody, dialect_route, read_form, validate
 
 DIALECT = "imagineart"
 GENERATE_MODEL = "text-to-image"
@@ -37,15 +39,6 @@ MAX_IMAGES = 4
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif")
 SEED_MAX = 2**32 - 1
 RANDOM_SEEDS = (0, -1)
-EDIT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9", "4:5", "5:4", "3:1", "1:3")
-GENERATE_RATIOS = (*EDIT_RATIOS, "4:1", "1:4")
-
-GenerateAspectRatio = Literal[
-    "1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9", "4:5", "5:4", "3:1", "1:3", "4:1", "1:4"
-]
-EditAspectRatio = Literal["auto", "1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9", "4:5", "5:4", "3:1", "1:3"]
-Resolution = Literal["1K", "2K"]
-
 PROMPT_LIMIT = 4000
 RESOLUTION_HELP = "1K (faster) or 2K (higher fidelity)."
 SEED_HELP = "Deterministic seed. 0, -1, or omitted = random."
@@ -76,6 +69,35 @@ class EditForm(BaseModel):
     seed: int | None = Field(None, ge=-1, le=SEED_MAX, description=SEED_HELP)
 
 
+class ImagineArtError(BaseModel):
+    code: str = Field(description="The machine-readable cause, safe to switch on.")
+    message: str
+    request_id: str
+
+
+class ImagineArtErrorResponse(BaseModel):
+    """``{"error": {"code", "message", "request_id"}}``: every ImagineArt error has this stable shape."""
+
+    error: ImagineArtError
+
+
+class ImagineArtModel(BaseModel):
+    """A model as OpenAI lists it, plus ImagineArt's name, modality and parameters."""
+
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    name: str
+    modality: Literal["text-to-image", "image-to-image"]
+    parameters: dict[str, Any] = Field(description="A JSON schema of the endpoint's form fields, and output details.")
+
+
+class ImagineArtModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ImagineArtModel]
+
+
 # limner code -> (HTTP status, ImagineArt code); every status and code is one of the reference table's.
 ERROR_MAP: dict[str, tuple[int, str]] = {
     "invalid_request": (400, "invalid_request"),
@@ -101,17 +123,11 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
 
 def render_error(error: LimnerError, request_id: str) -> Response:
     """``{"error": {"code", "message", "request_id"}}``; ``Retry-After`` on 429."""
-    status, code = ERROR_MAP.get(error.code, (500, "internal_error"))
+    status, code = lookup(ERROR_MAP, error)
     message = error.message
     if isinstance(error, ModelNotFound):
         message = f"Model '{error.model}' is not available on this server."
-    headers = {}
-    retry = retry_after_seconds(error)
-    if retry is not None:
-        headers["Retry-After"] = str(retry)
-    return JSONResponse(
-        {"error": {"code": code, "message": message, "request_id": request_id}}, status_code=status, headers=headers
-    )
+    return error_response({"error": {"code": code, "message": message, "request_id": request_id}}, status, error)
 
 
 def seed_for(seed: int | None) -> int | None:
@@ -137,11 +153,10 @@ def generation_request(params: GenerationForm, consumer: str) -> ImageRequest:
         output_format="png",
         embed_metadata=False,
         consumer=consumer,
-        options={"reasoning": params.reasoning},
     )
 
 
-def edit_request(params: EditForm, images: list[SourceImage], consumer: str) -> ImageRequest:
+def edit_request(params: EditForm, images: list[ImageInput], consumer: str) -> ImageRequest:
     return ImageRequest(
         prompt=params.prompt,
         model=EDIT_MODEL,
@@ -196,13 +211,13 @@ async def edit_from_form(request: Request, state: AppState, form: FormBody) -> R
     fields = _fields(form)
     fields.pop("images", None)  # text parts named images: load_images says what is wrong with them
     params = validate(EditForm, fields)
-    images = await load_images(state, form)
+    images = load_images(form)
     result = await state.service.run(edit_request(params, images, get_consumer(request)), current_request_id())
     return render_result(result)
 
 
-async def load_images(state: AppState, form: FormBody) -> list[SourceImage]:
-    """1-4 ``images`` files of an accepted type, decoded in order (image 1 first)."""
+def load_images(form: FormBody) -> list[ImageInput]:
+    """1-4 ``images`` files of an accepted type, in order (image 1 first); the service decodes them."""
     uploads = form.files.get("images", [])
     if not uploads:
         if "images" in form.fields:
@@ -217,10 +232,7 @@ async def load_images(state: AppState, form: FormBody) -> list[SourceImage]:
                 f"image {index} ('{upload.filename}') has type '{content_type}'; accepted: {', '.join(IMAGE_TYPES)}.",
                 param="images",
             )
-    return [
-        await state.loader.load(upload.data, f"image {index}", param="images")
-        for index, upload in enumerate(uploads, start=1)
-    ]
+    return [EncodedImage(upload.data, f"image {index}", "images") for index, upload in enumerate(uploads, start=1)]
 
 
 async def list_models(request: Request) -> Response:
@@ -242,19 +254,18 @@ def models_payload(state: AppState) -> list[dict[str, Any]]:
         (EDIT_MODEL, "image-to-image", EditForm),
     ):
         try:
-            entry = state.catalog.resolve(model_id)
+            info = state.service.describe(model_id)
         except ModelNotFound:
             continue  # not configured: not listed
-        caps = state.catalog.capabilities(entry)
         items.append(
             {
                 "id": model_id,
                 "object": "model",
                 "created": state.started,
-                "owned_by": entry.owned_by,
-                "name": entry.display_name,
+                "owned_by": info.owned_by,
+                "name": info.display_name,
                 "modality": modality,
-                "parameters": parameters_schema(form, caps, entry.id),
+                "parameters": parameters_schema(form, state.service.capabilities(info.id), info.id),
             }
         )
     return items
@@ -286,7 +297,7 @@ def parameters_schema(form: type[BaseModel], caps: Capabilities, model: str) -> 
     ratios = [ratio for ratio in properties["aspect_ratio"]["enum"] if ratio != "auto"]
     properties["resolution"]["sizes"] = {
         resolution: {ratio: _pixels(SizeSpec(aspect_ratio=ratio, resolution=resolution), caps) for ratio in ratios}
-        for resolution in ("1K", "2K")
+        for resolution in RESOLUTIONS
     }
     return {
         "type": "object",
@@ -303,14 +314,53 @@ def parameters_schema(form: type[BaseModel], caps: Capabilities, model: str) -> 
     }
 
 
+GENERATION_BODY = openapi.form_body(GenerationForm, name="ImagineArtGenerationForm")
+EDIT_BODY = openapi.form_body(
+    EditForm,
+    name="ImagineArtEditForm",
+    files=[
+        openapi.FileField(
+            "images", "1-4 reference image files, image 1 first.", max_items=MAX_IMAGES, content_types=IMAGE_TYPES
+        )
+    ],
+)
+IMAGE_OK = openapi.ok(
+    "The PNG image, with no metadata; the headers say how it was made.",
+    content=openapi.binary("image/png"),
+    headers={
+        "X-Seed": openapi.header("The seed used: send it back to reproduce the image.", "integer"),
+        "X-Model": openapi.header("The catalog model that ran."),
+        "X-Width": openapi.header("Width in pixels.", "integer"),
+        "X-Height": openapi.header("Height in pixels.", "integer"),
+        "X-Request-Id": openapi.header("This request's id."),
+    },
+)
+ERROR_RESPONSES = openapi.error_responses(ImagineArtErrorResponse, openapi.statuses(ERROR_MAP))
+
+
 def build_router(*, images: bool = True, models: bool = True, probe: bool = False) -> APIRouter:
     """``probe`` adds ``GET /health`` (the app already answers it at the root)."""
     router = APIRouter(route_class=dialect_route(render_error), tags=["ImagineArt"])
     if images:
-        router.add_api_route("/v1/images/generations", generate_image, methods=["POST"])
-        router.add_api_route("/v1/images/edits", edit_image, methods=["POST"])
+        for path, endpoint, body in (
+            ("/v1/images/generations", generate_image, GENERATION_BODY),
+            ("/v1/images/edits", edit_image, EDIT_BODY),
+        ):
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=["POST"],
+                response_class=Response,  # the 200 is PNG bytes, not JSON
+                openapi_extra=openapi.request_body(body),
+                responses={**IMAGE_OK, **ERROR_RESPONSES},
+            )
     if models:
-        router.add_api_route("/v1/models", list_models, methods=["GET"])
+        router.add_api_route(
+            "/v1/models",
+            list_models,
+            methods=["GET"],
+            responses={**openapi.ok("The two models and their parameters.", ImagineArtModelList), **ERROR_RESPONSES},
+        )
     if probe:
         router.add_api_route("/health", health, methods=["GET"])
     return router

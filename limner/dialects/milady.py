@@ -18,25 +18,20 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic.json_schema import SkipJsonSchema
 
 from limner.core.errors import InsufficientCredits, InvalidImage, InvalidRequest, LimnerError, retry_after_seconds
 from limner.core.models import ImageRequest, ImageResult, SizeSpec
-from limner.core.styles import PRESETS
-from limner.dialects.base import dialect_route, read_json, validate
+from limner.dialects.images import encoded
+from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state
+from limner.http.errors import error_response, lookup
+from limner.http.routing import dialect_route, read_json, validate
 from limner.http.urls import absolute
 
 DIALECT = "milady"
 DEFAULT_MODEL = "google/gemini-2.5-flash-image"
-MODELS = (
-    "google/gemini-2.5-flash-image",
-    "google/gemini-3.1-flash-image-preview",
-    "google/gemini-3-pro-image",
-    "openai/gpt-5-nano",
-    "bfl/flux-kontext-max",
-)
-"""The reference's model list; any other catalog name works too, unknown ones are 400 "Invalid model"."""
 RESOLUTION = "1K"
 """Milady has no size field: outputs are about one megapixel, like the Gemini image models it fronts."""
 AspectRatio = Literal["1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21"]
@@ -55,6 +50,30 @@ class GenerateImageParams(BaseModel):
     numImages: int = Field(1, ge=1, le=4)
     stylePreset: StrictStr | None = None
     sourceImage: StrictStr | None = None
+
+
+class MiladyImage(BaseModel):
+    url: str | None = Field(description="A signed link to the image; null when storing it failed.")
+    text: str = Field(description="Text the model answered alongside the image, if any.")
+    mimeType: str
+    fileSize: int = Field(description="Size of the image in bytes.")
+    image: str | SkipJsonSchema[None] = Field(
+        None, description="Only when storing failed: the image as a base64 data URL (url is then null)."
+    )
+
+
+class MiladyImagesResponse(BaseModel):
+    images: list[MiladyImage]
+    numImages: int
+
+
+class MiladyErrorResponse(BaseModel):
+    """``{"error": "<message>", "code": ...}``, plus ``required`` (402) and ``retryAfter`` (429)."""
+
+    error: str = Field(description='The message; starts "Invalid prompt", "Invalid model" or "Generation failed".')
+    code: str = Field(description="limner's stable error code.")
+    required: float | SkipJsonSchema[None] = Field(None, description="402 only: the credits the request needs.")
+    retryAfter: int | SkipJsonSchema[None] = Field(None, description="429 only: seconds to wait before retrying.")
 
 
 class _AnyObject(BaseModel):
@@ -89,21 +108,19 @@ _GENERATION_FAILED = frozenset({"model_error", "model_not_available", "model_aut
 
 def render_error(error: LimnerError, request_id: str) -> Response:
     """``{"error": message, "code": code}`` with ``required`` (402) and ``retryAfter`` (429)."""
-    status = ERROR_STATUS.get(error.code, error.status)
+    status = lookup(ERROR_STATUS, error)
     message = error.message
     if error.code == "model_not_found":
         message = f"Invalid model: {message}"
     elif error.code in _GENERATION_FAILED:
         message = f"Generation failed: {message}"
     body: dict[str, Any] = {"error": message, "code": error.code}
-    headers = {}
     if isinstance(error, InsufficientCredits):
         body["required"] = error.required
     retry = retry_after_seconds(error)
     if retry is not None:
         body["retryAfter"] = retry
-        headers["Retry-After"] = str(retry)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return error_response(body, status, error)
 
 
 def parse(data: dict[str, Any]) -> GenerateImageParams:
@@ -114,11 +131,6 @@ def parse(data: dict[str, Any]) -> GenerateImageParams:
     if "model" in data and (not isinstance(data["model"], str) or not data["model"].strip()):
         raise InvalidRequest("Invalid model: model must be a non-empty string.", param="model")
     params = validate(GenerateImageParams, data)
-    if params.stylePreset is not None and params.stylePreset not in PRESETS:
-        raise InvalidRequest(
-            f"Invalid stylePreset '{params.stylePreset}'. Available presets: {', '.join(PRESETS)}.",
-            param="stylePreset",
-        )
     if params.sourceImage is not None and not _DATA_URL.match(params.sourceImage):
         raise InvalidImage(
             "sourceImage must be a base64 data URL: data:{mimeType};base64,{base64Data}.", param="sourceImage"
@@ -161,12 +173,21 @@ async def generate_image(request: Request) -> Response:
     params = parse((await read_json(request, _AnyObject)).model_dump())
     image_request = to_image_request(params, get_consumer(request))
     if params.sourceImage is not None:
-        image_request.images = [await state.loader.load(params.sourceImage, "sourceImage", param="sourceImage")]
+        image_request.images = encoded([params.sourceImage], label="sourceImage", param="sourceImage")
     result = await state.service.run(image_request, current_request_id())
     return render_result(result, request, state)
 
 
 def build_router() -> APIRouter:
     router = APIRouter(route_class=dialect_route(render_error), tags=["Milady"])
-    router.add_api_route("/api/v1/generate-image", generate_image, methods=["POST"])
+    router.add_api_route(
+        "/api/v1/generate-image",
+        generate_image,
+        methods=["POST"],
+        openapi_extra=openapi.request_body(openapi.json_body(GenerateImageParams, name="MiladyGenerateImageParams")),
+        responses={
+            **openapi.ok("The images, each with a signed URL.", MiladyImagesResponse),
+            **openapi.error_responses(MiladyErrorResponse, openapi.statuses(ERROR_STATUS)),
+        },
+    )
     return router

@@ -16,15 +16,18 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
-from limner.core.errors import InvalidRequest, LimnerError, retry_after_seconds
-from limner.core.models import ImageRequest, ImageResult, SizeSpec, SourceImage
+from limner.core.errors import InvalidRequest, LimnerError
+from limner.core.models import ImageRequest, ImageResult, SizeSpec
 from limner.core.sizes import parse_size
-from limner.dialects.base import FormBody, dialect_route, read_form, read_json, validate
+from limner.dialects.images import MAX_INPUT_IMAGES, uploads
 from limner.dialects.openai_stream import stream_images
-from limner.engines.catalog import Catalog
+from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state
+from limner.http.errors import error_response, lookup
+from limner.http.routing import FormBody, dialect_route, read_form, read_json, validate
 from limner.http.urls import absolute
 
 DIALECT = "openai"
@@ -70,6 +73,57 @@ class VariationParams(_Params):
     pass
 
 
+class ImageObject(BaseModel):
+    """One image of an answer: ``url`` or ``b64_json``, as ``response_format`` asked."""
+
+    url: str | SkipJsonSchema[None] = Field(
+        None, description="The image's signed URL (response_format url); it expires."
+    )
+    b64_json: str | SkipJsonSchema[None] = Field(
+        None, description="The image, base64-encoded (response_format b64_json)."
+    )
+    revised_prompt: str | SkipJsonSchema[None] = Field(
+        None, description="The prompt the model used, when it rewrote it."
+    )
+    seed: int | None = Field(None, description="limner extension: the seed that reproduces this image.")
+
+
+class ImagesResponse(BaseModel):
+    """The answer of generations, edits and variations (and AIGNE Hub's)."""
+
+    created: int = Field(description="Unix seconds when the images were made.")
+    data: list[ImageObject]
+    output_format: Literal["png", "jpeg", "webp"]
+    size: str = Field(description="WIDTHxHEIGHT of the images.")
+    quality: str | SkipJsonSchema[None] = None
+    background: str | SkipJsonSchema[None] = None
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str = Field(description="OpenAI's error class, e.g. invalid_request_error, insufficient_quota.")
+    param: str | None = Field(description="The request field at fault, if one is.")
+    code: str | None = Field(description="A stable, machine-readable cause.")
+
+
+class OpenAIErrorResponse(BaseModel):
+    """``{"error": {...}}``, which the ``openai`` SDK raises as the exception class for its status."""
+
+    error: OpenAIError
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelObject]
+
+
 # limner code -> (HTTP status, OpenAI error type, OpenAI error code)
 ERROR_MAP: dict[str, tuple[int, str, str | None]] = {
     "invalid_request": (400, "invalid_request_error", "invalid_value"),
@@ -95,17 +149,12 @@ ERROR_MAP: dict[str, tuple[int, str, str | None]] = {
 
 def error_body(error: LimnerError) -> dict[str, Any]:
     """``{"error": {"message", "type", "param", "code"}}``, as OpenAI's responses and streams carry it."""
-    _, kind, code = ERROR_MAP.get(error.code, (error.status, "server_error", error.code))
+    _, kind, code = lookup(ERROR_MAP, error)
     return {"error": {"message": error.message, "type": kind, "param": error.param, "code": code}}
 
 
 def render_error(error: LimnerError, request_id: str) -> Response:
-    status = ERROR_MAP.get(error.code, (error.status, "", None))[0]
-    headers = {}
-    retry = retry_after_seconds(error)
-    if retry is not None:
-        headers["Retry-After"] = str(retry)
-    return JSONResponse(error_body(error), status_code=status, headers=headers)
+    return error_response(error_body(error), lookup(ERROR_MAP, error)[0], error)
 
 
 def _common(params: _Params, consumer: str, prompt: str) -> ImageRequest:
@@ -132,7 +181,6 @@ def _common(params: _Params, consumer: str, prompt: str) -> ImageRequest:
         output_compression=params.output_compression,
         background=params.background,
         quality=params.quality,
-        user=params.user,
         consumer=consumer,
         partial_images=(params.partial_images or 0) if params.stream else 0,
     )
@@ -177,19 +225,11 @@ async def create_image(request: Request) -> Response:
     state = get_state(request)
     params = await read_json(request, GenerationParams)
     image_request = _common(params, get_consumer(request), params.prompt)
-    image_request.options.update({"style": params.style, "quality": params.quality})
+    image_request.rendering_style = params.style
     if params.stream:
         return await stream_images(state.service, image_request, "image_generation", error_body)
     result = await state.service.run(image_request, current_request_id())
     return render_result(result, response_format_for(params), request, state)
-
-
-async def _load_uploads(state: AppState, form: FormBody, names: tuple[str, ...], label: str) -> list[SourceImage]:
-    uploads = [upload for name in names for upload in form.files.get(name, [])]
-    return [
-        await state.loader.load(upload.data, f"{label} {index}" if len(uploads) > 1 else label, param=upload.field)
-        for index, upload in enumerate(uploads, start=1)
-    ]
 
 
 async def edit_image(request: Request) -> Response:
@@ -201,12 +241,12 @@ async def edit_image(request: Request) -> Response:
 
 async def edit_from_form(request: Request, state: AppState, form: FormBody) -> Response:
     params = validate(EditParams, form.scalars())
-    images = await _load_uploads(state, form, ("image", "image[]"), "image")
+    images = uploads(form, "image", "image[]")
     if not images:
         raise InvalidRequest("Missing required parameter: 'image'.", param="image")
-    if len(images) > 16:
-        raise InvalidRequest("At most 16 images can be edited at once.", param="image")
-    masks = await _load_uploads(state, form, ("mask",), "mask")
+    if len(images) > MAX_INPUT_IMAGES:
+        raise InvalidRequest(f"At most {MAX_INPUT_IMAGES} images can be edited at once.", param="image")
+    masks = uploads(form, "mask", label="mask")
     image_request = _common(params, get_consumer(request), params.prompt)
     image_request.images = images
     image_request.mask = masks[0] if masks else None
@@ -222,7 +262,7 @@ async def create_variation(request: Request) -> Response:
     state = get_state(request)
     form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
     params = validate(VariationParams, form.scalars())
-    images = await _load_uploads(state, form, ("image",), "image")
+    images = uploads(form, "image")
     if len(images) != 1:
         raise InvalidRequest("Variations take exactly one 'image' file.", param="image")
     image_request = _common(params, get_consumer(request), "")
@@ -232,9 +272,9 @@ async def create_variation(request: Request) -> Response:
     return render_result(result, response_format_for(params), request, state)
 
 
-def model_object(model_id: str, catalog: Catalog, created: int) -> dict[str, Any]:
-    entry = catalog.resolve(model_id)
-    return {"id": model_id, "object": "model", "created": created, "owned_by": entry.owned_by}
+def model_object(model_id: str, state: AppState) -> dict[str, Any]:
+    info = state.service.describe(model_id)
+    return {"id": model_id, "object": "model", "created": state.started, "owned_by": info.owned_by}
 
 
 async def list_models(request: Request) -> Response:
@@ -244,22 +284,76 @@ async def list_models(request: Request) -> Response:
 
 
 def models_payload(state: AppState) -> list[dict[str, Any]]:
-    return [model_object(name, state.catalog, state.started) for name in state.catalog.names()]
+    return [model_object(name, state) for name in state.service.model_names()]
 
 
 async def retrieve_model(request: Request, model_id: str) -> Response:
     """One model by id or alias."""
     state = get_state(request)
-    return JSONResponse(model_object(model_id, state.catalog, state.started))
+    return JSONResponse(model_object(model_id, state))
+
+
+GENERATION_BODY = openapi.json_body(GenerationParams, name="OpenAIGenerationParams")
+EDIT_BODY = openapi.form_body(
+    EditParams,
+    name="OpenAIEditForm",
+    files=[
+        openapi.FileField("image", "The image(s) to edit, composed in order.", max_items=MAX_INPUT_IMAGES),
+        openapi.FileField(
+            "image[]", "The same as image (the name SDKs use for several).", required=False, max_items=MAX_INPUT_IMAGES
+        ),
+        openapi.FileField("mask", "Transparent where the image should change (PNG).", required=False),
+    ],
+)
+VARIATION_BODY = openapi.form_body(
+    VariationParams, name="OpenAIVariationForm", files=[openapi.FileField("image", "The image to vary.")]
+)
+ERROR_RESPONSES = openapi.error_responses(OpenAIErrorResponse, openapi.statuses(ERROR_MAP))
+IMAGES_OK = openapi.ok(
+    "The images (stream true: server-sent events, see below).",
+    ImagesResponse,
+    content=openapi.event_stream(
+        "stream true: <kind>.partial_image events (partial_images of them), then <kind>.completed per image, "
+        "kind being image_generation or image_edit; an error after the start is an error event."
+    ),
+)
 
 
 def build_router(*, images: bool = True, models: bool = True) -> APIRouter:
     router = APIRouter(route_class=dialect_route(render_error), tags=["OpenAI"])
     if images:
-        router.add_api_route("/v1/images/generations", create_image, methods=["POST"])
-        router.add_api_route("/v1/images/edits", edit_image, methods=["POST"])
-    router.add_api_route("/v1/images/variations", create_variation, methods=["POST"])
+        router.add_api_route(
+            "/v1/images/generations",
+            create_image,
+            methods=["POST"],
+            openapi_extra=openapi.request_body(GENERATION_BODY),
+            responses={**IMAGES_OK, **ERROR_RESPONSES},
+        )
+        router.add_api_route(
+            "/v1/images/edits",
+            edit_image,
+            methods=["POST"],
+            openapi_extra=openapi.request_body(EDIT_BODY),
+            responses={**IMAGES_OK, **ERROR_RESPONSES},
+        )
+    router.add_api_route(
+        "/v1/images/variations",
+        create_variation,
+        methods=["POST"],
+        openapi_extra=openapi.request_body(VARIATION_BODY),
+        responses={**openapi.ok("The variations.", ImagesResponse), **ERROR_RESPONSES},
+    )
     if models:
-        router.add_api_route("/v1/models", list_models, methods=["GET"])
-    router.add_api_route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"])
+        router.add_api_route(
+            "/v1/models",
+            list_models,
+            methods=["GET"],
+            responses={**openapi.ok("Every model name.", ModelList), **ERROR_RESPONSES},
+        )
+    router.add_api_route(
+        "/v1/models/{model_id:path}",
+        retrieve_model,
+        methods=["GET"],
+        responses={**openapi.ok("The model.", ModelObject), **ERROR_RESPONSES},
+    )
     return router

@@ -25,17 +25,17 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import Response
 
 from limner.core.errors import LimnerError
-from limner.core.jobs import Preview
 from limner.core.models import ImageRequest, ImageResult
-from limner.core.service import ImageService
 from limner.http.context import current_request_id
-from limner.http.streaming import SSE_COMMENT, RunningJob, event_stream, sse, start_job
+from limner.http.streaming import event_stream, job_events, sse, start_job
+from limner.service.image_service import ImageService
+from limner.service.jobs import Preview
 
 StreamKind = Literal["image_generation", "image_edit"]
 ErrorBody = Callable[[LimnerError], dict[str, Any]]
@@ -49,7 +49,14 @@ async def stream_images(service: ImageService, request: ImageRequest, kind: Stre
     """Start the job, then answer its events as a stream (errors until it is accepted are raised).
     ``errors`` is the dialect's ``{"error": {...}}`` body for an error, sent as ``event: error``."""
     running = await start_job(service, request, current_request_id())
-    return event_stream(_events(running, request, kind, errors))
+    return event_stream(
+        job_events(
+            running,
+            on_event=lambda event: _partials(event.preview, request, kind) if event.preview is not None else [],
+            on_result=lambda result: _completed(result, request, kind),
+            on_error=lambda error: sse("error", {"type": "error", **errors(error)}),
+        )
+    )
 
 
 def _settings(request: ImageRequest, size: tuple[int, int]) -> dict[str, Any]:
@@ -92,22 +99,3 @@ def _completed(result: ImageResult, request: ImageRequest, kind: StreamKind) -> 
         )
         for image in result.images
     ]
-
-
-async def _events(
-    running: RunningJob, request: ImageRequest, kind: StreamKind, errors: ErrorBody
-) -> AsyncIterator[bytes]:
-    try:
-        async for item in running:
-            if item is None:
-                yield SSE_COMMENT
-            elif isinstance(item, ImageResult):
-                for event in _completed(item, request, kind):
-                    yield event
-            elif item.preview is not None:
-                for event in _partials(item.preview, request, kind):
-                    yield event
-    except LimnerError as error:
-        yield sse("error", {"type": "error", **errors(error)})
-    finally:
-        await running.cancel()

@@ -15,33 +15,59 @@ type) use ``render_either``: one envelope with OpenAI's and ImagineArt's fields,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, RootModel
 
-from limner.core.errors import InvalidRequest, LimnerError, retry_after_seconds
+from limner.core.errors import InvalidRequest, LimnerError
 from limner.dialects import imagineart, openai
-from limner.dialects.base import FormBody, dialect_route, read_form, rendered
+from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import get_state
+from limner.http.errors import error_response, lookup
+from limner.http.routing import FormBody, dialect_route, read_form, rendered
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 IMAGINEART_EDIT_FIELDS = frozenset({"aspect_ratio", "resolution"})
 
 
+class EitherError(BaseModel):
+    message: str
+    type: str = Field(description="OpenAI's error class.")
+    param: str | None
+    code: str = Field(description="ImagineArt's error code.")
+    request_id: str
+
+
+class EitherErrorResponse(BaseModel):
+    """Errors raised before a dialect is chosen: OpenAI's fields and ImagineArt's, so both SDKs read it."""
+
+    error: EitherError
+
+
+class SharedErrorResponse(
+    RootModel[openai.OpenAIErrorResponse | imagineart.ImagineArtErrorResponse | EitherErrorResponse]
+):
+    """OpenAI's envelope for a JSON request or an OpenAI edit, ImagineArt's for its forms, else both in one."""
+
+
+class SharedModelList(BaseModel):
+    """Every catalog model; the ImagineArt ones first, with their name, modality and parameters."""
+
+    object: Literal["list"]
+    data: list[imagineart.ImagineArtModel | openai.ModelObject]
+
+
 def render_either(error: LimnerError, request_id: str) -> Response:
     """``{"error": {"message", "type", "param", "code", "request_id"}}``: OpenAI's fields and ImagineArt's."""
-    status, code = imagineart.ERROR_MAP.get(error.code, (500, "internal_error"))
-    kind = openai.ERROR_MAP.get(error.code, (status, "server_error", None))[1]
-    headers = {}
-    retry = retry_after_seconds(error)
-    if retry is not None:
-        headers["Retry-After"] = str(retry)
+    status, code = lookup(imagineart.ERROR_MAP, error)
+    kind = lookup(openai.ERROR_MAP, error)[1]
     body = {
         "error": {"message": error.message, "type": kind, "param": error.param, "code": code, "request_id": request_id}
     }
-    return JSONResponse(body, status_code=status, headers=headers)
+    return error_response(body, status, error)
 
 
 def _media_type(request: Request) -> str:
@@ -98,9 +124,39 @@ async def list_models(request: Request) -> Response:
     return await rendered(render_either, build())
 
 
+ERROR_RESPONSES = openapi.error_responses(
+    SharedErrorResponse, openapi.statuses(openai.ERROR_MAP) + openapi.statuses(imagineart.ERROR_MAP)
+)
+IMAGES_OK = openapi.merge_responses(
+    openai.IMAGES_OK,
+    imagineart.IMAGE_OK,
+    description="OpenAI: the images as JSON (stream true: server-sent events). "
+    "ImagineArt: the PNG itself, its seed, model and size in the headers.",
+)
+
+
 def build_router() -> APIRouter:
     router = APIRouter(route_class=dialect_route(render_either), tags=["OpenAI", "ImagineArt"])
-    router.add_api_route("/v1/images/generations", create_image, methods=["POST"])
-    router.add_api_route("/v1/images/edits", edit_image, methods=["POST"])
-    router.add_api_route("/v1/models", list_models, methods=["GET"])
+    router.add_api_route(
+        "/v1/images/generations",
+        create_image,
+        methods=["POST"],
+        summary="Create images: OpenAI (JSON body) or ImagineArt (multipart body)",
+        openapi_extra=openapi.request_body(openai.GENERATION_BODY, imagineart.GENERATION_BODY),
+        responses={**IMAGES_OK, **ERROR_RESPONSES},
+    )
+    router.add_api_route(
+        "/v1/images/edits",
+        edit_image,
+        methods=["POST"],
+        summary="Edit images: OpenAI (image / image[] parts) or ImagineArt (images parts)",
+        openapi_extra=openapi.request_body(openai.EDIT_BODY, imagineart.EDIT_BODY),
+        responses={**IMAGES_OK, **ERROR_RESPONSES},
+    )
+    router.add_api_route(
+        "/v1/models",
+        list_models,
+        methods=["GET"],
+        responses={**openapi.ok("Every model, in both dialects' shapes.", SharedModelList), **ERROR_RESPONSES},
+    )
     return router

@@ -9,33 +9,9 @@ To implement one: subclass ``Engine``, describe what it can do in ``capabilities
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from types import TracebackType
 
-from limner.core.models import EngineRequest, GeneratedImage, Mode
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What an engine accepts; the service checks requests against it before any work starts."""
-
-    modes: frozenset[Mode] = frozenset({Mode.GENERATE})
-    max_images: int = 10
-    max_input_images: int = 1
-    supports_mask: bool = False
-    supports_seed: bool = True
-    supports_negative_prompt: bool = True
-    default_size: tuple[int, int] = (512, 512)
-    min_side: int = 64
-    max_side: int = 2048
-    size_multiple: int = 8
-    max_pixels: int = 2048 * 2048
-    allowed_sizes: tuple[tuple[int, int], ...] = ()
-    """When set, only these exact sizes are accepted (e.g. DALL-E 2's three squares)."""
-    native_size: tuple[int, int] | None = None
-    """When set, the engine always generates at this size and limner scales to the request."""
-    default_steps: int | None = None
-    extras: dict[str, str] = field(default_factory=dict)
+from limner.core.models import Capabilities, EngineRequest, GeneratedImage
 
 
 class Engine(ABC):

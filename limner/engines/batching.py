@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from limner.core.errors import ModelError
-from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.base import Capabilities, Engine
+from limner.core.models import Capabilities, EngineRequest, GeneratedImage, Mode
+from limner.engines.base import Engine
 
 T = TypeVar("T")
 IDLE_WINDOW = 0.002
@@ -89,7 +89,10 @@ def batch_key(request: EngineRequest) -> tuple[Any, ...] | None:
         request.guidance,
         request.negative_prompt,
         request.upstream_model,
-        tuple(sorted(request.options.items())) if request.options else (),
+        request.quality,
+        request.background,
+        request.rendering_style,
+        request.effort,
     )
 
 

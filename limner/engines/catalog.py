@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from limner.builtin import BUILTIN_MODEL_DIR
 from limner.core.errors import ModelNotFound
-from limner.engines.base import Capabilities, Engine
+from limner.core.models import Capabilities
+from limner.engines.base import Engine
 
 BUILTIN_MODEL_ID = "limner-emoji-32"
 DIALECT_DEFAULT_ALIASES = (
@@ -37,10 +38,32 @@ DIALECT_DEFAULT_ALIASES = (
     "text-to-image",
     "image-edit",
 )
-UPSTREAM_ENGINES = frozenset({"openai", "gemini", "bfl", "aiml", "milady", "aigne", "imagineart"})
-"""Engines that call a hosted provider (``limner.engines.upstream``): no local hardware to protect."""
+UPSTREAM_PROVIDERS = {
+    "openai": "limner.engines.upstream.openai:OpenAIEngine",
+    "gemini": "limner.engines.upstream.gemini:GeminiEngine",
+    "bfl": "limner.engines.upstream.bfl:BflEngine",
+    "aiml": "limner.engines.upstream.aiml:AimlEngine",
+    "milady": "limner.engines.upstream.milady:MiladyEngine",
+    "aigne": "limner.engines.upstream.aigne:AigneEngine",
+    "imagineart": "limner.engines.upstream.imagineart:ImagineArtEngine",
+}
+"""The engines that call a hosted provider (``limner.engines.upstream``), by catalog ``engine`` name, with the
+class each is built from (imported on first use). They guard no local hardware, so they get many slots."""
 UPSTREAM_CONCURRENCY = 32
 """Default ``max_concurrency`` of an upstream entry: waiting on a network call costs limner almost nothing."""
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "path": BUILTIN_MODEL_DIR,
+    "default_steps": 20,
+    "default_guidance": 4.0,
+    "default_strength": 0.6,
+    "default_size": (1024, 1024),
+    "native_size": (32, 32),
+    "style_postprocess": True,
+    "max_queue": 32,
+    "batch_window_ms": 25.0,
+    "max_batch_images": 16,
+}
+"""What an ``engine = "builtin"`` entry leaves unset: the shipped directory and the settings it was trained for."""
 
 
 class ModelEntry(BaseModel):
@@ -85,7 +108,7 @@ class ModelEntry(BaseModel):
     owned_by: str = "limner"
     options: dict[str, Any] = Field(default_factory=dict)
 
-    # Upstream providers (engine = openai | gemini | bfl | aiml | milady | aigne | imagineart)
+    # Upstream providers (engine = a key of UPSTREAM_PROVIDERS)
     provider_url: str | None = Field(None, description="Base URL of the provider's API; unset: its public one")
     upstream_model: str | None = Field(None, description="The provider's model id; unset: this entry's id")
     api_key_env: str | None = Field(None, description="Environment variable holding the provider credential")
@@ -106,9 +129,16 @@ class ModelEntry(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _upstream_defaults(self) -> ModelEntry:
-        """Upstream calls mostly wait on the network, so they default to many concurrent slots."""
-        if self.engine in UPSTREAM_ENGINES and "max_concurrency" not in self.model_fields_set:
+    def _engine_defaults(self) -> ModelEntry:
+        """Defaults that depend on the engine, for the fields an entry leaves unset.
+
+        The built-in model is one known directory with known settings, so ``engine = "builtin"`` alone serves it;
+        upstream calls mostly wait on the network, so they default to many concurrent slots."""
+        if self.engine == "builtin":
+            for field, value in BUILTIN_DEFAULTS.items():
+                if field not in self.model_fields_set:
+                    setattr(self, field, value)
+        if self.engine in UPSTREAM_PROVIDERS and "max_concurrency" not in self.model_fields_set:
             self.max_concurrency = UPSTREAM_CONCURRENCY
             if "max_queue" not in self.model_fields_set:
                 self.max_queue = 4 * UPSTREAM_CONCURRENCY
@@ -138,17 +168,6 @@ def default_models() -> list[ModelEntry]:
             name="limner emoji 32",
             description="limner's built-in 32x32 emoji diffusion model: offline, CPU, scaled to any size.",
             aliases=list(DIALECT_DEFAULT_ALIASES),
-            path=BUILTIN_MODEL_DIR,
-            default_steps=20,
-            default_guidance=4.0,
-            default_strength=0.6,
-            default_size=(1024, 1024),
-            native_size=(32, 32),
-            style_postprocess=True,
-            max_concurrency=1,
-            max_queue=32,
-            batch_window_ms=25.0,
-            max_batch_images=16,
         )
     ]
 
@@ -220,9 +239,6 @@ class Catalog:
         """The engines the factories built so far, by model id: the ones holding memory or connections
         (fallback wrappers hold neither, so they are not here)."""
         return dict(self._built)
-
-    def loaded(self) -> dict[str, bool]:
-        return {model_id: engine.loaded for model_id, engine in self._built.items()}
 
     async def aclose(self) -> None:
         engines, self._built, self._engines = list(self._built.values()), {}, {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +26,8 @@ from typing import Any
 from PIL import Image
 
 from limner.core.errors import InvalidRequest, LimnerError, ModelError, ModelNotAvailable, UnsupportedOperation
-from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.base import Capabilities, Engine
+from limner.core.models import Capabilities, EngineRequest, GeneratedImage, Mode
+from limner.engines.base import Engine
 from limner.engines.diffusers_loading import (
     DiffusersSettings,
     Pipeline,
@@ -123,10 +124,8 @@ class DiffusersEngine(Engine):
         path = settings.path.expanduser()
         if not path.exists():
             raise ModelNotAvailable(f"Model path {path} does not exist.")
-        try:
-            import torch
-        except ImportError as exc:
-            raise ModelNotAvailable("Local models need torch and diffusers: pip install 'limner[local]'.") from exc
+        if importlib.util.find_spec("torch") is None:
+            raise ModelNotAvailable("Local models need torch and diffusers: pip install 'limner[local]'.")
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
         try:
@@ -140,11 +139,6 @@ class DiffusersEngine(Engine):
                 pipe.enable_model_cpu_offload(device=device)
             else:
                 pipe.to(device)
-            if settings.compile:
-                for name in ("unet", "transformer"):
-                    module = getattr(pipe, name, None)
-                    if isinstance(module, torch.nn.Module):
-                        module.compile()
         except LimnerError:
             raise
         except Exception as exc:

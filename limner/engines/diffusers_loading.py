@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from limner.core.errors import ModelNotAvailable
-from limner.core.models import Mode
-from limner.engines.base import Capabilities
+from limner.core.models import Capabilities, Mode
 
 Pipeline = Any  # a diffusers.DiffusionPipeline; typed loosely so this module imports without diffusers
 
@@ -45,7 +44,6 @@ class DiffusersSettings:
     max_images: int = 4
     attention_slicing: bool = False
     cpu_offload: bool = False  # CUDA only: keep weights in RAM, move each model to the GPU while it runs
-    compile: bool = False  # torch.compile the denoiser (slow first call, faster after)
 
 
 def module_bytes(pipe: Pipeline) -> int:

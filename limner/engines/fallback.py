@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable
 
 from limner.core.errors import LimnerError, ModelError, RateLimited, Timeout
-from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.base import Capabilities, Engine
+from limner.core.models import Capabilities, EngineRequest, GeneratedImage, Mode
+from limner.engines.base import Engine
 
 log = logging.getLogger(__name__)
 

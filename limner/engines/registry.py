@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from limner.engines.base import Engine
-from limner.engines.catalog import EngineFactory, ModelEntry
+from limner.engines.catalog import UPSTREAM_PROVIDERS, EngineFactory, ModelEntry
 
 BUILTIN_PIPELINE = "limner.builtin.pipeline:EmojiDiffusionPipeline"
 
@@ -65,18 +65,6 @@ def _testpattern(entry: ModelEntry) -> Engine:
     return TestPatternEngine(delay=float(entry.options.get("delay", 0.0)), steps=entry.default_steps)
 
 
-UPSTREAM_CLASSES = {
-    "openai": "limner.engines.upstream.openai:OpenAIEngine",
-    "gemini": "limner.engines.upstream.gemini:GeminiEngine",
-    "bfl": "limner.engines.upstream.bfl:BflEngine",
-    "aiml": "limner.engines.upstream.aiml:AimlEngine",
-    "milady": "limner.engines.upstream.milady:MiladyEngine",
-    "aigne": "limner.engines.upstream.aigne:AigneEngine",
-    "imagineart": "limner.engines.upstream.imagineart:ImagineArtEngine",
-}
-"""Hosted providers (``limner.engines.upstream``); credentials are read when the engine is built."""
-
-
 def _upstream(target: str) -> EngineFactory:
     def build(entry: ModelEntry) -> Engine:
         module, _, name = target.partition(":")
@@ -92,5 +80,5 @@ def default_factories() -> dict[str, EngineFactory]:
         "diffusers": batched(_diffusers),
         "testpattern": batched(_testpattern),
     }
-    factories.update({name: _upstream(target) for name, target in UPSTREAM_CLASSES.items()})
+    factories.update({name: _upstream(target) for name, target in UPSTREAM_PROVIDERS.items()})
     return factories

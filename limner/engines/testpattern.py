@@ -15,8 +15,8 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
-from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.base import Capabilities, Engine
+from limner.core.models import Capabilities, EngineRequest, GeneratedImage, Mode
+from limner.engines.base import Engine
 
 DEFAULT_STEPS = 4
 """Pretend denoising steps when a request names none (progress and previews have something to show)."""

@@ -1,1 +1,3 @@
-"""HTTP plumbing shared by every dialect: request ids, state access, form and JSON parsing."""
+"""Everything FastAPI/Starlette that the dialects share: request ids and logging, auth, the route class
+and body reading (``routing``), error responses, SSE, disconnect handling, ``/media``, ``/v1/jobs``,
+``/admin``, ``/metrics``, ``/docs`` and the OpenAPI helpers."""

@@ -1,6 +1,6 @@
 """Everything a handler needs lives on ``app.state.limner``; these aliases make a signature its wiring.
 
-Authentication: every route built by ``limner.dialects.base.dialect_route`` is an ``AuthenticatedRoute``
+Authentication: every route built by ``limner.http.routing.dialect_route`` is an ``AuthenticatedRoute``
 (the bearer token is checked before the handler runs, errors rendered in the dialect's envelope);
 ``get_consumer`` then names the caller. Mark an endpoint that must stay open with ``@public``.
 """
@@ -12,16 +12,16 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from limner.accounts.auth import AuthenticatedRoute, authenticate, current_principal, public
-from limner.accounts.metrics import Metrics
 from limner.accounts.service import Accounts
 from limner.core.errors import LimnerError
-from limner.core.jobs import JobRegistry
-from limner.core.service import ImageService
 from limner.engines.catalog import Catalog
+from limner.http.auth import AuthenticatedRoute, authenticate, current_principal, public
 from limner.media.inputs import ImageLoader
 from limner.media.signing import UrlSigner
 from limner.media.store import MediaStore
+from limner.service.image_service import ImageService
+from limner.service.jobs import JobRegistry
+from limner.service.metrics import Metrics
 from limner.settings import Settings
 
 
@@ -58,7 +58,7 @@ def get_consumer(request: Request) -> str:
     if principal is None:
         raise LimnerError(
             "Internal error: this route is not behind limner's authentication "
-            "(build its router with limner.dialects.base.dialect_route)."
+            "(build its router with limner.http.routing.dialect_route)."
         )
     return principal.consumer
 

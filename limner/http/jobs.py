@@ -16,7 +16,7 @@ a running request that asked for some (OpenAI ``partial_images``); 404 before th
 
 Finished jobs stay readable for ten minutes (at most the last thousand). Only the consumer who made a
 job can read it; anyone else gets the same 404 as for an id that never existed. Errors use the
-OpenAI envelope, which is what most clients of this endpoint already read.
+envelope the app hands to ``build_router`` (OpenAI's, which most clients of this endpoint already read).
 """
 
 from __future__ import annotations
@@ -25,12 +25,30 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from limner.core.errors import NotFound
-from limner.core.jobs import Job
-from limner.dialects import openai
-from limner.dialects.base import dialect_route
+from limner.http import openapi
 from limner.http.deps import get_consumer, get_state
+from limner.http.routing import ErrorRenderer, dialect_route
+from limner.service.jobs import Job, JobState
+
+
+class JobStatus(BaseModel):
+    """The body of ``GET /v1/jobs/{id}`` (see the module doc)."""
+
+    id: str
+    model: str
+    status: JobState
+    queue_position: int | None = Field(description="1-based place in the model's line while queued, else null.")
+    step: int
+    total_steps: int | None
+    eta_seconds: float | None = Field(description="A rough estimate from the model's recent pace; null if unknown.")
+    created_at: float = Field(description="Unix seconds.")
+    started_at: float | None
+    finished_at: float | None
+    error: str | SkipJsonSchema[None] = Field(None, description="failed only: the error code.")
 
 
 def job_status(job: Job) -> dict[str, Any]:
@@ -78,8 +96,29 @@ async def get_job_preview(request: Request, request_id: str) -> Response:
     return Response(preview.images[0], media_type=preview.mime_type, headers={"Cache-Control": "no-store"})
 
 
-def build_router() -> APIRouter:
-    router = APIRouter(route_class=dialect_route(openai.render_error), tags=["Jobs"])
-    router.add_api_route("/v1/jobs/{request_id}", get_job, methods=["GET"])
-    router.add_api_route("/v1/jobs/{request_id}/preview", get_job_preview, methods=["GET"])
+def build_router(
+    render_error: ErrorRenderer, error_responses: dict[int | str, dict[str, Any]] | None = None
+) -> APIRouter:
+    """The jobs routes, their errors in ``render_error``'s envelope (the app passes OpenAI's), documented
+    by ``error_responses``."""
+    router = APIRouter(route_class=dialect_route(render_error), tags=["Jobs"])
+    errors = error_responses or {}
+    router.add_api_route(
+        "/v1/jobs/{request_id}",
+        get_job,
+        methods=["GET"],
+        responses={**openapi.ok("Where the request stands.", JobStatus), **errors},
+    )
+    router.add_api_route(
+        "/v1/jobs/{request_id}/preview",
+        get_job_preview,
+        methods=["GET"],
+        response_class=Response,  # the 200 is image bytes
+        responses={
+            **openapi.ok(
+                "The newest partial image, in the request's output format.", content=openapi.binary("image/*")
+            ),
+            **errors,
+        },
+    )
     return router

@@ -16,8 +16,8 @@ from dataclasses import asdict
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from limner.accounts.metrics import refuse_without_metrics_token
 from limner.http.deps import get_state
+from limner.http.metrics import refuse_without_metrics_token
 
 router = APIRouter(tags=["Ops"])
 

@@ -20,15 +20,15 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
 
 from limner.core.errors import LimnerError
-from limner.core.jobs import JobEvent
 from limner.core.models import ImageRequest, ImageResult
-from limner.core.service import ImageService
+from limner.service.image_service import ImageService
+from limner.service.jobs import JobEvent
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ SSE_COMMENT = b": keep-alive\n\n"
 
 
 def event_stream(body: AsyncIterator[bytes]) -> StreamingResponse:
+    """``200 text/event-stream`` with ``body`` as it comes, unbuffered."""
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -119,3 +120,30 @@ async def start_job(
         await running.cancel()
         raise
     return running
+
+
+OnEvent = Callable[[JobEvent], Iterable[bytes]]
+OnResult = Callable[[ImageResult], Iterable[bytes]]
+OnError = Callable[[LimnerError], bytes]
+
+
+async def job_events(
+    running: RunningJob, on_event: OnEvent, on_result: OnResult, on_error: OnError
+) -> AsyncIterator[bytes]:
+    """A running job as SSE bytes, in a dialect's words: each job event and the result through the
+    dialect's renderers, a comment for every idle heartbeat, an error as the dialect's error event.
+    However the stream ends (done, failed, or the client gone), the job is stopped and settled."""
+    try:
+        async for item in running:
+            if item is None:
+                yield SSE_COMMENT
+            elif isinstance(item, ImageResult):
+                for event in on_result(item):
+                    yield event
+            else:
+                for event in on_event(item):
+                    yield event
+    except LimnerError as error:
+        yield on_error(error)
+    finally:
+        await running.cancel()

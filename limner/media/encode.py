@@ -15,6 +15,7 @@ from PIL import Image, ImageColor
 from PIL.PngImagePlugin import PngImageFile, PngInfo
 
 from limner.core.errors import InvalidRequest, LimnerError
+from limner.core.imaging import has_alpha
 
 ImageFormat = Literal["png", "jpeg", "webp"]
 
@@ -51,14 +52,10 @@ def _matte(background: str | None) -> tuple[int, int, int]:
     return (red, green, blue)
 
 
-def _has_alpha(image: Image.Image) -> bool:
-    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
-
-
 def _prepare(image: Image.Image, fmt: ImageFormat, background: str | None) -> Image.Image:
     """RGB, or RGBA when the format and ``background`` allow alpha and the image has some."""
     matte = _matte(background)
-    if not _has_alpha(image):
+    if not has_alpha(image):
         return image if image.mode == "RGB" else image.convert("RGB")
     rgba = image if image.mode == "RGBA" else image.convert("RGBA")
     if fmt != "jpeg" and background in _KEEP_ALPHA:

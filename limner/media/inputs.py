@@ -21,6 +21,7 @@ import pillow_heif
 from PIL import Image, ImageOps
 
 from limner.core.errors import InvalidImage
+from limner.core.imaging import has_alpha
 from limner.core.models import SourceImage
 from limner.media.fetch import DEFAULT_MAX_BYTES, ImageFetcher, safe_url
 
@@ -111,7 +112,7 @@ class ImageDecoder:
                 raise invalid("image data is truncated or corrupt (could not decode)") from exc
             mime_type = _mime_type(opened, data)
             image = _upright(opened)
-        mode = "RGBA" if _has_alpha(image) else "RGB"
+        mode = "RGBA" if has_alpha(image) else "RGB"
         if image.mode != mode:
             try:
                 image = image.convert(mode)
@@ -133,10 +134,6 @@ def _upright(image: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except Exception:
         return image.copy()
-
-
-def _has_alpha(image: Image.Image) -> bool:
-    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
 
 
 def decode_base64(value: str | bytes, label: str, param: str | None = None) -> bytes:

@@ -7,16 +7,15 @@ check is just ``False``: callers answer 403/404 without saying whether the key e
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import secrets
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlencode
+
+from limner.core.files import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -83,22 +82,9 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     Creation is atomic and never overwrites: concurrent first starts all end up with the same secret.
     Replicas that serve each other's URLs must share this file (or configure the secret explicitly).
     """
-    data_dir = Path(data_dir)
-    path = data_dir / SECRET_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{SECRET_FILE}.", suffix=".tmp")  # mode 0600
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(secrets.token_bytes(SECRET_BYTES))
-                file.flush()
-                os.fsync(file.fileno())
-            with contextlib.suppress(FileExistsError):  # another process won the race: use its secret
-                os.link(tmp, path)
-                logger.info("created a new media signing secret in %s", path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    path = Path(data_dir) / SECRET_FILE
+    if write_atomically(path, secrets.token_bytes(SECRET_BYTES), mode=0o600, overwrite=False):
+        logger.info("created a new media signing secret in %s", path)
     if path.stat().st_mode & 0o077:
         logger.warning("%s is readable by other users; chmod 600 it", path)
     secret = path.read_bytes()

@@ -2,20 +2,17 @@
 
 Images are content-addressed (``sha256(bytes) + extension``), so storing the same bytes twice is a
 no-op and a key can never point at different content. Each key has a JSON sidecar naming the
-consumers that own it. Writes are atomic (a temp file in the same directory, then ``os.replace``):
+consumers that own it. Writes are atomic (:func:`limner.core.files.write_atomically`):
 a crash leaves either the old state or the new one, never a half-written file under a real name.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -23,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from limner.core.errors import InvalidRequest, LimnerError, NotFound
+from limner.core.files import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -144,10 +142,8 @@ class LocalMediaStore(MediaStore):
 
     def _put_sync(self, path: Path, data: bytes, owner: str) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.is_file():
-                # Concurrent writers of the same key write the same bytes: last replace wins harmlessly.
-                _write_atomic(path, data)
+            if not path.is_file():  # concurrent writers of one key write the same bytes: the last one harmlessly wins
+                write_atomically(path, data)
             with self._lock:
                 sidecar = self._sidecar(path)
                 meta = self._read_meta(sidecar)
@@ -156,7 +152,7 @@ class LocalMediaStore(MediaStore):
                     return
                 meta.setdefault("created", time.time())
                 meta["owners"] = sorted(owners | {owner})
-                _write_atomic(sidecar, json.dumps(meta, sort_keys=True).encode())
+                write_atomically(sidecar, json.dumps(meta, sort_keys=True).encode())
         except OSError as exc:
             logger.error("media store could not write %s: %s", path.name, exc)
             raise LimnerError("the media store could not write the image") from exc
@@ -174,7 +170,7 @@ class LocalMediaStore(MediaStore):
                 owners.discard(owner)
                 if owners:
                     meta["owners"] = sorted(owners)
-                    _write_atomic(sidecar, json.dumps(meta, sort_keys=True).encode())
+                    write_atomically(sidecar, json.dumps(meta, sort_keys=True).encode())
                     return True
             # Data first: a crash in between leaves an orphan sidecar, never unowned visible media.
             path.unlink(missing_ok=True)
@@ -191,33 +187,3 @@ class LocalMediaStore(MediaStore):
             logger.warning("media store ignoring unreadable sidecar %s: %s", sidecar.name, exc)
             return {}
         return meta if isinstance(meta, dict) else {}
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see all of it or none of it, even across a crash."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable; not every platform lets a directory be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

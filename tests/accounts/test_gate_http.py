@@ -150,3 +150,24 @@ def test_price_scales_with_size_and_quality_and_unmetered_consumers_are_free_to_
     bob = [r for r in usage_rows(app) if r.consumer == "bob"]
     assert [r.cost for r in bob] == [3 * MICROS] * 3, "unmetered usage still records what it would cost"
     assert {r.token_id for r in bob} != {None}
+
+
+def test_admission_comes_before_decoding_input_images(priced: Settings) -> None:
+    """Model checks and rate limits refuse a request before its images are decoded or fetched: a refused
+    request with a corrupt image says what refused it, not that the image is corrupt."""
+    token = provision(priced, "hasty", rpm=1)
+    corrupt = {"image": ("broken.png", b"\x89PNG\r\n\x1a\n not really a png", "image/png")}
+
+    def edit(url: str, model: str) -> httpx.Response:
+        data = {"model": model, "prompt": "x", "size": "256x256"}
+        return httpx.post(url + "/v1/images/edits", headers=bearer(token), data=data, files=corrupt, timeout=30)
+
+    with live_server(make_app(priced)) as url:
+        unknown = edit(url, "no-such-model")
+        first = edit(url, "pattern")  # admitted (the one request a minute), then refused for its image
+        limited = edit(url, "pattern")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    assert first.status_code == 400 and first.json()["error"]["code"] == "invalid_image"
+    assert "image: not a valid image file" in first.json()["error"]["message"]
+    assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limit_exceeded"
+    assert int(limited.headers["retry-after"]) >= 1

@@ -6,9 +6,8 @@ import pytest
 from PIL import Image
 
 from limner.core.errors import InvalidRequest
-from limner.core.models import SizeSpec
+from limner.core.models import Capabilities, SizeSpec
 from limner.core.sizes import fit_to_size, parse_aspect_ratio, parse_size, resolve_size
-from limner.engines.base import Capabilities
 
 SD = Capabilities(default_size=(512, 512), min_side=64, max_side=1024, size_multiple=8, max_pixels=1024 * 1024)
 NATIVE = Capabilities(default_size=(1024, 1024), native_size=(32, 32))

@@ -13,7 +13,7 @@ from fastapi import Response
 
 from limner.core import errors
 from limner.core.errors import LimnerError
-from limner.dialects import aiml, imagineart, milady, shared_paths
+from limner.dialects import aiml, imagineart, milady, openai, shared_paths
 
 
 def error_classes() -> list[type[LimnerError]]:
@@ -43,8 +43,18 @@ def body(response: Response) -> Any:
 
 def test_the_error_tree_is_what_the_maps_cover() -> None:
     assert len(ALL_CODES) == 18
-    for table in (aiml.ERROR_MAP, milady.ERROR_STATUS, imagineart.ERROR_MAP):
+    assert sorted(errors.ERROR_CODES) == ALL_CODES
+    for table in (aiml.ERROR_MAP, milady.ERROR_STATUS, imagineart.ERROR_MAP, openai.ERROR_MAP):
         assert sorted(table) == ALL_CODES, "every limner code is mapped explicitly"
+
+
+@pytest.mark.parametrize("render", [openai.render_error, aiml.render_error, imagineart.render_error])
+def test_a_code_outside_the_tree_falls_back_to_the_internal_error_row(render: Any) -> None:
+    stray = LimnerError("odd")
+    stray.code, stray.status = "stray", 418  # on the instance: no new class joins the tree for other tests
+    response = render(stray, "req_1")
+    assert response.status_code == 500
+    assert body(response)["error"]["code"] == "internal_error"
 
 
 # --- ImagineArt: exactly its table -----------------------------------------------------------------

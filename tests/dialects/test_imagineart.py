@@ -10,8 +10,9 @@ import pillow_heif
 import pytest
 from fastapi.testclient import TestClient
 
+from limner.core.imagineart import EDIT_RATIOS, GENERATE_RATIOS
 from limner.core.models import Mode, SizeSpec
-from limner.dialects.imagineart import EDIT_RATIOS, GENERATE_RATIOS, EditForm, GenerationForm, generation_request
+from limner.dialects.imagineart import EditForm, GenerationForm, generation_request
 from limner.media.encode import read_png_text
 from tests.dialects.conftest import decode, image_bytes
 from tests.support.fakes import RecordingEngine
@@ -153,7 +154,7 @@ def test_reasoning_high_doubles_the_denoising_steps(recording: TestClient, recor
     assert recorder.requests[-1].steps is None, "low: the model's default"
     recording.post(GENERATE, data={"prompt": "x", "resolution": "1K", "reasoning": "high"})
     assert recorder.requests[-1].steps == 20, "high: twice the default of 10"
-    assert recorder.requests[-1].options["reasoning"] == "high"
+    assert recorder.requests[-1].effort == "high"
 
 
 def test_bad_reasoning(client: TestClient) -> None:

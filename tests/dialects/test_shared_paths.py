@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from limner.app import create_app
-from limner.dialects.base import FormBody, Upload
 from limner.dialects.shared_paths import is_imagineart_edit
+from limner.http.routing import FormBody, Upload
 from limner.settings import Settings
 from tests.dialects.conftest import decode, image_bytes
 

@@ -12,17 +12,32 @@ from PIL import Image
 from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.base import Engine
 from limner.engines.batching import BatchingEngine
-from limner.engines.testpattern import TestPatternEngine
+from limner.engines.testpattern import TestPatternEngine as PatternEngine
 
 
-class CountingEngine(TestPatternEngine):
-    def __init__(self, delay: float = 0.0) -> None:
-        super().__init__(delay)
+class CountingEngine(PatternEngine):
+    def __init__(self) -> None:
+        super().__init__()
         self.requests: list[EngineRequest] = []
 
     async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
         self.requests.append(request)
         return await super().generate(request)
+
+
+class GatedEngine(CountingEngine):
+    """Busy from the moment a call arrives (``entered``) until the test opens ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
+        self.requests.append(request)
+        self.entered.set()
+        await self.gate.wait()
+        return await PatternEngine.generate(self, request)
 
 
 def req(prompt: str, seeds: list[int], **extra: object) -> EngineRequest:
@@ -35,7 +50,7 @@ async def test_compatible_requests_run_as_one_call_with_their_own_images() -> No
     results = await asyncio.gather(engine.generate(req("apple", [1, 2])), engine.generate(req("heart", [7])))
     assert len(inner.requests) == 1
     assert inner.requests[0].prompts == ("apple", "apple", "heart") and inner.requests[0].seeds == [1, 2, 7]
-    alone = await TestPatternEngine().generate(req("heart", [7]))
+    alone = await PatternEngine().generate(req("heart", [7]))
     assert results[1][0].image.tobytes() == alone[0].image.tobytes()
     assert [image.seed for image in results[0]] == [1, 2]
 
@@ -54,14 +69,15 @@ async def test_incompatible_requests_do_not_share_and_full_batches_close() -> No
 
 
 async def test_a_cancelled_waiter_leaves_the_batch() -> None:
-    inner = CountingEngine(delay=0.1)
+    inner = GatedEngine()
     engine = BatchingEngine(inner, window=0.1, max_images=8)
     busy = asyncio.create_task(engine.generate(EngineRequest(Mode.GENERATE, "busy", 64, 32, [0])))
-    await asyncio.sleep(0.02)  # the engine is busy: the next batch waits its window, then for the engine
+    await inner.entered.wait()  # the engine is busy: the next batch waits its window, then for the engine
     leaving = asyncio.create_task(engine.generate(req("gone", [1])))
     staying = asyncio.create_task(engine.generate(req("here", [2])))
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(0)  # one turn of the loop: both join the open batch
     leaving.cancel()
+    inner.gate.set()
     [image] = await staying
     await busy
     assert inner.requests[1].prompts == ("here",)
@@ -131,28 +147,39 @@ async def test_previews_reach_each_member_of_a_batch_with_its_own_images() -> No
     assert seen["plain"] == []
 
 
-class SteppingEngine(TestPatternEngine):
+class SteppingEngine(PatternEngine):
     """Runs ``steps`` steps, asking ``rows_wanted`` before each as limner's own pipelines do, and returns
-    only the kept rows' images; records how many rows each step ran."""
+    only the kept rows' images; records how many rows each step ran. Before step ``pause_at`` (once) it
+    reports ``paused`` and waits for ``resume``, so a test acts at a known step instead of a guessed time."""
 
-    def __init__(self, steps: int = 8) -> None:
+    def __init__(self, steps: int = 8, pause_at: int | None = None) -> None:
         super().__init__()
         self.steps = steps
+        self.pause_at = pause_at
+        self.paused = asyncio.Event()
+        self.resume = asyncio.Event()
         self.rows_per_step: list[int] = []
         self.cancelled = False
+        self.finished = asyncio.Event()
 
     async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
         kept = list(range(request.n))
         try:
-            for _ in range(self.steps):
+            for index in range(self.steps):
+                if index == self.pause_at:
+                    self.pause_at = None
+                    self.paused.set()
+                    await self.resume.wait()
                 if request.rows_wanted is not None:
                     wanted = request.rows_wanted()
                     kept = [row for row in kept if wanted[row]]
                 self.rows_per_step.append(len(kept))
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             self.cancelled = True
             raise
+        finally:
+            self.finished.set()
         prompts = request.prompts or (request.prompt,) * request.n
         images = []
         for row in kept:
@@ -163,33 +190,31 @@ class SteppingEngine(TestPatternEngine):
 
 
 async def test_a_caller_leaving_a_running_batch_is_dropped_at_the_next_step() -> None:
-    inner = SteppingEngine(steps=10)
+    inner = SteppingEngine(steps=10, pause_at=3)
     engine = BatchingEngine(inner, window=0.02, max_images=8)
     leaving = asyncio.create_task(engine.generate(req("gone", [1, 2])))
     staying = asyncio.create_task(engine.generate(req("here", [3])))
-    while len(inner.rows_per_step) < 3:
-        await asyncio.sleep(0.005)
+    await inner.paused.wait()
     leaving.cancel()
-    images = await staying
-    assert [image.seed for image in images] == [3]
-    alone = await TestPatternEngine().generate(req("here", [3]))
-    assert images[0].image.tobytes() == alone[0].image.tobytes(), "its own image, not the departed caller's"
-    assert inner.rows_per_step[0] == 3 and inner.rows_per_step[-1] == 1, inner.rows_per_step
-    assert inner.rows_per_step.count(3) <= 4, "dropped within a step or two of leaving"
-    assert not inner.cancelled
     with pytest.raises(asyncio.CancelledError):
         await leaving
+    inner.resume.set()
+    images = await staying
+    assert [image.seed for image in images] == [3]
+    alone = await PatternEngine().generate(req("here", [3]))
+    assert images[0].image.tobytes() == alone[0].image.tobytes(), "its own image, not the departed caller's"
+    assert inner.rows_per_step == [3, 3, 3] + [1] * 7, "dropped at the first step after it left"
+    assert not inner.cancelled
 
 
 async def test_a_running_batch_whose_callers_all_left_is_cancelled() -> None:
-    inner = SteppingEngine(steps=50)
+    inner = SteppingEngine(steps=50, pause_at=2)
     engine = BatchingEngine(inner, window=0.02, max_images=8)
     callers = [asyncio.create_task(engine.generate(req(p, [i]))) for i, p in enumerate(("a", "b"))]
-    while len(inner.rows_per_step) < 2:
-        await asyncio.sleep(0.005)
+    await inner.paused.wait()
     for caller in callers:
         caller.cancel()
-    await asyncio.sleep(0.05)
-    assert inner.cancelled and len(inner.rows_per_step) < 10
+    await asyncio.wait_for(inner.finished.wait(), 10)  # never resumed: only cancelling can end it
+    assert inner.cancelled and inner.rows_per_step == [2, 2]
     follow_up = await engine.generate(req("next", [9]))  # the engine is free again
     assert [image.seed for image in follow_up] == [9]

@@ -21,6 +21,7 @@ from limner.engines.catalog import Catalog, ModelEntry
 from limner.engines.residency import MB, Residency
 from limner.settings import Settings
 from tests.support.tiny_diffusers import build_tiny_sd
+from tests.support.waiting import until
 
 
 class FakeEngine(Engine):
@@ -33,6 +34,7 @@ class FakeEngine(Engine):
         self._loaded = False
         self.release = asyncio.Event()
         self.release.set()
+        self.entered = asyncio.Event()
 
     @property
     def loaded(self) -> bool:
@@ -46,6 +48,7 @@ class FakeEngine(Engine):
         if not self._loaded:
             self.loads += 1
             self._loaded = True
+        self.entered.set()
         await self.release.wait()
         return [GeneratedImage(Image.new("RGB", (8, 8)), seed) for seed in request.seeds]
 
@@ -125,8 +128,9 @@ async def test_a_model_with_a_request_in_flight_is_never_unloaded() -> None:
     busy = fake(catalog, "m0")
     await use(catalog, residency, "m0")
     busy.release.clear()
+    busy.entered.clear()
     running = asyncio.create_task(use(catalog, residency, "m0"))
-    await asyncio.sleep(0)
+    await busy.entered.wait()
     assert residency.in_flight("m0") == 1
     await use(catalog, residency, "m1")  # over budget, but m0 is busy: both stay
     assert busy.loaded and fake(catalog, "m1").loaded
@@ -145,11 +149,12 @@ async def test_fallbacks_count_as_in_use_while_their_primary_runs() -> None:
         ModelEntry(id="local", engine="fake", options={"mb": 100}),
     ]
     catalog = Catalog(entries, {"fake": lambda entry: FakeEngine(int(entry.options["mb"] * MB))})
-    residency = Residency(catalog, idle_seconds=1)
+    clock = Clock()
+    residency = Residency(catalog, idle_seconds=1, clock=clock)
     local = fake(catalog, "local")
     await use(catalog, residency, "local")
     async with residency.using(catalog.resolve("primary")):
-        await asyncio.sleep(1.1)
+        clock.now += 2
         assert await residency.sweep() == []
     assert local.closes == 0
 
@@ -171,8 +176,9 @@ async def test_a_diffusers_model_unloads_when_idle_and_serves_the_next_request(t
     try:
         first = await state.service.run(request, "r1")
         assert engine.loaded and engine.resident_bytes > 0
-        await asyncio.sleep(0.1)
-        assert await state.service.residency.sweep() == ["sd"]
+        residency = state.service.residency
+        await until(lambda: (residency.status()[0].idle_seconds or 0) >= 0.05, what="the model's idle time")
+        assert await residency.sweep() == ["sd"]
         assert not engine.loaded and engine.resident_bytes == 0
         second = await state.service.run(request, "r2")
         assert engine.loaded

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from limner.core.errors import ModelError, ModelNotFound
-from limner.core.jobs import JobEvent
 from limner.core.models import ImageRequest, ImageResult, SizeSpec
 from limner.http.streaming import sse, start_job
-from tests.core.test_jobs import GatedEngine
-from tests.core.test_service import RecordingEngine, make_state
+from limner.service.jobs import JobEvent
+from tests.service.test_image_service import RecordingEngine, make_service
+from tests.service.test_jobs import GatedEngine
 
 
 def test_sse_is_one_event_line_and_one_compact_data_line() -> None:
@@ -21,16 +21,16 @@ def test_sse_is_one_event_line_and_one_compact_data_line() -> None:
 
 
 async def test_errors_before_acceptance_are_raised_by_start(tmp_path: Path) -> None:
-    state = make_state(tmp_path, RecordingEngine())
+    service = make_service(tmp_path, RecordingEngine())
     with pytest.raises(ModelNotFound):
-        await start_job(state.service, ImageRequest(prompt="x", model="nope"), "early-error")
+        await start_job(service, ImageRequest(prompt="x", model="nope"), "early-error")
 
 
 async def test_events_heartbeats_then_the_result(tmp_path: Path) -> None:
     engine = GatedEngine()
-    state = make_state(tmp_path, engine)
+    service = make_service(tmp_path, engine)
     running = await start_job(
-        state.service, ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "streamed-1", heartbeat=0.05
+        service, ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "streamed-1", heartbeat=0.05
     )
     items: list[JobEvent | ImageResult | None] = []
     async for item in running:
@@ -43,16 +43,16 @@ async def test_events_heartbeats_then_the_result(tmp_path: Path) -> None:
 
 
 async def test_a_failure_after_acceptance_is_raised_at_the_end(tmp_path: Path) -> None:
-    state = make_state(tmp_path, RecordingEngine(fail=True))
-    running = await start_job(state.service, ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "late")
+    service = make_service(tmp_path, RecordingEngine(fail=True))
+    running = await start_job(service, ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "late")
     with pytest.raises(ModelError):
         async for _ in running:
             pass
 
 
 async def test_cancel_stops_the_job(tmp_path: Path) -> None:
-    state = make_state(tmp_path, GatedEngine())
-    running = await start_job(state.service, ImageRequest(prompt="x", model="rec"), "left-early")
+    service = make_service(tmp_path, GatedEngine())
+    running = await start_job(service, ImageRequest(prompt="x", model="rec"), "left-early")
     await running.cancel()
-    job = state.service.jobs.get("local", "left-early")
+    job = service.jobs.get("local", "left-early")
     assert running.task.cancelled() and job is not None and job.state == "cancelled"

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 import torch
+from fastapi import FastAPI
 from PIL import Image
 
 from limner.app import create_app
@@ -20,6 +23,7 @@ from limner.settings import Settings
 from tests.conftest import pattern_models
 from tests.support.live_server import live_server
 from tests.support.tiny_diffusers import build_tiny_sd
+from tests.support.waiting import until, wait_until
 
 
 def png(size: tuple[int, int] = (48, 48), color: tuple[int, int, int] = (10, 200, 10)) -> bytes:
@@ -28,26 +32,50 @@ def png(size: tuple[int, int] = (48, 48), color: tuple[int, int, int] = (10, 200
     return buffer.getvalue()
 
 
-def test_queue_full_is_a_429_with_retry_after(pattern_server: str) -> None:
-    results: list[httpx.Response] = []
+SLOW = {"model": "slow", "prompt": "x", "response_format": "b64_json"}
+"""A request for ``slow_app``'s model, which takes far longer than any test waits for it."""
 
-    def call() -> None:
-        results.append(
-            httpx.post(
-                pattern_server + "/v1/images/generations", json={"model": "pattern-slow", "prompt": "x"}, timeout=30
-            )
-        )
 
-    threads = [threading.Thread(target=call) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    refused = [r for r in results if r.status_code == 429]
-    assert len(refused) == 2, [r.status_code for r in results]
-    assert int(refused[0].headers["retry-after"]) >= 1
-    assert refused[0].json()["error"]["code"] == "rate_limit_exceeded"
-    assert "busy" in refused[0].json()["error"]["message"]
+def slow_app(tmp_path: Path, **limits: int) -> tuple[FastAPI, Callable[[str], str | None]]:
+    """An app whose only model runs 60 s per request, and the state of a request's job by its id."""
+    slow = ModelEntry(id="slow", engine="testpattern", options={"delay": 60.0}, **limits)  # type: ignore[arg-type]
+    app = create_app(Settings(data_dir=tmp_path, models=[slow], default_model="slow"))
+    jobs = app.state.limner.service.jobs
+
+    def state(request_id: str) -> str | None:
+        job = jobs.get("local", request_id)
+        return job.state if job is not None else None
+
+    return app, state
+
+
+async def post_slow(url: str, request_id: str | None = None) -> httpx.Response:
+    """``SLOW`` on a connection of its own: cancelling the call hangs up, as a departing client does."""
+    headers = {"X-Request-Id": request_id} if request_id else {}
+    async with httpx.AsyncClient(timeout=60) as client:
+        return await client.post(url + "/v1/images/generations", json=SLOW, headers=headers)
+
+
+def test_queue_full_is_a_429_with_retry_after(tmp_path: Path) -> None:
+    app, state = slow_app(tmp_path, max_concurrency=1, max_queue=1)
+
+    async def scenario(url: str) -> None:
+        busy = [asyncio.create_task(post_slow(url, "holds-slot"))]
+        await until(lambda: state("holds-slot") == "running")
+        busy.append(asyncio.create_task(post_slow(url, "holds-queue")))
+        await until(lambda: state("holds-queue") == "queued")
+        refused = await asyncio.gather(post_slow(url), post_slow(url))
+        assert [r.status_code for r in refused] == [429, 429], [r.text for r in refused]
+        assert int(refused[0].headers["retry-after"]) >= 1
+        assert refused[0].json()["error"]["code"] == "rate_limit_exceeded"
+        assert "busy" in refused[0].json()["error"]["message"]
+        for call in busy:  # hang up: the server cancels both, so it shuts down at once
+            call.cancel()
+        await asyncio.gather(*busy, return_exceptions=True)
+        await until(lambda: state("holds-slot") == state("holds-queue") == "cancelled")
+
+    with live_server(app) as url:
+        asyncio.run(scenario(url))
 
 
 def test_aigne_hub_generation_and_edit_from_limner_own_url(pattern_server: str) -> None:
@@ -114,19 +142,21 @@ def test_oversized_upload_is_refused(tmp_path: Path) -> None:
 
 
 def test_shutdown_finishes_in_flight_requests(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, models=pattern_models())
+    entry = ModelEntry(id="slow", engine="testpattern", options={"delay": 1.0})
+    app = create_app(Settings(data_dir=tmp_path, models=[entry], default_model="slow"))
+    jobs = app.state.limner.service.jobs
     response: list[httpx.Response] = []
-    with live_server(create_app(settings)) as url:
+    with live_server(app) as url:
+        body = {"model": "slow", "prompt": "x"}
+        headers = {"X-Request-Id": "in-flight-1"}
         thread = threading.Thread(
             target=lambda: response.append(
-                httpx.post(url + "/v1/images/generations", json={"model": "pattern-slow", "prompt": "x"}, timeout=30)
+                httpx.post(url + "/v1/images/generations", json=body, headers=headers, timeout=30)
             )
         )
         thread.start()
-        import time
-
-        time.sleep(0.15)
-    thread.join()
+        wait_until(lambda: getattr(jobs.get("local", "in-flight-1"), "state", None) == "running")
+    thread.join()  # leaving the block shut the server down while the request ran
     assert response and response[0].status_code == 200
 
 
@@ -170,18 +200,17 @@ def test_openai_sdk_through_a_real_diffusers_pipeline(tiny_sd_server: str) -> No
 def test_access_log_lines_carry_the_request_id_and_no_query(
     pattern_server: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import logging
-
     from limner.http.context import RequestIdFilter
 
     caplog.handler.addFilter(RequestIdFilter())
+
+    def access_lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "limner.access" and "/health" in r.getMessage()]
+
     with caplog.at_level(logging.INFO, logger="limner.access"):
         response = httpx.get(pattern_server + "/health?secret=hunter2")
-        import time
-
-        time.sleep(0.1)
-    lines = [r for r in caplog.records if r.name == "limner.access" and "/health" in r.getMessage()]
-    assert lines, "one access line per request"
+        wait_until(access_lines, what="the access log line")  # written by the server's thread
+    lines = access_lines()
     assert lines[-1].getMessage().startswith("GET /health 200 ")
     assert "hunter2" not in caplog.text
     assert response.headers["x-request-id"]
@@ -189,22 +218,22 @@ def test_access_log_lines_carry_the_request_id_and_no_query(
 
 def test_a_client_that_leaves_frees_its_slot(tmp_path: Path) -> None:
     """One slot, no queue: while a request runs, the next is refused; once its client hangs up, the
-    work is cancelled and the slot is free again well before the slow job would have finished."""
-    import time
+    work is cancelled and the slot is free again long before the slow job would have finished."""
+    app, state = slow_app(tmp_path, max_concurrency=1, max_queue=0)
 
-    slow = ModelEntry(id="slow", engine="testpattern", options={"delay": 5.0}, max_concurrency=1, max_queue=0)
-    settings = Settings(data_dir=tmp_path, models=[slow], default_model="slow")
-    with live_server(create_app(settings)) as url:
-        body = {"model": "slow", "prompt": "x", "response_format": "b64_json"}
-        with pytest.raises(httpx.ReadTimeout):
-            httpx.post(url + "/v1/images/generations", json=body, timeout=0.5)
-        deadline = time.monotonic() + 3.0
-        admitted = False
-        while not admitted and time.monotonic() < deadline:
-            try:  # refused at once with 429 while the slot is taken; admitted means it runs (and we hang up)
-                refused = httpx.post(url + "/v1/images/generations", json={**body, "prompt": "y"}, timeout=0.4)
-                assert refused.status_code == 429, refused.text
-                time.sleep(0.1)
-            except httpx.ReadTimeout:
-                admitted = True
-    assert admitted, "the departed client's slot was released long before its 5 s job would have ended"
+    async def scenario(url: str) -> None:
+        first = asyncio.create_task(post_slow(url, "leaves-1"))
+        await until(lambda: state("leaves-1") == "running")
+        assert (await post_slow(url)).status_code == 429, "the slot is taken"
+        first.cancel()  # the client hangs up
+        await asyncio.gather(first, return_exceptions=True)
+        await until(lambda: state("leaves-1") == "cancelled", what="the departed client's job to be cancelled")
+        second = asyncio.create_task(post_slow(url, "next-1"))
+        await until(lambda: state("next-1") == "running" or second.done(), what="the next request to start")
+        assert state("next-1") == "running", "the departed client's slot was released"
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+        await until(lambda: state("next-1") == "cancelled")
+
+    with live_server(app) as url:
+        asyncio.run(scenario(url))

@@ -89,6 +89,27 @@ def test_alpha_is_kept_unless_opaque(fmt: str, background: str | None, mode: str
     assert decode(data).mode == mode
 
 
+def transparent_colour(mode: str) -> Image.Image:
+    """A PNG with no alpha band whose tRNS chunk makes one colour transparent (black, here the left half)."""
+    image = Image.new(mode, (8, 8), "white")
+    image.paste("black", (0, 0, 4, 8))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", transparency=0 if mode == "L" else (0, 0, 0))
+    return decode(buffer.getvalue())
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_transparent_colour_is_alpha_too(mode: str) -> None:
+    image = transparent_colour(mode)
+    assert image.mode == mode and "transparency" in image.info
+    kept = decode(encode_image(image, "png", background="transparent")[0])
+    assert kept.mode == "RGBA"
+    assert kept.getpixel((1, 4))[3] == 0 and kept.getpixel((6, 4))[3] == 255  # type: ignore[index]
+    flat = decode(encode_image(image, "jpeg", background="#0000ff", compression=0)[0])
+    red, green, blue = flat.getpixel((1, 4))  # type: ignore[misc]
+    assert blue > 200 and red < 60 and green < 60, "the transparent colour shows the matte"
+
+
 def test_colour_background_is_the_matte() -> None:
     data, _ = encode_image(half_transparent(), "png", background="#0000ff")
     assert decode(data).convert("RGB").getpixel((1, 4)) == (0, 0, 255)

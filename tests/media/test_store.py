@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from limner.core.errors import InvalidRequest, LimnerError, NotFound
-from limner.media import store as store_module
 from limner.media.store import LocalMediaStore, content_key, is_valid_key, mime_type_for
 
 DATA = b"\x89PNG pretend image bytes"
@@ -100,7 +99,7 @@ async def test_failure_mid_write_leaves_nothing_visible(
     def explode(*args: object) -> None:
         raise OSError(28, "No space left on device", str(store.root))
 
-    monkeypatch.setattr(store_module.os, failing, explode)
+    monkeypatch.setattr(os, failing, explode)
 
     with pytest.raises(LimnerError) as caught:
         await store.put(DATA, mime_type="image/png", owner="alice")
@@ -133,7 +132,7 @@ async def test_half_written_file_is_never_visible(store: LocalMediaStore, monkey
             self.file.write(data[: len(data) // 2])
             raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(store_module.os, "fdopen", HalfWritten)
+    monkeypatch.setattr(os, "fdopen", HalfWritten)
     with pytest.raises(LimnerError):
         await store.put(DATA, mime_type="image/png", owner="alice")
     monkeypatch.undo()

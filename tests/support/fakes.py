@@ -8,7 +8,6 @@ from dataclasses import replace
 
 from fastapi import FastAPI, Request
 
-from limner.accounts.auth import authenticate, principal_var
 from limner.accounts.tokens import Principal
 from limner.core.errors import LimnerError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
@@ -16,6 +15,7 @@ from limner.engines.base import Engine
 from limner.engines.catalog import EngineFactory, ModelEntry
 from limner.engines.registry import default_factories
 from limner.engines.testpattern import TestPatternEngine
+from limner.http.auth import authenticate, principal_var
 from limner.media.store import LocalMediaStore
 
 CONSUMER_HEADER = "x-test-consumer"
@@ -84,4 +84,4 @@ def fail_storage(app: object) -> None:
     state = app.state.limner  # type: ignore[attr-defined]
     store = FailingStore(state.store.root)
     state.store = store
-    state.service.store = store
+    state.service.media.store = store

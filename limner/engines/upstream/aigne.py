@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from limner.core.errors import ModelError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, hosted_capabilities
+from limner.engines.upstream.base import UpstreamEngine, hosted_capabilities
 from limner.engines.upstream.payloads import data_url, encode_png
-
-PASSED_OPTIONS = ("quality", "style")
 
 
 class AigneEngine(UpstreamEngine):
@@ -41,17 +38,9 @@ class AigneEngine(UpstreamEngine):
         refs = [data_url(await encode_png(image)) for image in request.images]
         if refs:
             body["image"] = refs[0] if len(refs) == 1 else refs
-        body.update({key: request.options[key] for key in PASSED_OPTIONS if request.options.get(key)})
+        if request.quality:
+            body["quality"] = request.quality
+        if request.rendering_style:
+            body["style"] = request.rendering_style
         payload = self.json(await self.send("POST", "/api/images/generations", json=body))
-        images = [await self._image(item) for item in payload["data"]]
-        if len(images) != request.n:
-            raise ModelError(f"Provider 'aigne' returned {len(images)} images instead of {request.n}.")
-        return images
-
-    async def _image(self, item: dict[str, Any]) -> GeneratedImage:
-        if item.get("b64_json"):
-            return GeneratedImage(image=await self.decode_b64(item["b64_json"]))
-        url = item.get("url")
-        if not url:
-            raise ModelError("Provider 'aigne' returned an image with neither b64_json nor url.")
-        return UpstreamImage(image=await self.decode(await self.download(url)), source_url=url)
+        return self.expect_count([await self.openai_image(item) for item in payload["data"]], request.n)

@@ -43,8 +43,8 @@ from limner.core.errors import (
     RateLimited,
     Timeout,
 )
-from limner.core.models import EngineRequest, GeneratedImage
-from limner.engines.base import Capabilities, Engine
+from limner.core.models import Capabilities, EngineRequest, GeneratedImage
+from limner.engines.base import Engine
 from limner.engines.catalog import ModelEntry
 from limner.engines.upstream.credentials import Credential, load_credential
 from limner.engines.upstream.payloads import INLINE_BYTES
@@ -78,10 +78,6 @@ def hosted_capabilities(**fields: Any) -> Capabilities:
 @dataclass
 class UpstreamImage(GeneratedImage):
     """A generated image that came from a provider; ``source_url`` is where the provider served it."""
-
-    @property
-    def url(self) -> str | None:
-        return self.source_url
 
 
 class _Transient(Exception):
@@ -215,7 +211,7 @@ class UpstreamEngine(Engine):
             raise ModelError(f"Provider '{self.provider}' returned an answer limner could not use.") from exc
         finally:
             _stats.reset(token)
-            cost = self.entry.price_for(len(images), request.width, request.height, request.options.get("quality"))
+            cost = self.entry.price_for(len(images), request.width, request.height, request.quality)
             self._record(
                 UpstreamCall(
                     provider=self.provider,
@@ -314,6 +310,21 @@ class UpstreamEngine(Engine):
         except InvalidImage as exc:
             raise ModelError(f"Provider '{self.provider}' returned an invalid image ({exc.message}).") from None
         return await self.decode(data, label)
+
+    async def openai_image(self, item: dict[str, Any]) -> GeneratedImage:
+        """One OpenAI-shaped ``data[]`` item (OpenAI, AIGNE Hub): inline ``b64_json``, or a ``url`` to download."""
+        if item.get("b64_json"):
+            return GeneratedImage(image=await self.decode_b64(item["b64_json"]))
+        url = item.get("url")
+        if not url:
+            raise ModelError(f"Provider '{self.provider}' returned an image with neither b64_json nor url.")
+        return UpstreamImage(image=await self.decode(await self.download(url)), source_url=url)
+
+    def expect_count(self, images: list[GeneratedImage], n: int) -> list[GeneratedImage]:
+        """``images``, if there are as many as were asked for: a provider that returns fewer or more has failed."""
+        if len(images) != n:
+            raise ModelError(f"Provider '{self.provider}' returned {len(images)} images instead of {n}.")
+        return images
 
     async def fan_out(
         self, request: EngineRequest, one: Callable[[int], Awaitable[GeneratedImage]]

@@ -4,7 +4,7 @@
 The endpoint picks the model (``text-to-image`` / ``image-edit``), so ``upstream_model`` is not sent.
 Sizes go as the nearest ``aspect_ratio`` and a ``resolution`` of 1K or 2K; seeds are sent (0 would
 mean random there, so the ``X-Seed`` answer header, when present, is what is reported).
-``reasoning`` comes from the request (the ImagineArt dialect sets it), ``low`` by default.
+``reasoning`` is ``high`` for high-effort requests (the ImagineArt dialect's ``reasoning=high``), else ``low``.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from limner.core.errors import ModelError
+from limner.core.imagineart import EDIT_RATIOS, GENERATE_RATIOS
 from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.upstream.base import UpstreamEngine, hosted_capabilities
 from limner.engines.upstream.payloads import encode_png
 from limner.engines.upstream.shapes import nearest_ratio, resolution_preset
 
-EDIT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9", "4:5", "5:4", "3:1", "1:3")
-GENERATE_RATIOS = (*EDIT_RATIOS, "4:1", "1:4")
 MAX_IMAGES = 4
 
 Files = list[tuple[str, tuple[str | None, bytes, str] | tuple[None, str]]]
@@ -56,7 +55,7 @@ class ImagineArtEngine(UpstreamEngine):
             "seed": str(seed),
         }
         if not editing:
-            fields["reasoning"] = "high" if request.options.get("reasoning") == "high" else "low"
+            fields["reasoning"] = "high" if request.effort == "high" else "low"
         # Fields as file-less parts: httpx sends multipart only when there are parts, and the
         # reference takes multipart/form-data for generations too.
         files: Files = [(name, (None, value)) for name, value in fields.items()]

@@ -47,10 +47,7 @@ class MiladyEngine(UpstreamEngine):
         if request.images:
             body["sourceImage"] = data_url(await encode_png(request.images[0]))
         payload = self.json(await self.send("POST", "/api/v1/generate-image", json=body))
-        images = [await self._image(item) for item in payload["images"]]
-        if len(images) != request.n:
-            raise ModelError(f"Provider 'milady' returned {len(images)} images instead of {request.n}.")
-        return images
+        return self.expect_count([await self._image(item) for item in payload["images"]], request.n)
 
     async def _image(self, item: dict[str, Any]) -> GeneratedImage:
         text = item.get("text") or None

@@ -137,15 +137,14 @@ class OpenAIEngine(UpstreamEngine):
             fields["response_format"] = self.response_format
         else:
             fields["output_format"] = "png"
-            background = request.options.get("background")
+            background = request.background
             if background in BACKGROUNDS and request.mode is Mode.GENERATE:
                 fields["background"] = background
-        quality = self.family.qualities.get(str(request.options.get("quality")))
+        quality = self.family.qualities.get(str(request.quality))
         if quality and request.mode is not Mode.VARIATION:
             fields["quality"] = quality
-        style = request.options.get("style")
-        if self.family is DALL_E_3 and style in ("vivid", "natural"):
-            fields["style"] = style
+        if self.family is DALL_E_3 and request.rendering_style:
+            fields["style"] = request.rendering_style
         return fields
 
     async def _files(self, request: EngineRequest) -> list[tuple[str, tuple[str, bytes, str]]]:

@@ -22,7 +22,7 @@ async def test_kontext_submit_poll_download(fakes: dict[str, Fake], make_engine:
     engine = make_engine(fake.entry())
     images = await engine.generate(request(n=2, size=(1344, 768)))
     assert [image.seed for image in images] == [7, 8]
-    assert all(isinstance(image, UpstreamImage) and "/delivery/" in (image.url or "") for image in images)
+    assert all(isinstance(image, UpstreamImage) and "/delivery/" in (image.source_url or "") for image in images)
     assert images[0].image.size == (64, 36)
     posts = fake.control.posts()
     assert {post.body["seed"] for post in posts} == {7, 8}

@@ -6,18 +6,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tenacity import RetryCallState
 
 from limner.core.errors import ModelAuthError, ModelError, ModelNotAvailable, RateLimited, Timeout
 from limner.engines.catalog import ModelEntry
 from limner.engines.upstream import UpstreamCall
 from limner.engines.upstream.base import UpstreamEngine
-from tests.engines.upstream.conftest import PROVIDERS, Fake, request, until
+from limner.engines.upstream.resilience import CircuitBreaker
+from tests.engines.upstream.conftest import PROVIDERS, Fake, request
 from tests.engines.upstream.fakes.common import KEY, KEY_ENV
+from tests.support.clock import FakeClock
+from tests.support.waiting import until
 
 MakeEngine = Callable[[ModelEntry], UpstreamEngine]
 ALL = list(PROVIDERS)
@@ -54,9 +57,17 @@ async def test_one_failure_then_success(fakes: dict[str, Fake], make_engine: Mak
 async def test_throttling_honours_retry_after(fakes: dict[str, Fake], make_engine: MakeEngine) -> None:
     fake = fakes["openai"]
     fake.control.set("throttle", times=1, retry_after="1")
-    started = time.monotonic()
-    await make_engine(fake.entry()).generate(request())
-    assert time.monotonic() - started >= 1.0
+    engine = make_engine(fake.entry())
+    waits: list[float] = []
+    decide = engine._wait  # what the engine tells its retry loop to sleep, recorded rather than timed
+
+    def recorded(state: RetryCallState) -> float:
+        waits.append(decide(state))
+        return waits[-1]
+
+    engine._wait = recorded  # type: ignore[method-assign]
+    await engine.generate(request())
+    assert waits == [1.0], "the provider's Retry-After, not the (shorter) backoff"
     assert len(fake.control.posts()) == 2
 
 
@@ -147,16 +158,20 @@ async def test_connection_errors_are_retried(fakes: dict[str, Fake], make_engine
 async def test_the_breaker_opens_then_lets_a_probe_through(fakes: dict[str, Fake], make_engine: MakeEngine) -> None:
     fake = fakes["openai"]
     fake.control.set("fail")
-    engine = make_engine(fake.entry(max_retries=0, options={"breaker_threshold": 2, "breaker_cooldown": 0.5}))
+    engine = make_engine(fake.entry(max_retries=0, options={"breaker_threshold": 2, "breaker_cooldown": 30}))
+    assert (engine.breaker.threshold, engine.breaker.cooldown) == (2, 30)
+    clock = FakeClock()
+    engine.breaker = CircuitBreaker(2, 30, clock=clock)  # the same breaker, on a clock the test moves
     for _ in range(2):
         with pytest.raises(ModelError, match="HTTP 500"):
             await engine.generate(request())
-    with pytest.raises(ModelNotAvailable, match="Provider 'openai' is failing; retry in 1 s") as caught:
+    clock.advance(10)
+    with pytest.raises(ModelNotAvailable, match="Provider 'openai' is failing; retry in 20 s") as caught:
         await engine.generate(request())
-    assert 0 < caught.value.details["retry_after"] <= 0.5
+    assert caught.value.details["retry_after"] == 20
     assert len(fake.control.posts()) == 2
     fake.control.set(None)
-    await asyncio.sleep(0.55)
+    clock.advance(20)
     await engine.generate(request())
     assert len(fake.control.posts()) == 3 and engine.breaker.failures == 0
 

@@ -15,9 +15,10 @@ from PIL import Image
 
 from limner.app import create_app
 from limner.settings import Settings
-from tests.engines.upstream.conftest import Fake, until
+from tests.engines.upstream.conftest import Fake
 from tests.engines.upstream.fakes.common import KEY
 from tests.support.live_server import live_server
+from tests.support.waiting import until
 
 
 @pytest.fixture
@@ -102,10 +103,19 @@ def test_fallback_answers_when_the_hub_fails(gateway: str, fakes: dict[str, Fake
 
 def test_a_client_that_leaves_cancels_the_upstream_request(gateway: str, fakes: dict[str, Fake]) -> None:
     fake = fakes["gemini"]
-    fake.control.set("stall", stall_seconds=10.0)
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(gateway + "/v1/images/generations", json={"model": "gw-gemini", "prompt": "x"}, timeout=0.5)
-    asyncio.run(until(lambda: fake.control.aborted == 1, timeout=3.0))
+    fake.control.set("stall", stall_seconds=60.0)
+
+    async def leave_once_the_provider_has_it() -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+            body = {"model": "gw-gemini", "prompt": "x"}
+            call = asyncio.create_task(client.post(gateway + "/v1/images/generations", json=body))
+            await until(lambda: len(fake.control.posts()) == 1, what="the upstream request")
+            call.cancel()  # the client hangs up while the provider is still working
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        await until(lambda: fake.control.aborted == 1, what="the upstream request's cancellation")
+
+    asyncio.run(leave_once_the_provider_has_it())
     assert len(fake.control.posts()) == 1
 
 
@@ -138,3 +148,37 @@ def test_pass_through_never_applies_where_the_dialect_needs_stored_media(
         resolved = httpx.get(url + backend).json()["url"]
         assert resolved.startswith(url + "/media/")
     assert [p for p in (tmp_path / "pt" / "media").rglob("*.png")]
+
+
+@pytest.fixture
+def typed_gateway(fakes: dict[str, Fake], tmp_path: Path) -> Iterator[str]:
+    models = [
+        fakes["openai"].entry(id="gw-gpt-image", upstream_model="gpt-image-1"),
+        fakes["openai"].entry(id="gw-dall-e-3", upstream_model="dall-e-3"),
+    ]
+    settings = Settings(data_dir=tmp_path / "typed", models=models, default_model="gw-gpt-image")
+    with live_server(create_app(settings)) as url:
+        yield url
+
+
+def test_background_quality_and_style_reach_the_openai_provider(typed_gateway: str, fakes: dict[str, Fake]) -> None:
+    """Fields two layers read travel as typed fields: none is dropped on the way to the provider."""
+    posts = fakes["openai"].control.posts
+    response = generate(typed_gateway, "gw-gpt-image", background="transparent", quality="low")
+    assert response.status_code == 200, response.text
+    assert (posts()[-1].body["background"], posts()[-1].body["quality"]) == ("transparent", "low")
+
+    response = generate(typed_gateway, "gw-dall-e-3", quality="hd", style="natural", size="1792x1024")
+    assert response.status_code == 200, response.text
+    assert (posts()[-1].body["quality"], posts()[-1].body["style"]) == ("hd", "natural")
+
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(png, "PNG")
+    response = httpx.post(
+        typed_gateway + "/v1/images/edits",
+        data={"model": "gw-gpt-image", "prompt": "make it blue", "quality": "medium"},
+        files={"image": ("red.png", png.getvalue(), "image/png")},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert posts()[-1].path == "/v1/images/edits" and posts()[-1].body["quality"] == "medium"

@@ -37,7 +37,7 @@ async def test_dall_e_2_url_answers_are_downloaded(fakes: dict[str, Fake], make_
     fake = fakes["openai"]
     engine = make_engine(fake.entry(options={"response_format": "url"}))
     (image,) = await engine.generate(request(size=(256, 256)))
-    assert isinstance(image, UpstreamImage) and image.url and image.url.endswith("/files/256x256.png")
+    assert isinstance(image, UpstreamImage) and image.source_url and image.source_url.endswith("/files/256x256.png")
     downloads = [seen for seen in fake.control.requests if seen.method == "GET"]
     assert len(downloads) == 1 and "authorization" not in downloads[0].headers
     assert engine.calls[-1].requests == 2
@@ -46,7 +46,7 @@ async def test_dall_e_2_url_answers_are_downloaded(fakes: dict[str, Fake], make_
 async def test_dall_e_3_makes_one_call_per_image(fakes: dict[str, Fake], make_engine: MakeEngine) -> None:
     fake = fakes["openai"]
     engine = make_engine(fake.entry(upstream_model="dall-e-3"))
-    images = await engine.generate(request(n=3, size=(1792, 1024), options={"quality": "hd", "style": "natural"}))
+    images = await engine.generate(request(n=3, size=(1792, 1024), quality="hd", rendering_style="natural"))
     assert len(images) == 3
     posts = fake.control.posts()
     assert len(posts) == 3
@@ -61,7 +61,7 @@ async def test_gpt_image_edit_with_several_images_and_a_mask(fakes: dict[str, Fa
     engine = make_engine(fake.entry(upstream_model="gpt-image-1"))
     mask = Image.new("RGBA", (48, 32), (0, 0, 0, 0))
     (image,) = await engine.generate(
-        request(mode=Mode.COMPOSE, images=2, size=(1536, 1024), mask=mask, options={"quality": "standard"})
+        request(mode=Mode.COMPOSE, images=2, size=(1536, 1024), mask=mask, quality="standard")
     )
     assert image.image.size == (64, 43)
     (seen,) = fake.control.posts()

@@ -35,7 +35,7 @@ async def test_aiml_generate_resolve_download(fakes: dict[str, Fake], make_engin
     assert resolve.method == "GET" and resolve.path.startswith("/v1/media/images/orgs")
     assert resolve.headers["authorization"] == f"Bearer {KEY}"
     assert download.path.startswith("/presigned/") and "authorization" not in download.headers
-    assert isinstance(image, UpstreamImage) and image.url and "/presigned/" in image.url
+    assert isinstance(image, UpstreamImage) and image.source_url and "/presigned/" in image.source_url
 
 
 @pytest.mark.parametrize("response_format", ["presigned_url", "b64_json"])
@@ -112,7 +112,7 @@ async def test_milady_takes_at_most_four_images() -> None:
 async def test_aigne_base64_by_default_with_options(fakes: dict[str, Fake], make_engine: MakeEngine) -> None:
     fake = fakes["aigne"]
     engine = make_engine(fake.entry(upstream_model="dall-e-3"))
-    images = await engine.generate(request(n=2, size=(1792, 1024), options={"quality": "hd", "style": "vivid"}))
+    images = await engine.generate(request(n=2, size=(1792, 1024), quality="hd", rendering_style="vivid"))
     assert len(images) == 2
     (post,) = fake.control.posts()
     assert post.path == "/api/images/generations"
@@ -131,7 +131,7 @@ async def test_aigne_urls_and_edits(fakes: dict[str, Fake], make_engine: MakeEng
     fake = fakes["aigne"]
     engine = make_engine(fake.entry(upstream_model="gpt-image-1", options={"response_format": "url"}))
     (image,) = await engine.generate(request(mode=Mode.EDIT, images=1))
-    assert isinstance(image, UpstreamImage) and image.url and "/generated/" in image.url
+    assert isinstance(image, UpstreamImage) and image.source_url and "/generated/" in image.source_url
     assert fake.control.posts()[0].body["image"].startswith("data:image/png;base64,")
 
 
@@ -147,7 +147,7 @@ async def test_imagineart_generation_is_multipart_and_reports_the_seed(
 ) -> None:
     fake = fakes["imagineart"]
     engine = make_engine(fake.entry())
-    images = await engine.generate(request(n=2, size=(1536, 1024), options={"reasoning": "high"}))
+    images = await engine.generate(request(n=2, size=(1536, 1024), effort="high"))
     assert [image.seed for image in images] == [7, 8]
     posts = fake.control.posts()
     assert all(post.headers["content-type"].startswith("multipart/form-data") for post in posts)

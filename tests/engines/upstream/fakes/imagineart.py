@@ -25,10 +25,10 @@ async def images(request: Request) -> Response:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         await record(request)
         return error(400, "invalid_request", "Send multipart/form-data.")
-    form = await request.form()
-    fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
-    files = [value for key, value in form.multi_items() if key == "images" and isinstance(value, UploadFile)]
-    control: Control = await record(request, {**fields, "_files": len(files)})
+    async with request.form() as form:  # closes the uploads' temporary files
+        fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
+        files = sum(key == "images" and isinstance(value, UploadFile) for key, value in form.multi_items())
+    control: Control = await record(request, {**fields, "_files": files})
     fault = control.take()
     if not bearer_ok(request):
         return error(401, "invalid_token", "Invalid API token.")
@@ -38,7 +38,7 @@ async def images(request: Request) -> Response:
         return error(400, "invalid_request", "Missing required parameter: 'prompt'.")
     if fields.get("aspect_ratio", "1:1") not in (*RATIOS, "auto") or fields.get("resolution", "2K") not in ("1K", "2K"):
         return error(400, "invalid_request", "Invalid aspect_ratio or resolution.")
-    if endpoint == "edits" and not 1 <= len(files) <= 4:
+    if endpoint == "edits" and not 1 <= files <= 4:
         return error(400, "invalid_request", "Send 1-4 images.")
     if endpoint == "generations" and files:
         return error(400, "invalid_request", "Generations take no files.")

@@ -62,12 +62,12 @@ async def images(request: Request) -> Response:
             return error(400, "invalid_json", "We could not parse the JSON body of your request.")
         uploads: dict[str, int] = {}
     else:
-        form = await request.form()
-        fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
-        uploads = {}
-        for key, value in form.multi_items():
-            if not isinstance(value, str):
-                uploads[key] = uploads.get(key, 0) + 1
+        async with request.form() as form:  # closes the uploads' temporary files
+            fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
+            uploads = {}
+            for key, value in form.multi_items():
+                if not isinstance(value, str):
+                    uploads[key] = uploads.get(key, 0) + 1
     control: Control = await record(request, {**fields, "_files": uploads, "_endpoint": endpoint})
     fault = control.take()
     if not bearer_ok(request):

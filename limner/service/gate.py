@@ -1,10 +1,11 @@
 """The seam between ``ImageService`` and accounting: admission before work, settlement after it.
 
-``ImageService.run`` opens a ticket for every request, calls ``admit`` once it knows the model and
-the output size (rate limits and credit reservation happen there, before the engine runs), and
-``deliver`` once the images are stored. Leaving the ticket's context settles it: committed if
-delivered, refunded on any error or cancellation (a client that went away), recorded either way.
-The core knows only this protocol; ``limner.accounts.gate`` implements it, and ``OpenGate`` (no
+``ImageService.run`` opens a ticket for every request, calls ``admit`` once it knows the model (rate
+limits: before any input image is decoded or fetched), ``reserve`` once it knows the output size (the
+credit hold, before the engine runs), and ``deliver`` once the images are stored. Leaving the ticket's
+context settles it: committed if delivered, refunded on any error or cancellation (a client that went
+away), recorded either way.
+The service knows only this protocol; ``limner.service.accounting`` implements it, and ``OpenGate`` (no
 limits, no records) is what a bare service uses.
 """
 
@@ -19,8 +20,11 @@ from limner.engines.catalog import ModelEntry
 
 
 class Ticket(Protocol):
-    async def admit(self, entry: ModelEntry, *, n: int, width: int, height: int) -> None:
-        """Check limits and hold the price of ``n`` images of this size, or raise (429, 402, ...)."""
+    async def admit(self, entry: ModelEntry, *, n: int) -> None:
+        """Check the rate limits for ``n`` images of this model, or raise (429, ...)."""
+
+    async def reserve(self, *, width: int, height: int) -> None:
+        """Hold the price of the admitted images at this size, or raise (402)."""
 
     def deliver(self, result: ImageResult) -> None:
         """The images exist and are about to be returned: charge for them when the ticket closes."""
@@ -32,7 +36,10 @@ class Gate(Protocol):
 
 
 class _OpenTicket:
-    async def admit(self, entry: ModelEntry, *, n: int, width: int, height: int) -> None:
+    async def admit(self, entry: ModelEntry, *, n: int) -> None:
+        return None
+
+    async def reserve(self, *, width: int, height: int) -> None:
         return None
 
     def deliver(self, result: ImageResult) -> None:

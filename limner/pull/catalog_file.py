@@ -8,15 +8,12 @@ defaults: without it, pulling one model would silently remove the built-in model
 
 from __future__ import annotations
 
-import os
-import tempfile
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from limner.pull import PullResult
+from limner.core.files import write_atomically
 
 
 @dataclass(frozen=True)
@@ -28,6 +25,23 @@ class Family:
     guidance: float
     strength: float | None = None
     note: str = ""
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What landed where; :func:`catalog_fields` turns it into a ``[[models]]`` entry."""
+
+    model_id: str
+    source: str
+    path: Path  # the diffusers directory, or the single .safetensors file
+    files: int
+    size: int
+    commit: str | None = None
+    config_dir: Path | None = None
+    sha256: str | None = None
+    downloaded: bool = True  # False when the directory was already at this commit
+    family: Family | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 FAMILIES = (
@@ -105,14 +119,17 @@ def upsert_model(config: Path, fields: dict[str, Any]) -> str:
         action = "updated"
     text = tomlkit.dumps(document)
     _check(text, config)
-    _write_atomically(config, text)
+    write_atomically(config, text.encode(), mode=0o644)  # a running server or an editor never sees half
     return action
 
 
 def _default_entries() -> list[dict[str, Any]]:
-    from limner.engines.catalog import default_models
+    """The default catalog as tables, less what ``engine = "builtin"`` implies: the built-in model's directory
+    moves with limner's installation, so it is not written down."""
+    from limner.engines.catalog import BUILTIN_DEFAULTS, default_models
 
-    return [entry.model_dump(mode="json", exclude_defaults=True) for entry in default_models()]
+    implied = set(BUILTIN_DEFAULTS)
+    return [entry.model_dump(mode="json", exclude_defaults=True, exclude=implied) for entry in default_models()]
 
 
 def _table(fields: dict[str, Any]) -> Any:
@@ -137,18 +154,3 @@ def _check(text: str, config: Path) -> None:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise ValueError(f"{config} would not load (models.{where}: {first['msg']})") from exc
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Readers (a running ``limner serve`` reloading, an editor) see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as sink:
-            sink.write(text)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from limner.catalog_file import family_for, upsert_model
-from limner.engines.catalog import BUILTIN_MODEL_ID
+from limner.engines.catalog import BUILTIN_MODEL_ID, ModelEntry, default_models
+from limner.pull.catalog_file import family_for, upsert_model
 
 USER_FILE = """\
 # my server
@@ -34,6 +34,9 @@ def test_a_new_file_gets_the_default_catalog_and_the_entry(tmp_path: Path) -> No
     models = _models(config)
     assert [m["id"] for m in models] == [BUILTIN_MODEL_ID, "sd-turbo"]
     assert "dall-e-2" in models[0]["aliases"]  # the dialects' default names still reach the built-in model
+    assert "path" not in models[0], "the built-in model's directory moves with limner; the engine implies it"
+    assert ModelEntry(**models[0]) == default_models()[0]
+    assert (config.stat().st_mode & 0o777) == 0o644  # a config file, readable like any other
 
 
 def test_an_existing_file_keeps_its_comments_and_the_users_choices(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ Why it works this way:
   its finished files (a plain URL also its partial file), so running the same command again fetches only the rest.
 - Every failure is one :class:`PullError` line saying what failed and what to do about it.
 
-Around this module: :mod:`limner.pull_hub` (the hub calls, checks and errors), :mod:`limner.pipeline_files` (which
-files), :mod:`limner.download` (a single file over HTTPS), :mod:`limner.catalog_file` (the ``limner.toml`` entry).
+Around this module: :mod:`limner.pull.hub` (the hub calls, checks and errors), :mod:`limner.pull.files` (which
+files), :mod:`limner.pull.download` (a single file over HTTPS), :mod:`limner.pull.catalog_file` (the
+``limner.toml`` entry and :class:`PullResult`).
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from limner.catalog_file import Family, family_for
-from limner.download import DownloadError, download_url, is_loopback_url
-from limner.pipeline_files import canonicalize
-from limner.pull_hub import (
+from limner.pull.catalog_file import PullResult, family_for
+from limner.pull.download import DownloadError, download_url, is_loopback_url
+from limner.pull.files import canonicalize
+from limner.pull.hub import (
     OFFLINE_HINT,
     Hub,
     Plan,
@@ -45,23 +45,6 @@ from limner.pull_hub import (
 MANIFEST = "limner-pull.json"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-@dataclass(frozen=True)
-class PullResult:
-    """What landed where; :func:`catalog_fields` turns it into a ``[[models]]`` entry."""
-
-    model_id: str
-    source: str
-    path: Path  # the diffusers directory, or the single .safetensors file
-    files: int
-    size: int
-    commit: str | None = None
-    config_dir: Path | None = None
-    sha256: str | None = None
-    downloaded: bool = True  # False when the directory was already at this commit
-    family: Family | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def pull(
@@ -187,8 +170,7 @@ def _write_manifest(stage: Path, header: dict[str, Any], plan: Plan) -> None:
         entry = plan.tree[hub_path]
         digest = {"sha256": entry.lfs.sha256} if entry.lfs is not None else {"git_sha1": entry.blob_id}
         files[local] = {"from": hub_path, "size": (stage / local).stat().st_size, **digest}
-    manifest = {**header, "commit": plan.commit, "files": files}
-    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    _save_manifest(stage, {**header, "commit": plan.commit, "files": files})
 
 
 def _result(model_id: str, source: str, final: Path, commit: str, *, downloaded: bool) -> PullResult:
@@ -321,12 +303,8 @@ def _pull_configs(
 
 
 def _write_single_manifest(stage: Path, url: str, filename: str, digest: str, config_repo: str | None) -> None:
-    manifest = {
-        "source": url,
-        "config": config_repo,
-        "files": {filename: {"size": (stage / filename).stat().st_size, "sha256": digest}},
-    }
-    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    files = {filename: {"size": (stage / filename).stat().st_size, "sha256": digest}}
+    _save_manifest(stage, {"source": url, "config": config_repo, "files": files})
 
 
 def check_id(model_id: str) -> str:
@@ -358,6 +336,11 @@ def _install(stage: Path, final: Path) -> None:
         final.rename(old)
     stage.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _save_manifest(stage: Path, manifest: dict[str, Any]) -> None:
+    """What a pull fetched and from where: how the next pull of the same id knows what it can keep."""
+    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from limner.core.errors import ModelError, QueueFull, Timeout
-from limner.core.jobs import Job, JobEvent, JobRegistry, Reporter
-from limner.core.models import EngineRequest, GeneratedImage, ImageRequest, SizeSpec
-from tests.core.test_service import RecordingEngine, make_state
+from limner.core.models import ImageRequest, SizeSpec
+from limner.service import jobs as jobs_module
+from limner.service.jobs import Job, JobEvent, JobRegistry, Reporter
+from tests.service.test_image_service import GatedEngine, RecordingEngine, make_service
+from tests.support.clock import FakeClock
+from tests.support.waiting import until
 
 
 def test_a_job_moves_through_its_states_and_tells_its_listeners() -> None:
@@ -40,16 +41,26 @@ def test_a_job_moves_through_its_states_and_tells_its_listeners() -> None:
     assert job.preview is None, "finished jobs keep no pixels"
 
 
-def test_eta_uses_the_models_pace_then_the_jobs_own() -> None:
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The jobs module's ``time``, moved by hand: paces and ETAs computed exactly."""
+    fake = FakeClock()
+    monkeypatch.setattr(jobs_module, "time", fake)
+    return fake
+
+
+def test_eta_uses_the_models_pace_then_the_jobs_own(clock: FakeClock) -> None:
     job = Job("req-1", "alice", "pattern", total_steps=10, step_seconds=0.5, concurrency=2)
     assert job.eta_seconds() == pytest.approx(5.0), "queued but not yet in line: its own run"
     job.queued(4)
     assert job.eta_seconds() == pytest.approx(5.0 * (1 + 4 / 2)), "four ahead, two slots"
     job.running()
-    job.started_at = time.time() - 2.0
+    clock.advance(2.0)
     job.progress(2, 10)
-    assert job.step_seconds == pytest.approx(1.0, abs=0.05), "its own pace replaces the model's"
-    assert job.eta_seconds() == pytest.approx(8.0, abs=0.2)
+    assert job.step_seconds == pytest.approx(1.0), "its own pace replaces the model's"
+    assert job.eta_seconds() == pytest.approx(8.0)
+    clock.advance(3.0)
+    assert job.eta_seconds() == pytest.approx(5.0), "the time since its last step counts down too"
     assert Job("x", "a", "m").eta_seconds() is None, "nothing known: no guess"
     job.finish("failed", "model_error")
     assert job.eta_seconds() is None and job.error == "model_error"
@@ -80,7 +91,7 @@ def test_a_reused_id_replaces_the_old_job_without_the_old_one_evicting_it() -> N
     assert registry.get("alice", "again-123") is second
 
 
-def test_finish_records_the_outcome_and_the_models_pace() -> None:
+def test_finish_records_the_outcome_and_the_models_pace(clock: FakeClock) -> None:
     registry = JobRegistry()
     failed, cancelled, done = (registry.open(f"id-{n}", "a", "m") for n in range(3))
     registry.finish(failed, Timeout("slow"))
@@ -89,15 +100,15 @@ def test_finish_records_the_outcome_and_the_models_pace() -> None:
     assert registry.step_seconds("m") is None
     done.total_steps = 4
     done.running()
-    done.started_at = time.time() - 2.0
+    clock.advance(2.0)
     registry.finish(done)
-    assert registry.step_seconds("m") == pytest.approx(0.5, abs=0.05)
+    assert registry.step_seconds("m") == pytest.approx(0.5)
     waiting = registry.open("id-4", "a", "m")
     waiting.total_steps = 4
     registry.expect(waiting, concurrency=2)
     assert waiting.step_seconds == registry.step_seconds("m"), "a new job expects the model's recent pace"
     waiting.queued(2)
-    assert waiting.eta_seconds() == pytest.approx(2.0 * (1 + 2 / 2), abs=0.2)
+    assert waiting.eta_seconds() == pytest.approx(2.0 * (1 + 2 / 2))
 
 
 async def test_reporter_crosses_from_worker_threads_and_spaces_previews() -> None:
@@ -126,43 +137,24 @@ async def test_reporter_crosses_from_worker_threads_and_spaces_previews() -> Non
     assert rendered and threading.get_ident() not in rendered, "encoding happens in the engine's thread"
 
 
-class GatedEngine(RecordingEngine):
-    """Each call waits until the test opens the gate: queue states without timing guesses."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = asyncio.Event()
-
-    async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
-        await self.gate.wait()
-        return await super().generate(request)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
 async def test_service_tracks_the_job_and_its_place_in_line(tmp_path: Path) -> None:
     engine = GatedEngine()
-    state = make_state(tmp_path, engine, max_concurrency=1, max_queue=2)
-    jobs = state.service.jobs
+    service = make_service(tmp_path, engine, max_concurrency=1, max_queue=2)
+    jobs = service.jobs
     events: list[JobEvent] = []
     request = ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64))
-    first = asyncio.create_task(state.service.run(request, "first-job"))
+    first = asyncio.create_task(service.run(request, "first-job"))
     await until(lambda: getattr(jobs.get("local", "first-job"), "state", None) == "running")
-    second = asyncio.create_task(state.service.run(request, "second-job", listener=events.append))
+    second = asyncio.create_task(service.run(request, "second-job", listener=events.append))
     await until(lambda: getattr(jobs.get("local", "second-job"), "queue_position", None) == 1)
-    third = asyncio.create_task(state.service.run(request, "third-job"))
+    third = asyncio.create_task(service.run(request, "third-job"))
     await until(lambda: getattr(jobs.get("local", "third-job"), "queue_position", None) == 2)
     running, second_job, third_job = (jobs.get("local", name) for name in ("first-job", "second-job", "third-job"))
     assert running is not None and running.state == "running" and running.model == "rec"
     assert second_job is not None and (second_job.state, second_job.queue_position) == ("queued", 1)
     assert third_job is not None and (third_job.state, third_job.queue_position) == ("queued", 2)
     with pytest.raises(QueueFull):
-        await state.service.run(request, "refused-job")
+        await service.run(request, "refused-job")
     refused = jobs.get("local", "refused-job")
     assert refused is not None and (refused.state, refused.error) == ("failed", "queue_full")
     second.cancel()  # the second leaves the line: the third moves up
@@ -174,17 +166,17 @@ async def test_service_tracks_the_job_and_its_place_in_line(tmp_path: Path) -> N
 
 
 async def test_service_marks_failed_and_cancelled_jobs(tmp_path: Path) -> None:
-    state = make_state(tmp_path, RecordingEngine(fail=True))
+    service = make_service(tmp_path, RecordingEngine(fail=True))
     with pytest.raises(ModelError):
-        await state.service.run(ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "failing-job")
-    failed = state.service.jobs.get("local", "failing-job")
+        await service.run(ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "failing-job")
+    failed = service.jobs.get("local", "failing-job")
     assert failed is not None and (failed.state, failed.error) == ("failed", "model_error")
 
-    slow = make_state(tmp_path / "slow", RecordingEngine(delay=5))
-    task = asyncio.create_task(slow.service.run(ImageRequest(prompt="x", model="rec"), "leaving-job"))
-    await asyncio.sleep(0.05)
+    slow = make_service(tmp_path / "slow", GatedEngine())
+    task = asyncio.create_task(slow.run(ImageRequest(prompt="x", model="rec"), "leaving-job"))
+    await until(lambda: getattr(slow.jobs.get("local", "leaving-job"), "state", None) == "running")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    cancelled = slow.service.jobs.get("local", "leaving-job")
+    cancelled = slow.jobs.get("local", "leaving-job")
     assert cancelled is not None and cancelled.state == "cancelled"

@@ -1,6 +1,6 @@
 """Authentication for every dialect route, rendered in that dialect's own error envelope.
 
-``AuthenticatedRoute`` is the base of ``limner.dialects.base.dialect_route``'s route class: it adds
+``AuthenticatedRoute`` is the base of ``limner.http.routing.dialect_route``'s route class: it adds
 the ``authenticate`` dependency to every route it builds, so a new dialect is protected without a
 line of its own. FastAPI runs route dependencies inside the route handler, which the dialect route
 wraps, so a ``MissingBearerToken`` raised here comes out as OpenAI's ``invalid_request_error``,
@@ -15,18 +15,16 @@ reads) and in ``principal_var`` (what the accounting gate reads to attribute usa
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from limner.accounts.tokens import Principal
+from limner.accounts.tokens import Principal, principal_var
 from limner.core.errors import LimnerError
 
 PUBLIC_ATTR = "__limner_public__"
-principal_var: ContextVar[Principal | None] = ContextVar("limner_principal", default=None)
 bearer = HTTPBearer(auto_error=False, description="A limner API token: `limner tokens create --consumer NAME`")
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -1,4 +1,9 @@
-"""``ImageService`` runs one canonical request end to end: catalog, checks, engine, post-processing, storage."""
+"""``ImageService`` runs one canonical request end to end: catalog, admission, input decoding, sizes,
+engine, post-processing, storage.
+
+The order is the point: cheap checks first (model, counts, modes), then admission (rate limits), and
+only then the expensive work a refused request must never cost (decoding or fetching input images),
+then the credit hold once the output size is known, then the engine."""
 
 from __future__ import annotations
 
@@ -11,19 +16,31 @@ from dataclasses import dataclass
 from PIL import Image
 
 from limner.core.errors import InvalidRequest, LimnerError, ModelError, Timeout, UnsupportedOperation
-from limner.core.gate import Gate, OpenGate, Ticket
 from limner.core.imaging import add_watermark, compose_layout
-from limner.core.jobs import Job, JobRegistry, Listener, Reporter
-from limner.core.models import EngineRequest, GeneratedImage, ImageRequest, ImageResult, Mode, StoredImage
+from limner.core.models import (
+    Capabilities,
+    EngineRequest,
+    GeneratedImage,
+    ImageInput,
+    ImageRequest,
+    ImageResult,
+    MediaRef,
+    Mode,
+    ModelInfo,
+    SourceImage,
+    StoredImage,
+)
 from limner.core.sizes import SizePlan, fit_to_size, resolve_size
 from limner.core.styles import StylePreset, get_style
-from limner.engines.base import Capabilities
 from limner.engines.catalog import Catalog, ModelEntry
 from limner.engines.residency import Residency
 from limner.engines.slots import ModelSlots
 from limner.media.encode import encode_image
-from limner.media.signing import UrlSigner
-from limner.media.store import MediaStore
+from limner.media.inputs import ImageLoader
+from limner.media.store import MediaStore, content_key
+from limner.service.gate import Gate, OpenGate, Ticket
+from limner.service.jobs import Job, JobRegistry, Listener, Reporter
+from limner.service.media_access import MediaAccess
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +53,6 @@ HIGH_EFFORT_STEPS_FACTOR = 2
 
 @dataclass(frozen=True)
 class ServiceOptions:
-    public_url: str | None = None
     embed_metadata: bool = True
     request_timeout: float = 300.0
 
@@ -45,24 +61,41 @@ class ImageService:
     def __init__(
         self,
         catalog: Catalog,
-        store: MediaStore,
-        signer: UrlSigner,
+        media: MediaAccess,
+        loader: ImageLoader,
         options: ServiceOptions,
         gate: Gate | None = None,
         jobs: JobRegistry | None = None,
         residency: Residency | None = None,
     ) -> None:
         self.catalog = catalog
-        self.store = store
-        self.signer = signer
+        self.media = media
+        self.loader = loader
         self.options = options
         self.gate: Gate = gate or OpenGate()
-        """Accounting (limits, credits, usage); ``limner.accounts.gate`` in the server."""
+        """Accounting (limits, credits, usage); ``limner.service.accounting`` in the server."""
         self._slots: dict[str, ModelSlots] = {}
         self.jobs = jobs or JobRegistry()
         """Every request's progress, for streaming responses and the job status endpoint."""
         self.residency = residency or Residency(catalog)
         """Which local models stay loaded; without settings it only keeps count (nothing is unloaded)."""
+
+    @property
+    def store(self) -> MediaStore:
+        return self.media.store
+
+    def model_names(self) -> list[str]:
+        """Every model id and alias the catalog answers to."""
+        return self.catalog.names()
+
+    def describe(self, name: str) -> ModelInfo:
+        """One model by id or alias (``ModelNotFound`` otherwise), without building its engine."""
+        entry = self.catalog.resolve(name)
+        return ModelInfo(entry.id, entry.owned_by, entry.display_name)
+
+    def capabilities(self, name: str) -> Capabilities:
+        """What a model's engine accepts (builds the engine if it was not built yet; loads no weights)."""
+        return self.catalog.capabilities(self.catalog.resolve(name))
 
     def slots(self, entry: ModelEntry) -> ModelSlots:
         slots = self._slots.get(entry.id)
@@ -94,13 +127,16 @@ class ImageService:
         started = time.perf_counter()
         entry = self.catalog.resolve(request.model)
         job.model = entry.id
-        engine = self.catalog.engine(entry)
-        caps = engine.capabilities
-        mode, sources = self._plan_inputs(request, entry, caps)
-        plan = resolve_size(request.size, caps, first_image=sources[0] if sources else None)
+        caps = self.catalog.capabilities(entry)
         style = get_style(request.style)
+        self._check(request, caps)
+        await ticket.admit(entry, n=request.n)
+        images = [await self._decode(item, request.consumer) for item in request.images]
+        mask = await self._decode(request.mask, request.consumer) if request.mask is not None else None
+        mode, sources = self._plan_inputs(request, images, entry, caps)
+        plan = resolve_size(request.size, caps, first_image=sources[0] if sources else None)
         prompt, negative = style.apply(request.prompt, request.negative_prompt)
-        await ticket.admit(entry, n=request.n, width=plan.output[0], height=plan.output[1])
+        await ticket.reserve(width=plan.output[0], height=plan.output[1])
         base_seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         seeds = [(base_seed + index) % SEED_LIMIT for index in range(request.n)]
         steps = self._steps(request, entry, caps)
@@ -124,9 +160,12 @@ class ImageService:
             guidance=request.guidance,
             strength=request.strength,
             images=sources,
-            mask=request.mask.image if request.mask else None,
+            mask=mask.image if mask else None,
             upstream_model=request.model,
-            options=request.options,
+            quality=request.quality,
+            background=request.background,
+            rendering_style=request.rendering_style,
+            effort=request.effort,
             progress=reporter.progress,
             preview=reporter.preview if request.partial_images > 0 else None,
             preview_every=every if request.partial_images > 0 else 0,
@@ -153,17 +192,36 @@ class ImageService:
             storage_error=storage_error,
         )
 
-    def _plan_inputs(
-        self, request: ImageRequest, entry: ModelEntry, caps: Capabilities
-    ) -> tuple[Mode, list[Image.Image]]:
-        """Which mode the engine runs in and with which source images (composed if it takes only one)."""
+    @staticmethod
+    def _check(request: ImageRequest, caps: Capabilities) -> None:
+        """What can be refused from the request alone, before admission and before any image is decoded."""
         if request.n > caps.max_images:
             raise InvalidRequest(
                 f"Model '{request.model}' generates at most {caps.max_images} images per request; got n={request.n}.",
                 param="n",
             )
+        editing = request.mode is not Mode.GENERATE
+        if editing and Mode.EDIT not in caps.modes and request.mode not in caps.modes:
+            raise UnsupportedOperation(f"Model '{request.model}' does not support image editing.", param="image")
+        if request.mask is not None and not caps.supports_mask:
+            raise UnsupportedOperation(f"Model '{request.model}' does not support masks.", param="mask")
+
+    async def _decode(self, item: ImageInput, consumer: str) -> SourceImage:
+        """An input image as pixels: limner's own media read from the store (owner only), anything else
+        decoded or fetched by the loader."""
+        if isinstance(item, SourceImage):
+            return item
+        source: bytes | str | MediaRef = item.source
+        if isinstance(source, MediaRef):
+            source = await self.media.read(consumer, source)
+        return await self.loader.load(source, item.label, param=item.param)
+
+    def _plan_inputs(
+        self, request: ImageRequest, images: list[SourceImage], entry: ModelEntry, caps: Capabilities
+    ) -> tuple[Mode, list[Image.Image]]:
+        """Which mode the engine runs in and with which source images (composed if it takes only one)."""
         mode = request.mode
-        sources = [source.image for source in request.images]
+        sources = [source.image for source in images]
         if mode is Mode.VARIATION and Mode.VARIATION not in caps.modes:
             mode = Mode.EDIT
         if mode is Mode.COMPOSE and (Mode.COMPOSE not in caps.modes or len(sources) > caps.max_input_images):
@@ -176,8 +234,6 @@ class ImageService:
             sources, mode = [compose_layout(sources)], Mode.EDIT
         if mode is not Mode.GENERATE and mode not in caps.modes:
             raise UnsupportedOperation(f"Model '{request.model}' does not support image editing.", param="image")
-        if request.mask is not None and not caps.supports_mask:
-            raise UnsupportedOperation(f"Model '{request.model}' does not support masks.", param="mask")
         return mode, sources
 
     @staticmethod
@@ -274,7 +330,7 @@ class ImageService:
         stored = []
         for index, (item, data, mime) in enumerate(encoded):
             key = keys[index] if keys else ""
-            url = item.source_url or (self.signer.url_for(key, self.options.public_url) if key else "")
+            url = item.source_url or (self.media.link(key) if key else "")
             stored.append(
                 StoredImage(
                     key=key,
@@ -290,8 +346,6 @@ class ImageService:
         return stored, storage_error
 
     async def _put(self, data: bytes, mime: str, owner: str, created: list[str]) -> str:
-        from limner.media.store import content_key
-
         key = content_key(data, mime)
         existed = await self.store.exists(key)
         key = await self.store.put(data, mime_type=mime, owner=owner)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import typer
 
-from limner import cli_accounts
+from limner.cli import accounts as cli_accounts
 from limner.settings import Settings
 
 OUTPUT_FORMATS: dict[str, Literal["png", "jpeg", "webp"]] = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -18,34 +18,6 @@ app.add_typer(cli_accounts.tokens_app, name="tokens")
 app.add_typer(cli_accounts.credits_app, name="credits")
 app.add_typer(cli_accounts.consumers_app, name="consumers")
 app.add_typer(cli_accounts.usage_app, name="usage")
-
-
-@app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default from settings: 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8000)")] = None,
-    preload: Annotated[bool, typer.Option(help="Load every model before accepting requests")] = False,
-) -> None:
-    """Start the HTTP server."""
-    import uvicorn
-
-    from limner.app import create_app
-    from limner.http.logging import configure_logging
-
-    overrides: dict[str, Any] = {key: value for key, value in {"host": host, "port": port}.items() if value is not None}
-    if preload:
-        overrides["preload"] = True
-    settings = Settings(**overrides)
-    configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=30,
-        proxy_headers=True,
-        access_log=False,
-    )
 
 
 @app.command()
@@ -144,9 +116,8 @@ def generate(
         raise typer.Exit(1) from None
 
 
-from limner.cli_pull import pull  # noqa: E402  (commands in their own modules register here, one stanza each)
+from limner.cli.pull import pull  # noqa: E402  (commands in their own modules register here, one stanza each)
+from limner.cli.serve import serve  # noqa: E402
 
+app.command()(serve)
 app.command()(pull)
-
-if __name__ == "__main__":
-    app()

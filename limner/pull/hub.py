@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from limner.core.errors import LimnerError
-from limner.download import DownloadError, check_safetensors
-from limner.pipeline_files import pipeline_components, select_files
+from limner.pull.download import DownloadError, check_safetensors
+from limner.pull.files import pipeline_components, select_files
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 OFFLINE_HINT = "Download the model elsewhere and point a catalog entry's path at the directory"
@@ -62,7 +62,7 @@ class Hub:
         if commit is None:
             raise PullError(f"{self.endpoint} gave no commit for {repo_id}; is it a Hugging Face hub?")
         listing = self.api.list_repo_tree(repo_id, recursive=True, revision=commit)
-        tree = {entry.path: entry for entry in listing if isinstance(entry, self.hf.hf_api.RepoFile)}
+        tree = {entry.path: entry for entry in listing if isinstance(entry, self.hf.RepoFile)}
         if "model_index.json" not in tree:
             return None
         index = self.hf.hf_hub_download(
@@ -114,22 +114,29 @@ def verify(api: Any, plan: Plan, stage: Path) -> None:
 
 
 def huggingface_hub_module(*, online: bool = True) -> Any:
-    """huggingface_hub, or a clear error; ``online`` also honours ``HF_HUB_OFFLINE`` (which is about the hub only)."""
+    """huggingface_hub, or a clear error; ``online`` also honours ``HF_HUB_OFFLINE`` (which is about the hub only).
+
+    The package is a lazy module: a submodule such as ``constants`` is an attribute only once something has
+    imported it, so the submodules used here are imported by name.
+    """
     try:
         import huggingface_hub
+        from huggingface_hub import constants
     except ImportError as exc:
         raise PullError(
             "limner pull needs huggingface_hub (and a pulled model needs diffusers): pip install 'limner[local]'"
         ) from exc
-    if online and huggingface_hub.constants.is_offline_mode():
+    if online and constants.is_offline_mode():
         raise PullError(f"HF_HUB_OFFLINE is set, so nothing can be downloaded: unset it and run again. {OFFLINE_HINT}")
     return huggingface_hub
 
 
 def hub_headers(token: str | bool | None) -> dict[str, str]:
     """The hub's auth and user-agent headers, for a file URL on the hub (gated files need the token)."""
-    hub = huggingface_hub_module()
-    return dict(hub.utils.build_hf_headers(token=token, library_name="limner"))
+    huggingface_hub_module()
+    from huggingface_hub.utils import build_hf_headers
+
+    return dict(build_hf_headers(token=token, library_name="limner"))
 
 
 @contextmanager

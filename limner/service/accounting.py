@@ -1,9 +1,9 @@
 """``AccountsGate``: rate limits, credits and usage around every ``ImageService.run``.
 
-    open ──> admit ───────────────> deliver ──> exit: commit the hold + record usage   (one transaction)
+    open ──> admit ──> reserve ───> deliver ──> exit: commit the hold + record usage   (one transaction)
               │ rate limit (429)                 any error / cancellation:
-              │ price = per image x n x scale     refund the hold + record usage     (one transaction)
-              └ reserve (402 when short)
+              └ reserve: price = per image x n x scale, held (402 when short);
+                                                  refund the hold + record usage     (one transaction)
 
 Settlement runs shielded from cancellation, so a client that disconnects mid-request (the server
 cancels its task) is still refunded; if the process dies instead, the hold expires and is recovered.
@@ -19,15 +19,15 @@ import time
 from types import TracebackType
 
 from limner.accounts import consumers, credits, usage
-from limner.accounts.auth import principal_var
 from limner.accounts.credits import Hold
-from limner.accounts.metrics import Metrics
 from limner.accounts.models import to_micros
 from limner.accounts.ratelimit import Limits
 from limner.accounts.service import Accounts
+from limner.accounts.tokens import principal_var
 from limner.core.errors import InvalidRequest, LimnerError, ModelNotFound
 from limner.core.models import ImageRequest, ImageResult
 from limner.engines.catalog import Catalog, ModelEntry
+from limner.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ class AccountTicket:
         self.request_id = request_id
         self.started = time.perf_counter()
         self.model = request.model
+        self.entry: ModelEntry | None = None
+        self.policy: consumers.Policy | None = None
+        self.n = 0
         self.price = 0
         self.hold: Hold | None = None
         self._reserving: asyncio.Future[Hold] | None = None
@@ -69,11 +72,11 @@ class AccountTicket:
     async def __aenter__(self) -> AccountTicket:
         return self
 
-    async def admit(self, entry: ModelEntry, *, n: int, width: int, height: int) -> None:
+    async def admit(self, entry: ModelEntry, *, n: int) -> None:
         accounts = self.gate.accounts
-        self.model = entry.id
+        self.model, self.entry, self.n = entry.id, entry, n
         consumer = self.request.consumer
-        policy = await accounts.db.call(consumers.policy, accounts.db, consumer)
+        self.policy = policy = await accounts.db.call(consumers.policy, accounts.db, consumer)
         defaults = accounts.options.default_limits
         limits = Limits(policy.rpm or defaults.rpm, policy.ipm or defaults.ipm)
         if limits.ipm is not None and n > limits.ipm:
@@ -82,7 +85,12 @@ class AccountTicket:
             )
         if not limits.unlimited:
             await accounts.limiter.acquire(f"{consumer}|{entry.id}", n, limits)
-        self.price = to_micros(entry.price_for(n, width, height, self.request.quality))
+
+    async def reserve(self, *, width: int, height: int) -> None:
+        accounts, entry, policy = self.gate.accounts, self.entry, self.policy
+        if entry is None or policy is None:
+            raise LimnerError("Internal error: credits reserved before the request was admitted.")
+        self.price = to_micros(entry.price_for(self.n, width, height, self.request.quality))
         if self.price > 0 and policy.consumer_id is not None and policy.balance is not None:
             # Shielded: a reservation that completes after its client left must still be found and refunded.
             self._reserving = asyncio.ensure_future(

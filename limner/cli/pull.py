@@ -1,7 +1,7 @@
 """``limner pull``: the terminal face of :mod:`limner.pull`, which downloads and verifies, then the catalog entry.
 
 Kept apart from ``limner/cli.py`` so that command file stays one small stanza per command; the download and the
-catalog edit live in :mod:`limner.pull` and :mod:`limner.catalog_file`, so tests and other tools can call them.
+catalog edit live in :mod:`limner.pull` and :mod:`limner.pull.catalog_file`, so tests and other tools can call them.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ def pull(
     """Download a model from a Hugging Face hub (or one .safetensors URL) and add it to limner.toml."""
     from pydantic import ValidationError
 
-    from limner.catalog_file import catalog_fields, upsert_model
     from limner.engines.registry import default_factories
     from limner.pull import PullError
     from limner.pull import pull as run_pull
+    from limner.pull.catalog_file import catalog_fields, upsert_model
     from limner.settings import Settings, config_path
 
     if engine not in default_factories():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from limner.pipeline_files import canonicalize, pipeline_components, select_files
+from limner.pull.files import canonicalize, pipeline_components, select_files
 
 # The shape of real repos: SDXL-Turbo-like fp32 + fp16 variants, pickles, ONNX, Flax, an all-in-one checkpoint;
 # a sharded fp16 text encoder (SD3-like); a component that only ships pickles; a component the index disables.

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from limner.core.files import write_atomically
+
 CHUNK = 1 << 20
 RETRIES = 5  # attempts in a row that bring no new byte before giving up
 MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
@@ -133,7 +135,7 @@ def _fetch(client: httpx.Client, url: str, part: Path, meta: dict[str, Any], met
             else _int(response.headers.get("Content-Length"))
         )
         meta.update(_validators(response))
-        meta_path.write_text(json.dumps(meta))
+        write_atomically(meta_path, json.dumps(meta).encode())
         with (
             part.open("ab" if resumed else "wb") as sink,
             _bar(part.name.removesuffix(".part"), total, have if resumed else 0, progress) as bar,

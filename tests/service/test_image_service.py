@@ -9,15 +9,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from limner.app import build_state
 from limner.core.errors import LimnerError, ModelError, ModelNotFound, QueueFull, Timeout, UnsupportedOperation
-from limner.core.models import EngineRequest, GeneratedImage, ImageRequest, Mode, SizeSpec, SourceImage
-from limner.engines.base import Capabilities, Engine
-from limner.engines.catalog import ModelEntry
-from limner.http.deps import AppState
+from limner.core.models import Capabilities, EngineRequest, GeneratedImage, ImageRequest, Mode, SizeSpec, SourceImage
+from limner.engines.base import Engine
+from limner.engines.catalog import Catalog, ModelEntry
+from limner.engines.registry import default_factories
+from limner.media.inputs import ImageDecoder, ImageFetcher, ImageLoader
+from limner.media.signing import UrlSigner
 from limner.media.store import LocalMediaStore
-from limner.settings import Settings
+from limner.service.image_service import ImageService, ServiceOptions
+from limner.service.media_access import MediaAccess
 from tests.conftest import pattern_models
+from tests.support.waiting import until
 
 
 class RecordingEngine(Engine):
@@ -41,12 +44,25 @@ class RecordingEngine(Engine):
         ]
 
 
-def make_state(tmp_path: Path, engine: Engine, **entry: object) -> AppState:
+class GatedEngine(RecordingEngine):
+    """Each call waits until the test opens the gate: queue states without timing guesses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
+        await self.gate.wait()
+        return await super().generate(request)
+
+
+def make_service(tmp_path: Path, engine: Engine, **entry: object) -> ImageService:
+    """The service alone over a store in ``tmp_path``: no app, no accounts (the open gate admits everything)."""
     models = [*pattern_models(), ModelEntry(id="rec", engine="rec", **entry)]  # type: ignore[arg-type]
-    settings = Settings(data_dir=tmp_path, models=models, default_model="pattern", request_timeout=1.0)
-    return build_state(
-        settings, {**__import__("limner.engines.registry", fromlist=["x"]).default_factories(), "rec": lambda _: engine}
-    )
+    catalog = Catalog(models, {**default_factories(), "rec": lambda _: engine})
+    media = MediaAccess(LocalMediaStore(tmp_path / "media"), UrlSigner(b"k" * 32))
+    loader = ImageLoader(ImageDecoder(), ImageFetcher())
+    return ImageService(catalog, media, loader, ServiceOptions(request_timeout=1.0))
 
 
 def rgb(color: tuple[int, int, int], size: tuple[int, int] = (40, 20)) -> SourceImage:
@@ -55,57 +71,59 @@ def rgb(color: tuple[int, int, int], size: tuple[int, int] = (40, 20)) -> Source
 
 async def test_seeds_follow_the_base_seed_and_are_reported(tmp_path: Path) -> None:
     engine = RecordingEngine()
-    state = make_state(tmp_path, engine)
-    result = await state.service.run(ImageRequest(prompt="x", model="rec", n=3, seed=10, size=SizeSpec(64, 64)), "r")
+    service = make_service(tmp_path, engine)
+    result = await service.run(ImageRequest(prompt="x", model="rec", n=3, seed=10, size=SizeSpec(64, 64)), "r")
     assert engine.requests[0].seeds == [10, 11, 12]
     assert [image.seed for image in result.images] == [10, 11, 12]
-    random = await state.service.run(ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "r")
+    random = await service.run(ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "r")
     assert random.images[0].seed is not None
 
 
 async def test_several_images_are_laid_out_in_order_for_a_one_image_engine(tmp_path: Path) -> None:
     engine = RecordingEngine()
-    state = make_state(tmp_path, engine)
+    service = make_service(tmp_path, engine)
     request = ImageRequest(prompt="image 1 beside image 2", model="rec", images=[rgb((255, 0, 0)), rgb((0, 0, 255))])
-    await state.service.run(request, "r")
+    await service.run(request, "r")
     [source] = engine.requests[0].images
     assert engine.requests[0].mode is Mode.EDIT
     assert source.getpixel((2, 2)) == (255, 0, 0) and source.getpixel((source.width - 2, 2)) == (0, 0, 255)
 
 
 async def test_composition_can_be_refused_and_masks_need_support(tmp_path: Path) -> None:
-    state = make_state(tmp_path, RecordingEngine(), compose="none")
+    service = make_service(tmp_path, RecordingEngine(), compose="none")
     with pytest.raises(UnsupportedOperation, match="takes at most 1 input image"):
-        await state.service.run(ImageRequest(prompt="x", model="rec", images=[rgb((1, 1, 1)), rgb((2, 2, 2))]), "r")
+        await service.run(ImageRequest(prompt="x", model="rec", images=[rgb((1, 1, 1)), rgb((2, 2, 2))]), "r")
     with pytest.raises(UnsupportedOperation, match="does not support masks"):
-        await state.service.run(
-            ImageRequest(prompt="x", model="rec", images=[rgb((1, 1, 1))], mask=rgb((0, 0, 0))), "r"
-        )
+        await service.run(ImageRequest(prompt="x", model="rec", images=[rgb((1, 1, 1))], mask=rgb((0, 0, 0))), "r")
 
 
 async def test_unknown_model_lists_the_catalog(tmp_path: Path) -> None:
-    state = make_state(tmp_path, RecordingEngine())
+    service = make_service(tmp_path, RecordingEngine())
     with pytest.raises(ModelNotFound) as caught:
-        await state.service.run(ImageRequest(prompt="x", model="nope"), "r")
+        await service.run(ImageRequest(prompt="x", model="nope"), "r")
     assert "Unknown model 'nope'" in caught.value.message and "rec" in caught.value.message
 
 
 async def test_engine_failures_and_timeouts_are_translated(tmp_path: Path) -> None:
-    state = make_state(tmp_path, RecordingEngine(fail=True))
+    service = make_service(tmp_path, RecordingEngine(fail=True))
     with pytest.raises(ModelError, match="failed to generate: RuntimeError"):
-        await state.service.run(ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "r")
-    slow = make_state(tmp_path / "slow", RecordingEngine(delay=5))
+        await service.run(ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "r")
+    slow = make_service(tmp_path / "slow", RecordingEngine(delay=5))
     with pytest.raises(Timeout, match="did not finish within 1 s"):
-        await slow.service.run(ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "r")
+        await slow.run(ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "r")
 
 
 async def test_a_full_queue_answers_at_once_with_retry_after(tmp_path: Path) -> None:
-    state = make_state(tmp_path, RecordingEngine(delay=0.3), max_concurrency=1, max_queue=1)
+    engine = GatedEngine()
+    service = make_service(tmp_path, engine, max_concurrency=1, max_queue=1)
     request = ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64))
-    outcomes = await asyncio.gather(*(state.service.run(request, "r") for _ in range(4)), return_exceptions=True)
-    refused = [o for o in outcomes if isinstance(o, QueueFull)]
-    assert len(refused) == 2 and all(o.retry_after >= 1 for o in refused)
-    assert "busy" in refused[0].message
+    calls = [asyncio.create_task(service.run(request, f"r{index}")) for index in range(4)]
+    await until(lambda: sum(call.done() for call in calls) == 2, what="two answers while one runs and one waits")
+    refused = [call.exception() for call in calls if call.done()]
+    assert all(isinstance(error, QueueFull) and error.retry_after >= 1 for error in refused), refused
+    assert isinstance(refused[0], QueueFull) and "busy" in refused[0].message
+    engine.gate.set()
+    await asyncio.gather(*(call for call in calls if not call.done()))
 
 
 class BrokenStore(LocalMediaStore):
@@ -121,10 +139,10 @@ class BrokenStore(LocalMediaStore):
 
 
 async def test_a_storage_failure_stores_nothing(tmp_path: Path) -> None:
-    state = make_state(tmp_path, RecordingEngine())
+    service = make_service(tmp_path, RecordingEngine())
     store = BrokenStore(tmp_path / "media")
-    state.service.store = store
-    result = await state.service.run(ImageRequest(prompt="x", model="rec", n=3, seed=1, size=SizeSpec(64, 64)), "r")
+    service.media.store = store
+    result = await service.run(ImageRequest(prompt="x", model="rec", n=3, seed=1, size=SizeSpec(64, 64)), "r")
     assert result.storage_error and all(image.key == "" for image in result.images)
     assert [p for p in (tmp_path / "media").rglob("*") if p.is_file()] == []
     assert Image.open(io.BytesIO(result.images[0].data)).size == (64, 64), "the bytes are still there for fallbacks"

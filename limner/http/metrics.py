@@ -1,0 +1,81 @@
+"""``/metrics`` and the middleware that counts every HTTP request into the app's ``Metrics`` registry
+(``limner.service.metrics``), labelled by the dialect that served it."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from limner.service.metrics import Metrics
+
+
+def dialect_label(scope: Scope) -> str:
+    """The dialect module that served a request (``shared_paths`` when it picked one per request)."""
+    module = getattr(scope.get("endpoint"), "__module__", "") or ""
+    if module.startswith("limner.dialects."):
+        return module.removeprefix("limner.dialects.")
+    return "-"
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request (a pure ASGI middleware: streaming bodies pass untouched)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except BaseException:
+            status = status or 500
+            raise
+        finally:
+            dialect = dialect_label(scope)
+            # No response at all: the client went away and its request was cancelled (nginx's 499).
+            self.metrics.http_requests.labels(dialect, scope.get("method", ""), str(status or 499)).inc()
+            self.metrics.http_latency.labels(dialect).observe(time.perf_counter() - started)
+
+
+router = APIRouter(tags=["Ops"])
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format; open unless ``LIMNER_METRICS_TOKEN`` is set."""
+    refused = refuse_without_metrics_token(request)
+    if refused is not None:
+        return refused
+    return Response(request.app.state.limner.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def refuse_without_metrics_token(request: Request) -> Response | None:
+    """A 401 when ``LIMNER_METRICS_TOKEN`` is set and the request does not carry it; else None.
+
+    Shared by the operator's read-only endpoints (``/metrics``, ``/limner/models``)."""
+    expected = request.app.state.limner.settings.secret("metrics_token")
+    if expected is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+            return JSONResponse(
+                {"error": {"code": "invalid_token", "message": "Send 'Authorization: Bearer <metrics token>'."}},
+                status_code=401,
+            )
+    return None

@@ -1,0 +1,9 @@
+"""The one place that runs a request end to end, above engines, media and accounts.
+
+image_service.py   ``ImageService``: catalog, admission, input decoding, sizes, engine, post-processing, storage
+gate.py            the ``Gate``/``Ticket`` protocol between the service and accounting
+accounting.py      ``AccountsGate``: rate limits, credits and usage around every request
+media_access.py    who may read which stored image; signed links
+jobs.py            every request's progress (queue position, steps, previews) for streams and /v1/jobs
+metrics.py         the per-app Prometheus registry
+"""
