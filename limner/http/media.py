@@ -7,14 +7,9 @@ from fastapi.responses import JSONResponse
 
 from limner.core.errors import NotFound
 from limner.http.deps import get_state
-from limner.media.encode import MIME_BY_FORMAT
+from limner.media.store import mime_type_for
 
 router = APIRouter(tags=["Media"])
-
-
-def _mime_for(key: str) -> str:
-    extension = key.rsplit(".", 1)[-1]
-    return MIME_BY_FORMAT.get("jpeg" if extension == "jpg" else extension, "application/octet-stream")
 
 
 @router.get("/media/{key}")
@@ -31,6 +26,6 @@ async def download_media(request: Request, key: str, expires: int = 0, signature
         return JSONResponse({"error": {"code": "not_found", "message": "No such image."}}, status_code=404)
     return Response(
         data,
-        media_type=_mime_for(key),
+        media_type=mime_type_for(key),  # the store answered: the key is valid
         headers={"Cache-Control": "private, max-age=3600, immutable", "Content-Length": str(len(data))},
     )

@@ -70,11 +70,6 @@ class UrlSigner:
         expires_at, signature = self.sign(key, expires)
         return f"/media/{key}?" + urlencode({"expires": expires_at, "signature": signature})
 
-    def url_for(self, key: str, public_url: str | None, expires: int | None = None) -> str:
-        """Absolute when ``public_url`` (scheme, host and any prefix) is configured, else relative."""
-        path = self.path_for(key, expires)
-        return public_url.rstrip("/") + path if public_url else path
-
 
 def load_or_create_secret(data_dir: Path) -> bytes:
     """Read ``data_dir/signing.key``, creating a random one (mode 0600) on first start.

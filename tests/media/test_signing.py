@@ -76,13 +76,6 @@ def test_path_for_carries_a_verifiable_signature(signer: UrlSigner) -> None:
     assert signer.verify(KEY, query["expires"][0], query["signature"][0], now=NOW)
 
 
-def test_url_for_is_absolute_only_with_a_public_url(signer: UrlSigner) -> None:
-    relative = signer.url_for(KEY, None, NOW)
-    assert relative == signer.path_for(KEY, NOW)
-    assert signer.url_for(KEY, "https://img.example.com/", NOW) == "https://img.example.com" + relative
-    assert signer.url_for(KEY, "https://example.com/limner", NOW) == "https://example.com/limner" + relative
-
-
 def test_secret_is_created_once_with_private_mode(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     secret = load_or_create_secret(data_dir)

@@ -28,7 +28,7 @@ cost from the entry's price): ``engine.calls`` keeps the latest, ``observe_calls
 hooks accounting into whatever the catalog built for a model, fallbacks included.
 """
 
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage
+from limner.engines.upstream.base import UpstreamEngine
 from limner.engines.upstream.usage import CallObserver, UpstreamCall, observe_calls
 
-__all__ = ["CallObserver", "UpstreamCall", "UpstreamEngine", "UpstreamImage", "observe_calls"]
+__all__ = ["CallObserver", "UpstreamCall", "UpstreamEngine", "observe_calls"]

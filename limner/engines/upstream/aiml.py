@@ -14,7 +14,7 @@ from typing import Any
 
 from limner.core.errors import ModelError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, hosted_capabilities
+from limner.engines.upstream.base import UpstreamEngine, hosted_capabilities
 from limner.engines.upstream.payloads import data_url, encode_png
 
 RESPONSE_FORMATS = ("url", "presigned_url", "b64_json")
@@ -66,7 +66,7 @@ class AimlEngine(UpstreamEngine):
             raise ModelError("Provider 'aiml' returned no image URL.")
         if self.response_format == "url":
             url = await self._resolve(url)
-        return UpstreamImage(image=await self.decode(await self.download(url)), source_url=url)
+        return GeneratedImage(image=await self.decode(await self.download(url)), source_url=url)
 
     async def _resolve(self, backend_url: str) -> str:
         """Exchange a backend media path for its presigned URL (an authorized request to AI.ML itself)."""

@@ -76,10 +76,6 @@ def hosted_capabilities(**fields: Any) -> Capabilities:
 
 
 @dataclass
-class UpstreamImage(GeneratedImage):
-    """A generated image that came from a provider; ``source_url`` is where the provider served it."""
-
-
 class _Transient(Exception):
     """A failure worth retrying; ``error`` is what the caller gets once retries run out."""
 
@@ -318,7 +314,7 @@ class UpstreamEngine(Engine):
         url = item.get("url")
         if not url:
             raise ModelError(f"Provider '{self.provider}' returned an image with neither b64_json nor url.")
-        return UpstreamImage(image=await self.decode(await self.download(url)), source_url=url)
+        return GeneratedImage(image=await self.decode(await self.download(url)), source_url=url)
 
     def expect_count(self, images: list[GeneratedImage], n: int) -> list[GeneratedImage]:
         """``images``, if there are as many as were asked for: a provider that returns fewer or more has failed."""

@@ -31,7 +31,7 @@ import httpx
 
 from limner.core.errors import ModelError, Timeout
 from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, hosted_capabilities
+from limner.engines.upstream.base import UpstreamEngine, hosted_capabilities
 from limner.engines.upstream.payloads import encode_png
 from limner.engines.upstream.resilience import redact
 from limner.engines.upstream.shapes import nearest_ratio
@@ -99,7 +99,7 @@ class BflEngine(UpstreamEngine):
         polling_url = task.get("polling_url") or f"/v1/get_result?id={task['id']}"
         result = await self._poll(str(polling_url))
         url = result["sample"]
-        return UpstreamImage(image=await self.decode(await self.download(url)), seed=seed, source_url=url)
+        return GeneratedImage(image=await self.decode(await self.download(url)), seed=seed, source_url=url)
 
     async def _poll(self, url: str) -> dict[str, Any]:
         loop = asyncio.get_running_loop()

@@ -13,7 +13,7 @@ from typing import Any
 
 from limner.core.errors import ModelError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, hosted_capabilities
+from limner.engines.upstream.base import UpstreamEngine, hosted_capabilities
 from limner.engines.upstream.payloads import data_url, encode_png
 from limner.engines.upstream.shapes import nearest_ratio
 
@@ -53,7 +53,7 @@ class MiladyEngine(UpstreamEngine):
         text = item.get("text") or None
         url = item.get("url")
         if url:
-            return UpstreamImage(image=await self.decode(await self.download(url)), text=text, source_url=url)
+            return GeneratedImage(image=await self.decode(await self.download(url)), text=text, source_url=url)
         if item.get("image"):
             return GeneratedImage(image=await self.decode_b64(item["image"]), text=text)
         raise ModelError("Provider 'milady' returned an image with neither url nor image.")

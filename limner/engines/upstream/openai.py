@@ -25,9 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from limner.core.errors import ModelError
 from limner.core.models import EngineRequest, GeneratedImage, Mode
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage, hosted_capabilities
+from limner.engines.upstream.base import UpstreamEngine, hosted_capabilities
 from limner.engines.upstream.payloads import encode_png
 from limner.engines.upstream.shapes import nearest_size
 
@@ -122,10 +121,7 @@ class OpenAIEngine(UpstreamEngine):
             form = {key: str(value) for key, value in fields.items()}
             response = await self.send("POST", path, data=form, files=files)
         items = self.json(response)["data"]
-        images = [await self._image(item) for item in items]
-        if len(images) != n:
-            raise ModelError(f"Provider 'openai' returned {len(images)} images instead of {n}.")
-        return images
+        return self.expect_count([await self.openai_image(item) for item in items], n)
 
     def _fields(self, request: EngineRequest, n: int) -> dict[str, Any]:
         """Parameters common to all three endpoints, as this model family takes them."""
@@ -156,11 +152,3 @@ class OpenAIEngine(UpstreamEngine):
         if request.mask is not None and request.mode is not Mode.VARIATION:
             files.append(("mask", ("mask.png", await encode_png(request.mask), "image/png")))
         return files
-
-    async def _image(self, item: dict[str, Any]) -> GeneratedImage:
-        if item.get("b64_json"):
-            return GeneratedImage(image=await self.decode_b64(item["b64_json"]))
-        url = item.get("url")
-        if not url:
-            raise ModelError("Provider 'openai' returned an image with neither b64_json nor url.")
-        return UpstreamImage(image=await self.decode(await self.download(url)), source_url=url)

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 
 from limner.core.errors import ModelError, Timeout
-from limner.core.models import Mode
+from limner.core.models import GeneratedImage, Mode
 from limner.engines.catalog import ModelEntry
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage
+from limner.engines.upstream.base import UpstreamEngine
 from limner.engines.upstream.bfl import BflEngine
 from tests.engines.upstream.conftest import Fake, request
 from tests.engines.upstream.fakes.common import KEY
@@ -22,7 +22,7 @@ async def test_kontext_submit_poll_download(fakes: dict[str, Fake], make_engine:
     engine = make_engine(fake.entry())
     images = await engine.generate(request(n=2, size=(1344, 768)))
     assert [image.seed for image in images] == [7, 8]
-    assert all(isinstance(image, UpstreamImage) and "/delivery/" in (image.source_url or "") for image in images)
+    assert all(isinstance(image, GeneratedImage) and "/delivery/" in (image.source_url or "") for image in images)
     assert images[0].image.size == (64, 36)
     posts = fake.control.posts()
     assert {post.body["seed"] for post in posts} == {7, 8}

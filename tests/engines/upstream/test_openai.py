@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from limner.core.models import Mode
+from limner.core.models import GeneratedImage, Mode
 from limner.engines.catalog import ModelEntry
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage
+from limner.engines.upstream.base import UpstreamEngine
 from tests.engines.upstream.conftest import Fake, request
 from tests.engines.upstream.fakes.common import KEY
 
@@ -37,7 +37,7 @@ async def test_dall_e_2_url_answers_are_downloaded(fakes: dict[str, Fake], make_
     fake = fakes["openai"]
     engine = make_engine(fake.entry(options={"response_format": "url"}))
     (image,) = await engine.generate(request(size=(256, 256)))
-    assert isinstance(image, UpstreamImage) and image.source_url and image.source_url.endswith("/files/256x256.png")
+    assert isinstance(image, GeneratedImage) and image.source_url and image.source_url.endswith("/files/256x256.png")
     downloads = [seen for seen in fake.control.requests if seen.method == "GET"]
     assert len(downloads) == 1 and "authorization" not in downloads[0].headers
     assert engine.calls[-1].requests == 2

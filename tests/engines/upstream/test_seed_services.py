@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 
 from limner.core.errors import ModelError, ModelNotAvailable
-from limner.core.models import Mode
+from limner.core.models import GeneratedImage, Mode
 from limner.engines.catalog import ModelEntry
-from limner.engines.upstream.base import UpstreamEngine, UpstreamImage
+from limner.engines.upstream.base import UpstreamEngine
 from tests.engines.upstream.conftest import Fake, request
 from tests.engines.upstream.fakes.common import KEY
 
@@ -35,7 +35,7 @@ async def test_aiml_generate_resolve_download(fakes: dict[str, Fake], make_engin
     assert resolve.method == "GET" and resolve.path.startswith("/v1/media/images/orgs")
     assert resolve.headers["authorization"] == f"Bearer {KEY}"
     assert download.path.startswith("/presigned/") and "authorization" not in download.headers
-    assert isinstance(image, UpstreamImage) and image.source_url and "/presigned/" in image.source_url
+    assert isinstance(image, GeneratedImage) and image.source_url and "/presigned/" in image.source_url
 
 
 @pytest.mark.parametrize("response_format", ["presigned_url", "b64_json"])
@@ -131,7 +131,7 @@ async def test_aigne_urls_and_edits(fakes: dict[str, Fake], make_engine: MakeEng
     fake = fakes["aigne"]
     engine = make_engine(fake.entry(upstream_model="gpt-image-1", options={"response_format": "url"}))
     (image,) = await engine.generate(request(mode=Mode.EDIT, images=1))
-    assert isinstance(image, UpstreamImage) and image.source_url and "/generated/" in image.source_url
+    assert isinstance(image, GeneratedImage) and image.source_url and "/generated/" in image.source_url
     assert fake.control.posts()[0].body["image"].startswith("data:image/png;base64,")
 
 
