@@ -228,12 +228,12 @@ def test_a_client_that_leaves_frees_its_slot(tmp_path: Path) -> None:
         first.cancel()  # the client hangs up
         await asyncio.gather(first, return_exceptions=True)
         await until(lambda: state("leaves-1") == "cancelled", what="the departed client's job to be cancelled")
-        second = asyncio.create_task(post_slow(url, "next-1"))
-        await until(lambda: state("next-1") == "running" or second.done(), what="the next request to start")
-        assert state("next-1") == "running", "the departed client's slot was released"
+        second = asyncio.create_task(post_slow(url, "next-in-line"))
+        await until(lambda: state("next-in-line") == "running" or second.done(), what="the next request to start")
+        assert state("next-in-line") == "running", "the departed client's slot was released"
         second.cancel()
         await asyncio.gather(second, return_exceptions=True)
-        await until(lambda: state("next-1") == "cancelled")
+        await until(lambda: state("next-in-line") == "cancelled")
 
     with live_server(app) as url:
         asyncio.run(scenario(url))
