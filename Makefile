@@ -51,13 +51,17 @@ serve: setup
 test: setup examples
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 
+# The checks CI runs (.ci/run) and .pre-commit-config.yaml repeats on each commit.
 lint: setup
 	$(BIN)/ruff check limner tests benchmarks
 	$(BIN)/ruff format --check limner tests benchmarks
 
+# tests/examples/reference is the reference services' example code, kept as written (not type-checked).
 typecheck: setup
-	$(BIN)/mypy limner
+	$(BIN)/mypy limner tests --exclude '^tests/examples/reference/'
 
+# Lint, then types, then the tests, one after another (even under -j); the first failure stops it.
+.NOTPARALLEL: check
 check: lint typecheck test
 
 bench: setup

@@ -190,7 +190,7 @@ class Trainer:
         self.optimizer.step()
         self.update_ema()
         self.step += 1
-        return float(loss)
+        return float(loss.detach())
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -239,7 +239,7 @@ class Trainer:
 
     def init_from_export(self, directory: Path) -> None:
         """Start from shipped weights (model and EMA both), with a fresh optimizer: for when checkpoints are gone."""
-        exported = UNet2DConditionModel.from_pretrained(directory / "unet", torch_dtype=torch.float32)
+        exported = UNet2DConditionModel.from_pretrained(directory / "unet").to(torch.float32)
         self.unet.load_state_dict(exported.state_dict())
         self.ema.load_state_dict(exported.state_dict())
         record = directory / "training.json"

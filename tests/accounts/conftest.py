@@ -16,7 +16,7 @@ from tests.support.services import Postgres, postgres_server, redis_server
 
 
 def priced_models(price: float = 1.0) -> list[ModelEntry]:
-    """Instant test-pattern models costing ``price`` credits per image (a slow one for disconnects)."""
+    """Instant test-pattern models costing ``price`` credits per image (and a slow one, which tests leave)."""
     return [
         ModelEntry(
             id="pattern",
@@ -26,7 +26,7 @@ def priced_models(price: float = 1.0) -> list[ModelEntry]:
             price_per_image=price,
             price_scale={"512x512": 2.0, "hd": 3.0},
         ),
-        ModelEntry(id="pattern-slow", engine="testpattern", options={"delay": 1.5}, price_per_image=price),
+        ModelEntry(id="pattern-slow", engine="testpattern", options={"delay": 60.0}, price_per_image=price),
         ModelEntry(id="pattern-free", engine="testpattern"),
         ModelEntry(id="broken", engine="broken", price_per_image=price),
     ]

@@ -27,7 +27,8 @@ def metered(accounts: Accounts, name: str, credits_: float) -> int:
 
 def ledger_sum(accounts: Accounts, consumer_id: int) -> int:
     with accounts.db.read() as session:
-        return int(session.scalar(select(func.sum(LedgerEntry.delta)).where(LedgerEntry.consumer_id == consumer_id)))
+        total = session.scalar(select(func.sum(LedgerEntry.delta)).where(LedgerEntry.consumer_id == consumer_id))
+        return int(total or 0)
 
 
 def states(accounts: Accounts) -> dict[str, int]:

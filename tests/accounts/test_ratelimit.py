@@ -59,6 +59,9 @@ def test_burst_gets_429_with_exact_retry_after(priced: Settings) -> None:
     requests_token = provision(priced, "chatty", rpm=3)
     images_token = provision(priced, "greedy", ipm=4)
     app = make_app(priced)
+    limiter = app.state.limner.accounts.limiter
+    assert isinstance(limiter, MemoryRateLimiter)
+    limiter.clock = Clock()  # time stands still: every wait is exact, however slow the requests
     with live_server(app) as url:
         burst = [generate(url, requests_token, model="pattern-free") for _ in range(5)]
         assert [r.status_code for r in burst] == [200, 200, 200, 429, 429]
@@ -76,7 +79,7 @@ def test_burst_gets_429_with_exact_retry_after(priced: Settings) -> None:
             json={"prompt": "x", "model": "pattern-free"},
             headers={"Authorization": f"Bearer {requests_token}"},
         )
-        assert aigne.status_code == 429 and aigne.headers["retry-after"] in ("19", "20")
+        assert aigne.status_code == 429 and aigne.headers["retry-after"] == "20"
         metrics = httpx.get(url + "/metrics").text
     assert 'limner_errors_total{code="rate_limited"}' in metrics
 
@@ -112,7 +115,9 @@ def test_two_app_instances_share_buckets_through_redis(priced: Settings, redis_u
         refused_a = generate(url_a, token, model="pattern-free")
         refused_b = generate(url_b, token, model="pattern-free")
     assert (refused_a.status_code, refused_b.status_code) == (429, 429)
-    assert refused_a.headers["retry-after"] == "30" and refused_b.headers["retry-after"] == "30"
+    # Redis's own clock times the shared bucket, so the wait shrinks while the requests run; the exact
+    # arithmetic is test_redis_buckets_match_the_memory_ones'. At most one request's 30 s either way.
+    assert all(1 <= int(refused.headers["retry-after"]) <= 30 for refused in (refused_a, refused_b))
 
 
 def test_unreachable_redis_refuses_rather_than_letting_everything_through() -> None:

@@ -37,8 +37,8 @@ def test_generate_writes_an_image(config: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["generate", "a red apple", "-o", str(out), "--size", "96x64", "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert "seed 3" in result.output
-    image = Image.open(out)
-    assert (image.format, image.size) == ("JPEG", (96, 64))
+    with Image.open(out) as image:
+        assert (image.format, image.size) == ("JPEG", (96, 64))
 
 
 def test_generate_reports_errors_plainly(config: Path, tmp_path: Path) -> None:

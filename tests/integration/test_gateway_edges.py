@@ -7,14 +7,13 @@ import base64
 import io
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 import torch
-from fastapi import FastAPI
 from PIL import Image
 
 from limner.app import create_app
@@ -22,6 +21,8 @@ from limner.engines.catalog import ModelEntry
 from limner.settings import Settings
 from tests.conftest import pattern_models
 from tests.support.live_server import live_server
+from tests.support.sdk import data_of
+from tests.support.slow_server import post_slow, slow_app
 from tests.support.tiny_diffusers import build_tiny_sd
 from tests.support.waiting import until, wait_until
 
@@ -30,30 +31,6 @@ def png(size: tuple[int, int] = (48, 48), color: tuple[int, int, int] = (10, 200
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-SLOW = {"model": "slow", "prompt": "x", "response_format": "b64_json"}
-"""A request for ``slow_app``'s model, which takes far longer than any test waits for it."""
-
-
-def slow_app(tmp_path: Path, **limits: int) -> tuple[FastAPI, Callable[[str], str | None]]:
-    """An app whose only model runs 60 s per request, and the state of a request's job by its id."""
-    slow = ModelEntry(id="slow", engine="testpattern", options={"delay": 60.0}, **limits)  # type: ignore[arg-type]
-    app = create_app(Settings(data_dir=tmp_path, models=[slow], default_model="slow"))
-    jobs = app.state.limner.service.jobs
-
-    def state(request_id: str) -> str | None:
-        job = jobs.get("local", request_id)
-        return job.state if job is not None else None
-
-    return app, state
-
-
-async def post_slow(url: str, request_id: str | None = None) -> httpx.Response:
-    """``SLOW`` on a connection of its own: cancelling the call hangs up, as a departing client does."""
-    headers = {"X-Request-Id": request_id} if request_id else {}
-    async with httpx.AsyncClient(timeout=60) as client:
-        return await client.post(url + "/v1/images/generations", json=SLOW, headers=headers)
 
 
 def test_queue_full_is_a_429_with_retry_after(tmp_path: Path) -> None:
@@ -179,12 +156,12 @@ def test_openai_sdk_through_a_real_diffusers_pipeline(tiny_sd_server: str) -> No
     result = client.images.generate(
         model="tiny-sd", prompt="a red apple", n=2, size="64x64", response_format="b64_json", extra_body={"seed": 5}
     )
-    images = [Image.open(io.BytesIO(base64.b64decode(item.b64_json or ""))) for item in result.data]
+    images = [Image.open(io.BytesIO(base64.b64decode(item.b64_json or ""))) for item in data_of(result)]
     assert [image.size for image in images] == [(64, 64), (64, 64)]
     again = client.images.generate(
         model="tiny-sd", prompt="a red apple", n=2, size="64x64", response_format="b64_json", extra_body={"seed": 5}
     )
-    repeated = [Image.open(io.BytesIO(base64.b64decode(item.b64_json or ""))).tobytes() for item in again.data]
+    repeated = [Image.open(io.BytesIO(base64.b64decode(item.b64_json or ""))).tobytes() for item in data_of(again)]
     assert repeated == [image.tobytes() for image in images]
     assert repeated[0] != repeated[1]
     edited = client.images.edit(
@@ -194,7 +171,7 @@ def test_openai_sdk_through_a_real_diffusers_pipeline(tiny_sd_server: str) -> No
         size="64x64",
         response_format="b64_json",
     )
-    assert Image.open(io.BytesIO(base64.b64decode(edited.data[0].b64_json or ""))).size == (64, 64)
+    assert Image.open(io.BytesIO(base64.b64decode(data_of(edited)[0].b64_json or ""))).size == (64, 64)
 
 
 def test_access_log_lines_carry_the_request_id_and_no_query(

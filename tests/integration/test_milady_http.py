@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+from pathlib import Path
 
 import httpx
 from PIL import Image
+
+from tests.support.live_server import live_server
+from tests.support.slow_server import post_slow, slow_app
+from tests.support.waiting import until
 
 URL = "/api/v1/generate-image"
 AUTH = {"Authorization": "Bearer YOUR_API_KEY"}
@@ -74,16 +79,22 @@ def test_image_to_image_with_a_data_url(pattern_server: str) -> None:
     assert decode(httpx.get(response.json()["images"][0]["url"]).content).size == (1024, 1024)
 
 
-def test_busy_model_is_429_with_retry_after(pattern_server: str) -> None:
-    async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=pattern_server, timeout=30) as client:
-            return await asyncio.gather(
-                *[client.post(URL, json={"prompt": f"x{index}", "model": "pattern-slow"}) for index in range(3)]
-            )
+def test_busy_model_is_429_with_retry_after(tmp_path: Path) -> None:
+    app, state = slow_app(tmp_path, max_concurrency=1, max_queue=0)
 
-    responses = asyncio.run(burst())
-    refused = [response for response in responses if response.status_code == 429]
-    assert refused and len(refused) < 3
-    assert refused[0].json()["code"] == "queue_full"
-    assert int(refused[0].headers["retry-after"]) >= 1
-    assert refused[0].json()["retryAfter"] == int(refused[0].headers["retry-after"])
+    async def refused_while_busy(url: str) -> httpx.Response:
+        holder = asyncio.create_task(post_slow(url, "holds-slot"))
+        await until(lambda: state("holds-slot") == "running")
+        async with httpx.AsyncClient(timeout=30) as client:
+            refused = await client.post(url + URL, json={"prompt": "x", "model": "slow"})
+        holder.cancel()  # hang up: the server cancels it, so it shuts down at once
+        await asyncio.gather(holder, return_exceptions=True)
+        await until(lambda: state("holds-slot") == "cancelled")
+        return refused
+
+    with live_server(app) as url:
+        refused = asyncio.run(refused_while_busy(url))
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["code"] == "queue_full"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["retryAfter"] == int(refused.headers["retry-after"])

@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from limner.cli import app
+from limner.engines.diffusers_loading import dtype_argument
 from limner.pull import PullError, pull
 from tests.support.fake_hub import FakeHub
 from tests.support.live_server import live_server
@@ -40,7 +41,7 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
     root = tmp_path_factory.mktemp("tiny-sd")
     build_tiny_sd(root / "fp32")
-    half = DiffusionPipeline.from_pretrained(root / "fp32", local_files_only=True, torch_dtype=torch.float16)
+    half = DiffusionPipeline.from_pretrained(root / "fp32", local_files_only=True, **dtype_argument(torch.float16))
     half.save_pretrained(root / "fp16", variant="fp16")
     files = {p.relative_to(root / "fp32").as_posix(): p.read_bytes() for p in (root / "fp32").rglob("*") if p.is_file()}
     files |= {p.relative_to(root / "fp16").as_posix(): p.read_bytes() for p in (root / "fp16").rglob("*.fp16.*")}

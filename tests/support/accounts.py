@@ -27,6 +27,8 @@ CodeOf = Callable[[httpx.Response], object]
 
 @dataclass(frozen=True)
 class TestTokens:
+    __test__ = False  # a fixture's value, not a test class for pytest to collect
+
     valid: str
     revoked: str
     expired: str
