@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.limner-installed
 FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 
-.PHONY: setup examples serve test lint typecheck check bench train clean
+.PHONY: setup examples serve test lint typecheck check bench train clean cluster
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,10 +43,19 @@ EXAMPLES := tests/examples
 $(EXAMPLES)/node_modules/.package-lock.json: $(EXAMPLES)/package.json
 	-command -v npm >/dev/null && cd $(EXAMPLES) && npm install --no-audit --no-fund --loglevel=error
 
-examples: $(EXAMPLES)/node_modules/.package-lock.json
+# axe-core for the playground's accessibility scan (tests/playground); skipped without npm.
+PLAYGROUND_TESTS := tests/playground
+$(PLAYGROUND_TESTS)/node_modules/.package-lock.json: $(PLAYGROUND_TESTS)/package.json
+	-command -v npm >/dev/null && cd $(PLAYGROUND_TESTS) && npm install --no-audit --no-fund --loglevel=error
+
+examples: $(EXAMPLES)/node_modules/.package-lock.json $(PLAYGROUND_TESTS)/node_modules/.package-lock.json
 
 serve: setup
 	$(BIN)/limner serve
+
+# PostgreSQL, Redis, an S3-compatible store, a Ray head and two API replicas (:8001, :8002), all on loopback.
+cluster: setup
+	$(BIN)/limner dev cluster
 
 test: setup examples
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
@@ -64,11 +73,25 @@ typecheck: setup
 .NOTPARALLEL: check
 check: lint typecheck test
 
-bench: setup
+# wrk, the C load generator of the gateway benchmark (benchmarks/gateway_vs_litellm.py). Instant when present.
+.PHONY: wrk
+wrk:
+	-@command -v wrk >/dev/null 2>&1 || \
+	  (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq wrk || \
+	   (apt-get update -qq && apt-get install -y -qq wrk)) >/dev/null 2>&1 || \
+	  echo "note: could not install wrk; the limner-vs-LiteLLM benchmark needs it"
+
+bench: setup wrk
 	$(BIN)/python -m benchmarks
+
+# limner beside LiteLLM's proxy as gateways, about five minutes; the first run installs the pinned
+# litellm[proxy] into .bench/litellm-venv. Writes benchmarks/results/gateway_vs_litellm.{md,json}.
+.PHONY: bench-gateway
+bench-gateway: setup wrk
+	$(BIN)/python -m benchmarks.gateway_vs_litellm
 
 train: setup
 	$(BIN)/python -m limner.builtin.train
 
 clean:
-	rm -rf $(VENV) .limner .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .bench .limner .pytest_cache .mypy_cache .ruff_cache

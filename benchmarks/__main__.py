@@ -4,6 +4,7 @@
     python -m benchmarks --quick         # a smoke run in about two minutes: indicative numbers only
     python -m benchmarks --only batching --only naive
     python -m benchmarks --only quality  # re-run a standalone benchmark and fold its result in
+    python -m benchmarks --only litellm  # limner beside LiteLLM's proxy as gateways (needs wrk; make bench-gateway)
 
 The servers run in subprocesses on 127.0.0.1, each with the same torch thread count as this process
 (``--threads``, default the CPUs this process may use), set through ``OMP_NUM_THREADS`` before torch
@@ -29,7 +30,11 @@ from benchmarks.sections import SECTIONS
 from benchmarks.suite import Plan, Suite
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STANDALONE = {"quality": "benchmarks.builtin_quality", "gateway": "benchmarks.gateway_overhead"}
+STANDALONE = {
+    "quality": "benchmarks.builtin_quality",
+    "gateway": "benchmarks.gateway_overhead",
+    "litellm": "benchmarks.gateway_vs_litellm",
+}
 """Older benchmarks with their own result files: folded into the report, re-run only when named."""
 QUICK_STEPS = 4
 FULL_STEPS = 20  # the built-in model's default
@@ -118,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             failed |= subprocess.run([sys.executable, "-m", module], cwd=ROOT).returncode != 0
 
     run_meta["load_average_end"] = _load()
+    if previous.get("run") and not any(name in SECTIONS for name in selected):
+        run_meta = previous["run"]  # only standalone benchmarks ran: the report's header still describes its sections
     report = {"run": run_meta, "sections": sections}
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     from benchmarks.plot import draw

@@ -174,31 +174,45 @@ class Servers:
         return self._start(name, command, thread_env(self.threads), port)
 
     def _start(self, name: str, command: list[str], env: dict[str, str], port: int) -> Server:
-        log_path = self.root / f"{name}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        server = Server(name, process, port, log_path)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} server exited with {process.returncode}:\n{server.log_tail()}")
-            try:
-                if httpx.get(f"{server.url}/health", timeout=1.0).status_code == 200:
-                    time.sleep(1.0)  # let startup garbage settle before the idle reading
-                    server.rss_idle = server.peak = server.rss()
-                    self.running[name] = server
-                    return server
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        server.stop()
-        raise RuntimeError(f"{name} server did not answer /health within {START_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
+        server = start_server(name, command, env, port, self.root / f"{name}.log")
+        self.running[name] = server
+        return server
 
     def close(self) -> None:
         for server in self.running.values():
             server.stop()
         self.running.clear()
         self._dir.cleanup()
+
+
+def start_server(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    log_path: Path,
+    *,
+    health: str = "/health",
+    cwd: Path = ROOT,
+) -> Server:
+    """Start ``command`` (output to ``log_path``) and wait until ``health`` answers 200; stopped if it never does."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(name, process, port, log_path)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} server exited with {process.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(f"{server.url}{health}", timeout=1.0).status_code == 200:
+                time.sleep(1.0)  # let startup garbage settle before the idle reading
+                server.rss_idle = server.peak = server.rss()
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"{name} server did not answer {health} within {START_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
 
 
 def describe_machine(threads: int) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The report is rendered from the JSON alone, so a run of one section (``--only``) updates its part and
 keeps the others; each section says when and how it was measured. Results of the older standalone
-benchmarks (``builtin_quality.json``, ``gateway_overhead.json``) are folded in as they are.
+benchmarks (``builtin_quality.json``, ``gateway_overhead.json``, ``gateway_vs_litellm.json``) are folded in
+as they are.
 """
 
 from __future__ import annotations
@@ -306,6 +307,23 @@ def folded(results: Path) -> list[str]:
             f"{machine.get('cpus', '?')} CPUs, load average {_load(machine.get('load_average'))}.",
             "",
             table(data["rows"]),
+        ]
+    versus = results / "gateway_vs_litellm.json"
+    if versus.exists():
+        from benchmarks.gateway_table import added_p50_line, summarise, tables
+
+        data = json.loads(versus.read_text())
+        summary = summarise(data["runs"])
+        lines += [
+            "",
+            "## limner beside LiteLLM's proxy (gateways)",
+            "",
+            f"From `gateway_vs_litellm.json` (`python -m benchmarks --only litellm`, {data['started']}), not re-run "
+            "here; machine and conditions in [`gateway_vs_litellm.md`](gateway_vs_litellm.md).",
+            "",
+            *tables(summary),
+            "",
+            added_p50_line(summary),
         ]
     return lines
 

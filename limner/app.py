@@ -15,12 +15,14 @@ from fastapi.responses import JSONResponse
 from limner import __version__
 from limner.accounts.service import Accounts
 from limner.dialects import openai
+from limner.engines import threads
 from limner.engines.catalog import Catalog, EngineFactory
 from limner.engines.registry import default_factories
 from limner.engines.residency import Residency
 from limner.http import admin as accounts_admin
-from limner.http import jobs
+from limner.http import guards, jobs
 from limner.http.context import RequestIdMiddleware
+from limner.http.delivery import SettleAfterResponse
 from limner.http.deps import AppState
 from limner.http.disconnect import CancelOnDisconnectMiddleware
 from limner.http.docs import install_docs
@@ -28,11 +30,12 @@ from limner.http.media import router as media_router
 from limner.http.metrics import MetricsMiddleware
 from limner.http.metrics import router as metrics_router
 from limner.http.openapi import install as install_openapi
+from limner.http.playground import build_router as playground_router
 from limner.http.residency import router as residency_router
 from limner.media.inputs import ImageDecoder, ImageFetcher, ImageLoader
 from limner.media.own_links import OwnMediaLinks
 from limner.media.signing import UrlSigner, load_or_create_secret
-from limner.media.store import LocalMediaStore
+from limner.media.store import LocalMediaStore, MediaStore
 from limner.service.accounting import AccountsGate
 from limner.service.image_service import ImageService, ServiceOptions
 from limner.service.media_access import MediaAccess
@@ -42,12 +45,31 @@ from limner.settings import Settings
 log = logging.getLogger("limner")
 
 
+def media_store(settings: Settings) -> MediaStore:
+    """The local directory by default; an S3-compatible bucket when ``media_store = "s3"``."""
+    if settings.media_store == "local":
+        return LocalMediaStore(settings.data_dir / "media")
+    from limner.media.s3_store import S3Location, S3MediaStore  # boto3 only where it is used
+
+    assert settings.s3_bucket is not None  # the settings refuse s3 without a bucket
+    location = S3Location(
+        bucket=settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        prefix=settings.s3_prefix,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=settings.secret("s3_secret_access_key"),
+        path_style=settings.s3_path_style,
+    )
+    return S3MediaStore(location, presign_ttl=settings.url_ttl_seconds)
+
+
 def build_state(settings: Settings, factories: dict[str, EngineFactory] | None = None) -> AppState:
     """Everything a request needs, built bottom-up: media, catalog, accounts, then the service over them."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     secret = settings.signing_secret.encode() if settings.signing_secret else load_or_create_secret(settings.data_dir)
     signer = UrlSigner(secret, default_ttl=settings.url_ttl_seconds)
-    store = LocalMediaStore(settings.data_dir / "media")
+    store = media_store(settings)
     catalog = Catalog(settings.models, factories or default_factories())
     loader = ImageLoader(
         ImageDecoder(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels),
@@ -63,7 +85,7 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
     metrics = Metrics()
     service = ImageService(
         catalog,
-        MediaAccess(store, signer),
+        MediaAccess(store, signer, direct_links=settings.s3_direct_links),
         loader,
         ServiceOptions(embed_metadata=settings.embed_metadata, request_timeout=settings.request_timeout),
         gate=AccountsGate(accounts, catalog, metrics),
@@ -104,11 +126,18 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(
+            threads.configure,
+            state.catalog.entries,
+            processes=settings.worker_processes,
+            override=settings.torch_threads,
+        )
         await _prepare_models(state)
         if settings.preload:
             for entry in state.catalog.entries:
                 await state.catalog.engine(entry).load()
         await state.accounts.describe_policy(loopback=settings.is_loopback_bind)
+        await state.accounts.start(settings.data_dir)
         await state.accounts.recover()
         sweeper = asyncio.create_task(state.accounts.sweep_forever(), name="limner-reservation-sweeper")
         unloader = asyncio.create_task(state.service.residency.sweep_forever(), name="limner-model-unloader")
@@ -122,11 +151,14 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
                     await task
             await state.catalog.aclose()
             await state.loader.aclose()
+            await state.store.aclose()
             await state.accounts.aclose()
 
     app = FastAPI(title="limner", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.limner = state
     app.add_middleware(CancelOnDisconnectMiddleware)
+    app.add_middleware(SettleAfterResponse)
+    guards.install(app, settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(RequestIdMiddleware)
 
@@ -144,6 +176,7 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
     app.include_router(metrics_router)
     app.include_router(residency_router)
     app.include_router(accounts_admin.router)
+    app.include_router(playground_router())
     _mount_dialects(app, settings)
     install_openapi(app)
     return app
@@ -168,16 +201,10 @@ def _mount_dialects(app: FastAPI, settings: Settings) -> None:
     When openai and imagineart share a prefix (the default), their three common paths are one
     route each that picks the dialect per request (``limner.dialects.shared_paths``). A path under
     ImagineArt's ``<prefix>/v1/`` that no route matches is a 404 ``unknown_request`` in its envelope
-    (in the envelope both SDKs read when shared); 405s and other dialects' 404s are unchanged.
+    (in the envelope both SDKs read when shared), and a wrong method on any dialect path a 405 in that
+    dialect's envelope (``limner.dialects.unrouted``); other dialects' 404s are unchanged.
     """
-    from fastapi.exception_handlers import http_exception_handler
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.requests import Request
-    from starlette.responses import Response
-
-    from limner.core.errors import NotFound
-    from limner.dialects import aigne, aiml, imagineart, milady, openai, shared_paths
-    from limner.http.context import current_request_id
+    from limner.dialects import aigne, aiml, imagineart, milady, openai, shared_paths, unrouted
 
     mounts = settings.mounts
     shared = "openai" in mounts and "imagineart" in mounts and mounts["openai"] == mounts["imagineart"]
@@ -197,14 +224,4 @@ def _mount_dialects(app: FastAPI, settings: Settings) -> None:
     if "milady" in mounts:
         app.include_router(milady.build_router(), prefix=mounts["milady"])
 
-    if "imagineart" in mounts:
-        unknown_under = mounts["imagineart"] + "/v1/"
-        render = shared_paths.render_either if shared else imagineart.render_error
-
-        async def not_found(request: Request, exc: Exception) -> Response:
-            assert isinstance(exc, StarletteHTTPException)
-            if exc.status_code == 404 and request.url.path.startswith(unknown_under):
-                return render(NotFound(f"No route for {request.method} {request.url.path}."), current_request_id())
-            return await http_exception_handler(request, exc)
-
-        app.add_exception_handler(StarletteHTTPException, not_found)
+    unrouted.install(app, mounts)

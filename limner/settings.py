@@ -5,16 +5,28 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from limner.engines.catalog import BUILTIN_MODEL_ID, ModelEntry, default_models
 
 MIN_PUBLIC_SECRET = 24
 """Shortest admin/metrics token accepted on a non-loopback bind."""
 DIALECTS = ("openai", "aigne", "aiml", "milady", "imagineart")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+"""The names a loopback bind answers to unless ``allowed_hosts`` says otherwise."""
+
+NameList = Annotated[list[str], NoDecode]
+"""A list setting that reads ``a,b,c`` from the environment (or a list in ``limner.toml``)."""
 
 
 def config_path() -> Path:
@@ -35,6 +47,17 @@ class Settings(BaseSettings):
         None, description="HMAC secret for media URLs; generated and kept in data_dir if unset"
     )
     url_ttl_seconds: int = 3600
+    media_store: Literal["local", "s3"] = Field("local", description="local: files in data_dir/media; s3: a bucket")
+    s3_bucket: str | None = Field(None, description="Bucket for media_store=s3")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, R2, ...); unset: AWS")
+    s3_prefix: str = Field("", description="Key prefix inside the bucket, e.g. limner/")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = Field(None, description="unset: boto3's usual chain (AWS_* variables, profiles)")
+    s3_secret_access_key: SecretStr | None = None
+    s3_path_style: bool = Field(False, description="Bucket in the URL path (MinIO, Ceph, Garage) instead of the host")
+    s3_direct_links: bool = Field(
+        False, description="Hand out S3 presigned URLs (valid url_ttl_seconds) instead of limner's signed /media links"
+    )
     embed_metadata: bool = True
 
     models: list[ModelEntry] = Field(default_factory=default_models)
@@ -52,7 +75,30 @@ class Settings(BaseSettings):
         description="dialect -> path prefix; '' mounts at the root, a missing dialect is not mounted",
     )
 
+    allowed_hosts: NameList | None = Field(
+        None,
+        description="Host names this server answers to ('*.example.com' covers subdomains, '*' any); unset: "
+        "the loopback names on a loopback bind, any host otherwise",
+    )
+    cors_origins: NameList = Field(
+        default_factory=list, description="Browser origins other than the server's own allowed to call it (CORS)"
+    )
+    trusted_proxies: NameList = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Addresses (or networks) whose X-Forwarded-For / X-Forwarded-Proto are believed",
+    )
+    plain_http_tokens: Literal["revoke", "allow"] = Field(
+        "revoke",
+        description="revoke: a token an HTTPS-only dialect (ImagineArt) receives over plain HTTP on a "
+        "non-loopback bind is revoked, as its reference says; allow: keep it",
+    )
+    tls_certfile: Path | None = Field(None, description="PEM certificate: limner terminates TLS itself")
+    tls_keyfile: Path | None = Field(None, description="PEM private key for tls_certfile")
+
     max_upload_bytes: int = 25 * 2**20
+    max_json_bytes: int | None = Field(
+        None, ge=1024, description="Largest JSON request body; unset: one base64 image of max_upload_bytes, plus 1 MiB"
+    )
     max_image_pixels: int = 40_000_000
     fetch_allow_private: bool = False
     fetch_timeout: float = 10.0
@@ -73,6 +119,45 @@ class Settings(BaseSettings):
     rate_limit_ipm: int | None = Field(None, ge=1, description="Default images/min per consumer and model")
     reservation_ttl_seconds: float = Field(3600.0, gt=0, description="A credit reservation older than this is refunded")
     reservation_sweep_seconds: float = Field(60.0, gt=0, description="How often expired reservations are looked for")
+    instance_heartbeat_seconds: float = Field(
+        10.0, gt=0, description="How often this process renews its lease on the accounts database"
+    )
+    instance_lease_seconds: float = Field(
+        60.0, gt=0, description="A process silent this long is dead: its credit reservations are refunded"
+    )
+
+    torch_threads: int | None = Field(
+        None, ge=1, description="Intra-op threads per model worker; unset: usable cores / model workers"
+    )
+    worker_processes: int = Field(
+        1, ge=1, description="Server processes sharing this machine's cores (`limner serve --workers` sets it)"
+    )
+
+    @field_validator("allowed_hosts", "cors_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def split_names(cls, value: Any) -> Any:
+        """``a, b`` (an environment variable) -> ``["a", "b"]``; lists pass through."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and (not origin.startswith(("http://", "https://")) or origin.count("/") != 2):
+                raise ValueError(f"CORS origin {origin!r} must be scheme://host[:port] with no path, or '*'")
+        return [origin.rstrip("/") for origin in value]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted proxy {entry!r} is not an IP address or network") from None
+        return value
 
     @field_validator("public_url")
     @classmethod
@@ -90,6 +175,15 @@ class Settings(BaseSettings):
                     f"{name} must be at least {MIN_PUBLIC_SECRET} characters when binding to a public address "
                     f"({self.host}); generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
                 )
+        if self.media_store == "s3" and not self.s3_bucket:
+            raise ValueError("media_store = 's3' needs s3_bucket (LIMNER_S3_BUCKET)")
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together: set both or neither")
+        if self.instance_lease_seconds <= 2 * self.instance_heartbeat_seconds:
+            raise ValueError(
+                "instance_lease_seconds must exceed twice instance_heartbeat_seconds, or a live process "
+                "that missed one heartbeat would be taken for dead and its reservations refunded"
+            )
         if self.reservation_ttl_seconds <= self.request_timeout:
             raise ValueError(
                 "reservation_ttl_seconds must exceed request_timeout, or a slow generation's credit reservation "
@@ -116,6 +210,26 @@ class Settings(BaseSettings):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+    @property
+    def json_body_limit(self) -> int:
+        """The JSON body cap: ``max_json_bytes``, or room for one base64 image at the upload cap."""
+        return self.max_json_bytes or self.max_upload_bytes * 4 // 3 + 2**20
+
+    @property
+    def form_body_limit(self) -> int:
+        """The multipart body cap: sixteen files at the upload cap, plus 1 MiB of fields."""
+        return 16 * self.max_upload_bytes + 2**20
+
+    @property
+    def host_patterns(self) -> tuple[str, ...]:
+        """The hosts requests may name: ``allowed_hosts``; else loopback names on a loopback bind, else any."""
+        if self.allowed_hosts is not None:
+            return tuple(self.allowed_hosts)
+        if not self.is_loopback_bind:
+            return ("*",)
+        public = urlsplit(self.public_url).hostname if self.public_url else None
+        return (*LOOPBACK_HOSTS, public) if public else LOOPBACK_HOSTS
 
     def secret(self, name: str) -> str | None:
         """A secret setting's value (a ``SecretStr`` when loaded, a plain string after ``with_overrides``)."""

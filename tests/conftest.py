@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LIMNER_CONFIG", "/nonexistent/limner.toml")
 
 from limner.engines.catalog import ModelEntry
-from limner.settings import Settings
+from limner.settings import LOOPBACK_HOSTS, Settings
 
 
 def pattern_models() -> list[ModelEntry]:
@@ -27,7 +27,13 @@ def pattern_models() -> list[ModelEntry]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", models=pattern_models(), default_model="pattern")
+    # ``testserver`` is the Host header of Starlette's TestClient; real sockets use 127.0.0.1.
+    return Settings(
+        data_dir=tmp_path / "data",
+        models=pattern_models(),
+        default_model="pattern",
+        allowed_hosts=[*LOOPBACK_HOSTS, "testserver"],
+    )
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from limner.accounts.models import ApiToken, Consumer, utcnow
 from limner.core.errors import InvalidRequest, NotFound
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MAX_LIMIT = 1_000_000_000
+"""The largest requests/min or images/min limit (the columns are 32-bit integers)."""
 LOCAL = "local"
 """The consumer of every request while the server is open (loopback, no tokens)."""
 
@@ -51,7 +53,7 @@ def check_name(name: str) -> str:
 
 
 def find(session: Session, name: str) -> Consumer:
-    consumer = session.scalar(select(Consumer).where(Consumer.name == name))
+    consumer = session.scalar(select(Consumer).where(Consumer.name == name)) if NAME.match(name) else None
     if consumer is None:
         raise NotFound(f"No consumer named {name!r}.", param="consumer")
     return consumer
@@ -68,12 +70,14 @@ def ensure(session: Session, name: str) -> tuple[Consumer, bool]:
     return consumer, True
 
 
-def _limit(value: int | None, current: int | None) -> int | None:
+def checked_limit(value: int | None, current: int | None) -> int | None:
     """None keeps the current limit; 0 clears it (back to the server default)."""
     if value is None:
         return current
     if value < 0:
         raise InvalidRequest("Limits must be positive (0 means the server default).")
+    if value > MAX_LIMIT:
+        raise InvalidRequest(f"Limits can be at most {MAX_LIMIT:,} per minute.")
     return value or None
 
 
@@ -82,13 +86,13 @@ def create_consumer(db: Database, name: str, *, rpm: int | None = None, ipm: int
         consumer, created = ensure(session, name)
         if not created:
             raise InvalidRequest(f"Consumer {name!r} already exists.", param="consumer")
-        consumer.rpm, consumer.ipm, consumer.note = _limit(rpm, None), _limit(ipm, None), note
+        consumer.rpm, consumer.ipm, consumer.note = checked_limit(rpm, None), checked_limit(ipm, None), note
 
 
 def set_limits(db: Database, name: str, *, rpm: int | None = None, ipm: int | None = None) -> ConsumerInfo:
     with db.write() as session:
         consumer = find(session, name)
-        consumer.rpm, consumer.ipm = _limit(rpm, consumer.rpm), _limit(ipm, consumer.ipm)
+        consumer.rpm, consumer.ipm = checked_limit(rpm, consumer.rpm), checked_limit(ipm, consumer.ipm)
     return get_consumer(db, name)
 
 

@@ -5,10 +5,12 @@ Each step is one database transaction, and the only way credits leave a balance 
     UPDATE consumers SET balance = balance - :cost WHERE id = :id AND balance >= :cost
 
 so however many requests race (threads, processes, replicas), the database lets exactly as many
-through as the balance covers and never overdraws. A reservation is a row with an expiry: if the
-process dies mid-request, ``recover_expired`` (run at startup and periodically by every replica)
-refunds it. Its state moves ``held`` -> ``committed`` | ``refunded`` | ``expired`` by conditional
-updates, so a reservation is settled exactly once even if two replicas race to recover it.
+through as the balance covers and never overdraws. A reservation is a row naming the server process
+that holds it (its lease, ``limner.accounts.leases``) and an expiry: if that process dies mid-request,
+``recover`` (run at startup and periodically by every replica) refunds it as soon as the process is
+known dead, and at the latest when it expires. Its state moves ``held`` -> ``committed`` | ``refunded``
+| ``expired`` by conditional updates, so a reservation is settled exactly once even if two replicas
+race to recover it.
 
 A consumer whose balance is NULL is not metered (no reservation, no ledger rows); granting credits to
 it starts metering. ``LEDGER.delta`` always sums to the balance of a metered consumer.
@@ -21,12 +23,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from limner.accounts import consumers
 from limner.accounts.db import Database
-from limner.accounts.models import MICROS, Consumer, LedgerEntry, Reservation, from_micros, utcnow
+from limner.accounts.models import MAX_MICROS, MICROS, Consumer, LedgerEntry, Reservation, from_micros, utcnow
 from limner.core.errors import InsufficientCredits, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -48,18 +50,31 @@ def _credits(micros: int | None) -> str:
 def grant(db: Database, consumer: str, amount: int, *, note: str = "") -> int:
     """Add ``amount`` micro-credits (negative takes some back, never below zero); the new balance.
 
-    Granting to an unmetered consumer starts metering it, from a balance of ``amount``."""
+    Granting to an unmetered consumer starts metering it, from a balance of ``amount``. An amount that
+    rounds to zero micro-credits is refused rather than silently starting to meter from a balance of 0."""
+    if amount == 0:
+        raise InvalidRequest(
+            f"A grant must move at least {1 / MICROS:f} credits: this one rounds to 0.", param="amount"
+        )
     with db.write() as session:
         row = consumers.find(session, consumer)
         current = func.coalesce(Consumer.balance, 0)
+        if amount > 0 and (row.balance or 0) + amount > MAX_MICROS:
+            raise InvalidRequest(
+                f"{consumer}'s balance cannot exceed {MAX_MICROS // MICROS:,} credits.", param="amount"
+            )
         after = session.execute(
             update(Consumer)
-            .where(Consumer.id == row.id, current + amount >= 0)
+            .where(Consumer.id == row.id, current + amount >= 0, current + amount <= MAX_MICROS)
             .values(balance=current + amount)
             .returning(Consumer.balance)
             .execution_options(synchronize_session=False)
         ).scalar_one_or_none()
         if after is None:
+            if amount > 0:
+                raise InvalidRequest(
+                    f"{consumer}'s balance cannot exceed {MAX_MICROS // MICROS:,} credits.", param="amount"
+                )
             raise InvalidRequest(
                 f"{consumer} has {_credits(row.balance or 0)} credits; cannot take {_credits(-amount)}.",
                 param="amount",
@@ -116,7 +131,15 @@ def ledger(db: Database, consumer: str, *, limit: int = 50) -> list[LedgerEntry]
 
 
 def reserve(
-    db: Database, consumer_id: int, amount: int, *, model: str, request_id: str, ttl: float, now: datetime | None = None
+    db: Database,
+    consumer_id: int,
+    amount: int,
+    *,
+    model: str,
+    request_id: str,
+    ttl: float,
+    instance_id: str | None = None,
+    now: datetime | None = None,
 ) -> Hold:
     """Take ``amount`` off the balance and hold it, or raise ``InsufficientCredits`` (402) changing nothing."""
     now = now or utcnow()
@@ -142,6 +165,7 @@ def reserve(
                 id=hold.id,
                 consumer_id=consumer_id,
                 amount=amount,
+                instance_id=instance_id,
                 model=model[:200],
                 request_id=request_id[:80],
                 state="held",
@@ -234,26 +258,53 @@ def refund(
 
 
 def recover_expired(db: Database, now: datetime | None = None, *, batch: int = 500) -> int:
-    """Refund reservations whose request never finished (a crash, a kill); how many were recovered."""
+    """Refund reservations past their expiry (a request that never finished); how many were recovered."""
+    return recover(db, [], now, batch=batch)
+
+
+def recover(db: Database, dead: list[str], now: datetime | None = None, *, batch: int = 500) -> int:
+    """Refund held reservations of the ``dead`` instances, whatever their age, and any past their expiry.
+
+    Each refund is its own conditional transaction, so a reservation committed or refunded meanwhile
+    (by its request, or by another replica recovering too) is left alone. How many were recovered."""
     now = now or utcnow()
-    with db.read() as session:
-        expired = session.execute(
-            select(Reservation.id, Reservation.consumer_id, Reservation.amount, Reservation.request_id)
-            .where(Reservation.state == "held", Reservation.expires_at < now)
-            .limit(batch)
-        ).all()
+    expired = Reservation.expires_at < now
+    gone = or_(Reservation.instance_id.in_(dead), expired) if dead else expired
     recovered = 0
-    for row in expired:
-        with db.write() as session:
-            if refund(
-                session,
-                Hold(row.id, row.consumer_id, row.amount),
-                kind="expire",
-                request_id=row.request_id,
-                now=now,
-                note="reservation expired: its request never finished",
-            ):
-                recovered += 1
+    while True:
+        with db.read() as session:
+            rows = session.execute(
+                select(
+                    Reservation.id,
+                    Reservation.consumer_id,
+                    Reservation.amount,
+                    Reservation.request_id,
+                    Reservation.instance_id,
+                    Reservation.expires_at,
+                )
+                .where(Reservation.state == "held", gone)
+                .limit(batch)
+            ).all()
+        settled = 0
+        for row in rows:
+            note = (
+                f"its server process ({row.instance_id}) stopped before the request finished"
+                if row.instance_id in dead
+                else "reservation expired: its request never finished"
+            )
+            with db.write() as session:
+                if refund(
+                    session,
+                    Hold(row.id, row.consumer_id, row.amount),
+                    kind="expire",
+                    request_id=row.request_id,
+                    now=now,
+                    note=note,
+                ):
+                    settled += 1
+        recovered += settled
+        if len(rows) < batch or settled == 0:
+            break
     if recovered:
-        log.warning("recovered %d expired credit reservation(s)", recovered)
+        log.warning("refunded %d credit reservation(s) left by stopped or expired requests", recovered)
     return recovered

@@ -9,6 +9,7 @@ has no timezone type and comparisons must mean the same thing on both databases.
                ├─< reservations    credits held for one request until committed or refunded
                └─< ledger          every change of a balance, signed, with the balance after it
     usage                          one row per request that reached the image service
+    instances ──< reservations     each server process's lease (heartbeat); a dead one's holds are refunded
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from limner.core.errors import InvalidRequest
+
 MICROS = 1_000_000
 """Micro-credits per credit."""
+MAX_MICROS = 10**18
+"""The largest balance or grant (a trillion credits): well inside a signed 64-bit column."""
 
 # BIGINT on PostgreSQL, but INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -108,12 +113,30 @@ class Reservation(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     consumer_id: Mapped[int] = mapped_column(ForeignKey("consumers.id", ondelete="CASCADE"), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
+    instance_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    """The server process holding it (``instances``); NULL for holds made outside a server (and before 0002)."""
     model: Mapped[str] = mapped_column(String(200))
     request_id: Mapped[str] = mapped_column(String(80))
     state: Mapped[str] = mapped_column(String(16), default="held")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class Instance(Base):
+    """One server process's lease on the accounts: alive while ``heartbeat_at`` is recent and ``stopped_at``
+    is NULL. ``lock_path`` is a file the process keeps locked (``flock``) while it lives, so another process
+    on the same host can tell at once that it died, however recent its last heartbeat."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    lock_path: Mapped[str] = mapped_column(String(1024), default="")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class LedgerEntry(Base):
@@ -159,10 +182,22 @@ class UsageRecord(Base):
 
 
 def to_micros(credits: float | int | str) -> int:
-    """Credits (as typed by a person or configured as a price) to integer micro-credits, rounded."""
-    from decimal import ROUND_HALF_UP, Decimal
+    """Credits (as typed by a person or configured as a price) to integer micro-credits, rounded.
 
-    return int((Decimal(str(credits)) * MICROS).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    Refuses what no balance can hold: NaN, infinities, and amounts past ``MAX_MICROS``."""
+    from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+    try:
+        value = Decimal(str(credits))
+    except InvalidOperation:
+        shown = str(credits)[:40]
+        raise InvalidRequest(f"Invalid amount {shown!r}: give a number of credits.", param="amount") from None
+    if not value.is_finite() or abs(value) * MICROS > MAX_MICROS:
+        raise InvalidRequest(
+            f"Invalid amount {str(credits)[:40]}: credits must be a finite number of at most {MAX_MICROS // MICROS:,}.",
+            param="amount",
+        )
+    return int((value * MICROS).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def from_micros(micros: int | None) -> float | None:

@@ -2,7 +2,10 @@
 
 It owns the database (migrated to head when opened) and the rate limiter, answers "who is this
 bearer?" for the auth dependency, and recovers credit reservations left behind by a process that
-died mid-request (at startup and then every ``reservation_sweep_seconds``, on every replica).
+died mid-request. A server holds a lease (``start``: an instance row with a heartbeat every
+``instance_heartbeat_seconds``, and a locked file); at startup and then every
+``reservation_sweep_seconds``, on every replica, the held reservations of dead instances are refunded
+at once, whatever their age (``limner.accounts.leases`` says what counts as dead).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from limner.accounts import credits, tokens
+from limner.accounts import credits, leases, tokens
 from limner.accounts.consumers import LOCAL
 from limner.accounts.db import Database, default_url
 from limner.accounts.ratelimit import Limits, RateLimiter, build_limiter
@@ -40,6 +43,10 @@ class AccountsConfig(Protocol):
     def reservation_ttl_seconds(self) -> float: ...
     @property
     def reservation_sweep_seconds(self) -> float: ...
+    @property
+    def instance_heartbeat_seconds(self) -> float: ...
+    @property
+    def instance_lease_seconds(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ class AccountsOptions:
     default_limits: Limits = field(default_factory=Limits)
     reservation_ttl: float = 3600.0
     sweep_interval: float = 60.0
+    heartbeat_interval: float = 10.0
+    lease_seconds: float = 60.0
 
 
 class Accounts:
@@ -55,6 +64,7 @@ class Accounts:
         self.limiter = limiter
         self.options = options or AccountsOptions()
         self._tokens_exist = False
+        self.lease: leases.Lease | None = None
 
     @classmethod
     def open(cls, settings: AccountsConfig, *, limiter: RateLimiter | None = None) -> Accounts:
@@ -66,6 +76,8 @@ class Accounts:
             default_limits=Limits(settings.rate_limit_rpm, settings.rate_limit_ipm),
             reservation_ttl=settings.reservation_ttl_seconds,
             sweep_interval=settings.reservation_sweep_seconds,
+            heartbeat_interval=settings.instance_heartbeat_seconds,
+            lease_seconds=settings.instance_lease_seconds,
         )
         return cls(db, limiter or build_limiter(settings.redis_url), options)
 
@@ -99,17 +111,51 @@ class Accounts:
             raise InvalidToken("Invalid API token.")
         return principal
 
+    @property
+    def instance_id(self) -> str | None:
+        """This process's lease id, stamped on every credit reservation it makes (None outside a server)."""
+        return self.lease.id if self.lease is not None else None
+
+    async def start(self, lock_dir: Path) -> None:
+        """Take this process's lease (a server calls this once, before serving)."""
+        self.lease = await self.db.call(leases.register, self.db, lock_dir)
+        log.info("accounts: instance %s holds its lease", self.lease.id)
+
     async def recover(self) -> int:
-        return await self.db.call(credits.recover_expired, self.db)
+        """Refund the holds of dead instances (whatever their age) and of expired reservations."""
+        dead = await self.db.call(leases.dead, self.db, self.options.lease_seconds, own=self.instance_id)
+        recovered = await self.db.call(credits.recover, self.db, dead)
+        await self.db.call(leases.forget, self.db, dead)
+        return recovered
+
+    async def heartbeat(self) -> None:
+        """Renew the lease; if another replica took this process for dead (a stall longer than the lease),
+        take a new one, so that holds made from now on are not refunded under running requests."""
+        if self.lease is None:
+            return
+        if not await self.db.call(leases.renew, self.db, self.lease):
+            log.error("accounts: instance %s was taken for dead; taking a new lease", self.lease.id)
+            lock_dir = self.lease.lock_path.parent.parent
+            await self.db.call(leases.release, self.db, self.lease)
+            await self.start(lock_dir)
 
     async def sweep_forever(self) -> None:
-        """Recover expired reservations every ``sweep_interval`` seconds, until cancelled."""
+        """Heartbeat every ``heartbeat_interval`` and recover every ``sweep_interval`` seconds, until cancelled."""
+        every = min(self.options.heartbeat_interval, self.options.sweep_interval)
+        since_sweep = 0.0
         while True:
-            await asyncio.sleep(self.options.sweep_interval)
+            await asyncio.sleep(every)
+            since_sweep += every
             try:
-                await self.recover()
+                await self.heartbeat()
             except Exception:
-                log.exception("recovering expired credit reservations failed; retrying later")
+                log.exception("renewing this instance's lease failed; retrying later")
+            if since_sweep >= self.options.sweep_interval:
+                since_sweep = 0.0
+                try:
+                    await self.recover()
+                except Exception:
+                    log.exception("recovering credit reservations failed; retrying later")
 
     async def describe_policy(self, *, loopback: bool) -> None:
         """Log, once at startup, who the server will serve."""
@@ -127,5 +173,11 @@ class Accounts:
             )
 
     async def aclose(self) -> None:
+        if self.lease is not None:
+            try:
+                await self.db.call(leases.release, self.db, self.lease)
+            except Exception:
+                log.exception("releasing this instance's lease failed; it lapses after the lease time")
+            self.lease = None
         await self.limiter.aclose()
         await asyncio.to_thread(self.db.dispose)

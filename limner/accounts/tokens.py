@@ -20,7 +20,7 @@ import re
 import secrets
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -36,6 +36,12 @@ MAX_TOKEN_CHARS = 256
 _DUMMY_HASH = hashlib.sha256(b"limner: no such token").hexdigest()
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_ID = re.compile(r"^[0-9]+$")
+"""A token id: ASCII digits only (``str.isdigit`` also takes '²', which ``int`` refuses)."""
+MAX_ID_DIGITS = 9
+"""Ids are 32-bit integers; a longer number cannot be one (and would overflow the database's type)."""
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
+"""Every character a token (``lim_`` + URL-safe base64) can hold."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,12 @@ def hash_token(token: str) -> str:
 def parse_duration(value: str) -> timedelta | None:
     """``30d``, ``12h``, ``90m``, ``3600s``, ``2w`` as a timedelta; None if ``value`` is not a duration."""
     match = _DURATION.match(value.strip().lower())
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)]) if match else None
+    if match is None:
+        return None
+    try:
+        return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError:
+        raise InvalidRequest(f"Invalid duration {value!r}: longer than any calendar.", param="expires") from None
 
 
 def parse_moment(value: str, now: datetime) -> datetime:
@@ -115,7 +126,11 @@ def parse_expiry(value: str | None, now: datetime | None = None) -> datetime | N
         return None
     now = now or utcnow()
     duration = parse_duration(value)
-    moment = now + duration if duration is not None else parse_moment(value, now)
+    try:
+        moment = now + duration if duration is not None else parse_moment(value, now)
+        moment.astimezone(UTC)  # what the database stores; past 9999-12-31 UTC it cannot
+    except OverflowError:
+        raise InvalidRequest(f"Invalid expiry {value!r}: past the year 9999.", param="expires") from None
     if moment <= now:
         raise InvalidRequest("An expiry must be in the future.", param="expires")
     return moment
@@ -151,21 +166,23 @@ def create_token(
     """A new token for ``consumer`` (created if missing); ``rpm``/``ipm`` set the consumer's limits."""
     with db.write() as session:
         row, _ = consumers.ensure(session, consumer)
-        if rpm is not None:
-            row.rpm = rpm or None
-        if ipm is not None:
-            row.ipm = ipm or None
+        row.rpm, row.ipm = consumers.checked_limit(rpm, row.rpm), consumers.checked_limit(ipm, row.ipm)
         return _issue(session, row, expires_at=expires_at, label=label, rotated_from=None)
 
 
 def find_token(session: Session, ident: str) -> ApiToken:
     """A token by numeric id, by the start of its listed prefix (8+ characters), or by the whole token."""
     ident = ident.strip()
-    if ident.isdigit():
-        row = session.get(ApiToken, int(ident))
+    if _ID.match(ident):
+        row = session.get(ApiToken, int(ident)) if len(ident) <= MAX_ID_DIGITS else None
         if row is None:
-            raise NotFound(f"No token with id {ident}.")
+            raise NotFound(f"No token with id {ident[: MAX_ID_DIGITS + 2]}.")
         return row
+    if not _TOKEN_CHARS.match(ident):
+        raise InvalidRequest(
+            f"Invalid token id or prefix {ident[:LOOKUP_CHARS]!r}: give a numeric id or the token's prefix (lim_...).",
+            param="token",
+        )
     if len(ident) < len(TOKEN_PREFIX) + 4:
         raise InvalidRequest("Give a token id or at least 8 characters of its prefix.")
     if len(ident) > LOOKUP_CHARS:  # a whole token: match it exactly, never by its prefix alone

@@ -11,6 +11,7 @@ from sqlalchemy.sql import Select
 
 from limner.accounts.db import Database
 from limner.accounts.models import UsageRecord, utcnow
+from limner.core.errors import InvalidRequest
 
 
 @dataclass(frozen=True)
@@ -109,4 +110,7 @@ def parse_since(value: str | None, now: datetime | None = None) -> datetime | No
 
     now = now or utcnow()
     duration = parse_duration(value)
-    return now - duration if duration is not None else parse_moment(value, now)
+    try:
+        return now - duration if duration is not None else parse_moment(value, now)
+    except OverflowError:
+        raise InvalidRequest(f"Invalid time {value!r}: before the year 1.", param="since") from None

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 import typer
 
 from limner.cli import accounts as cli_accounts
+from limner.cli import cluster as cli_cluster
+from limner.cli import ray as cli_ray
 from limner.settings import Settings
 
 OUTPUT_FORMATS: dict[str, Literal["png", "jpeg", "webp"]] = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -18,6 +20,8 @@ app.add_typer(cli_accounts.tokens_app, name="tokens")
 app.add_typer(cli_accounts.credits_app, name="credits")
 app.add_typer(cli_accounts.consumers_app, name="consumers")
 app.add_typer(cli_accounts.usage_app, name="usage")
+app.add_typer(cli_ray.ray_app, name="ray")
+app.add_typer(cli_cluster.dev_app, name="dev")
 
 
 @app.command()

@@ -16,7 +16,7 @@ import typer
 
 from limner.accounts import consumers, credits, tokens, usage
 from limner.accounts.db import Database
-from limner.accounts.models import from_micros, to_micros
+from limner.accounts.models import LedgerEntry, from_micros, to_micros
 from limner.core.errors import LimnerError
 
 T = TypeVar("T")
@@ -60,6 +60,14 @@ def _when(value: datetime | None) -> str:
 def _credits(micros: int | None) -> str:
     value = from_micros(micros)
     return "unlimited" if value is None else f"{value:g}"
+
+
+def _after(entry: LedgerEntry) -> str:
+    """The balance after a ledger row: a charge moves none (its credits left at ``reserve``), so it shows
+    '-'; only ``unmeter`` rows leave the consumer unlimited."""
+    if entry.balance_after is None:
+        return "unlimited" if entry.kind == "unmeter" else "-"
+    return _credits(entry.balance_after)
 
 
 def _show_issued(issued: tokens.IssuedToken) -> None:
@@ -149,10 +157,7 @@ def credits_show(
 
     def load(db: Database) -> tuple[int | None, list[tuple[str, str, str, str, str]]]:
         entries = credits.ledger(db, consumer, limit=limit)
-        rows = [
-            (_when(e.created_at), e.kind, _credits(e.delta), _credits(e.balance_after), e.request_id or e.note)
-            for e in entries
-        ]
+        rows = [(_when(e.created_at), e.kind, _credits(e.delta), _after(e), e.request_id or e.note) for e in entries]
         return credits.balance(db, consumer), rows
 
     balance, rows = run(load)

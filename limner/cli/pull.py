@@ -37,6 +37,13 @@ def pull(
     endpoint: Annotated[
         str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT, else https://huggingface.co)")
     ] = None,
+    lora_for: Annotated[
+        str | None, typer.Option("--lora-for", help="Pull a LoRA adapter for this catalog model instead of a model")
+    ] = None,
+    weight: Annotated[float | None, typer.Option(help="With --lora-for: the adapter's default weight")] = None,
+    weight_name: Annotated[
+        str | None, typer.Option(help="With --lora-for: the .safetensors file in a repo that holds several")
+    ] = None,
     allow_http_loopback: Annotated[
         bool, typer.Option(hidden=True, help="Accept http:// for 127.0.0.1 (local mirrors, tests)")
     ] = False,
@@ -58,6 +65,11 @@ def pull(
         first = error.errors()[0]
         _fail(f"{config_path()} does not load ({'.'.join(map(str, first['loc']))}: {first['msg']})")
     target = models_dir or settings.models_dir or settings.data_dir / "models"
+    if lora_for is not None:
+        if lora_for not in {entry.id for entry in settings.models}:
+            _fail(f"model '{lora_for}' is not in the catalog ({config_path()}): pull or add the base model first")
+        _pull_lora(source, lora_for, target, name, weight, weight_name, revision, sha256, endpoint, allow_http_loopback)
+        return
     try:
         result = run_pull(
             source,
@@ -84,6 +96,43 @@ def pull(
     defaults = f"; defaults: {result.family.note}" if result.family else ""
     typer.echo(f"{action} model '{result.model_id}' in {config_file} (engine {engine}{defaults})")
     typer.echo(f'try: limner generate "a red apple" --model {result.model_id}')
+
+
+def _pull_lora(
+    source: str,
+    model: str,
+    target: Path,
+    name: str | None,
+    weight: float | None,
+    weight_name: str | None,
+    revision: str | None,
+    sha256: str | None,
+    endpoint: str | None,
+    allow_http_loopback: bool,
+) -> None:
+    from limner.pull import PullError
+    from limner.pull.adapters import lora_fields, pull_lora
+    from limner.pull.catalog_file import upsert_lora
+    from limner.settings import config_path
+
+    try:
+        result = pull_lora(
+            source,
+            models_dir=target.expanduser().resolve(),
+            name=name,
+            weight_name=weight_name,
+            revision=revision,
+            sha256=sha256,
+            endpoint=endpoint,
+            allow_http_loopback=allow_http_loopback,
+        )
+        action = upsert_lora(config_path(), model, lora_fields(result, weight=weight))
+    except (PullError, ValueError) as error:
+        _fail(str(error))
+    state = "pulled" if result.downloaded else "already up to date:"
+    typer.echo(f"{state} {result.source} -> {result.path} ({_size(result.size)})")
+    typer.echo(f"{action} LoRA '{result.model_id}' of model '{model}' in {config_path()}")
+    typer.echo(f'use it: "loras": [{{"name": "{result.model_id}", "weight": {weight if weight is not None else 1.0}}}]')
 
 
 def _fail(message: str) -> NoReturn:

@@ -4,12 +4,17 @@ One worker runs the app built here from the settings. Several are uvicorn's own 
 the app in each worker: it gets :func:`worker_app` as a factory, and the command line's overrides travel to the
 workers as ``LIMNER_*`` environment variables, so every worker reads the same settings (environment over
 ``limner.toml``) and configures its own logging.
+
+``--tls-cert`` / ``--tls-key`` make uvicorn terminate TLS itself. ``X-Forwarded-For`` and
+``X-Forwarded-Proto`` are believed only from ``LIMNER_TRUSTED_PROXIES`` (uvicorn's
+``forwarded_allow_ips``), so a client cannot claim to have come over HTTPS.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -24,6 +29,10 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "timeout_graceful_shutdown": 30,
     "proxy_headers": True,
     "access_log": False,  # limner logs each request itself, with its request id
+    # An idle keep-alive connection stays open longer than clients and proxies keep theirs (httpx 5 s,
+    # nginx 60 s), so a client never sends a request on a connection the server is just closing (a
+    # request lost before it arrives; uvicorn's own default, 5 s, races httpx's).
+    "timeout_keep_alive": 75,
 }
 
 
@@ -39,16 +48,29 @@ def serve(
             "shared through the database, rate limits only with redis_url set",
         ),
     ] = 1,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate (chain): serve HTTPS on the port")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key for --tls-cert")] = None,
 ) -> None:
     """Start the HTTP server: one process, or --workers N processes sharing the port."""
     import uvicorn
 
-    overrides: dict[str, Any] = {key: value for key, value in {"host": host, "port": port}.items() if value is not None}
+    given = {"host": host, "port": port, "tls_certfile": tls_cert, "tls_keyfile": tls_key}
+    overrides: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     if preload:
         overrides["preload"] = True
+    if workers > 1:
+        overrides["worker_processes"] = workers  # each worker's share of the cores (the thread policy)
     settings = Settings(**overrides)  # refuses unsafe settings here, before any worker starts
     _configure_logging(settings)
-    address: dict[str, Any] = {"host": settings.host, "port": settings.port}
+    address: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "forwarded_allow_ips": settings.trusted_proxies,
+    }
+    if settings.tls_certfile is not None:
+        address |= {"ssl_certfile": str(settings.tls_certfile), "ssl_keyfile": str(settings.tls_keyfile)}
     if workers == 1:
         from limner.app import create_app
 

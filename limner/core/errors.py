@@ -3,7 +3,8 @@
     LimnerError                     internal_error        500
     ├── InvalidRequest              invalid_request       400
     │   ├── InvalidImage            invalid_image         400
-    │   └── UnsupportedOperation    unsupported           400
+    │   ├── UnsupportedOperation    unsupported           400
+    │   └── PayloadTooLarge         payload_too_large     413
     ├── ModelNotFound               model_not_found       404
     ├── NotFound                    unknown_request       404
     ├── AuthError                                         401
@@ -51,6 +52,11 @@ class InvalidImage(InvalidRequest):
 
 class UnsupportedOperation(InvalidRequest):
     code = "unsupported"
+
+
+class PayloadTooLarge(InvalidRequest):
+    code = "payload_too_large"
+    status = 413
 
 
 class ModelNotFound(LimnerError):

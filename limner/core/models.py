@@ -67,6 +67,23 @@ RenderingStyle = Literal["vivid", "natural"]
 
 
 @dataclass(frozen=True)
+class LoraChoice:
+    """One LoRA adapter asked for by name; ``weight`` None means the catalog's default for it."""
+
+    name: str
+    weight: float | None = None
+
+
+@dataclass(frozen=True)
+class LoraInfo:
+    """One LoRA adapter a catalog model offers, as model lists describe it."""
+
+    name: str
+    weight: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class SizeSpec:
     """What the client asked for, before it is snapped to what a model accepts.
 
@@ -113,6 +130,13 @@ class ImageRequest:
     consumer: str = "local"
     partial_images: int = 0
     """Previews wanted while the images are made (OpenAI's ``partial_images``); 0: none, the engine skips them."""
+    permanent_links: bool = False
+    """The dialect promises links that last as long as the image (Milady's ``url``): the service signs them
+    without an expiry instead of for ``url_ttl_seconds``."""
+    loras: list[LoraChoice] = field(default_factory=list)
+    """LoRA adapters of the model to apply, in order; the service checks them against the catalog."""
+    scheduler: str | None = None
+    """A sampler from the model's allow-list (``euler``, ``dpmpp_2m``, ...); None: the model's own."""
 
     @property
     def mode(self) -> Mode:
@@ -155,6 +179,7 @@ class ModelInfo:
     id: str
     owned_by: str
     display_name: str
+    loras: tuple[LoraInfo, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,6 +211,10 @@ class EngineRequest:
     rows_wanted: RowsWanted | None = None
     """For joined batches: an engine that can drop rows mid-run (whose callers went away) asks this before
     each step and returns only the other rows' images, in order. Engines that cannot ignore it."""
+    loras: tuple[LoraChoice, ...] = ()
+    """LoRA adapters to apply, checked against the catalog, each with its weight filled in."""
+    scheduler: str | None = None
+    """A sampler name from the model's allow-list; None: the model's own."""
 
     @property
     def n(self) -> int:
@@ -222,6 +251,23 @@ class StoredImage:
         return len(self.data)
 
 
+@dataclass(frozen=True)
+class TokenUsage:
+    """A request in OpenAI's image-token accounting: input text and images, output images."""
+
+    text_tokens: int
+    image_tokens: int
+    output_image_tokens: int
+
+    @property
+    def input_tokens(self) -> int:
+        return self.text_tokens + self.image_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_image_tokens
+
+
 @dataclass
 class ImageResult:
     """The outcome of one request, rendered by the dialect that received it."""
@@ -238,3 +284,9 @@ class ImageResult:
     background: str | None = None
     storage_error: str | None = None
     """Set when images could not be stored: dialects that allow it fall back to inline base64."""
+    prompt: str = ""
+    """The prompt the engine ran: the client's after any style preset (OpenAI's ``revised_prompt``)."""
+    transparent: bool = False
+    """Whether the delivered images kept an alpha channel (OpenAI's ``background``: transparent or opaque)."""
+    usage: TokenUsage | None = None
+    """What the request counts in OpenAI's image tokens (``limner.core.usage``)."""

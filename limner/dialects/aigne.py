@@ -12,6 +12,7 @@ from limner.core.models import ImageRequest, SizeSpec
 from limner.core.sizes import parse_size
 from limner.dialects import openai
 from limner.dialects.images import encoded, references
+from limner.dialects.loras import LoraList, lora_choices
 from limner.dialects.openai import render_error, render_result
 from limner.http import openapi
 from limner.http.context import current_request_id
@@ -35,6 +36,8 @@ class AigneParams(BaseModel):
     # limner extensions, as in the OpenAI dialect
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     negative_prompt: str | None = Field(None, max_length=4000)
+    loras: LoraList | None = None
+    scheduler: str | None = Field(None, max_length=64)
 
 
 async def create_image(request: Request) -> Response:
@@ -54,11 +57,14 @@ async def create_image(request: Request) -> Response:
         images=images,
         quality=params.quality,
         rendering_style=params.style,
+        loras=lora_choices(params.loras),
+        scheduler=params.scheduler,
         consumer=get_consumer(request),
     )
     result = await state.service.run(image_request, current_request_id())
-    result.quality = None
-    return render_result(result, params.response_format, request, state)
+    if not openai.is_gpt_image(params.model):
+        result.quality = None  # its default "standard" is no answer field of DALL-E's
+    return render_result(result, params.response_format, request, state, model=params.model)
 
 
 def build_router() -> APIRouter:

@@ -9,7 +9,8 @@ in order, so "image 1" in the prompt is the first URL). The answer holds one ima
   answers ``{"url": "<absolute presigned URL>"}``, which downloads without auth until it expires.
 - ``"presigned_url"``: that absolute presigned URL directly; ``"b64_json"``: the bytes inline.
 
-Media belongs to the consumer who made it: resolving someone else's media is 403 ``forbidden``.
+Media belongs to the consumer who made it: resolving someone else's media is 404 ``not_found``, the
+same answer as for media that does not exist, so a key's answers never tell whose images are whose.
 A backend media path from an earlier answer may be sent back as ``image`` (chained edits).
 
 ``stream: true`` (the reference names the field but no wire format; this one is limner's) answers
@@ -39,13 +40,14 @@ from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.json_schema import SkipJsonSchema
 
 from limner.core.errors import InvalidRequest, LimnerError, NotFound
 from limner.core.models import ImageRequest, ImageResult, MediaRef, SizeSpec
 from limner.core.sizes import parse_size
 from limner.dialects.images import encoded, references
+from limner.dialects.loras import LoraList, lora_choices
 from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state
@@ -74,8 +76,11 @@ class GenerationParams(BaseModel):
     sequential_image_generation: Literal["disabled", "enabled"] = "disabled"
     response_format: ResponseFormat = "url"
     size: str | None = None
-    stream: bool = False
-    watermark: bool = False
+    stream: StrictBool = False
+    watermark: StrictBool = False
+    # limner extensions: LoRA adapters and the sampler of a local model
+    loras: LoraList | None = None
+    scheduler: str | None = Field(None, max_length=64)
 
 
 class AimlImage(BaseModel):
@@ -121,6 +126,7 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
     "invalid_request": (400, "invalid_request"),
     "invalid_image": (400, "invalid_image"),
     "unsupported": (400, "unsupported"),
+    "payload_too_large": (413, "payload_too_large"),
     "model_not_found": (400, "model_not_found"),
     "unknown_request": (404, "not_found"),
     "missing_bearer_token": (401, "missing_bearer_token"),
@@ -180,6 +186,8 @@ def to_image_request(params: GenerationParams, consumer: str) -> ImageRequest:
         size=size_spec(params.size, has_images=params.image is not None),
         watermark=params.watermark,
         keep_media=params.response_format == "url",
+        loras=lora_choices(params.loras),
+        scheduler=params.scheduler,
         consumer=consumer,
     )
 

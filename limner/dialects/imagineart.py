@@ -11,7 +11,14 @@ Decisions, documented in the README:
 - ``reasoning=high`` asks the core for high effort: twice the model's default denoising steps.
 - "Clean metadata": the PNG carries no text chunks at all (no prompt, no parameters), whatever the
   server's ``embed_metadata`` setting; the headers carry what a client needs.
-- ``aspect_ratio=auto`` (edits) keeps the first reference image's ratio.
+- ``aspect_ratio=auto`` (edits) keeps the first reference image's ratio, however many images follow it.
+- An image part's type is judged by its bytes, not its label: curl labels ``.webp`` and ``.heic`` files
+  ``application/octet-stream``. The service decodes PNG, JPEG, WebP, HEIC and HEIF after admission; any
+  other bytes are 400 ``invalid_image`` naming the image and the format found.
+- Spent credits are 401 ``invalid_token`` ("this token has no credits left"): the reference has no 402 or
+  403, and its 429 ``rate_limited`` is what clients retry, forever when nothing will change.
+- ``GET /v1/models`` names the two models as the reference does ("ImagineArt 2.0", "ImagineArt 2.0 Edit")
+  and says in ``served_by`` which catalog model does the work.
 """
 
 from __future__ import annotations
@@ -26,21 +33,28 @@ from limner.core.errors import InvalidImage, InvalidRequest, LimnerError, ModelN
 from limner.core.imagineart import RESOLUTIONS, EditAspectRatio, GenerateAspectRatio, Resolution
 from limner.core.models import Capabilities, EncodedImage, ImageInput, ImageRequest, ImageResult, SizeSpec
 from limner.core.sizes import resolve_size
+from limner.dialects.loras import LoraList, lora_choices
 from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state, public
 from limner.http.errors import error_response, lookup
 from limner.http.routing import FormBody, dialect_route, read_form, validate
+from limner.http.transport import https_only
 
 DIALECT = "imagineart"
 GENERATE_MODEL = "text-to-image"
 EDIT_MODEL = "image-edit"
+MODEL_NAMES = {GENERATE_MODEL: "ImagineArt 2.0", EDIT_MODEL: "ImagineArt 2.0 Edit"}
+"""The two models' names as the reference lists them (``served_by`` says which catalog model runs each)."""
 MAX_IMAGES = 4
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif")
 SEED_MAX = 2**32 - 1
 RANDOM_SEEDS = (0, -1)
 PROMPT_LIMIT = 4000
 RESOLUTION_HELP = "1K (faster) or 2K (higher fidelity)."
+EXTENSIONS = frozenset({"loras"})
+"""Form fields limner adds to the reference's (documented in OpenAPI, not in the model listing)."""
+LORAS_HELP = 'limner extension: LoRA adapters of the serving model, as a JSON list [{"name": ..., "weight": ...}].'
 SEED_HELP = "Deterministic seed. 0, -1, or omitted = random."
 
 
@@ -56,6 +70,7 @@ class GenerationForm(BaseModel):
     reasoning: Literal["low", "high"] = Field(
         "low", description="Visual reasoning level: low (faster) or high (richer compositions: more denoising steps)."
     )
+    loras: LoraList | None = Field(None, description=LORAS_HELP)
 
 
 class EditForm(BaseModel):
@@ -67,6 +82,7 @@ class EditForm(BaseModel):
     aspect_ratio: EditAspectRatio = Field("auto", description="Output aspect ratio; auto matches the first image.")
     resolution: Resolution = Field("2K", description=RESOLUTION_HELP)
     seed: int | None = Field(None, ge=-1, le=SEED_MAX, description=SEED_HELP)
+    loras: LoraList | None = Field(None, description=LORAS_HELP)
 
 
 class ImagineArtError(BaseModel):
@@ -88,9 +104,10 @@ class ImagineArtModel(BaseModel):
     object: Literal["model"]
     created: int
     owned_by: str
-    name: str
+    name: str = Field(description="As the reference names it: ImagineArt 2.0, ImagineArt 2.0 Edit.")
     modality: Literal["text-to-image", "image-to-image"]
     parameters: dict[str, Any] = Field(description="A JSON schema of the endpoint's form fields, and output details.")
+    served_by: str = Field(description="limner extension: the catalog model that does the work.")
 
 
 class ImagineArtModelList(BaseModel):
@@ -103,12 +120,13 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
     "invalid_request": (400, "invalid_request"),
     "invalid_image": (400, "invalid_image"),
     "unsupported": (400, "invalid_request"),
+    "payload_too_large": (413, "invalid_request"),  # HTTP's own status for it; the code is the table's
     "model_not_found": (502, "model_not_available"),  # the two model ids are fixed: missing = misconfigured
     "unknown_request": (404, "unknown_request"),
     "missing_bearer_token": (401, "missing_bearer_token"),
     "invalid_token": (401, "invalid_token"),
     "forbidden": (401, "invalid_token"),  # the token is valid but not for this: no 403 in the reference
-    "insufficient_credits": (429, "rate_limited"),  # a spent quota: no 402 in the reference
+    "insufficient_credits": (401, "invalid_token"),  # no 402 or 403 in the reference; a 429 is retried forever
     "rate_limited": (429, "rate_limited"),
     "queue_full": (429, "rate_limited"),
     "model_error": (502, "model_error"),
@@ -121,6 +139,7 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
 }
 
 
+@https_only  # the reference: "Tokens transmitted over plain HTTP are immediately revoked."
 def render_error(error: LimnerError, request_id: str) -> Response:
     """``{"error": {"code", "message", "request_id"}}``; ``Retry-After`` on 429."""
     status, code = lookup(ERROR_MAP, error)
@@ -152,6 +171,7 @@ def generation_request(params: GenerationForm, consumer: str) -> ImageRequest:
         effort="high" if params.reasoning == "high" else "normal",
         output_format="png",
         embed_metadata=False,
+        loras=lora_choices(params.loras),
         consumer=consumer,
     )
 
@@ -166,6 +186,7 @@ def edit_request(params: EditForm, images: list[ImageInput], consumer: str) -> I
         images=images,
         output_format="png",
         embed_metadata=False,
+        loras=lora_choices(params.loras),
         consumer=consumer,
     )
 
@@ -217,7 +238,7 @@ async def edit_from_form(request: Request, state: AppState, form: FormBody) -> R
 
 
 def load_images(form: FormBody) -> list[ImageInput]:
-    """1-4 ``images`` files of an accepted type, in order (image 1 first); the service decodes them."""
+    """1-4 ``images`` files, in order (image 1 first); the service decodes them and judges their type."""
     uploads = form.files.get("images", [])
     if not uploads:
         if "images" in form.fields:
@@ -225,13 +246,8 @@ def load_images(form: FormBody) -> list[ImageInput]:
         raise InvalidRequest("Missing required parameter: 'images'.", param="images")
     if len(uploads) > MAX_IMAGES:
         raise InvalidRequest(f"At most {MAX_IMAGES} images can be given; got {len(uploads)}.", param="images")
-    for index, upload in enumerate(uploads, start=1):
-        content_type = upload.content_type.split(";", 1)[0].strip().lower()
-        if content_type not in IMAGE_TYPES:
-            raise InvalidImage(
-                f"image {index} ('{upload.filename}') has type '{content_type}'; accepted: {', '.join(IMAGE_TYPES)}.",
-                param="images",
-            )
+    # No check of each part's label: curl calls .webp and .heic files application/octet-stream. The
+    # service decodes the bytes (PNG, JPEG, WebP, HEIC, HEIF) and names the image whose bytes are not one.
     return [EncodedImage(upload.data, f"image {index}", "images") for index, upload in enumerate(uploads, start=1)]
 
 
@@ -263,12 +279,27 @@ def models_payload(state: AppState) -> list[dict[str, Any]]:
                 "object": "model",
                 "created": state.started,
                 "owned_by": info.owned_by,
-                "name": info.display_name,
+                "name": MODEL_NAMES[model_id],
                 "modality": modality,
                 "parameters": parameters_schema(form, state.service.capabilities(info.id), info.id),
+                "served_by": info.id,
             }
         )
     return items
+
+
+def flat_properties(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema's properties without titles, optional fields as their non-null type."""
+    properties: dict[str, Any] = {}
+    for name, prop in schema["properties"].items():
+        prop = {key: value for key, value in prop.items() if key != "title"}
+        variants = [variant for variant in prop.pop("anyOf", []) if variant.get("type") != "null"]
+        if len(variants) == 1:
+            prop = {**variants[0], **prop}
+        elif variants:
+            prop["anyOf"] = variants
+        properties[name] = prop
+    return properties
 
 
 def _pixels(spec: SizeSpec, caps: Capabilities) -> str:
@@ -278,13 +309,10 @@ def _pixels(spec: SizeSpec, caps: Capabilities) -> str:
 
 def parameters_schema(form: type[BaseModel], caps: Capabilities, model: str) -> dict[str, Any]:
     """A JSON-schema object for one endpoint: the form model's fields, enums, defaults and limits,
-    the ``images`` files for edits, and the pixel sizes this catalog model produces per resolution."""
+    the ``images`` files for edits, and the pixel sizes this catalog model produces per resolution.
+    limner's own extensions (``loras``) stay out: clients walk this list as the reference defines it."""
     schema = form.model_json_schema()
-    properties: dict[str, Any] = {}
-    for name, prop in schema["properties"].items():
-        prop = {key: value for key, value in prop.items() if key != "title"}
-        variants = [variant for variant in prop.pop("anyOf", []) if variant.get("type") != "null"]
-        properties[name] = {**variants[0], **prop} if variants else prop
+    properties = {name: prop for name, prop in flat_properties(schema).items() if name not in EXTENSIONS}
     if form is EditForm:
         properties["images"] = {
             "type": "array",
@@ -301,6 +329,7 @@ def parameters_schema(form: type[BaseModel], caps: Capabilities, model: str) -> 
     }
     return {
         "type": "object",
+        "endpoint": "/v1/images/edits" if form is EditForm else "/v1/images/generations",
         "content_type": "multipart/form-data",
         "required": [*schema.get("required", []), *(["images"] if form is EditForm else [])],
         "properties": properties,

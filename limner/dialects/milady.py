@@ -2,8 +2,10 @@
 
 Every image of a batch gets the same ``stylePreset`` (a documented prompt transformation from
 ``limner.core.styles``); images are PNG at about one megapixel in the requested ``aspectRatio``.
-Each answer item has an absolute signed ``url``; when storing fails the item carries the image
-inline instead, as a base64 data URL in ``image`` with ``url`` null, like the reference service.
+Each answer item has an absolute ``url`` that, as the reference promises, is permanent: a capability
+link signed without an expiry, valid as long as the image is stored (``ImageRequest.permanent_links``);
+when storing fails the item carries the image inline instead, as a base64 data URL in ``image`` with
+``url`` null, like the reference service.
 
 Errors are ``{"error": "<message>", "code": ...}`` plus ``required`` on 402 and ``retryAfter`` on 429;
 prompt and model problems start with "Invalid prompt" / "Invalid model" as in the reference table.
@@ -17,12 +19,13 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from pydantic.json_schema import SkipJsonSchema
 
 from limner.core.errors import InsufficientCredits, InvalidImage, InvalidRequest, LimnerError, retry_after_seconds
 from limner.core.models import ImageRequest, ImageResult, SizeSpec
 from limner.dialects.images import encoded
+from limner.dialects.loras import LoraList, lora_choices
 from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state
@@ -32,6 +35,8 @@ from limner.http.urls import absolute
 
 DIALECT = "milady"
 DEFAULT_MODEL = "google/gemini-2.5-flash-image"
+PROMPT_LIMIT = 32000
+"""The longest prompt, in characters: the reference states none; this is every other dialect's limit."""
 RESOLUTION = "1K"
 """Milady has no size field: outputs are about one megapixel, like the Gemini image models it fronts."""
 AspectRatio = Literal["1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21"]
@@ -47,13 +52,18 @@ class GenerateImageParams(BaseModel):
     prompt: StrictStr
     model: StrictStr = DEFAULT_MODEL
     aspectRatio: AspectRatio = "1:1"
-    numImages: int = Field(1, ge=1, le=4)
+    numImages: StrictInt = Field(1, ge=1, le=4)
     stylePreset: StrictStr | None = None
     sourceImage: StrictStr | None = None
+    # limner extensions
+    loras: LoraList | None = None
+    scheduler: StrictStr | None = None
 
 
 class MiladyImage(BaseModel):
-    url: str | None = Field(description="A signed link to the image; null when storing it failed.")
+    url: str | None = Field(
+        description="A permanent link to the image (unguessable, signed without expiry); null when storing it failed."
+    )
     text: str = Field(description="Text the model answered alongside the image, if any.")
     mimeType: str
     fileSize: int = Field(description="Size of the image in bytes.")
@@ -87,6 +97,7 @@ ERROR_STATUS: dict[str, int] = {
     "invalid_request": 400,
     "invalid_image": 400,
     "unsupported": 400,
+    "payload_too_large": 413,
     "model_not_found": 400,
     "unknown_request": 404,
     "missing_bearer_token": 401,
@@ -110,8 +121,10 @@ def render_error(error: LimnerError, request_id: str) -> Response:
     """``{"error": message, "code": code}`` with ``required`` (402) and ``retryAfter`` (429)."""
     status = lookup(ERROR_STATUS, error)
     message = error.message
-    if error.code == "model_not_found":
+    if error.code == "model_not_found" or (error.param == "model" and not message.startswith("Invalid model")):
         message = f"Invalid model: {message}"
+    elif error.param == "prompt" and not message.startswith("Invalid prompt"):
+        message = f"Invalid prompt: {message}"
     elif error.code in _GENERATION_FAILED:
         message = f"Generation failed: {message}"
     body: dict[str, Any] = {"error": message, "code": error.code}
@@ -128,6 +141,10 @@ def parse(data: dict[str, Any]) -> GenerateImageParams:
     prompt = data.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidRequest("Invalid prompt: prompt is required and must be a non-empty string.", param="prompt")
+    if len(prompt) > PROMPT_LIMIT:
+        raise InvalidRequest(
+            f"Invalid prompt: prompt must be at most {PROMPT_LIMIT} characters; got {len(prompt)}.", param="prompt"
+        )
     if "model" in data and (not isinstance(data["model"], str) or not data["model"].strip()):
         raise InvalidRequest("Invalid model: model must be a non-empty string.", param="model")
     params = validate(GenerateImageParams, data)
@@ -149,6 +166,9 @@ def to_image_request(params: GenerateImageParams, consumer: str) -> ImageRequest
         style=None if params.stylePreset in (None, "none") else params.stylePreset,
         output_format="png",
         consumer=consumer,
+        permanent_links=True,
+        loras=lora_choices(params.loras),
+        scheduler=params.scheduler,
     )
 
 

@@ -3,26 +3,38 @@
 error classes included.
 
 limner extensions, fenced here and in the README: ``seed``, ``negative_prompt``, ``steps``,
-``guidance_scale``, ``strength`` (edits), ``style_preset``, and ``seed`` on each returned image.
+``guidance_scale``, ``strength`` (edits), ``style_preset``, ``loras`` (``[{"name", "weight"}]``, a JSON
+string in edit forms), ``scheduler``, ``seed`` on each returned image, and ``loras`` on model objects.
 
 ``stream: true`` on generations and edits answers OpenAI's server-sent events (``openai_stream``).
+
+Every field of today's ``openai`` SDK is recognised; a field or value limner cannot deliver is refused with
+400 ``unsupported_value`` and ``param`` naming it, never served as something else (``refuse_undeliverable``):
+``output_format`` gif or svg, and with them ``frame_count``, ``frame_duration_ms``, ``svg``; ``markup`` on
+edits. Fields that tune how a model works are accepted and applied where limner has an equivalent
+(``complexity: high`` runs more denoising steps, ``quality`` and ``style`` reach upstream providers and
+prices; ``moderation`` and ``input_fidelity`` have nothing to steer in local engines), and reported where
+OpenAI reports them: ``quality``, ``background``, ``usage`` and ``safety_identifier`` on GPT image answers,
+``revised_prompt`` (the prompt the engine ran, after any style preset) on every ``dall-e-3`` image.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import SkipJsonSchema
 
-from limner.core.errors import InvalidRequest, LimnerError
-from limner.core.models import ImageRequest, ImageResult, SizeSpec
+from limner.core.errors import InvalidRequest, LimnerError, UnsupportedOperation
+from limner.core.models import ImageRequest, ImageResult, OutputFormat, SizeSpec, TokenUsage
 from limner.core.sizes import parse_size
+from limner.core.usage import reported_quality
 from limner.dialects.images import MAX_INPUT_IMAGES, uploads
-from limner.dialects.openai_stream import stream_images
+from limner.dialects.loras import LoraList, lora_choices
+from limner.dialects.openai_shapes import ImagesResponse, ModelList, ModelObject, OpenAIErrorResponse
+from limner.dialects.openai_stream import StreamKind, stream_images
 from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state
@@ -42,10 +54,15 @@ class _Params(BaseModel):
     n: int | None = Field(None, ge=1, le=10)
     size: str | None = None
     response_format: ResponseFormat | None = None
-    output_format: Literal["png", "jpeg", "webp"] | None = None
+    output_format: Literal["png", "jpeg", "webp", "gif", "svg"] | None = None
     output_compression: int | None = Field(None, ge=0, le=100)
     background: Literal["transparent", "opaque", "auto"] | None = None
-    quality: Literal["auto", "high", "medium", "low", "hd", "standard"] | None = None
+    quality: Literal["auto", "high", "medium", "low", "xhigh", "max", "hd", "standard"] | None = None
+    complexity: Literal["low", "medium", "high"] | None = None
+    frame_count: int | None = Field(None, ge=2, le=16)
+    frame_duration_ms: int | None = Field(None, ge=0)
+    svg: dict[str, Any] | None = None
+    safety_identifier: str | None = Field(None, max_length=512)
     user: str | None = None
     stream: bool | None = None
     partial_images: int | None = Field(None, ge=0, le=3)
@@ -55,6 +72,8 @@ class _Params(BaseModel):
     steps: int | None = Field(None, ge=1, le=150)
     guidance_scale: float | None = Field(None, ge=0, le=30)
     style_preset: str | None = None
+    loras: LoraList | None = None
+    scheduler: str | None = Field(None, max_length=64)
 
 
 class GenerationParams(_Params):
@@ -73,62 +92,12 @@ class VariationParams(_Params):
     pass
 
 
-class ImageObject(BaseModel):
-    """One image of an answer: ``url`` or ``b64_json``, as ``response_format`` asked."""
-
-    url: str | SkipJsonSchema[None] = Field(
-        None, description="The image's signed URL (response_format url); it expires."
-    )
-    b64_json: str | SkipJsonSchema[None] = Field(
-        None, description="The image, base64-encoded (response_format b64_json)."
-    )
-    revised_prompt: str | SkipJsonSchema[None] = Field(
-        None, description="The prompt the model used, when it rewrote it."
-    )
-    seed: int | None = Field(None, description="limner extension: the seed that reproduces this image.")
-
-
-class ImagesResponse(BaseModel):
-    """The answer of generations, edits and variations (and AIGNE Hub's)."""
-
-    created: int = Field(description="Unix seconds when the images were made.")
-    data: list[ImageObject]
-    output_format: Literal["png", "jpeg", "webp"]
-    size: str = Field(description="WIDTHxHEIGHT of the images.")
-    quality: str | SkipJsonSchema[None] = None
-    background: str | SkipJsonSchema[None] = None
-
-
-class OpenAIError(BaseModel):
-    message: str
-    type: str = Field(description="OpenAI's error class, e.g. invalid_request_error, insufficient_quota.")
-    param: str | None = Field(description="The request field at fault, if one is.")
-    code: str | None = Field(description="A stable, machine-readable cause.")
-
-
-class OpenAIErrorResponse(BaseModel):
-    """``{"error": {...}}``, which the ``openai`` SDK raises as the exception class for its status."""
-
-    error: OpenAIError
-
-
-class ModelObject(BaseModel):
-    id: str
-    object: Literal["model"]
-    created: int
-    owned_by: str
-
-
-class ModelList(BaseModel):
-    object: Literal["list"]
-    data: list[ModelObject]
-
-
 # limner code -> (HTTP status, OpenAI error type, OpenAI error code)
 ERROR_MAP: dict[str, tuple[int, str, str | None]] = {
     "invalid_request": (400, "invalid_request_error", "invalid_value"),
     "invalid_image": (400, "invalid_request_error", "invalid_image"),
     "unsupported": (400, "invalid_request_error", "unsupported_value"),
+    "payload_too_large": (413, "invalid_request_error", "payload_too_large"),
     "model_not_found": (404, "invalid_request_error", "model_not_found"),
     "unknown_request": (404, "invalid_request_error", "not_found"),
     "missing_bearer_token": (401, "invalid_request_error", "missing_api_key"),
@@ -157,8 +126,41 @@ def render_error(error: LimnerError, request_id: str) -> Response:
     return error_response(error_body(error), lookup(ERROR_MAP, error)[0], error)
 
 
+GPT_IMAGE_PREFIXES = ("gpt-image", "chatgpt-image")
+DELIVERED_FORMATS = ("png", "jpeg", "webp")
+
+
+def is_gpt_image(model: str) -> bool:
+    """OpenAI's GPT image family (``gpt-image-*``, ``chatgpt-image-latest``): base64 by default, and answers
+    that report ``quality``, ``background`` and ``usage``."""
+    return model.startswith(GPT_IMAGE_PREFIXES)
+
+
+def refuse_undeliverable(params: _Params) -> OutputFormat:
+    """The output format to deliver; refused, naming the field, what asks for output limner does not make
+    (GIF or SVG files)."""
+    fmt = params.output_format or "png"
+    if fmt not in DELIVERED_FORMATS:
+        raise UnsupportedOperation(
+            f"output_format '{params.output_format}' is not available on this server; use png, jpeg or webp.",
+            param="output_format",
+        )
+    for name, output in (("frame_count", "GIF"), ("frame_duration_ms", "GIF"), ("svg", "SVG")):
+        if getattr(params, name) is not None:
+            raise UnsupportedOperation(
+                f"{name} applies to {output} output, which this server does not produce; omit it.", param=name
+            )
+    return cast(OutputFormat, fmt)
+
+
+def safety_identifier(params: _Params) -> str | None:
+    """The effective safety identifier: a non-empty ``safety_identifier``, else the deprecated ``user``."""
+    return params.safety_identifier or params.user or None
+
+
 def _common(params: _Params, consumer: str, prompt: str) -> ImageRequest:
     model = params.model or DEFAULT_MODEL
+    output_format = refuse_undeliverable(params)
     size = parse_size(params.size) if params.size else None
     if params.background == "transparent" and params.output_format == "jpeg":
         raise InvalidRequest("A transparent background needs output_format 'png' or 'webp'.", param="background")
@@ -177,23 +179,47 @@ def _common(params: _Params, consumer: str, prompt: str) -> ImageRequest:
         steps=params.steps,
         guidance=params.guidance_scale,
         style=params.style_preset,
-        output_format=params.output_format or "png",
+        output_format=output_format,
         output_compression=params.output_compression,
         background=params.background,
         quality=params.quality,
+        effort="high" if params.complexity == "high" else "normal",
         consumer=consumer,
         partial_images=(params.partial_images or 0) if params.stream else 0,
+        loras=lora_choices(params.loras),
+        scheduler=params.scheduler,
     )
 
 
 def response_format_for(params: _Params) -> ResponseFormat:
-    """OpenAI's default: URLs for DALL-E, base64 for the gpt-image models."""
+    """OpenAI's default: URLs for DALL-E, base64 for the GPT image models."""
     if params.response_format:
         return params.response_format
-    return "b64_json" if (params.model or DEFAULT_MODEL).startswith("gpt-image") else "url"
+    return "b64_json" if is_gpt_image(params.model or DEFAULT_MODEL) else "url"
 
 
-def render_result(result: ImageResult, response_format: ResponseFormat, request: Request, state: AppState) -> Response:
+def usage_body(usage: TokenUsage | None) -> dict[str, Any]:
+    """OpenAI's ``usage`` object (all zeros when the service counted none)."""
+    usage = usage or TokenUsage(0, 0, 0)
+    return {
+        "input_tokens": usage.input_tokens,
+        "input_tokens_details": {"image_tokens": usage.image_tokens, "text_tokens": usage.text_tokens},
+        "output_tokens": usage.output_image_tokens,
+        "output_tokens_details": {"image_tokens": usage.output_image_tokens, "text_tokens": 0},
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def render_result(
+    result: ImageResult,
+    response_format: ResponseFormat,
+    request: Request,
+    state: AppState,
+    *,
+    model: str = DEFAULT_MODEL,
+    safety_id: str | None = None,
+) -> Response:
+    """The ``ImagesResponse`` body; ``model`` is the name the client asked for, which decides its shape."""
     if response_format == "url" and result.storage_error:
         raise LimnerError(f"The image was generated but could not be stored ({result.storage_error}).")
     data: list[dict[str, Any]] = []
@@ -203,8 +229,9 @@ def render_result(result: ImageResult, response_format: ResponseFormat, request:
             if response_format == "url"
             else {"b64_json": base64.b64encode(image.data).decode()}
         )
-        if image.revised_prompt:
-            item["revised_prompt"] = image.revised_prompt
+        revised = image.revised_prompt or (result.prompt if model == "dall-e-3" else None)
+        if revised:
+            item["revised_prompt"] = revised
         item["seed"] = image.seed
         data.append(item)
     body: dict[str, Any] = {
@@ -213,10 +240,17 @@ def render_result(result: ImageResult, response_format: ResponseFormat, request:
         "output_format": result.output_format,
         "size": f"{result.width}x{result.height}",
     }
-    if result.quality:
-        body["quality"] = result.quality
-    if result.background:
-        body["background"] = result.background
+    if is_gpt_image(model):
+        body["quality"] = reported_quality(result.quality)
+        body["background"] = "transparent" if result.transparent else "opaque"
+        body["usage"] = usage_body(result.usage)
+    else:
+        if result.quality:
+            body["quality"] = result.quality
+        if result.background:
+            body["background"] = result.background
+    if safety_id:
+        body["safety_identifier"] = safety_id
     return JSONResponse(body)
 
 
@@ -226,10 +260,19 @@ async def create_image(request: Request) -> Response:
     params = await read_json(request, GenerationParams)
     image_request = _common(params, get_consumer(request), params.prompt)
     image_request.rendering_style = params.style
+    return await _answer(request, state, params, image_request, "image_generation")
+
+
+async def _answer(
+    request: Request, state: AppState, params: _Params, image_request: ImageRequest, kind: StreamKind
+) -> Response:
+    """Run the request; answer the images as JSON, or as server-sent events when ``stream`` is set."""
+    safety_id = safety_identifier(params)
     if params.stream:
-        return await stream_images(state.service, image_request, "image_generation", error_body)
+        return await stream_images(state.service, image_request, kind, error_body, safety_identifier=safety_id)
     result = await state.service.run(image_request, current_request_id())
-    return render_result(result, response_format_for(params), request, state)
+    model = params.model or DEFAULT_MODEL
+    return render_result(result, response_format_for(params), request, state, model=model, safety_id=safety_id)
 
 
 async def edit_image(request: Request) -> Response:
@@ -240,7 +283,15 @@ async def edit_image(request: Request) -> Response:
 
 
 async def edit_from_form(request: Request, state: AppState, form: FormBody) -> Response:
-    params = validate(EditParams, form.scalars())
+    if "markup" in form.files or "markup" in form.fields:
+        raise UnsupportedOperation(
+            "markup is not supported on this server; mark the area to edit with mask.", param="markup"
+        )
+    fields = form.scalars()
+    svg = {name: fields.pop(name) for name in [name for name in fields if name.startswith("svg[")]}
+    if svg:  # multipart spells the svg object svg[model], svg[reasoning][effort]
+        fields["svg"] = svg
+    params = validate(EditParams, fields)
     images = uploads(form, "image", "image[]")
     if not images:
         raise InvalidRequest("Missing required parameter: 'image'.", param="image")
@@ -251,10 +302,7 @@ async def edit_from_form(request: Request, state: AppState, form: FormBody) -> R
     image_request.images = images
     image_request.mask = masks[0] if masks else None
     image_request.strength = params.strength
-    if params.stream:
-        return await stream_images(state.service, image_request, "image_edit", error_body)
-    result = await state.service.run(image_request, current_request_id())
-    return render_result(result, response_format_for(params), request, state)
+    return await _answer(request, state, params, image_request, "image_edit")
 
 
 async def create_variation(request: Request) -> Response:
@@ -269,12 +317,18 @@ async def create_variation(request: Request) -> Response:
     image_request.images = images
     image_request.variation = True
     result = await state.service.run(image_request, current_request_id())
-    return render_result(result, response_format_for(params), request, state)
+    model = params.model or DEFAULT_MODEL
+    return render_result(result, response_format_for(params), request, state, model=model)
 
 
 def model_object(model_id: str, state: AppState) -> dict[str, Any]:
     info = state.service.describe(model_id)
-    return {"id": model_id, "object": "model", "created": state.started, "owned_by": info.owned_by}
+    item: dict[str, Any] = {"id": model_id, "object": "model", "created": state.started, "owned_by": info.owned_by}
+    if info.loras:  # limner extension: the model's LoRA adapters
+        item["loras"] = [
+            {"name": lora.name, "weight": lora.weight, "description": lora.description} for lora in info.loras
+        ]
+    return item
 
 
 async def list_models(request: Request) -> Response:

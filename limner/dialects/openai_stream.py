@@ -13,7 +13,11 @@ Edits send ``image_edit.partial_image`` / ``image_edit.completed``. ``partial_im
 come evenly spaced over the denoising steps, at the final size and in the final format; fewer may come
 when the image is done sooner (a short img2img run), as OpenAI also allows. With ``n`` > 1 each round
 sends one partial per image (all with that round's ``partial_image_index``) and the end one completed
-event per image, in order. ``usage`` is all zeros: limner does not meter tokens (it prices images).
+event per image, in order. ``usage`` counts the request in OpenAI's image tokens (``limner.core.usage``):
+each completed event carries its own image's output tokens, and the first also the request's input tokens,
+so the events add up to the request. ``quality`` is the tier that ran (``auto`` resolved), ``background``
+on completed events what was delivered (``transparent`` or ``opaque``), and ``safety_identifier`` the
+effective one when the request named one.
 
 Errors before the stream starts (validation, auth, rate limits, credits, a full queue) are the usual
 JSON errors; once it has started, an error is ``event: error`` with ``{"type": "error", "error":
@@ -31,7 +35,8 @@ from typing import Any, Literal
 from fastapi import Response
 
 from limner.core.errors import LimnerError
-from limner.core.models import ImageRequest, ImageResult
+from limner.core.models import ImageRequest, ImageResult, TokenUsage
+from limner.core.usage import reported_quality
 from limner.http.context import current_request_id
 from limner.http.streaming import event_stream, job_events, sse, start_job
 from limner.service.image_service import ImageService
@@ -39,13 +44,16 @@ from limner.service.jobs import Preview
 
 StreamKind = Literal["image_generation", "image_edit"]
 ErrorBody = Callable[[LimnerError], dict[str, Any]]
-QUALITIES = frozenset({"low", "medium", "high", "auto"})
-QUALITY_ALIASES = {"hd": "high", "standard": "medium"}
-NO_USAGE = {"input_tokens": 0, "input_tokens_details": {"image_tokens": 0, "text_tokens": 0}, "output_tokens": 0,
-            "total_tokens": 0}  # fmt: skip
 
 
-async def stream_images(service: ImageService, request: ImageRequest, kind: StreamKind, errors: ErrorBody) -> Response:
+async def stream_images(
+    service: ImageService,
+    request: ImageRequest,
+    kind: StreamKind,
+    errors: ErrorBody,
+    *,
+    safety_identifier: str | None = None,
+) -> Response:
     """Start the job, then answer its events as a stream (errors until it is accepted are raised).
     ``errors`` is the dialect's ``{"error": {...}}`` body for an error, sent as ``event: error``."""
     running = await start_job(service, request, current_request_id())
@@ -53,19 +61,35 @@ async def stream_images(service: ImageService, request: ImageRequest, kind: Stre
         job_events(
             running,
             on_event=lambda event: _partials(event.preview, request, kind) if event.preview is not None else [],
-            on_result=lambda result: _completed(result, request, kind),
+            on_result=lambda result: _completed(result, request, kind, safety_identifier),
             on_error=lambda error: sse("error", {"type": "error", **errors(error)}),
         )
     )
 
 
 def _settings(request: ImageRequest, size: tuple[int, int]) -> dict[str, Any]:
-    quality = QUALITY_ALIASES.get(request.quality or "auto", request.quality or "auto")
     return {
         "size": f"{size[0]}x{size[1]}",
-        "quality": quality if quality in QUALITIES else "auto",
+        "quality": reported_quality(request.quality),
         "background": request.background or "auto",
         "output_format": request.output_format,
+    }
+
+
+def _image_usage(usage: TokenUsage | None, index: int, n: int) -> dict[str, Any]:
+    """One completed event's share of the request's usage: its own image, and the input once (the first)."""
+    usage = usage or TokenUsage(0, 0, 0)
+    first = index == 0
+    share = TokenUsage(
+        text_tokens=usage.text_tokens if first else 0,
+        image_tokens=usage.image_tokens if first else 0,
+        output_image_tokens=usage.output_image_tokens // n + (usage.output_image_tokens % n if first else 0),
+    )
+    return {
+        "input_tokens": share.input_tokens,
+        "input_tokens_details": {"image_tokens": share.image_tokens, "text_tokens": share.text_tokens},
+        "output_tokens": share.output_image_tokens,
+        "total_tokens": share.total_tokens,
     }
 
 
@@ -85,17 +109,20 @@ def _partials(preview: Preview, request: ImageRequest, kind: StreamKind) -> list
     ]
 
 
-def _completed(result: ImageResult, request: ImageRequest, kind: StreamKind) -> list[bytes]:
-    return [
-        sse(
-            f"{kind}.completed",
-            {
-                "type": f"{kind}.completed",
-                "b64_json": base64.b64encode(image.data).decode(),
-                "created_at": int(time.time()),
-                **_settings(request, (image.width, image.height)),
-                "usage": NO_USAGE,
-            },
-        )
-        for image in result.images
-    ]
+def _completed(
+    result: ImageResult, request: ImageRequest, kind: StreamKind, safety_identifier: str | None
+) -> list[bytes]:
+    events = []
+    for index, image in enumerate(result.images):
+        event: dict[str, Any] = {
+            "type": f"{kind}.completed",
+            "b64_json": base64.b64encode(image.data).decode(),
+            "created_at": int(time.time()),
+            **_settings(request, (image.width, image.height)),
+            "background": "transparent" if result.transparent else "opaque",
+            "usage": _image_usage(result.usage, index, len(result.images)),
+        }
+        if safety_identifier:
+            event["safety_identifier"] = safety_identifier
+        events.append(sse(f"{kind}.completed", event))
+    return events

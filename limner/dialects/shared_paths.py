@@ -6,11 +6,15 @@ One route per shared path picks the dialect per request, then that dialect parse
     POST /v1/images/edits        decided on the parsed form: an ``images`` part -> ImagineArt; ``image`` or
                                  ``image[]`` -> OpenAI; neither: ``aspect_ratio`` or ``resolution`` ->
                                  ImagineArt (its fields), else OpenAI (each then says what is missing)
-    GET  /v1/models              OpenAI's list of every catalog name; the ImagineArt ids (listed first)
-                                 also carry ``name``, ``modality`` and ``parameters``
+    GET  /v1/models              OpenAI's list of every catalog name, each item also in ImagineArt's shape
+                                 (``name``, ``modality``, ``parameters``, ``served_by``); the two ImagineArt
+                                 ids first, named as its reference names them
 
-Errors raised before a dialect is chosen (authentication, an unreadable body, an unknown content
-type) use ``render_either``: one envelope with OpenAI's and ImagineArt's fields, so both SDKs read it.
+Errors raised before a dialect is chosen (authentication, an unreadable body, an unknown content type,
+a wrong method) go to the dialect the request is evidently for: OpenAI's envelope for a JSON body or an
+official OpenAI SDK (which sends ``X-Stainless-Lang``), so its codes (``invalid_api_key``) are the same
+on every OpenAI path; otherwise ``render_either``: one envelope with OpenAI's and ImagineArt's fields
+(ImagineArt's ``code``), so both read it.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, RootModel
 
 from limner.core.errors import InvalidRequest, LimnerError
+from limner.core.models import Capabilities, Mode
 from limner.dialects import imagineart, openai
 from limner.http import openapi
 from limner.http.context import current_request_id
-from limner.http.deps import get_state
+from limner.http.deps import AppState, get_state
 from limner.http.errors import error_response, lookup
-from limner.http.routing import FormBody, dialect_route, read_form, rendered
+from limner.http.routing import ErrorRenderer, FormBody, dialect_route, read_form, rendered
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 IMAGINEART_EDIT_FIELDS = frozenset({"aspect_ratio", "resolution"})
@@ -54,10 +59,10 @@ class SharedErrorResponse(
 
 
 class SharedModelList(BaseModel):
-    """Every catalog model; the ImagineArt ones first, with their name, modality and parameters."""
+    """Every catalog model, each in OpenAI's and ImagineArt's shape; the two ImagineArt ids first."""
 
     object: Literal["list"]
-    data: list[imagineart.ImagineArtModel | openai.ModelObject]
+    data: list[imagineart.ImagineArtModel]
 
 
 def render_either(error: LimnerError, request_id: str) -> Response:
@@ -74,6 +79,20 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+def renderer_for(request: Request) -> ErrorRenderer:
+    """The envelope for errors raised before a dialect is chosen: OpenAI's for a JSON body or an official
+    OpenAI SDK (every one sends ``X-Stainless-Lang``), else the combined one."""
+    if "json" in _media_type(request) or "x-stainless-lang" in request.headers:
+        return openai.render_error
+    return render_either
+
+
+class SharedRoute(dialect_route(render_either)):  # type: ignore[misc]
+    """Authenticated like every dialect route; its early errors go to ``renderer_for``'s envelope."""
+
+    renderer_for = staticmethod(renderer_for)
+
+
 async def create_image(request: Request) -> Response:
     """OpenAI (JSON) or ImagineArt (multipart) image generation, by content type."""
     media_type = _media_type(request)
@@ -81,7 +100,7 @@ async def create_image(request: Request) -> Response:
         return await rendered(imagineart.render_error, imagineart.generate_image(request))
     if "json" in media_type:
         return await rendered(openai.render_error, openai.create_image(request))
-    return render_either(
+    return renderer_for(request)(
         InvalidRequest(
             f"Unsupported content type '{media_type or 'none'}': send application/json (OpenAI) "
             "or multipart/form-data (ImagineArt)."
@@ -105,23 +124,60 @@ async def edit_image(request: Request) -> Response:
     try:
         form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
     except LimnerError as error:
-        return render_either(error, current_request_id())
+        return renderer_for(request)(error, current_request_id())
     if is_imagineart_edit(form):
         return await rendered(imagineart.render_error, imagineart.edit_from_form(request, state, form))
     return await rendered(openai.render_error, openai.edit_from_form(request, state, form))
 
 
 async def list_models(request: Request) -> Response:
-    """Every catalog model for OpenAI clients; the ImagineArt models first, with their parameters."""
+    """Every catalog model, for OpenAI and ImagineArt clients alike; the ImagineArt models first."""
 
     async def build() -> Response:
         state = get_state(request)
-        extra = {item["id"]: item for item in imagineart.models_payload(state)}
-        data: list[dict[str, Any]] = list(extra.values())
-        data += [item for item in openai.models_payload(state) if item["id"] not in extra]
+        first = {item["id"]: item for item in imagineart.models_payload(state)}
+        data: list[dict[str, Any]] = list(first.values())
+        data += [in_both_shapes(item, state) for item in openai.models_payload(state) if item["id"] not in first]
         return JSONResponse({"object": "list", "data": data})
 
-    return await rendered(render_either, build())
+    return await rendered(renderer_for(request), build())
+
+
+def in_both_shapes(item: dict[str, Any], state: AppState) -> dict[str, Any]:
+    """An OpenAI model item that also has ImagineArt's ``name``, ``modality`` and ``parameters`` (those of the
+    OpenAI endpoint it serves), so a client of either can walk every item of the list."""
+    info = state.service.describe(item["id"])
+    try:
+        caps = state.service.capabilities(item["id"])
+    except Exception:  # a misconfigured entry fails when used, with its own error; the list still answers
+        caps = Capabilities()
+    generates = Mode.GENERATE in caps.modes
+    return {
+        **item,
+        "name": info.display_name if item["id"] == info.id else item["id"],
+        "modality": "text-to-image" if generates else "image-to-image",
+        "parameters": openai_parameters(generates, info.id, caps),
+        "served_by": info.id,
+    }
+
+
+def openai_parameters(generates: bool, model: str, caps: Capabilities) -> dict[str, Any]:
+    """ImagineArt's ``parameters`` object for an OpenAI model: the JSON schema of the body it takes."""
+    form = openai.GenerationParams if generates else openai.EditParams
+    schema = form.model_json_schema()
+    parameters: dict[str, Any] = {
+        "type": "object",
+        "endpoint": "/v1/images/generations" if generates else "/v1/images/edits",
+        "content_type": "application/json" if generates else "multipart/form-data",
+        "required": schema.get("required", []),
+        "properties": imagineart.flat_properties(schema),
+        "model": model,
+        "supports_seed": caps.supports_seed,
+        "output": {"mime_types": ["image/png", "image/jpeg", "image/webp"], "response": "ImagesResponse JSON"},
+    }
+    if "$defs" in schema:
+        parameters["$defs"] = schema["$defs"]
+    return parameters
 
 
 ERROR_RESPONSES = openapi.error_responses(
@@ -136,7 +192,7 @@ IMAGES_OK = openapi.merge_responses(
 
 
 def build_router() -> APIRouter:
-    router = APIRouter(route_class=dialect_route(render_either), tags=["OpenAI", "ImagineArt"])
+    router = APIRouter(route_class=SharedRoute, tags=["OpenAI", "ImagineArt"])
     router.add_api_route(
         "/v1/images/generations",
         create_image,

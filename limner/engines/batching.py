@@ -1,7 +1,8 @@
 """Micro-batching: compatible requests that arrive within a short window run as one engine call.
 
 Requests are compatible when everything but prompt and seeds matches (mode text-to-image, size,
-steps, guidance, negative prompt). Each request keeps its own seeds and gets its own images back.
+steps, guidance, negative prompt, LoRA adapters and their weights, sampler). Each request keeps its own
+seeds and gets its own images back.
 A request cancelled while it waits leaves the batch before it runs; one cancelled while its batch runs
 leaves at the engine's next step where the engine can drop rows (see ``EngineRequest.rows_wanted``), and
 a batch whose callers all went away is cancelled. Batches run one at a time per ``concurrency`` so the
@@ -93,6 +94,8 @@ def batch_key(request: EngineRequest) -> tuple[Any, ...] | None:
         request.background,
         request.rendering_style,
         request.effort,
+        request.loras,  # adapters change the model itself: only requests using the same set share a call
+        request.scheduler,
     )
 
 

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,14 +18,25 @@ from limner.builtin import BUILTIN_MODEL_DIR
 from limner.core.errors import ModelNotFound
 from limner.core.models import Capabilities
 from limner.engines.base import Engine
+from limner.engines.families import SAMPLERS, family_named
 
 BUILTIN_MODEL_ID = "limner-emoji-32"
 DIALECT_DEFAULT_ALIASES = (
-    # OpenAI / AIGNE Hub
+    # OpenAI / AIGNE Hub: every image model name of the current openai SDK (``openai.types.ImageModel``)
     "dall-e-2",
     "dall-e-3",
     "gpt-image-1",
     "gpt-image-1-mini",
+    "gpt-image-1.5",
+    "gpt-image-2",
+    "gpt-image-2-2026-04-21",
+    "gpt-image-2.5-sunburst",
+    "gpt-image-2.5-sunburst-2026-09-08",
+    "gpt-image-2.5-flare",
+    "gpt-image-2.5-flare-2026-09-08",
+    "gpt-image-2.6-sunburst",
+    "gpt-image-2.6-flare",
+    "chatgpt-image-latest",
     # AI.ML
     "image-gen.pro-1.0",
     # Milady
@@ -66,6 +77,23 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
 """What an ``engine = "builtin"`` entry leaves unset: the shipped directory and the settings it was trained for."""
 
 
+LORA_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class LoraEntry(BaseModel):
+    """One LoRA adapter of a local model (a ``[[models.loras]]`` table): loaded on first use, then kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=LORA_NAME, description="What requests call it (``loras: [{name, weight}]``)")
+    path: Path = Field(description="A .safetensors file, or a directory holding one (a pulled hub repository)")
+    weight_name: str | None = Field(None, description="The file inside ``path`` when it is a directory of several")
+    weight: float = Field(1.0, ge=-4, le=4, description="The weight when a request names it without one")
+    base: str | None = Field(None, description="The family it was trained for (sdxl, sd1, flux-dev, ...)")
+    description: str = ""
+    repo: str | None = Field(None, description="The hub repository it was pulled from, if any")
+
+
 class ModelEntry(BaseModel):
     """One catalog entry (a ``[[models]]`` table in ``limner.toml``)."""
 
@@ -97,9 +125,36 @@ class ModelEntry(BaseModel):
     """Local engines: join compatible text-to-image requests arriving within this window into one call."""
     max_batch_images: int = 8
 
+    # Local diffusers models: family, adapters, samplers, memory
+    family: str | None = Field(
+        None,
+        description="sd1 | sd2 | sd-turbo | sdxl | sdxl-turbo | sdxl-refiner | sd3 | "
+        "flux-schnell | flux-dev; unset: detected from the model's configs",
+    )
+    loras: list[LoraEntry] = Field(default_factory=list)
+    refiner: Path | None = Field(None, description="SDXL: a refiner directory that finishes text-to-image images")
+    refiner_start: float = Field(0.8, gt=0, lt=1, description="The fraction of steps the base model runs")
+    schedulers: list[str] | None = Field(None, description="Samplers requests may pick; unset: the family's list")
+    attention_slicing: bool | None = None
+    vae_tiling: bool | None = Field(None, description="Decode in tiles; unset: only for sizes past the family's")
+    cpu_offload: bool | None = Field(None, description="CUDA only: weights in RAM, each model on the GPU as it runs")
+    compile: bool = Field(False, description="CUDA only: torch.compile the denoiser (slow first call)")
+
+    # Where a local model runs: in this process, or as a Ray Serve deployment (limner.engines.ray_serve)
+    runtime: Literal["local", "ray"] = Field("local", description="local: in the API process; ray: on Ray Serve")
+    ray_address: str | None = Field(None, description="Ray cluster to use (ray://... or auto); unset: a local Ray")
+    ray_replicas: int = Field(1, ge=1, description="Ray Serve replicas (the lower bound with ray_max_replicas)")
+    ray_max_replicas: int | None = Field(None, ge=1, description="Set to autoscale between ray_replicas and this")
+    ray_actor_options: dict[str, Any] = Field(
+        default_factory=dict, description="Ray actor options per replica, e.g. {num_gpus = 1, num_cpus = 2}"
+    )
+
     @property
     def admitted(self) -> int:
-        """How many requests may be inside the engine at once: batches count as one run of the engine."""
+        """How many requests may be inside the engine at once: batches count as one run of the engine.
+        On Ray, Ray Serve admits and queues (per replica, with its own backpressure), so limner does not."""
+        if self.runtime == "ray":
+            return (self.ray_max_replicas or self.ray_replicas) * (self.max_queue + self.max_concurrency * 64)
         return self.max_concurrency * (self.max_batch_images if self.batch_window_ms > 0 else 1)
 
     price_per_image: float = 0.0
@@ -143,6 +198,21 @@ class ModelEntry(BaseModel):
             if "max_queue" not in self.model_fields_set:
                 self.max_queue = 4 * UPSTREAM_CONCURRENCY
         return self
+
+    @model_validator(mode="after")
+    def _check_local_options(self) -> ModelEntry:
+        names = [lora.name for lora in self.loras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model '{self.id}' lists a LoRA name twice: {names}")
+        if self.family is not None:
+            family_named(self.family)
+        unknown = sorted(set(self.schedulers or ()) - set(SAMPLERS))
+        if unknown:
+            raise ValueError(f"model '{self.id}': unknown schedulers {unknown}; expected some of {sorted(SAMPLERS)}")
+        return self
+
+    def lora(self, name: str) -> LoraEntry | None:
+        return next((lora for lora in self.loras if lora.name == name), None)
 
     @property
     def display_name(self) -> str:
@@ -205,6 +275,10 @@ class Catalog:
                 name, [e.id for e in self.entries] + [a for e in self.entries for a in e.aliases], param=param
             )
         return entry
+
+    def lora_owners(self, name: str) -> list[str]:
+        """The ids of the models that offer a LoRA called ``name``."""
+        return [entry.id for entry in self.entries if entry.lora(name) is not None]
 
     def engine(self, entry: ModelEntry) -> Engine:
         """The engine for ``entry``, built on first use (its weights still load lazily).

@@ -11,6 +11,10 @@ are resolved by import path, never with remote code.
 Capabilities are planned at construction from settings, config files and the pipeline class (importing
 diffusers, never reading weights) and corrected after load. Without torch or diffusers installed the engine
 still constructs, and load reports what is missing.
+
+The model's family (``limner.engines.families``) supplies the defaults a catalog entry leaves unset.
+LoRA adapters load on first use and stay (``adapters.LoraSet``); the sampler, the active adapters and VAE
+tiling are set per call, so requests never see each other's choices.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +32,7 @@ from PIL import Image
 
 from limner.core.errors import InvalidRequest, LimnerError, ModelError, ModelNotAvailable, UnsupportedOperation
 from limner.core.models import Capabilities, EngineRequest, GeneratedImage, Mode
+from limner.engines.adapters import LoraSet
 from limner.engines.base import Engine
 from limner.engines.diffusers_loading import (
     DiffusersSettings,
@@ -37,11 +43,14 @@ from limner.engines.diffusers_loading import (
     loaded_capabilities,
     module_bytes,
     planned_capabilities,
+    planned_family,
     resolve_device,
     resolve_dtype,
     scheduler_class,
     task_pipelines,
 )
+from limner.engines.diffusers_tuning import Samplers, auto_dtype, check_device, load_refiner, place, set_vae_tiling
+from limner.engines.families import same_base
 from limner.engines.step_hooks import Cancelled, step_arguments
 
 
@@ -56,7 +65,12 @@ class DiffusersEngine(Engine):
         self._tasks: dict[str, Pipeline | None] = {}
         self._device: Any = None  # torch.device once loaded
         self._resident_bytes = 0
-        self.capabilities = planned_capabilities(settings)
+        self._refiner: Pipeline | None = None
+        self.family = planned_family(settings)
+        self.capabilities = planned_capabilities(settings, self.family)
+        self.loras = LoraSet(settings.loras)
+        allowed = settings.samplers if settings.samplers is not None else self.family.samplers if self.family else ()
+        self.samplers = Samplers(tuple(allowed))
 
     @property
     def loaded(self) -> bool:
@@ -110,6 +124,8 @@ class DiffusersEngine(Engine):
             pipe, self._pipe = self._pipe, None
             self._resident_bytes = 0
             self._tasks.clear()
+            self._refiner = None
+            self.loras.reset()
             if pipe is not None and self.settings.cpu_offload:
                 pipe.remove_all_hooks()
             del pipe
@@ -127,46 +143,48 @@ class DiffusersEngine(Engine):
         if importlib.util.find_spec("torch") is None:
             raise ModelNotAvailable("Local models need torch and diffusers: pip install 'limner[local]'.")
         device = resolve_device(settings.device)
-        dtype = resolve_dtype(settings.dtype, device)
+        check_device(settings, device)
+        dtype = resolve_dtype(settings.dtype, device, auto_dtype(self.family, device))
         try:
             load = load_single_file if path.is_file() else load_directory
             pipe = load(path, settings, dtype)
             if settings.scheduler:
                 pipe.scheduler = scheduler_class(settings.scheduler).from_config(pipe.scheduler.config)
-            if settings.attention_slicing:
-                pipe.enable_attention_slicing()
-            if settings.cpu_offload and device.type == "cuda":
-                pipe.enable_model_cpu_offload(device=device)
-            else:
-                pipe.to(device)
+            place(pipe, settings, device)
+            self._refiner = load_refiner(settings, pipe, dtype, device)
         except LimnerError:
             raise
         except Exception as exc:
             raise ModelNotAvailable(f"Could not load the model at {path}: {exc}") from exc
         self._device = device
         self._tasks = task_pipelines(pipe)
+        if self.family is not None and not self.family.text_to_image:
+            self._tasks["generate"] = None  # a refiner only finishes images
         for task in self._tasks.values():
             if task is not None:
                 task.set_progress_bar_config(disable=True)
-        self.capabilities = loaded_capabilities(self.capabilities, pipe, self._tasks)
+        self.samplers.reset(pipe.scheduler)
+        self.capabilities = loaded_capabilities(self.capabilities, pipe, self._tasks, self.family)
         self._resident_bytes = module_bytes(pipe)
         return pipe
 
     def _generate_sync(self, request: EngineRequest, cancel: threading.Event) -> list[GeneratedImage]:
         import torch
 
-        self._ensure_loaded()
+        base = self._ensure_loaded()
         with self._lock:
             self._check(request)  # capabilities are exact now that the pipeline is loaded
             task = "inpaint" if request.mask is not None else "edit" if request.mode is Mode.EDIT else "generate"
             pipe = self._tasks.get(task)
             if pipe is None:  # _check already refused, unless the pipeline vanished in between
                 raise UnsupportedOperation(f"This model does not support {task}.")
+            self._prepare(base, pipe, request)
             # One generator per image: a seed gives the same noise alone or anywhere in a batch.
             generators = [torch.Generator(device=self._device).manual_seed(seed) for seed in request.seeds]
             kwargs = self._call_arguments(pipe, request, generators, cancel)
+            refine = self._refiner is not None and task == "generate"
             try:
-                images = pipe(**kwargs).images
+                images = self._refined(kwargs, generators) if refine else pipe(**kwargs).images
             except Cancelled:
                 raise
             except torch.OutOfMemoryError as exc:
@@ -186,10 +204,41 @@ class DiffusersEngine(Engine):
             if image is not None
         ]
 
+    def _prepare(self, base: Pipeline, pipe: Pipeline, request: EngineRequest) -> None:
+        """Per-call state of the shared weights: adapters, sampler, VAE tiling (worker thread, under the lock)."""
+        loads = self.loras.loads
+        self.loras.apply(base, request.loras)
+        if self.loras.loads != loads:  # adapters add weights: count them once, when they arrive
+            self._resident_bytes = module_bytes(base)
+        if hasattr(pipe, "scheduler"):
+            pipe.scheduler = self.samplers.pick(request.scheduler)
+        set_vae_tiling(pipe, self.settings, self.family, request.width * request.height)
+
+    def _refined(self, kwargs: dict[str, Any], generators: list[Any]) -> list[Any]:
+        """SDXL's ensemble of experts: the base denoises the first steps, the refiner the rest."""
+        base = self._tasks["generate"]
+        assert self._refiner is not None and base is not None
+        start = self.settings.refiner_start
+        latents = base(**{**kwargs, "output_type": "latent", "denoising_end": start}).images
+        prompt = kwargs["prompt"]
+        prompts = list(prompt) if isinstance(prompt, list) else [prompt] * len(latents)
+        negative = kwargs.get("negative_prompt")
+        refined = self._refiner(
+            prompt=prompts,
+            negative_prompt=[negative] * len(prompts) if negative else None,
+            image=latents,
+            num_inference_steps=kwargs.get("num_inference_steps"),
+            denoising_start=start,
+            generator=generators[: len(prompts)],
+            output_type="pil",
+        )
+        images: list[Any] = refined.images
+        return images
+
     def _call_arguments(
         self, pipe: Pipeline, request: EngineRequest, generators: list[Any], cancel: threading.Event
     ) -> dict[str, Any]:
-        settings = self.settings
+        settings, family = self.settings, self.family
         params = call_parameters(pipe)
         kwargs: dict[str, Any] = {
             "prompt": list(request.prompts) if request.prompts else request.prompt,
@@ -199,16 +248,23 @@ class DiffusersEngine(Engine):
         }
         if request.negative_prompt:
             kwargs["negative_prompt"] = request.negative_prompt
-        steps = request.steps or settings.default_steps
+        steps = request.steps or settings.default_steps or (family.steps if family else None)
+        guidance = next((g for g in (request.guidance, settings.default_guidance) if g is not None), None)
         optional: dict[str, Any] = {
             "num_inference_steps": steps,
-            "guidance_scale": request.guidance if request.guidance is not None else settings.default_guidance,
+            "guidance_scale": guidance if guidance is not None or family is None else family.guidance,
+            "max_sequence_length": family.max_sequence_length if family else None,
         }
         native = settings.native_size is not None
         if not native:
             optional |= {"width": request.width, "height": request.height}
         if request.mode is Mode.EDIT:
-            optional["strength"] = request.strength if request.strength is not None else settings.default_strength
+            strength = next((v for v in (request.strength, settings.default_strength) if v is not None), None)
+            if strength is None and family is not None:
+                strength = family.strength
+            optional["strength"] = strength
+            if steps and strength and steps * strength < 1:  # image-to-image runs steps x strength steps
+                optional["num_inference_steps"] = steps = math.ceil(1 / strength)
             size = None if native else (request.width, request.height)
             kwargs["image"] = _prepared(request.images[0], "RGB", size, Image.Resampling.LANCZOS)
             if request.mask is not None:  # white repaints, black keeps: diffusers' convention
@@ -235,6 +291,16 @@ class DiffusersEngine(Engine):
             raise InvalidRequest(f"This model makes at most {caps.max_images} images per request.", param="n")
         if caps.native_size is None:
             _check_size(request.width, request.height, caps)
+        self.samplers.check(request.scheduler)
+        for choice in request.loras:
+            spec = self.loras.specs.get(choice.name)
+            if spec is None:
+                raise InvalidRequest(f"Unknown LoRA '{choice.name}' for this model.", param="loras")
+            if spec.base and self.family and not same_base(spec.base, self.family):
+                raise InvalidRequest(
+                    f"LoRA '{choice.name}' was made for {spec.base} models; this model is {self.family.name}.",
+                    param="loras",
+                )
 
 
 # --- loading ---

@@ -17,6 +17,8 @@ from typing import Any
 
 from limner.core.errors import ModelNotAvailable
 from limner.core.models import Capabilities, Mode
+from limner.engines.adapters import LoraSpec
+from limner.engines.families import Family, detect_family, family_named
 
 Pipeline = Any  # a diffusers.DiffusionPipeline; typed loosely so this module imports without diffusers
 
@@ -44,6 +46,13 @@ class DiffusersSettings:
     max_images: int = 4
     attention_slicing: bool = False
     cpu_offload: bool = False  # CUDA only: keep weights in RAM, move each model to the GPU while it runs
+    vae_tiling: bool | None = None  # None: tiles only for sizes well past the family's own
+    compile: bool = False  # CUDA only: torch.compile the denoiser
+    family: str | None = None  # see limner.engines.families; None: detected from the configs
+    loras: tuple[LoraSpec, ...] = ()
+    samplers: tuple[str, ...] | None = None  # the samplers requests may pick; None: the family's
+    refiner: Path | None = None  # SDXL: a refiner directory run on the last steps of text-to-image
+    refiner_start: float = 0.8
 
 
 def module_bytes(pipe: Pipeline) -> int:
@@ -164,11 +173,12 @@ DTYPES = {"float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "bf16
 DTYPES |= {"float32": "float32", "fp32": "float32"}
 
 
-def resolve_dtype(spec: str, device: Any) -> Any:
+def resolve_dtype(spec: str, device: Any, auto: str = "float16") -> Any:
+    """``auto``: ``auto`` (the family's half type) on CUDA, float32 elsewhere."""
     import torch
 
     if spec == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        return getattr(torch, auto) if device.type == "cuda" else torch.float32
     if spec not in DTYPES:
         raise ModelNotAvailable(f"Unknown dtype {spec!r}: expected auto, {', '.join(sorted(DTYPES))}.")
     return getattr(torch, DTYPES[spec])
@@ -224,22 +234,43 @@ def call_parameters(pipe: Pipeline) -> set[str]:
     return set(inspect.signature(type(pipe).__call__).parameters)
 
 
-def planned_capabilities(settings: DiffusersSettings) -> Capabilities:
-    """What the model will accept, from settings and config files alone (no weights read)."""
+def config_root(settings: DiffusersSettings) -> tuple[Path | None, str | None]:
+    """Where the model's configs are, and its pipeline class name, read without loading anything."""
     root = settings.path.expanduser()
     single = root.is_file() or root.suffix in (".safetensors", ".ckpt")
-    config_root: Path | None = root
+    configs: Path | None = root
     if single:
-        config_root = settings.config_dir.expanduser() if settings.config_dir else None
-    spec = (settings.single_file_class if single else settings.pipeline_class) or class_name_in(config_root)
+        configs = settings.config_dir.expanduser() if settings.config_dir else None
+    spec = (settings.single_file_class if single else settings.pipeline_class) or class_name_in(configs)
+    return configs, spec
+
+
+def planned_family(settings: DiffusersSettings) -> Family | None:
+    """The catalog's ``family``, else the one the configs show (None for custom pipelines)."""
+    if settings.family:
+        try:
+            return family_named(settings.family)
+        except ValueError as exc:
+            raise ModelNotAvailable(str(exc)) from exc
+    configs, spec = config_root(settings)
+    return detect_family(spec.rpartition(":")[2] if spec else None, configs)
+
+
+def planned_capabilities(settings: DiffusersSettings, family: Family | None = None) -> Capabilities:
+    """What the model will accept, from settings and config files alone (no weights read)."""
+    configs, spec = config_root(settings)
     edit = inpaint = False
     negative = True
     if spec:
         with contextlib.suppress(Exception):  # unknown until load, which reports the problem properly
             edit, inpaint, negative = class_tasks(pipeline_class(spec))
-    size, multiple = size_from_configs(config_root) if config_root else (None, 8)
+    size, multiple = size_from_configs(configs) if configs else (None, 8)
+    if family is not None:
+        negative = negative and family.negative_prompt
+        multiple = max(multiple, family.size_multiple)
+        size = size or (family.size, family.size)
     return Capabilities(
-        modes=modes(edit or inpaint),
+        modes=modes(edit or inpaint, text=family is None or family.text_to_image),
         max_images=settings.max_images,
         max_input_images=1,
         supports_mask=inpaint,
@@ -249,25 +280,29 @@ def planned_capabilities(settings: DiffusersSettings) -> Capabilities:
         max_side=2048,
         size_multiple=multiple,
         native_size=settings.native_size,
-        default_steps=settings.default_steps,
-        extras={"engine": "diffusers"},
+        default_steps=settings.default_steps or (family.steps if family else None),
+        extras={"engine": "diffusers", **({"family": family.name} if family else {})},
     )
 
 
-def loaded_capabilities(planned: Capabilities, pipe: Pipeline, tasks: dict[str, Pipeline | None]) -> Capabilities:
+def loaded_capabilities(
+    planned: Capabilities, pipe: Pipeline, tasks: dict[str, Pipeline | None], family: Family | None = None
+) -> Capabilities:
     """The plan, corrected by what the loaded pipeline can actually do."""
     edit, inpaint = tasks["edit"] is not None, tasks["inpaint"] is not None
+    first = tasks["generate"] or tasks["edit"] or pipe
+    negative = "negative_prompt" in call_parameters(first) and (family is None or family.negative_prompt)
     return replace(
         planned,
-        modes=modes(edit or inpaint),
+        modes=modes(edit or inpaint, text=tasks["generate"] is not None),
         supports_mask=inpaint,
-        supports_negative_prompt="negative_prompt" in call_parameters(tasks["generate"]),
+        supports_negative_prompt=negative,
         extras={**planned.extras, "pipeline": type(pipe).__name__},
     )
 
 
-def modes(edit: bool) -> frozenset[Mode]:
-    return frozenset({Mode.GENERATE, Mode.EDIT} if edit else {Mode.GENERATE})
+def modes(edit: bool, *, text: bool = True) -> frozenset[Mode]:
+    return frozenset(({Mode.GENERATE} if text else set()) | ({Mode.EDIT} if edit else set()))
 
 
 def size_from_configs(root: Path) -> tuple[tuple[int, int] | None, int]:

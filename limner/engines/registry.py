@@ -6,11 +6,13 @@ from importlib import import_module
 
 from limner.engines.base import Engine
 from limner.engines.catalog import UPSTREAM_PROVIDERS, EngineFactory, ModelEntry
+from limner.engines.ray_serve import on_ray
 
 BUILTIN_PIPELINE = "limner.builtin.pipeline:EmojiDiffusionPipeline"
 
 
 def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None, max_images: int = 4) -> Engine:
+    from limner.engines.adapters import specs_for
     from limner.engines.diffusers_engine import DiffusersEngine, DiffusersSettings
 
     if entry.path is None:
@@ -29,11 +31,23 @@ def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None, max_imag
             default_strength=entry.default_strength,
             native_size=entry.native_size,
             default_size=entry.default_size,
-            attention_slicing=bool(entry.options.get("attention_slicing", False)),
-            cpu_offload=bool(entry.options.get("cpu_offload", False)),
+            attention_slicing=_flag(entry.attention_slicing, entry.options.get("attention_slicing")),
+            cpu_offload=_flag(entry.cpu_offload, entry.options.get("cpu_offload")),
             max_images=int(entry.options.get("max_images", max_images)),
+            vae_tiling=entry.vae_tiling,
+            compile=entry.compile,
+            family=entry.family,
+            loras=specs_for(entry),
+            samplers=tuple(entry.schedulers) if entry.schedulers is not None else None,
+            refiner=entry.refiner,
+            refiner_start=entry.refiner_start,
         )
     )
+
+
+def _flag(typed: bool | None, legacy: object) -> bool:
+    """A memory option set as a field, or in the older ``options`` table."""
+    return bool(typed if typed is not None else legacy)
 
 
 def _builtin(entry: ModelEntry) -> Engine:
@@ -76,9 +90,9 @@ def _upstream(target: str) -> EngineFactory:
 
 def default_factories() -> dict[str, EngineFactory]:
     factories: dict[str, EngineFactory] = {
-        "builtin": batched(_builtin),
-        "diffusers": batched(_diffusers),
-        "testpattern": batched(_testpattern),
+        "builtin": on_ray(batched(_builtin)),
+        "diffusers": on_ray(batched(_diffusers)),
+        "testpattern": on_ray(batched(_testpattern)),
     }
     factories.update({name: _upstream(target) for name, target in UPSTREAM_PROVIDERS.items()})
     return factories

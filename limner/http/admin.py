@@ -1,7 +1,9 @@
 """The admin HTTP API under ``/admin``: consumers, tokens, credits and usage, the same as the CLI.
 
 Guarded by ``Authorization: Bearer $LIMNER_ADMIN_TOKEN`` (compared in constant time); with no admin
-token configured the whole API answers 403. Errors are ``{"error": {"code", "message", "param"}}``.
+token configured the whole API answers 403. Errors are ``{"error": {"code", "message", "param"}}``, for
+every input (bodies pass the same JSON checks as the dialects' before FastAPI parses them; numbers,
+names and token ids are bounded), so no input gets a plain-text 500.
 Amounts are credits (decimals), stored exactly as micro-credits. A token's secret appears in exactly
 one response: the one that created it.
 """
@@ -13,19 +15,22 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
 
 from limner.accounts import consumers, credits, tokens, usage
-from limner.accounts.consumers import ConsumerInfo
+from limner.accounts.consumers import MAX_LIMIT, ConsumerInfo
 from limner.accounts.db import Database
-from limner.accounts.models import LedgerEntry, UsageRecord, from_micros, to_micros
+from limner.accounts.models import MAX_MICROS, MICROS, LedgerEntry, UsageRecord, from_micros, to_micros
 from limner.accounts.tokens import IssuedToken, TokenInfo
 from limner.core.errors import Forbidden, InvalidRequest, InvalidToken, LimnerError, MissingBearerToken
+from limner.http import jsonbody
+from limner.http.guards import CLIENT_CLOSED
 
 
 def render(error: LimnerError) -> JSONResponse:
@@ -42,15 +47,35 @@ class AdminRoute(APIRoute):
 
         async def handle(request: Request) -> Response:
             try:
+                await check_body(request)
                 return await handler(request)
             except LimnerError as error:
                 return render(error)
+            except ClientDisconnect:
+                return Response(status_code=CLIENT_CLOSED)
             except RequestValidationError as exc:
                 first = exc.errors()[0]
                 field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
                 return render(InvalidRequest(f"Invalid '{field}': {first.get('msg')}.", param=field))
+            except HTTPException as exc:  # FastAPI could not read the body: say why, in this envelope
+                cause = exc.__cause__
+                if isinstance(cause, ClientDisconnect):
+                    return Response(status_code=CLIENT_CLOSED)
+                if isinstance(cause, LimnerError):
+                    return render(cause)
+                return render(InvalidRequest(f"Invalid request: {exc.detail}."))
 
         return handle
+
+
+async def check_body(request: Request) -> None:
+    """A body, if any, must be JSON that ``limner.http.jsonbody`` accepts (read once; FastAPI reuses it)."""
+    if request.method in ("GET", "HEAD", "DELETE"):
+        return
+    raw = await request.body()
+    if raw:
+        jsonbody.check_content_type(request.headers.get("content-type", ""))
+        jsonbody.parse(raw)
 
 
 ADMIN_BEARER = HTTPBearer(
@@ -155,32 +180,37 @@ def usage_json(record: UsageRecord) -> dict[str, Any]:
 
 
 class ConsumerBody(BaseModel):
-    name: str
-    rpm: int | None = Field(None, ge=0)
-    ipm: int | None = Field(None, ge=0)
+    name: str = Field(max_length=64)
+    rpm: int | None = Field(None, ge=0, le=MAX_LIMIT)
+    ipm: int | None = Field(None, ge=0, le=MAX_LIMIT)
     note: str = Field("", max_length=200)
 
 
 class LimitsBody(BaseModel):
-    rpm: int | None = Field(None, ge=0, description="requests/min per model; 0: the server default")
-    ipm: int | None = Field(None, ge=0, description="images/min per model; 0: the server default")
+    rpm: int | None = Field(None, ge=0, le=MAX_LIMIT, description="requests/min per model; 0: the server default")
+    ipm: int | None = Field(None, ge=0, le=MAX_LIMIT, description="images/min per model; 0: the server default")
 
 
 class TokenBody(BaseModel):
-    consumer: str
-    expires: str | None = Field(None, description="30d, 12h, an ISO date, or null for never")
+    consumer: str = Field(max_length=64)
+    expires: str | None = Field(None, max_length=40, description="30d, 12h, an ISO date, or null for never")
     label: str = Field("", max_length=100)
-    rpm: int | None = Field(None, ge=0)
-    ipm: int | None = Field(None, ge=0)
+    rpm: int | None = Field(None, ge=0, le=MAX_LIMIT)
+    ipm: int | None = Field(None, ge=0, le=MAX_LIMIT)
 
 
 class RotateBody(BaseModel):
-    expires: str | None = None
+    expires: str | None = Field(None, max_length=40)
     label: str = Field("", max_length=100)
 
 
 class GrantBody(BaseModel):
-    amount: float = Field(description="credits to add; negative takes some back")
+    amount: float = Field(
+        allow_inf_nan=False,
+        ge=-MAX_MICROS / MICROS,
+        le=MAX_MICROS / MICROS,
+        description="credits to add (at least 0.000001); negative takes some back",
+    )
     note: str = Field("", max_length=200)
 
 

@@ -9,7 +9,8 @@ dialect's own health probe) are marked with ``@public``.
 
 Auth runs before the handler reads the body: an unauthenticated client cannot make the server parse
 uploads or fetch image URLs. The result is on ``request.state.principal`` (what ``get_consumer``
-reads) and in ``principal_var`` (what the accounting gate reads to attribute usage to a token).
+reads) and in ``principal_var`` (what the accounting gate reads to attribute usage to a token). A token
+that an HTTPS-only dialect receives over plain HTTP is revoked here (``limner.http.transport``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from limner.accounts.tokens import Principal, principal_var
 from limner.core.errors import LimnerError
+from limner.http.transport import is_https_only, note_transport
 
 PUBLIC_ATTR = "__limner_public__"
 bearer = HTTPBearer(auto_error=False, description="A limner API token: `limner tokens create --consumer NAME`")
@@ -53,6 +55,12 @@ async def authenticate(
         raise
     request.state.principal = principal
     principal_var.set(principal)
+    exposed = note_transport(request, state.settings, state.accounts, principal)
+    renderer_for = getattr(request.scope.get("route"), "renderer_for", None)
+    if exposed is not None and renderer_for is not None and is_https_only(renderer_for(request)):
+        refused = await exposed.revoke()
+        state.metrics.errors.labels(refused.code).inc()
+        raise refused
     return principal
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -13,11 +14,16 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from limner.core.errors import InvalidRequest, LimnerError
+from limner.http import jsonbody
 from limner.http.context import current_request_id
 from limner.http.deps import AuthenticatedRoute
+from limner.http.guards import CLIENT_CLOSED
+from limner.http.transport import exposed_var, is_https_only
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +34,20 @@ ErrorRenderer = Callable[[LimnerError, str], Response]
 def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
     """An ``APIRoute`` class whose errors, expected or not, come out in ``render``'s envelope.
 
-    Its routes authenticate the caller first (``AuthenticatedRoute``), so auth errors use that envelope too."""
+    Its routes authenticate the caller first (``AuthenticatedRoute``), so auth errors use that envelope too.
+    A subclass may pick the envelope per request by overriding ``renderer_for``."""
 
     class DialectRoute(AuthenticatedRoute):
+        @staticmethod
+        def renderer_for(request: Request) -> ErrorRenderer:
+            """This route's envelope, also for errors raised before it runs (a wrong method: see ``app.py``)."""
+            return render
+
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
             async def handle(request: Request) -> Response:
-                return await rendered(render, handler(request))
+                return await rendered(self.renderer_for(request), handler(request))
 
             return handle
 
@@ -45,12 +57,20 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
 async def rendered(render: ErrorRenderer, call: Awaitable[Response]) -> Response:
     """Await ``call``; any error, expected or not, becomes a response in ``render``'s envelope.
 
-    Routes that pick a dialect per request (see ``shared_paths``) use this directly.
+    Routes that pick a dialect per request (see ``shared_paths``) use this directly; when they pick an
+    HTTPS-only dialect for a token sent over plain HTTP, the token is revoked instead of the call made.
     """
+    exposed = exposed_var.get()
+    if exposed is not None and is_https_only(render):
+        if isinstance(call, Coroutine):
+            call.close()
+        return render(await exposed.revoke(), current_request_id())
     try:
         return await call
     except LimnerError as error:
         return render(error, current_request_id())
+    except ClientDisconnect:
+        return Response(status_code=CLIENT_CLOSED)  # gone before its body was read: nobody to answer
     except RequestValidationError as exc:
         return render(validation_error(exc.errors()), current_request_id())
     except Exception:
@@ -82,14 +102,9 @@ def validate(model: type[ModelT], data: Any) -> ModelT:
 
 
 async def read_json(request: Request, model: type[ModelT]) -> ModelT:
-    content_type = request.headers.get("content-type", "")
-    if "json" not in content_type:
-        raise InvalidRequest(f"Unsupported content type '{content_type or 'none'}': send application/json.", param=None)
-    raw = await request.body()
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidRequest("Request body is not valid JSON.") from None
+    """The body as ``model``: JSON only (``application/json``, UTF-8), size-capped, nesting bounded."""
+    jsonbody.check_content_type(request.headers.get("content-type", ""))
+    data = jsonbody.parse(await request.body())
     if not isinstance(data, dict):
         raise InvalidRequest("Request body must be a JSON object.")
     return validate(model, data)
@@ -113,12 +128,38 @@ class FormBody:
         return {name: values if name in keep_lists else values[-1] for name, values in self.fields.items()}
 
 
+class _TextCheckingParser(MultiPartParser):
+    """Starlette's multipart parser, except that a text part that is not valid text in its charset is an
+    error: Starlette would read it as Latin-1 and hand the model mojibake (the JSON dialects refuse the
+    same in ``jsonbody``)."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode(self._charset)
+            except (UnicodeDecodeError, LookupError):
+                raise MultiPartException(f"field '{part.field_name}' is not valid {self._charset} text.") from None
+        super().on_part_end()
+
+
+async def _parse_form(request: Request, *, max_files: int) -> FormData:
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        async with aclosing(request.stream()) as stream:
+            return await _TextCheckingParser(request.headers, stream, max_files=max_files, max_fields=64).parse()
+    return await request.form(max_files=max_files, max_fields=64)
+
+
 async def read_form(request: Request, *, max_file_bytes: int, max_files: int = 16) -> FormBody:
     content_type = request.headers.get("content-type", "")
     if "multipart/form-data" not in content_type and "application/x-www-form-urlencoded" not in content_type:
         raise InvalidRequest(f"Unsupported content type '{content_type or 'none'}': send multipart/form-data.")
     try:
-        form = await request.form(max_files=max_files, max_fields=64)
+        form = await _parse_form(request, max_files=max_files)
+    except (LimnerError, ClientDisconnect):
+        raise  # over the body cap, or the client left
+    except MultiPartException as exc:
+        raise InvalidRequest(f"Could not parse the multipart body: {exc.message}") from None
     except Exception as exc:
         raise InvalidRequest(f"Could not parse the multipart body: {exc}.") from None
     fields: dict[str, list[str]] = {}

@@ -52,6 +52,12 @@ def _matte(background: str | None) -> tuple[int, int, int]:
     return (red, green, blue)
 
 
+def keeps_alpha(image: Image.Image, fmt: str, background: str | None) -> bool:
+    """Whether ``encode_image`` delivers ``image`` with its transparency: the format holds alpha, ``background``
+    does not flatten it, and the image has some (what OpenAI reports as ``background: transparent``)."""
+    return fmt != "jpeg" and background in _KEEP_ALPHA and has_alpha(image)
+
+
 def _prepare(image: Image.Image, fmt: ImageFormat, background: str | None) -> Image.Image:
     """RGB, or RGBA when the format and ``background`` allow alpha and the image has some."""
     matte = _matte(background)

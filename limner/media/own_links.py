@@ -32,6 +32,9 @@ class OwnMediaLinks:
         )
         if signed:
             return await self.store.get(key)
+        stored = self.store.key_in_url(url)  # the store's own presigned link (S3): read it, never fetch it
+        if stored is not None:
+            return await self.store.get(stored)
         if not parts.netloc or (self.public_url and url.startswith(self.public_url + "/")):
             raise InvalidImage("image link is invalid or has expired")
         return None

@@ -80,8 +80,17 @@ class MediaStore(ABC):
         """Release backend resources; nothing to do for most stores."""
         return None
 
+    def presigned_url(self, key: str) -> str | None:
+        """A link the backend itself serves (an S3 presigned URL), where it has such links; else None."""
+        return None
 
-def _not_found(key: str) -> NotFound:
+    def key_in_url(self, url: str) -> str | None:
+        """The key behind one of :meth:`presigned_url`'s links, so limner reads it instead of fetching it."""
+        return None
+
+
+def not_found(key: str) -> NotFound:
+    """The error for a key that is not stored; it names the key only when the key is well formed."""
     # Echo the key only when it is a well-formed one: never reflect arbitrary input or paths.
     return NotFound(f"no media with key {key}" if is_valid_key(key) else "no media with that key")
 
@@ -99,7 +108,7 @@ class LocalMediaStore(MediaStore):
 
     def _path(self, key: str) -> Path:
         if not is_valid_key(key):
-            raise _not_found(key)
+            raise not_found(key)
         return self.root / key[:2] / key[2:4] / key
 
     @staticmethod
@@ -116,7 +125,7 @@ class LocalMediaStore(MediaStore):
         try:
             return await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
-            raise _not_found(key) from None
+            raise not_found(key) from None
         except OSError as exc:
             logger.error("media store could not read %s: %s", key, exc)
             raise LimnerError("the media store could not read the image") from exc
@@ -124,7 +133,7 @@ class LocalMediaStore(MediaStore):
     async def owners(self, key: str) -> set[str]:
         path = self._path(key)
         if not await asyncio.to_thread(path.is_file):
-            raise _not_found(key)
+            raise not_found(key)
         meta = await asyncio.to_thread(self._read_meta, self._sidecar(path))
         return set(meta.get("owners", []))
 
@@ -136,7 +145,7 @@ class LocalMediaStore(MediaStore):
     async def delete(self, key: str, *, owner: str | None = None) -> None:
         path = self._path(key)
         if not await asyncio.to_thread(self._delete_sync, path, owner):
-            raise _not_found(key)
+            raise not_found(key)
 
     # -- blocking helpers, run in worker threads -------------------------------------------------
 

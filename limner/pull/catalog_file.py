@@ -123,6 +123,40 @@ def upsert_model(config: Path, fields: dict[str, Any]) -> str:
     return action
 
 
+LORA_SOURCE_KEYS = ("path", "repo", "description", "weight")
+"""Adapter keys a pull replaces (``weight`` only when given on the command line); a ``base`` the user set stays."""
+
+
+def upsert_lora(config: Path, model_id: str, fields: dict[str, Any]) -> str:
+    """Add or update the adapter ``fields["name"]`` in the ``loras`` of model ``model_id``; 'added' or 'updated'."""
+    import tomlkit
+    from tomlkit.items import AoT, Table
+
+    document = tomlkit.parse(config.read_text() if config.exists() else "")
+    models = document.get("models")
+    found = [table for table in models or [] if isinstance(table, Table) and table.get("id") == model_id]
+    if not found:
+        raise ValueError(f"model '{model_id}' is not in {config}: pull or add the base model first")
+    loras = found[0].get("loras")
+    if loras is None:
+        loras = found[0]["loras"] = tomlkit.aot()
+    elif not isinstance(loras, AoT):
+        raise ValueError(f"the loras of '{model_id}' in {config} are not [[models.loras]] tables; add this by hand")
+    existing = next((table for table in loras if table.get("name") == fields["name"]), None)
+    if existing is None:
+        loras.append(_table(fields))
+        action = "added"
+    else:
+        for key, value in fields.items():
+            if key in LORA_SOURCE_KEYS or key not in existing:
+                existing[key] = value
+        action = "updated"
+    text = tomlkit.dumps(document)
+    _check(text, config)
+    write_atomically(config, text.encode(), mode=0o644)
+    return action
+
+
 def _default_entries() -> list[dict[str, Any]]:
     """The default catalog as tables, less what ``engine = "builtin"`` implies: the built-in model's directory
     moves with limner's installation, so it is not written down."""

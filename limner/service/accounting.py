@@ -1,12 +1,18 @@
 """``AccountsGate``: rate limits, credits and usage around every ``ImageService.run``.
 
-    open ──> admit ──> reserve ───> deliver ──> exit: commit the hold + record usage   (one transaction)
-              │ rate limit (429)                 any error / cancellation:
+    open ──> admit ──> reserve ───> deliver ──> exit ──> response sent ──> commit the hold + record usage
+              │ rate limit (429)                  │       (``Delivery``)        (one transaction)
               └ reserve: price = per image x n x scale, held (402 when short);
-                                                  refund the hold + record usage     (one transaction)
+                                                  any error / cancellation, or a response that was
+                                                  not sent whole: refund the hold + record usage
 
-Settlement runs shielded from cancellation, so a client that disconnects mid-request (the server
-cancels its task) is still refunded; if the process dies instead, the hold expires and is recovered.
+When a request is charged: over HTTP, only after the last byte of its successful response has been
+handed to the server's connection (``limner.http.delivery`` runs the deferred commit then); a process
+that dies before that never charges, and its hold is refunded at the next start or sweep
+(``Accounts.recover``). One that dies between sending and committing delivered the images uncharged:
+the error is always in the client's favour. Outside HTTP (no ``Delivery`` in the context) the commit
+happens when the run ends. Settlement runs shielded from cancellation, so a client that disconnects
+mid-request (the server cancels its task) is still refunded.
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from types import TracebackType
 
 from limner.accounts import consumers, credits, usage
@@ -33,6 +42,36 @@ log = logging.getLogger(__name__)
 
 CLIENT_CLOSED = 499
 """Status recorded when the client went away before its images were delivered."""
+
+Settle = Callable[[bool], Awaitable[None]]
+
+
+class Delivery:
+    """Settlements waiting for one HTTP response: run with ``sent=True`` once it went out whole and
+    successful, else with ``False`` (refunded). Set in ``delivery_var`` by ``limner.http.delivery``."""
+
+    def __init__(self) -> None:
+        self.pending: list[Settle] = []
+        self.closed = False
+
+    def defer(self, settle: Settle) -> bool:
+        """Queue ``settle`` for after the response; False once the response is over (settle now)."""
+        if self.closed:
+            return False
+        self.pending.append(settle)
+        return True
+
+    async def settle(self, sent: bool) -> None:
+        self.closed = True
+        pending, self.pending = self.pending, []
+        for settle in pending:
+            try:
+                await settle(sent)
+            except Exception:
+                log.exception("settling a request after its response failed (its hold is recovered later)")
+
+
+delivery_var: ContextVar[Delivery | None] = ContextVar("limner_delivery", default=None)
 
 
 class AccountsGate:
@@ -102,6 +141,7 @@ class AccountTicket:
                     model=entry.id,
                     request_id=self.request_id,
                     ttl=accounts.options.reservation_ttl,
+                    instance_id=accounts.instance_id,
                 )
             )
             self.hold = await asyncio.shield(self._reserving)
@@ -142,6 +182,9 @@ class AccountTicket:
             self.gate.metrics.observe_generation(
                 event.dialect, self.gate.model_label(self.model), code or "ok", event.seconds, len(images)
             )
+        delivery = delivery_var.get()
+        if delivered and delivery is not None and delivery.defer(functools.partial(self._after_response, event)):
+            return  # committed (or refunded) once the response is sent: see the module doc
         settling = asyncio.ensure_future(self._settle(event, delivered))
         try:
             await asyncio.shield(settling)
@@ -152,6 +195,12 @@ class AccountTicket:
             log.exception(
                 "settling request %s failed (a held reservation is recovered when it expires)", self.request_id
             )
+
+    async def _after_response(self, event: usage.UsageEvent, sent: bool) -> None:
+        """Commit a delivered result once its response went out; refund it (a 499) if it did not."""
+        if not sent:
+            event = dataclasses.replace(event, status=CLIENT_CLOSED, error_code="client_closed", cost=0)
+        await self._settle(event, sent)
 
     async def _settle(self, event: usage.UsageEvent, delivered: bool) -> None:
         if self.hold is None and self._reserving is not None:

@@ -24,6 +24,7 @@ from limner.core.models import (
     ImageInput,
     ImageRequest,
     ImageResult,
+    LoraInfo,
     MediaRef,
     Mode,
     ModelInfo,
@@ -32,10 +33,12 @@ from limner.core.models import (
 )
 from limner.core.sizes import SizePlan, fit_to_size, resolve_size
 from limner.core.styles import StylePreset, get_style
+from limner.core.usage import count_usage
+from limner.engines.adapters import resolve_loras
 from limner.engines.catalog import Catalog, ModelEntry
 from limner.engines.residency import Residency
 from limner.engines.slots import ModelSlots
-from limner.media.encode import encode_image
+from limner.media.encode import encode_image, keeps_alpha
 from limner.media.inputs import ImageLoader
 from limner.media.store import MediaStore, content_key
 from limner.service.gate import Gate, OpenGate, Ticket
@@ -91,7 +94,8 @@ class ImageService:
     def describe(self, name: str) -> ModelInfo:
         """One model by id or alias (``ModelNotFound`` otherwise), without building its engine."""
         entry = self.catalog.resolve(name)
-        return ModelInfo(entry.id, entry.owned_by, entry.display_name)
+        loras = tuple(LoraInfo(lora.name, lora.weight, lora.description) for lora in entry.loras)
+        return ModelInfo(entry.id, entry.owned_by, entry.display_name, loras)
 
     def capabilities(self, name: str) -> Capabilities:
         """What a model's engine accepts (builds the engine if it was not built yet; loads no weights)."""
@@ -130,11 +134,13 @@ class ImageService:
         caps = self.catalog.capabilities(entry)
         style = get_style(request.style)
         self._check(request, caps)
+        loras = resolve_loras(entry, request.loras, self.catalog)
         await ticket.admit(entry, n=request.n)
         images = [await self._decode(item, request.consumer) for item in request.images]
         mask = await self._decode(request.mask, request.consumer) if request.mask is not None else None
         mode, sources = self._plan_inputs(request, images, entry, caps)
-        plan = resolve_size(request.size, caps, first_image=sources[0] if sources else None)
+        # "auto" sizes follow the first image as sent, not a side-by-side layout of several
+        plan = resolve_size(request.size, caps, first_image=images[0].image if images else None)
         prompt, negative = style.apply(request.prompt, request.negative_prompt)
         await ticket.reserve(width=plan.output[0], height=plan.output[1])
         base_seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
@@ -169,6 +175,8 @@ class ImageService:
             progress=reporter.progress,
             preview=reporter.preview if request.partial_images > 0 else None,
             preview_every=every if request.partial_images > 0 else 0,
+            loras=loras,
+            scheduler=request.scheduler,
         )
         slots = self.slots(entry)
         self.jobs.expect(job, concurrency=slots.concurrency)
@@ -178,6 +186,8 @@ class ImageService:
                 generated = await self._generate(engine_request, entry)
         # Scaling and encoding a large PNG takes a good part of a second: never on the event loop.
         encoded = await asyncio.to_thread(self._finish_all, generated, plan, style, entry, request, prompt)
+        inputs = [source.image.size for source in images]
+        usage = await asyncio.to_thread(count_usage, prompt, inputs, plan.output, request.n, request.quality)
         stored, storage_error = await self._store(encoded, request)
         return ImageResult(
             model=entry.id,
@@ -190,6 +200,9 @@ class ImageService:
             quality=request.quality,
             background=request.background,
             storage_error=storage_error,
+            prompt=prompt,
+            transparent=any(keeps_alpha(item.image, request.output_format, request.background) for item, *_ in encoded),
+            usage=usage,
         )
 
     @staticmethod
@@ -330,7 +343,7 @@ class ImageService:
         stored = []
         for index, (item, data, mime) in enumerate(encoded):
             key = keys[index] if keys else ""
-            url = item.source_url or (self.media.link(key) if key else "")
+            url = item.source_url or (self.media.link(key, permanent=request.permanent_links) if key else "")
             stored.append(
                 StoredImage(
                     key=key,

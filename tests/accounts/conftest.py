@@ -10,9 +10,9 @@ import pytest
 
 from limner.accounts.db import default_url
 from limner.accounts.service import Accounts
+from limner.cli.local_services import Postgres, postgres_server, redis_server
 from limner.engines.catalog import DIALECT_DEFAULT_ALIASES, ModelEntry
 from limner.settings import Settings
-from tests.support.services import Postgres, postgres_server, redis_server
 
 
 def priced_models(price: float = 1.0) -> list[ModelEntry]:

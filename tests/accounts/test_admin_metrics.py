@@ -9,6 +9,7 @@ from limner.settings import Settings
 from tests.accounts.helpers import generate, make_app
 from tests.support.accounts import bearer
 from tests.support.live_server import live_server
+from tests.support.waiting import wait_until
 
 ADMIN = "admin-" + "s" * 30
 
@@ -29,6 +30,8 @@ def test_admin_api_manages_consumers_tokens_credits_and_usage(priced: Settings) 
 
         assert admin.post("/consumers/mobile/credits", json={"amount": 10.5}).json()["balance"] == 10.5
         assert generate(url, token).status_code == 200
+        # The charge is committed just after the response is sent (see the accounting gate), so wait for it.
+        wait_until(lambda: admin.get("/consumers/mobile/credits").json()["ledger"][0]["kind"] == "charge")
         shown = admin.get("/consumers/mobile/credits").json()
         assert shown["balance"] == 9.5 and [e["kind"] for e in shown["ledger"]] == ["charge", "reserve", "grant"]
 
@@ -40,6 +43,7 @@ def test_admin_api_manages_consumers_tokens_credits_and_usage(priced: Settings) 
         assert generate(url, token).status_code == 401, "revoked through the API: refused at once"
         assert generate(url, rotated["token"]).status_code == 200
 
+        wait_until(lambda: len(admin.get("/usage", params={"consumer": "mobile"}).json()["records"]) == 4)
         used = admin.get("/usage", params={"consumer": "mobile", "since": "1h"}).json()
         assert used["summary"][0]["requests"] == 4 and used["summary"][0]["images"] == 4
         assert {r["token_id"] for r in used["records"]} == {issued.json()["id"], rotated["id"]}

@@ -9,11 +9,11 @@ import httpx
 import pytest
 
 from limner.accounts.ratelimit import Limits, MemoryRateLimiter, RedisRateLimiter
+from limner.cli.local_services import free_port
 from limner.core.errors import RateLimited, ServiceUnavailable
 from limner.settings import Settings
 from tests.accounts.helpers import generate, make_app, provision
 from tests.support.live_server import live_server
-from tests.support.services import free_port
 
 
 class Clock:

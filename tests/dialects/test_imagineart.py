@@ -9,13 +9,18 @@ from typing import Any
 import pillow_heif
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
+from limner.app import create_app
 from limner.core.imagineart import EDIT_RATIOS, GENERATE_RATIOS
 from limner.core.models import Mode, SizeSpec
+from limner.core.sizes import resolve_size
 from limner.dialects.imagineart import EditForm, GenerationForm, generation_request
+from limner.engines.catalog import ModelEntry
 from limner.media.encode import read_png_text
+from limner.settings import Settings
 from tests.dialects.conftest import decode, image_bytes
-from tests.support.fakes import RecordingEngine
+from tests.support.fakes import RecordingEngine, SingleInputEngine, factories
 
 GENERATE = "/v1/images/generations"
 EDIT = "/v1/images/edits"
@@ -189,6 +194,27 @@ def test_edit_auto_keeps_the_first_images_ratio(recording: TestClient, recorder:
     assert read_png_text(response.content) == {}
 
 
+def test_edit_auto_follows_the_first_image_when_the_images_are_laid_out(settings: Settings) -> None:
+    """The reference's own example: a portrait first, a landscape reference second, 2K. A model that takes one
+    image gets them side by side, but the output keeps the first image's shape, not the layout's."""
+    engine = SingleInputEngine()
+    entry = ModelEntry(id="single", engine="single", aliases=["image-edit"], compose="layout")
+    app = create_app(settings.with_overrides(models=[entry]), factories=factories(single=lambda e: engine))
+    files = [upload((200, 160, 130), (300, 600), "JPEG"), upload((30, 90, 200), (640, 360))]
+    with TestClient(app) as client:
+        response = client.post(
+            EDIT, data={"prompt": "Replace the background", "aspect_ratio": "auto", "resolution": "2K"}, files=files
+        )
+    assert response.status_code == 200, response.text
+    expected = resolve_size(
+        SizeSpec(aspect_ratio="auto", resolution="2K"), engine.capabilities, first_image=Image.new("RGB", (300, 600))
+    ).output
+    assert decode(response.content).size == expected
+    assert expected[1] > expected[0] and abs(expected[0] / expected[1] - 0.5) < 0.01, "portrait, as image 1"
+    (laid_out,) = engine.requests[-1].images
+    assert laid_out.width > laid_out.height, "the engine still got both images, side by side"
+
+
 @pytest.mark.parametrize("ratio", EDIT_RATIOS)
 def test_every_edit_aspect_ratio(client: TestClient, ratio: str) -> None:
     response = client.post(EDIT, data={"prompt": "x", "aspect_ratio": ratio, "resolution": "1K"}, files=[upload()])
@@ -215,10 +241,27 @@ def test_every_accepted_image_type(client: TestClient, fmt: str) -> None:
     assert client.post(EDIT, data={"prompt": "x", "resolution": "1K"}, files=[heic]).status_code == 200
 
 
-@pytest.mark.parametrize("content_type", ["image/gif", "application/octet-stream", "text/plain", "image/svg+xml"])
-def test_other_declared_types_are_invalid_image(client: TestClient, content_type: str) -> None:
-    response = client.post(EDIT, data={"prompt": "x"}, files=[upload(content_type=content_type)])
-    assert content_type in error_of(response, 400, "invalid_image")
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "HEIF"])
+@pytest.mark.parametrize("label", ["application/octet-stream", "text/plain", "image/gif"])
+def test_an_image_is_judged_by_its_bytes_not_its_label(client: TestClient, fmt: str, label: str) -> None:
+    """curl sends .webp and .heic files as application/octet-stream: the bytes decide."""
+    response = client.post(EDIT, data={"prompt": "x", "resolution": "1K"}, files=[upload(fmt=fmt, content_type=label)])
+    assert response.status_code == 200, response.text
+    assert decode(response.content).format == "PNG"
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        (image_bytes(fmt="GIF"), "unsupported format GIF"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "unsupported format SVG"),
+        (b"just some text", "not a valid image file"),
+    ],
+)
+def test_bytes_of_another_kind_are_invalid_image(client: TestClient, data: bytes, found: str) -> None:
+    files = [upload(), ("images", ("ref.png", data, "image/png"))]
+    message = error_of(client.post(EDIT, data={"prompt": "x"}, files=files), 400, "invalid_image")
+    assert message.startswith("image 2: ") and found in message
 
 
 def test_undecodable_image(client: TestClient) -> None:
@@ -265,9 +308,11 @@ def test_models_describe_both_endpoints(client: TestClient) -> None:
         "image-edit",
         "image-to-image",
     )
+    assert (generate["name"], edit["name"]) == ("ImagineArt 2.0", "ImagineArt 2.0 Edit"), "as the reference names them"
     for item in (generate, edit):
-        assert {"id", "object", "created", "owned_by", "name", "modality", "parameters"} <= set(item)
-        assert item["name"] == "pattern"
+        assert {"id", "object", "created", "owned_by", "name", "modality", "parameters", "served_by"} <= set(item)
+        assert item["served_by"] == item["parameters"]["model"] == "pattern", "the catalog model doing the work"
+    assert (generate["parameters"]["endpoint"], edit["parameters"]["endpoint"]) == (GENERATE, EDIT)
     params = generate["parameters"]
     assert params["required"] == ["prompt"]
     props = params["properties"]
@@ -291,7 +336,6 @@ def test_unknown_paths_under_v1(client: TestClient) -> None:
     response = client.get("/v1/images/upscale")
     assert "GET /v1/images/upscale" in error_of(response, 404, "unknown_request")
     assert client.post("/v1/nothing/here", json={}).status_code == 404
-    assert client.get("/v1/images/generations").status_code == 405, "405s are unchanged"
     assert client.get("/elsewhere").json() == {"detail": "Not Found"}, "404s outside /v1 are unchanged"
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi import FastAPI
@@ -11,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from limner.core.models import Mode, SizeSpec
 from limner.core.styles import PRESETS
-from limner.dialects.milady import GenerateImageParams, parse, to_image_request
+from limner.dialects.milady import PROMPT_LIMIT, GenerateImageParams, parse, to_image_request
+from limner.service.media_access import PERMANENT_EXPIRY
 from tests.dialects.conftest import decode, image_bytes
 from tests.support.fakes import RecordingEngine, fail_storage
 
@@ -93,6 +96,44 @@ def test_num_images(client: TestClient, count: int) -> None:
 @pytest.mark.parametrize("count", [0, 5, -1, 2.5, "many"])
 def test_num_images_out_of_range(client: TestClient, count: Any) -> None:
     assert "numImages" in error_of(client.post(URL, json={"prompt": "x", "numImages": count}), 400)
+
+
+@pytest.mark.parametrize("count", ["2", 2.0, True, [2]])
+def test_num_images_must_be_an_integer(client: TestClient, count: Any) -> None:
+    """The reference types it integer: a string, a float or a boolean is not one, even when it could pass."""
+    message = error_of(client.post(URL, json={"prompt": "x", "numImages": count}), 400)
+    assert message.startswith("Invalid value for 'numImages'") and "valid integer" in message
+
+
+def test_prompt_length_is_capped(recording: TestClient, recorder: RecordingEngine) -> None:
+    assert recording.post(URL, json={"prompt": "a" * PROMPT_LIMIT}).status_code == 200
+    assert len(recorder.requests[-1].prompt) == PROMPT_LIMIT
+    message = error_of(recording.post(URL, json={"prompt": "a" * (PROMPT_LIMIT + 1)}), 400)
+    assert message == f"Invalid prompt: prompt must be at most {PROMPT_LIMIT} characters; got {PROMPT_LIMIT + 1}."
+
+
+def test_text_that_is_not_unicode_is_an_invalid_prompt(client: TestClient) -> None:
+    raw = b'{"prompt": "cat \\ud800"}'
+    response = client.post(URL, content=raw, headers={"content-type": "application/json"})
+    message = error_of(response, 400)
+    assert message.startswith("Invalid prompt: ") or "not valid UTF-8" in message
+    assert "Traceback" not in response.text and "surrogate" in message
+
+
+def test_urls_are_permanent(app: FastAPI, client: TestClient) -> None:
+    """The reference calls ``url`` a permanent link: it outlives ``url_ttl_seconds`` by any margin."""
+    url = client.post(URL, json={"prompt": "a lighthouse"}).json()["images"][0]["url"]
+    query = parse_qs(urlsplit(url).query)
+    key = urlsplit(url).path.rsplit("/", 1)[1]
+    assert int(query["expires"][0]) == PERMANENT_EXPIRY
+    signer = app.state.limner.signer
+    in_fifty_years = time.time() + 50 * 365 * 86400
+    assert signer.verify(key, query["expires"][0], query["signature"][0], now=in_fifty_years)
+    assert decode(client.get(url).content).format == "PNG"
+    assert client.get(url.replace("signature=", "signature=x")).status_code == 403, "still unguessable"
+    openai_url = client.post("/v1/images/generations", json={"prompt": "x", "model": "dall-e-2"}).json()
+    expires = int(parse_qs(urlsplit(openai_url["data"][0]["url"]).query)["expires"][0])
+    assert expires <= time.time() + app.state.limner.settings.url_ttl_seconds + 5, "other dialects keep the TTL"
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

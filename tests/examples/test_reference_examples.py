@@ -13,7 +13,9 @@ else changed). Before running one, this module changes only:
   does), and Milady's image-to-image ``sourceImage`` is an elided ``iVBORw0KGgo...`` (completed to a
   real PNG);
 - snippets that only fetch and never print get one line appended that prints what they received,
-  so the test can check it.
+  so the test can check it;
+- in one test, the curl edit snippet's two file names become ``portrait.webp`` and ``reference.heic``
+  (formats the reference accepts, which curl labels ``application/octet-stream``).
 
 The JavaScript snippets run with ``node``; AI.ML's import ``node-fetch``, installed from npm into
 ``tests/examples/node_modules`` (``package.json`` here) by ``make test`` or, failing that, by this module.
@@ -33,12 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pillow_heif
 import pytest
 from PIL import Image
 
 from limner.app import create_app
+from limner.engines.catalog import ModelEntry
 from limner.settings import Settings
 from tests.conftest import pattern_models
+from tests.support.fakes import SingleInputEngine, factories
 from tests.support.file_server import file_server
 from tests.support.live_server import live_server
 
@@ -122,8 +127,13 @@ class Run:
         return json.loads(self.stdout)
 
 
-def run_example(name: str, server: str, workdir: Path, sources: str = "", **env: str) -> Run:
+def run_example(
+    name: str, server: str, workdir: Path, sources: str = "", *, renamed: dict[str, str] | None = None, **env: str
+) -> Run:
+    """Run one snippet; ``renamed`` swaps file names in it (the same curl line with other formats)."""
     source = (SNIPPETS / name).read_text()
+    for old, new in (renamed or {}).items():
+        source = source.replace(old, new)
     for host in HOSTS:
         source = source.replace(host, server)
     for host in SOURCE_HOSTS:
@@ -242,3 +252,37 @@ def test_imagineart_edit(server: str, references: Path, suffix: str) -> None:
     needs(suffix)
     image = run_example(f"imagineart_edit{suffix}", server, references).image("edited.png")
     assert (image.format, image.size) == ("PNG", (1774, 2365)), "auto: portrait.jpg's 3:4 at 2K"
+
+
+@pytest.fixture(scope="module")
+def one_image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """ImagineArt's edit model served by an engine that takes one image: several are laid out side by side."""
+    entry = ModelEntry(id="single", engine="single", aliases=["image-edit"], compose="layout")
+    settings = Settings(data_dir=tmp_path_factory.mktemp("data"), models=[entry], default_model="single")
+    with live_server(create_app(settings, factories=factories(single=lambda e: SingleInputEngine()))) as url:
+        yield url
+
+
+PORTRAIT_AT_2K = (1448, 2896)
+"""``auto`` at 2K for the reference example's 300x600 portrait: 1:2, about four megapixels."""
+
+
+@pytest.mark.parametrize("suffix", [".sh", ".py", ".mjs"])
+def test_imagineart_edit_auto_follows_the_first_image(one_image_server: str, tmp_path: Path, suffix: str) -> None:
+    """The reference's example with a 300x600 portrait first and a landscape reference second: portrait."""
+    needs(suffix)
+    (tmp_path / "portrait.jpg").write_bytes(png((200, 160, 130), (300, 600), "JPEG"))
+    (tmp_path / "reference.png").write_bytes(png((30, 90, 200), (640, 360)))
+    image = run_example(f"imagineart_edit{suffix}", one_image_server, tmp_path).image("edited.png")
+    assert (image.format, image.size) == ("PNG", PORTRAIT_AT_2K)
+
+
+def test_imagineart_edit_curl_with_webp_and_heic(server: str, tmp_path: Path) -> None:
+    """curl labels .webp and .heic parts application/octet-stream: the bytes say what they are."""
+    needs(".sh")
+    pillow_heif.register_heif_opener()
+    (tmp_path / "portrait.webp").write_bytes(png((200, 160, 130), (300, 600), "WEBP"))
+    (tmp_path / "reference.heic").write_bytes(png((30, 90, 200), (640, 360), "HEIF"))
+    renamed = {"portrait.jpg": "portrait.webp", "reference.png": "reference.heic"}
+    image = run_example("imagineart_edit.sh", server, tmp_path, renamed=renamed).image("edited.png")
+    assert (image.format, image.size) == ("PNG", PORTRAIT_AT_2K)

@@ -86,7 +86,7 @@ def test_model_missing_from_the_catalog(settings: Settings) -> None:
         assert (response.status_code, response.json()["error"]["code"]) == (502, "model_not_available")
         assert response.json()["error"]["message"] == "Model 'text-to-image' is not available on this server."
         listed = httpx.get(url + "/v1/models").json()["data"]
-        assert [(item["id"], "parameters" in item) for item in listed] == [("only", False)]
+        assert [(item["id"], item["served_by"], "parameters" in item) for item in listed] == [("only", "only", True)]
 
 
 def test_queue_full_is_rate_limited(settings: Settings) -> None:

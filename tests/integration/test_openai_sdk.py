@@ -129,7 +129,7 @@ def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
         ({"n": 11}, "n", "less than or equal to 10"),
         ({"size": "big"}, "size", "Invalid size 'big'"),
         ({"size": "10x10"}, "size", "not supported by this model"),
-        ({"output_format": "gif"}, "output_format", "Invalid value for 'output_format'"),
+        ({"output_format": "gif"}, "output_format", "output_format 'gif' is not available on this server"),
         ({"extra_body": {"style_preset": "cubism"}}, "style", "Unknown style preset 'cubism'"),
     ],
 )

@@ -96,7 +96,11 @@ def test_generate_streams_partial_images_then_the_final_image(client: openai.Ope
     assert isinstance(completed, ImageGenCompletedEvent)
     final = decode(completed.b64_json)
     assert (final.format, final.size, completed.size) == ("WEBP", (96, 64), "96x64")
-    assert completed.usage.total_tokens == 0 and completed.created_at > 1_700_000_000
+    assert completed.created_at > 1_700_000_000
+    # OpenAI's image tokens at high quality: one per 16x16 pixels, rows x (columns + 1) = 4 x 7
+    usage = completed.usage
+    assert usage.output_tokens == 28 and usage.input_tokens == usage.input_tokens_details.text_tokens > 0
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
     assert decode(partials[0].b64_json).tobytes() != final.tobytes(), "a partial is rougher than the end"
 
 

@@ -1,25 +1,38 @@
-"""Real PostgreSQL and Redis servers for tests, private to the test run, on loopback ports.
+"""Private PostgreSQL, Redis and S3-compatible servers on loopback ports, for ``limner dev cluster`` and the
+tests (``tests.support`` uses these same starters).
 
 Each starter installs its Debian package when the server binary is missing (``make setup`` normally
-has), runs a throwaway instance in a temporary directory, and returns None with the reason when that
-is impossible, so the caller can skip visibly. Only processes started here are ever stopped.
+has), runs a throwaway instance in a temporary directory, and yields the reason instead when that is
+impossible, so the caller can skip visibly. Only processes started here are ever stopped.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
 
 
 def free_port() -> int:
@@ -170,3 +183,77 @@ def redis_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- S3 (moto's server mode) ------------------------------------------------------------------------
+#
+# With ``authenticate`` (the default) requests are signed, checked against IAM, and refused with unknown
+# credentials: the first three requests are allowed unauthenticated (moto's INITIAL_NO_AUTH_ACTION_COUNT)
+# to create an IAM user, give it S3 rights and issue its access key, which callers then use like real
+# ones. moto cannot check query-string (presigned) signatures while authentication is on, so presigned
+# links need a server started with ``authenticate=False``.
+
+BOOTSTRAP_ACTIONS = 3
+S3_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+    access_key_id: str
+    secret_access_key: str
+    region: str = "us-east-1"
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+
+    def new_bucket(self) -> str:
+        name = f"media-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@contextmanager
+def s3_server(*, authenticate: bool = True) -> Iterator[S3Server]:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "INITIAL_NO_AUTH_ACTION_COUNT"}
+    if authenticate:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(BOOTSTRAP_ACTIONS)
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the S3-compatible server did not start (status {process.poll()})")
+            time.sleep(0.05)
+        import boto3
+
+        endpoint = f"http://127.0.0.1:{port}"
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="boot",
+            aws_secret_access_key="boot",
+        )
+        iam.create_user(UserName="limner")
+        iam.put_user_policy(UserName="limner", PolicyName="s3", PolicyDocument=json.dumps(S3_POLICY))
+        key = iam.create_access_key(UserName="limner")["AccessKey"]
+        iam.close()
+        yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,196 @@
+"""Local models on Ray Serve: the same engine (diffusers or built-in, with its batching) as a Ray Serve
+deployment, called through a deployment handle behind limner's ``Engine`` interface.
+
+A catalog entry with ``runtime = "ray"`` gets a ``RayServeEngine`` here instead of the engine itself.
+On ``load`` (or the first request) it connects to the Ray cluster at ``ray_address`` (a local Ray when
+unset), deploys ``EngineDeployment`` as the Serve application ``limner-<model id>`` if it is not already
+running, and from then on sends each ``EngineRequest`` to it. Inside each replica the deployment builds
+the entry's engine with the ordinary factories, so what runs on Ray is exactly what would run in-process.
+
+What Ray does, and limner therefore does not: placement (``ray_actor_options`` such as ``num_gpus``),
+replicas and autoscaling (``ray_replicas``, ``ray_max_replicas``), per-replica concurrency
+(``max_ongoing_requests`` = the entry's ``admitted``), queueing and backpressure (``max_queued_requests``
+= ``max_queue``; a full queue is limner's ``QueueFull``, 429 with ``Retry-After``), and restarting
+replicas that die. A client that leaves cancels its request on the replica (Serve cancels the
+replica's task, and the engine stops at its next step). Per-step progress and previews stay on the
+replica: a Ray request reports its result only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from typing import Any
+
+from limner.core.errors import LimnerError, ModelError, ModelNotAvailable, QueueFull
+from limner.core.models import Capabilities, EngineRequest, GeneratedImage
+from limner.engines.base import Engine
+from limner.engines.catalog import EngineFactory, ModelEntry
+
+log = logging.getLogger(__name__)
+
+APP_PREFIX = "limner-"
+BUSY_RETRY_SECONDS = 2.0
+
+
+def app_name(entry: ModelEntry) -> str:
+    return APP_PREFIX + entry.id
+
+
+def connect(address: str | None) -> None:
+    """Join the Ray cluster at ``address``, or start a private local one; Ray's usage reporting stays off."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if not ray.is_initialized():
+        loopback = address is not None and address.split("://")[-1].startswith(("127.0.0.1:", "localhost:"))
+        ray.init(
+            address=address,
+            _node_ip_address="127.0.0.1" if loopback else None,  # a cluster on loopback: join it there too
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            ignore_reinit_error=True,
+        )
+
+
+class EngineDeployment:
+    """The body of each Ray Serve replica: one local engine for one catalog entry."""
+
+    def __init__(self, entry_json: str) -> None:
+        from limner.engines.registry import default_factories
+
+        entry = ModelEntry.model_validate_json(entry_json).model_copy(update={"runtime": "local"})
+        self.engine = default_factories()[entry.engine](entry)
+        self.cancelled = 0
+
+    async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
+        try:
+            return await self.engine.generate(request)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+    def capabilities(self) -> Capabilities:
+        return self.engine.capabilities
+
+    def stats(self) -> dict[str, Any]:
+        """What tests and operators ask a replica: its process and how many requests it saw cancelled."""
+        return {"pid": os.getpid(), "cancelled": self.cancelled, "loaded": self.engine.loaded}
+
+
+def deployment_for(entry: ModelEntry) -> Any:
+    """``EngineDeployment`` configured for ``entry`` (replicas, autoscaling, actor options, backpressure)."""
+    from ray import serve
+
+    scaling: dict[str, Any] = {"num_replicas": entry.ray_replicas}
+    if entry.ray_max_replicas and entry.ray_max_replicas > entry.ray_replicas:
+        scaling = {"autoscaling_config": {"min_replicas": entry.ray_replicas, "max_replicas": entry.ray_max_replicas}}
+    local = entry.model_copy(update={"runtime": "local"})
+    return serve.deployment(
+        EngineDeployment,
+        name="engine",
+        ray_actor_options=entry.ray_actor_options or {"num_cpus": 1},
+        max_ongoing_requests=local.admitted,
+        max_queued_requests=entry.max_queue,
+        **scaling,
+    )
+
+
+class RayServeEngine(Engine):
+    """An entry's engine, running on Ray Serve; see the module docstring."""
+
+    def __init__(self, entry: ModelEntry, local: EngineFactory) -> None:
+        self.entry = entry
+        # Built here only to describe what the model accepts (no weights are loaded in this process).
+        self._shape = local(entry.model_copy(update={"runtime": "local"}))
+        self._handle: Any = None
+        self._deploying: asyncio.Lock | None = None
+
+    @property
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        return self._shape.capabilities
+
+    @property
+    def loaded(self) -> bool:
+        return self._handle is not None
+
+    async def load(self) -> None:
+        if self._handle is not None:
+            return
+        self._deploying = self._deploying or asyncio.Lock()
+        async with self._deploying:
+            if self._handle is None:
+                try:
+                    self._handle = await asyncio.to_thread(self._deploy)
+                except Exception as exc:
+                    log.error("model '%s' could not be deployed on Ray: %s", self.entry.id, exc)
+                    raise ModelNotAvailable(
+                        f"Model '{self.entry.id}' could not be started on its Ray cluster ({type(exc).__name__})."
+                    ) from exc
+
+    def _deploy(self) -> Any:
+        from ray import serve
+
+        connect(self.entry.ray_address)
+        name = app_name(self.entry)
+        try:
+            return serve.get_app_handle(name)
+        except Exception:  # not deployed yet (Ray raises a plain RayServeException)
+            log.info("deploying model '%s' on Ray Serve as application %s", self.entry.id, name)
+            return serve.run(
+                deployment_for(self.entry).bind(self.entry.model_dump_json()), name=name, route_prefix=None
+            )
+
+    async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
+        from ray.serve.exceptions import BackPressureError, RequestCancelledError
+
+        await self.load()
+        # Callbacks into this process cannot cross to a replica: requests travel without them.
+        remote = dataclasses.replace(request, progress=None, preview=None, preview_every=0, rows_wanted=None)
+        response = self._handle.generate.remote(remote)
+        try:
+            images: list[GeneratedImage] = await response
+        except asyncio.CancelledError:
+            response.cancel()  # the client left: stop the replica's work too
+            raise
+        except BackPressureError as exc:
+            raise QueueFull(
+                f"Model '{self.entry.id}' is busy on every Ray replica; try again shortly.",
+                retry_after=BUSY_RETRY_SECONDS,
+            ) from exc
+        except RequestCancelledError:
+            raise asyncio.CancelledError from None
+        except LimnerError:
+            raise
+        except Exception as exc:  # a replica that died mid-request, or the engine's own failure
+            log.error("model '%s' failed on Ray Serve: %s", self.entry.id, exc)
+            cause = exc.cause if hasattr(exc, "cause") and isinstance(exc.cause, LimnerError) else None
+            if cause is not None:
+                raise cause from exc
+            raise ModelError(f"Model '{self.entry.id}' failed on its Ray Serve replica.") from exc
+        return images
+
+    async def stats(self) -> dict[str, Any]:
+        await self.load()
+        stats: dict[str, Any] = await self._handle.stats.remote()
+        return stats
+
+    async def aclose(self) -> None:
+        """Stop using the deployment; the application keeps running on the cluster for other API replicas
+        (``limner ray delete`` removes it)."""
+        self._handle = None
+        await self._shape.aclose()
+
+
+def on_ray(factory: EngineFactory) -> EngineFactory:
+    """Wrap a local engine factory: entries with ``runtime = "ray"`` get a ``RayServeEngine`` instead."""
+
+    def build(entry: ModelEntry) -> Engine:
+        if entry.runtime == "ray":
+            return RayServeEngine(entry, factory)
+        return factory(entry)
+
+    return build

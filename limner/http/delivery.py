@@ -1,0 +1,52 @@
+"""Charge a request only once its response has been sent (see ``limner.service.accounting``).
+
+``SettleAfterResponse`` gives each HTTP request a ``Delivery``; the accounting gate defers the commit
+of a successful run into it instead of committing when the run ends. When the app is done, the
+deferred settlements run: committed if the response's last body message went out with a status
+below 400, refunded (usage status 499) if the response failed, was cut short, or the client left
+first. So a process killed while rendering or writing a response never charges for it; its hold is
+refunded by the next start's (or any replica's) recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from limner.service.accounting import Delivery, delivery_var
+
+
+class SettleAfterResponse:
+    """Pure ASGI: must wrap ``CancelOnDisconnectMiddleware``, whose task inherits the ``Delivery``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        delivery = Delivery()
+        token = delivery_var.set(delivery)
+        status = 0
+        complete = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status, complete
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            delivery_var.reset(token)
+            settling = asyncio.ensure_future(delivery.settle(complete and status < 400))
+            try:
+                await asyncio.shield(settling)
+            except asyncio.CancelledError:
+                await settling  # shutting down: still settle what this request held, then stop
+                raise

@@ -1,0 +1,99 @@
+"""Tokens sent over plain HTTP, for dialects whose reference revokes them ("Use HTTPS exclusively. Tokens
+transmitted over plain HTTP are immediately revoked": ImagineArt).
+
+A dialect marks its error renderer with ``@https_only``. On a non-loopback bind, a request that reaches
+such a dialect over plain HTTP with a valid token gets that token revoked in the database (on every
+replica at once) and a 401 ``invalid_token`` saying why. A request counts as HTTPS when limner
+terminated TLS itself (``limner serve --tls-cert``), or when it came from one of
+``LIMNER_TRUSTED_PROXIES`` with ``X-Forwarded-Proto: https``; that header from anyone else is ignored.
+Loopback binds are exempt: the traffic never leaves the machine. ``LIMNER_PLAIN_HTTP_TOKENS=allow``
+turns the revocation off (a private network without TLS, knowingly).
+
+Where the dialect is known before authentication (a route of its own), ``authenticate`` checks it;
+where a shared path picks the dialect after reading the body, ``limner.http.routing.rendered`` does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fastapi import Request
+
+from limner.accounts import tokens
+from limner.accounts.service import Accounts
+from limner.accounts.tokens import Principal
+from limner.core.errors import InvalidToken
+from limner.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HTTPS_ONLY_ATTR = "__limner_https_only__"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def https_only(render: F) -> F:
+    """Mark a dialect's error renderer: its tokens must never travel over plain HTTP."""
+    setattr(render, HTTPS_ONLY_ATTR, True)
+    return render
+
+
+def is_https_only(render: object) -> bool:
+    return bool(getattr(render, HTTPS_ONLY_ATTR, False))
+
+
+def trusted(address: str | None, proxies: list[str]) -> bool:
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(entry, strict=False) for entry in proxies)
+
+
+def over_plain_http(request: Request, settings: Settings) -> bool:
+    """Whether this request reached limner unencrypted from beyond this machine."""
+    if settings.is_loopback_bind or request.url.scheme in ("https", "wss"):
+        return False
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[-1].strip().lower()
+    client = request.client.host if request.client else None
+    return not (forwarded == "https" and trusted(client, settings.trusted_proxies))
+
+
+@dataclass(frozen=True)
+class Exposed:
+    """A valid token that arrived over plain HTTP: what revoking it needs."""
+
+    accounts: Accounts
+    principal: Principal
+
+    async def revoke(self) -> InvalidToken:
+        """Revoke the token now; the error to answer with."""
+        token_id = self.principal.token_id
+        if token_id is not None:
+            await self.accounts.db.call(tokens.revoke_token, self.accounts.db, str(token_id))
+            log.warning("token %s of %s was sent over plain HTTP and is revoked", token_id, self.principal.consumer)
+        return InvalidToken(
+            "This API token was sent over plain HTTP, so it has been revoked: tokens must travel over HTTPS "
+            "only. Create a new token and call this server at an https:// address."
+        )
+
+
+exposed_var: ContextVar[Exposed | None] = ContextVar("limner_exposed_token", default=None)
+"""Set by ``authenticate`` for a token-bearing request over plain HTTP (when revocation is on)."""
+
+
+def note_transport(request: Request, settings: Settings, accounts: Accounts, principal: Principal) -> Exposed | None:
+    """After authentication: remember a token that came over plain HTTP, for an HTTPS-only dialect to revoke."""
+    if principal.token_id is None or settings.plain_http_tokens != "revoke":
+        return None
+    if not over_plain_http(request, settings):
+        return None
+    exposed = Exposed(accounts, principal)
+    exposed_var.set(exposed)
+    return exposed

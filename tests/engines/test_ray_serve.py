@@ -1,0 +1,154 @@
+"""Models on Ray Serve, against a real local Ray instance on CPU: the built-in model answers through a
+deployment handle with the same pixels as in-process, a client that leaves cancels the replica's work,
+Ray's backpressure is limner's 429, and a killed replica is replaced by Ray while requests keep working."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image, ImageChops
+
+from limner.app import build_state, create_app
+from limner.core.errors import QueueFull
+from limner.core.models import ImageRequest, SizeSpec
+from limner.engines.catalog import ModelEntry
+from limner.engines.ray_serve import RayServeEngine, app_name, connect
+from limner.settings import Settings
+from tests.support.live_server import live_server
+from tests.support.waiting import until
+
+ray = pytest.importorskip("ray", reason="ray[serve] is installed by make setup (dev extra)")
+serve = pytest.importorskip("ray.serve")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    connect(None)
+    yield
+    serve.shutdown()
+    ray.shutdown()
+
+
+def on_ray(entry_id: str, engine: str, **fields: Any) -> ModelEntry:
+    return ModelEntry(id=entry_id, engine=engine, runtime="ray", ray_actor_options={"num_cpus": 0.25}, **fields)
+
+
+def test_the_builtin_model_on_ray_answers_with_the_in_process_pixels(ray_cluster: None, tmp_path: Path) -> None:
+    body = {"model": "emoji-ray", "prompt": "a red apple", "size": "64x64", "seed": 7, "response_format": "b64_json"}
+    models = [on_ray("emoji-ray", "builtin"), ModelEntry(id="emoji-here", engine="builtin")]
+    settings = Settings(data_dir=tmp_path, models=models, default_model="emoji-here")
+    with live_server(create_app(settings)) as url:
+        remote = httpx.post(url + "/v1/images/generations", json=body, timeout=120)
+        local = httpx.post(url + "/v1/images/generations", json={**body, "model": "emoji-here"}, timeout=120)
+    assert remote.status_code == 200, remote.text
+    images = [
+        Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"]))).convert("RGB")
+        for r in (remote, local)
+    ]
+    assert images[0].size == (64, 64)
+    extrema: list[tuple[int, int]] = list(ImageChops.difference(images[0], images[1]).getextrema())  # type: ignore[arg-type]
+    assert max(high for _, high in extrema) <= 2, "the same engine, seed and size on Ray and in-process"
+    assert app_name(models[0]) in serve.status().applications
+
+
+async def test_a_client_that_leaves_cancels_the_work_on_the_replica(ray_cluster: None, tmp_path: Path) -> None:
+    entry = on_ray("slow-ray", "testpattern", options={"delay": 60.0}, max_concurrency=2)
+    state = build_state(Settings(data_dir=tmp_path, models=[entry], default_model="slow-ray"))
+    engine = state.catalog.built().get("slow-ray") or state.catalog.engine(entry)
+    assert isinstance(engine, RayServeEngine)
+    await engine.load()
+    before = (await engine.stats())["cancelled"]
+    task = asyncio.create_task(
+        state.service.run(ImageRequest(prompt="x", model="slow-ray", size=SizeSpec(64, 64)), "r1")
+    )
+    await until(lambda: getattr(state.jobs.get("local", "r1"), "state", None) == "running", what="the job runs")
+    await asyncio.sleep(0.5)  # the request crosses to the replica; cancellation before it lands is also fine
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    deadline = asyncio.get_running_loop().time() + 30
+    while (await engine.stats())["cancelled"] <= before:
+        assert asyncio.get_running_loop().time() < deadline, "the replica never saw the cancellation"
+        await asyncio.sleep(0.2)
+    await state.catalog.aclose()
+
+
+async def test_ray_backpressure_is_a_full_queue(ray_cluster: None, tmp_path: Path) -> None:
+    entry = on_ray("busy-ray", "testpattern", options={"delay": 60.0}, max_concurrency=1, max_queue=1)
+    state = build_state(Settings(data_dir=tmp_path, models=[entry], default_model="busy-ray"))
+    request = ImageRequest(prompt="x", model="busy-ray", size=SizeSpec(64, 64))
+    running = [asyncio.create_task(state.service.run(request, f"r{index}")) for index in range(2)]
+    await until(lambda: all(getattr(state.jobs.get("local", f"r{i}"), "state", None) == "running" for i in range(2)))
+    await asyncio.sleep(0.5)  # both reached Ray: one running on the replica, one in Ray's queue
+    with pytest.raises(QueueFull) as caught:
+        await state.service.run(request, "r-refused")
+    assert caught.value.message == "Model 'busy-ray' is busy on every Ray replica; try again shortly."
+    assert caught.value.details["retry_after"] == 2.0
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+    await state.catalog.aclose()
+
+
+async def test_a_killed_replica_is_replaced_and_requests_keep_working(ray_cluster: None, tmp_path: Path) -> None:
+    entry = on_ray("sturdy-ray", "testpattern")
+    state = build_state(Settings(data_dir=tmp_path, models=[entry], default_model="sturdy-ray"))
+    engine = state.catalog.engine(entry)
+    assert isinstance(engine, RayServeEngine)
+    request = ImageRequest(prompt="x", model="sturdy-ray", size=SizeSpec(64, 64), seed=3)
+    first = await state.service.run(request, "before")
+    old_pid = (await engine.stats())["pid"]
+    os.kill(old_pid, signal.SIGKILL)
+
+    async def works_again() -> int:
+        while True:
+            try:
+                await state.service.run(request, f"after-{asyncio.get_running_loop().time()}")
+                pid: int = (await engine.stats())["pid"]
+                return pid
+            except Exception:
+                await asyncio.sleep(0.5)
+
+    new_pid = await asyncio.wait_for(works_again(), 90)
+    assert new_pid != old_pid
+    again = await state.service.run(request, "again")
+    assert again.images[0].data == first.images[0].data, "the same seed makes the same image on the new replica"
+    await state.catalog.aclose()
+
+
+def test_operators_deploy_inspect_and_delete_ray_models(
+    ray_cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from limner.cli import app
+
+    config = tmp_path / "limner.toml"
+    config.write_text(
+        '[[models]]\nid = "cli-ray"\nengine = "testpattern"\nruntime = "ray"\nray_actor_options = {num_cpus = 0.25}\n'
+        '[[models]]\nid = "here"\nengine = "testpattern"\n'
+    )
+    monkeypatch.setenv("LIMNER_CONFIG", str(config))
+    monkeypatch.setenv("LIMNER_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+    deployed = runner.invoke(app, ["ray", "deploy"])
+    assert deployed.exit_code == 0, deployed.output
+    assert deployed.output == "cli-ray: running as limner-cli-ray\n"
+    status = runner.invoke(app, ["ray", "status"])
+    assert status.exit_code == 0 and status.output.startswith("cli-ray: RUNNING (1 running)"), status.output
+    deleted = runner.invoke(app, ["ray", "delete", "--model", "cli-ray"])
+    assert deleted.exit_code == 0 and "limner-cli-ray" not in serve.status().applications
+    assert runner.invoke(app, ["ray", "status"]).output == (
+        "cli-ray: not deployed (limner ray deploy, or the first request deploys it)\n"
+    )
+    missing = runner.invoke(app, ["ray", "deploy", "--model", "here"])
+    assert missing.exit_code == 1 and "no catalog model with runtime = \"ray\" named 'here'" in missing.output
