@@ -23,7 +23,7 @@ from limner.builtin.train import build_unet, inference_scheduler
 from limner.core.errors import InvalidRequest, ModelError, ModelNotAvailable, UnsupportedOperation
 from limner.core.models import EngineRequest, GeneratedImage, Mode, ProgressCallback
 from limner.engines.diffusers_engine import DiffusersEngine, DiffusersSettings
-from tests.support.tiny_diffusers import build_tiny_sd, build_tiny_sd_single_file
+from tests.support.tiny_diffusers import build_tiny_sd_single_file
 
 EMOJI_CLASS = "limner.builtin.pipeline:EmojiDiffusionPipeline"
 
@@ -42,18 +42,7 @@ class TextOnlyPipeline(EmojiDiffusionPipeline):
         raise AssertionError("the engine refuses edits before loading")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread() -> Iterator[None]:
-    """Tiny models on a busy machine: one intra-op thread is ~100x faster than contending for two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 @pytest.fixture(scope="module")

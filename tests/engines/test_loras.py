@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from limner.core.errors import InvalidRequest, ModelNotAvailable
 from limner.core.models import EngineRequest, GeneratedImage, LoraChoice, Mode
@@ -25,13 +24,7 @@ from tests.support.tiny_diffusers import build_tiny_sd
 from tests.support.tiny_families import build_tiny_sdxl
 from tests.support.tiny_loras import build_tiny_lora
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # before diffusers / huggingface_hub read it
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,20 +21,8 @@ from limner.engines.diffusers_engine import DiffusersEngine, DiffusersSettings
 from limner.engines.diffusers_tuning import auto_dtype
 from limner.engines.families import FAMILIES
 from limner.engines.registry import default_factories
-from tests.support.tiny_diffusers import build_tiny_sd
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def request(side: int) -> EngineRequest:
