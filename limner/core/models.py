@@ -130,6 +130,9 @@ class ImageRequest:
     consumer: str = "local"
     partial_images: int = 0
     """Previews wanted while the images are made (OpenAI's ``partial_images``); 0: none, the engine skips them."""
+    report_usage: bool = False
+    """The dialect's answer reports OpenAI's token ``usage`` (GPT image answers, OpenAI streams): only then is
+    it counted (tokenizing a long prompt is work every other answer would pay for nothing)."""
     permanent_links: bool = False
     """The dialect promises links that last as long as the image (Milady's ``url``): the service signs them
     without an expiry instead of for ``url_ttl_seconds``."""

@@ -186,8 +186,10 @@ class ImageService:
                 generated = await self._generate(engine_request, entry)
         # Scaling and encoding a large PNG takes a good part of a second: never on the event loop.
         encoded = await asyncio.to_thread(self._finish_all, generated, plan, style, entry, request, prompt)
-        inputs = [source.image.size for source in images]
-        usage = await asyncio.to_thread(count_usage, prompt, inputs, plan.output, request.n, request.quality)
+        usage = None
+        if request.report_usage:
+            inputs = [source.image.size for source in images]
+            usage = await asyncio.to_thread(count_usage, prompt, inputs, plan.output, request.n, request.quality)
         stored, storage_error = await self._store(encoded, request)
         return ImageResult(
             model=entry.id,

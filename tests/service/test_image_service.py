@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,14 @@ async def test_seeds_follow_the_base_seed_and_are_reported(tmp_path: Path) -> No
     assert [image.seed for image in result.images] == [10, 11, 12]
     random = await service.run(ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "r")
     assert random.images[0].seed is not None
+
+
+async def test_token_usage_is_counted_only_for_answers_that_report_it(tmp_path: Path) -> None:
+    service = make_service(tmp_path, RecordingEngine())
+    request = ImageRequest(prompt="a red apple", model="rec", n=2, size=SizeSpec(64, 64))
+    assert (await service.run(request, "plain")).usage is None
+    counted = (await service.run(replace(request, report_usage=True), "reported")).usage
+    assert counted is not None and counted.text_tokens > 0 and counted.output_image_tokens > 0
 
 
 async def test_several_images_are_laid_out_in_order_for_a_one_image_engine(tmp_path: Path) -> None:
