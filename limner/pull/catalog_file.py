@@ -92,7 +92,7 @@ def upsert_model(config: Path, fields: dict[str, Any]) -> str:
     name used twice.
     """
     import tomlkit
-    from tomlkit.items import AoT, Table
+    from tomlkit.items import AoT
 
     document = tomlkit.parse(config.read_text() if config.exists() else "")
     models = document.get("models")
@@ -105,22 +105,13 @@ def upsert_model(config: Path, fields: dict[str, Any]) -> str:
         document["models"] = models
     elif not isinstance(models, AoT):
         raise ValueError(f"'models' in {config} is not written as [[models]] tables; add this entry by hand")
-    existing = next((table for table in models if isinstance(table, Table) and table.get("id") == fields["id"]), None)
-    if existing is None:
-        models.append(_table(fields))
-        action = "added"
-    else:
-        for key, value in fields.items():
-            if key in SOURCE_KEYS or key not in existing:
-                existing[key] = value
+    existing = _merge(models, "id", fields, SOURCE_KEYS)
+    if existing is not None:
         for key in ("config_dir", "single_file_class"):
             if key not in fields and key in existing:
                 del existing[key]  # a directory replaced a single file: these would now mislead the engine
-        action = "updated"
-    text = tomlkit.dumps(document)
-    _check(text, config)
-    write_atomically(config, text.encode(), mode=0o644)  # a running server or an editor never sees half
-    return action
+    _save(document, config)
+    return "added" if existing is None else "updated"
 
 
 LORA_SOURCE_KEYS = ("path", "repo", "description", "weight")
@@ -142,19 +133,35 @@ def upsert_lora(config: Path, model_id: str, fields: dict[str, Any]) -> str:
         loras = found[0]["loras"] = tomlkit.aot()
     elif not isinstance(loras, AoT):
         raise ValueError(f"the loras of '{model_id}' in {config} are not [[models.loras]] tables; add this by hand")
-    existing = next((table for table in loras if table.get("name") == fields["name"]), None)
+    existing = _merge(loras, "name", fields, LORA_SOURCE_KEYS)
+    _save(document, config)
+    return "added" if existing is None else "updated"
+
+
+def _merge(tables: Any, key: str, fields: dict[str, Any], source_keys: tuple[str, ...]) -> Any:
+    """Append ``fields`` as a new table, or update the table whose ``key`` matches: the keys a pull owns
+    (``source_keys``) are replaced, the others only filled in where the user set nothing. The updated
+    table, or None when one was appended."""
+    from tomlkit.items import Table
+
+    existing = next((table for table in tables if isinstance(table, Table) and table.get(key) == fields[key]), None)
     if existing is None:
-        loras.append(_table(fields))
-        action = "added"
-    else:
-        for key, value in fields.items():
-            if key in LORA_SOURCE_KEYS or key not in existing:
-                existing[key] = value
-        action = "updated"
+        tables.append(_table(fields))
+        return None
+    for name, value in fields.items():
+        if name in source_keys or name not in existing:
+            existing[name] = value
+    return existing
+
+
+def _save(document: Any, config: Path) -> None:
+    """Check the edited catalog still loads, then replace the file at once (a running server or an editor
+    never sees half of it)."""
+    import tomlkit
+
     text = tomlkit.dumps(document)
     _check(text, config)
     write_atomically(config, text.encode(), mode=0o644)
-    return action
 
 
 def _default_entries() -> list[dict[str, Any]]:
