@@ -167,8 +167,8 @@ class RayServeEngine(Engine):
             raise
         except Exception as exc:  # a replica that died mid-request, or the engine's own failure
             log.error("model '%s' failed on Ray Serve: %s", self.entry.id, exc)
-            cause = exc.cause if hasattr(exc, "cause") and isinstance(exc.cause, LimnerError) else None
-            if cause is not None:
+            cause = getattr(exc, "cause", None)  # Ray's RayTaskError carries the replica's own exception
+            if isinstance(cause, LimnerError):
                 raise cause from exc
             raise ModelError(f"Model '{self.entry.id}' failed on its Ray Serve replica.") from exc
         return images

@@ -40,7 +40,7 @@ from limner.engines.residency import Residency
 from limner.engines.slots import ModelSlots
 from limner.media.encode import encode_image, keeps_alpha
 from limner.media.inputs import ImageLoader
-from limner.media.store import MediaStore, content_key
+from limner.media.store import content_key
 from limner.service.gate import Gate, OpenGate, Ticket
 from limner.service.jobs import Job, JobRegistry, Listener, Reporter
 from limner.service.media_access import MediaAccess
@@ -82,10 +82,6 @@ class ImageService:
         """Every request's progress, for streaming responses and the job status endpoint."""
         self.residency = residency or Residency(catalog)
         """Which local models stay loaded; without settings it only keeps count (nothing is unloaded)."""
-
-    @property
-    def store(self) -> MediaStore:
-        return self.media.store
 
     def model_names(self) -> list[str]:
         """Every model id and alias the catalog answers to."""
@@ -338,7 +334,7 @@ class ImageService:
             storage_error = f"{type(exc).__name__}: could not store the image"
             for key in created:
                 try:
-                    await self.store.delete(key)
+                    await self.media.store.delete(key)
                 except Exception:
                     log.exception("cleaning up %s failed", key)
             keys = []
@@ -362,8 +358,8 @@ class ImageService:
 
     async def _put(self, data: bytes, mime: str, owner: str, created: list[str]) -> str:
         key = content_key(data, mime)
-        existed = await self.store.exists(key)
-        key = await self.store.put(data, mime_type=mime, owner=owner)
+        existed = await self.media.store.exists(key)
+        key = await self.media.store.put(data, mime_type=mime, owner=owner)
         if not existed:
             created.append(key)
         return key
