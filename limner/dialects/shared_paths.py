@@ -32,9 +32,9 @@ from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_state
 from limner.http.errors import error_response, lookup
+from limner.http.guards import FORM_TYPES
 from limner.http.routing import ErrorRenderer, FormBody, dialect_route, read_form, rendered
 
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 IMAGINEART_EDIT_FIELDS = frozenset({"aspect_ratio", "resolution"})
 
 

@@ -30,7 +30,7 @@ from limner.accounts.models import MAX_MICROS, MICROS, LedgerEntry, UsageRecord,
 from limner.accounts.tokens import IssuedToken, TokenInfo
 from limner.core.errors import Forbidden, InvalidRequest, InvalidToken, LimnerError, MissingBearerToken
 from limner.http import jsonbody
-from limner.http.guards import CLIENT_CLOSED
+from limner.service.accounting import CLIENT_CLOSED
 
 
 def render(error: LimnerError) -> JSONResponse:

@@ -29,14 +29,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from limner.core.errors import LimnerError, PayloadTooLarge
 from limner.http.context import current_request_id
+from limner.service.accounting import CLIENT_CLOSED
 from limner.settings import Settings
 
-CLIENT_CLOSED = 499
-"""nginx's status for a client that went away before its response: nobody reads it, logs and metrics do."""
 HEALTH = "/health"
 """Answered whatever the Host: probes address a pod or container by IP, and it tells nobody anything."""
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+"""The form bodies limner reads (``routing.read_form``); everything else that carries a body is JSON."""
 EXPOSED_HEADERS = ["X-Request-Id", "Retry-After", "X-Seed", "X-Model", "X-Width", "X-Height"]
 
 

@@ -22,8 +22,9 @@ from limner.core.errors import InvalidRequest, LimnerError
 from limner.http import jsonbody
 from limner.http.context import current_request_id
 from limner.http.deps import AuthenticatedRoute
-from limner.http.guards import CLIENT_CLOSED
+from limner.http.guards import FORM_TYPES
 from limner.http.transport import exposed_var, is_https_only
+from limner.service.accounting import CLIENT_CLOSED
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ async def _parse_form(request: Request, *, max_files: int) -> FormData:
 
 async def read_form(request: Request, *, max_file_bytes: int, max_files: int = 16) -> FormBody:
     content_type = request.headers.get("content-type", "")
-    if "multipart/form-data" not in content_type and "application/x-www-form-urlencoded" not in content_type:
+    if not any(form_type in content_type for form_type in FORM_TYPES):
         raise InvalidRequest(f"Unsupported content type '{content_type or 'none'}': send multipart/form-data.")
     try:
         form = await _parse_form(request, max_files=max_files)
