@@ -26,6 +26,7 @@ from limner.http.delivery import SettleAfterResponse
 from limner.http.deps import AppState
 from limner.http.disconnect import CancelOnDisconnectMiddleware
 from limner.http.docs import install_docs
+from limner.http.job_runner import JobRunner
 from limner.http.media import router as media_router
 from limner.http.metrics import MetricsMiddleware
 from limner.http.metrics import router as metrics_router
@@ -34,12 +35,13 @@ from limner.http.playground import build_router as playground_router
 from limner.http.residency import router as residency_router
 from limner.media.inputs import ImageDecoder, ImageFetcher, ImageLoader
 from limner.media.own_links import OwnMediaLinks
-from limner.media.signing import UrlSigner, load_or_create_secret
+from limner.media.signing import UrlSigner
 from limner.media.store import LocalMediaStore, MediaStore
 from limner.service.accounting import AccountsGate
 from limner.service.image_service import ImageService, ServiceOptions
 from limner.service.media_access import MediaAccess
 from limner.service.metrics import Metrics
+from limner.service.webhooks import WebhookSecrets, WebhookSender, server_secret
 from limner.settings import Settings
 
 log = logging.getLogger("limner")
@@ -64,10 +66,22 @@ def media_store(settings: Settings) -> MediaStore:
     return S3MediaStore(location, presign_ttl=settings.url_ttl_seconds)
 
 
+def webhook_sender(state: AppState) -> WebhookSender:
+    settings = state.settings
+    return WebhookSender(
+        state.accounts.db,
+        WebhookSecrets(server_secret(settings)),
+        timeout=settings.webhook_timeout_seconds,
+        retry_seconds=settings.webhook_retry_seconds,
+        max_attempts=settings.webhook_max_attempts,
+        allow_private=settings.webhook_allow_private,
+    )
+
+
 def build_state(settings: Settings, factories: dict[str, EngineFactory] | None = None) -> AppState:
     """Everything a request needs, built bottom-up: media, catalog, accounts, then the service over them."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    secret = settings.signing_secret.encode() if settings.signing_secret else load_or_create_secret(settings.data_dir)
+    secret = server_secret(settings)
     signer = UrlSigner(secret, default_ttl=settings.url_ttl_seconds)
     store = media_store(settings)
     catalog = Catalog(settings.models, factories or default_factories())
@@ -141,14 +155,20 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
         await state.accounts.recover()
         sweeper = asyncio.create_task(state.accounts.sweep_forever(), name="limner-reservation-sweeper")
         unloader = asyncio.create_task(state.service.residency.sweep_forever(), name="limner-model-unloader")
+        state.runner = runner = JobRunner(app, state)
+        jobs_task = asyncio.create_task(runner.run_forever(), name="limner-job-runner")
+        sender = webhook_sender(state)
+        webhooks_task = asyncio.create_task(sender.run_forever(settings.job_poll_seconds), name="limner-webhook-sender")
         log.info("limner %s ready with %d models", __version__, len(state.catalog.entries))
         try:
             yield
         finally:
-            for task in (sweeper, unloader):
+            await runner.aclose()  # running jobs go back to the queue for the next start or another replica
+            for task in (jobs_task, webhooks_task, sweeper, unloader):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await sender.aclose()
             await state.catalog.aclose()
             await state.loader.aclose()
             await state.store.aclose()

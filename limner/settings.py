@@ -126,6 +126,40 @@ class Settings(BaseSettings):
         60.0, gt=0, description="A process silent this long is dead: its credit reservations are refunded"
     )
 
+    # Durable jobs, idempotency keys and webhooks (see limner/service/job_store.py, limner/service/webhooks.py)
+    idempotency_ttl_hours: float = Field(
+        24.0, gt=0, description="How long an Idempotency-Key and its response are kept (and async jobs readable)"
+    )
+    job_workers: int = Field(4, ge=1, description="Async jobs this process runs at once (more wait in the queue)")
+    job_max_attempts: int = Field(
+        3, ge=1, description="Runs of an async job interrupted by a dead server before it fails with a refund"
+    )
+    job_poll_seconds: float = Field(1.0, gt=0, description="How often a replica looks for queued jobs and cancels")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="Time a webhook receiver has to answer")
+    webhook_retry_seconds: float = Field(
+        5.0, gt=0, description="First retry delay of a failed webhook; each retry waits about 4x longer"
+    )
+    webhook_max_attempts: int = Field(
+        8, ge=1, description="Deliveries tried per event (8 attempts from 5 s span about 7.6 hours)"
+    )
+    webhook_allow_private: bool = Field(
+        False, description="Allow webhook URLs on loopback and private addresses (refused by default: SSRF)"
+    )
+
+    # Gateway hot path (see limner/accounts/cache.py and limner/accounts/usage.py)
+    accounts_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="Each replica re-checks cached tokens and consumer policies this often: a revocation takes "
+        "effect everywhere within it (0: look both up on every request)",
+    )
+    usage_flush_seconds: float = Field(
+        0.25,
+        ge=0,
+        description="Usage rows are written in batches this often (and on shutdown); a process killed with "
+        "kill -9 loses about this long of them (0: write each request's row as it ends)",
+    )
+
     torch_threads: int | None = Field(
         None, ge=1, description="Intra-op threads per model worker; unset: usable cores / model workers"
     )

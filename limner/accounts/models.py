@@ -10,6 +10,8 @@ has no timezone type and comparisons must mean the same thing on both databases.
                └─< ledger          every change of a balance, signed, with the balance after it
     usage                          one row per request that reached the image service
     instances ──< reservations     each server process's lease (heartbeat); a dead one's holds are refunded
+    jobs ──< webhook_deliveries    async jobs and idempotency keys (``limner.service.job_store``), and the
+         ──< webhook_attempts      webhooks owed for them with each try (``limner.service.webhooks``)
 """
 
 from __future__ import annotations
@@ -17,7 +19,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, TypeDecorator
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -83,6 +99,10 @@ class Consumer(Base):
     ipm: Mapped[int | None] = mapped_column(Integer, default=None)
     """Images per minute per model; NULL: the server default."""
     note: Mapped[str] = mapped_column(String(200), default="")
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    """Where this consumer's async jobs report when a request names no webhook of its own."""
+    webhook_secret_version: Mapped[int] = mapped_column(Integer, default=1)
+    """Bumped to rotate the webhook signing secret (derived from the server's secret, never stored)."""
 
 
 class ApiToken(Base):
@@ -181,6 +201,88 @@ class UsageRecord(Base):
     error_code: Mapped[str | None] = mapped_column(String(40), default=None)
 
 
+class JobRecord(Base):
+    """A request kept beyond its connection: an async job (``asynchronous``), or a synchronous request made
+    with an ``Idempotency-Key`` whose response is replayed to retries.
+
+    ``status``: queued -> running -> done | failed | cancelled. A running row belongs to ``instance_id``; when
+    that instance dies, the job is queued again (``attempts`` counts the runs) or failed with a refund.
+    The request is kept (``body``, ``request_headers`` without credentials) until the job ends; the response
+    (``response_*``) until the row expires."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("consumer", "idempotency_key"),
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+        Index("ix_jobs_consumer_created_at", "consumer", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    consumer: Mapped[str] = mapped_column(String(64))
+    token_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of method, path, content type and body: a reused key with another body is refused."""
+    asynchronous: Mapped[bool] = mapped_column(Boolean, default=False)
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(1024))
+    query: Mapped[str] = mapped_column(String(2048), default="")
+    request_headers: Mapped[str] = mapped_column(Text, default="[]")
+    """JSON list of [name, value]: what the request is replayed with (never Authorization or cookies)."""
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    model: Mapped[str | None] = mapped_column(String(200), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    instance_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    response_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    response_headers: Mapped[str | None] = mapped_column(Text, default=None)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    error_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    error_message: Mapped[str | None] = mapped_column(String(1000), default=None)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), default=None)
+
+
+class WebhookDelivery(Base):
+    """One event owed to a webhook URL: ``pending`` until a 2xx (``delivered``) or the last try (``failed``).
+    ``event_id`` is the ``webhook-id`` every retry repeats, so receivers can drop duplicates."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    consumer: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    event_type: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(String(2048))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class WebhookAttempt(Base):
+    """One try of a delivery: the receiver's status code, or why there was none."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(String(300), default=None)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 def to_micros(credits: float | int | str) -> int:
     """Credits (as typed by a person or configured as a price) to integer micro-credits, rounded.
 
@@ -202,3 +304,4 @@ def to_micros(credits: float | int | str) -> int:
 
 def from_micros(micros: int | None) -> float | None:
     return None if micros is None else micros / MICROS
+

@@ -11,6 +11,7 @@ import typer
 from limner.cli import accounts as cli_accounts
 from limner.cli import cluster as cli_cluster
 from limner.cli import ray as cli_ray
+from limner.cli import webhooks as cli_webhooks
 from limner.settings import Settings
 
 OUTPUT_FORMATS: dict[str, Literal["png", "jpeg", "webp"]] = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -22,6 +23,7 @@ app.add_typer(cli_accounts.consumers_app, name="consumers")
 app.add_typer(cli_accounts.usage_app, name="usage")
 app.add_typer(cli_ray.ray_app, name="ray")
 app.add_typer(cli_cluster.dev_app, name="dev")
+app.add_typer(cli_webhooks.webhooks_app, name="webhooks")
 
 
 @app.command()

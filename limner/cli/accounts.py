@@ -199,6 +199,28 @@ def consumers_limits(name: Annotated[str, typer.Argument()], rpm: Rpm = None, ip
     typer.echo(f"{name}: rpm {info.rpm or 'default'}, ipm {info.ipm or 'default'}")
 
 
+@consumers_app.command("webhook")
+def consumers_webhook(
+    name: Annotated[str, typer.Argument()],
+    url: Annotated[str | None, typer.Option("--url", help="Where this consumer's async jobs report by default")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the default webhook URL")] = False,
+    rotate_secret: Annotated[
+        bool, typer.Option("--rotate-secret", help="Replace the signing secret (the old one stops verifying)")
+    ] = False,
+) -> None:
+    """Show or set a consumer's default webhook URL and its signing secret (whsec_...)."""
+    from limner.cli.webhooks import consumer_webhook_settings
+
+    if url is not None and clear:
+        typer.echo("error: give --url or --clear, not both", err=True)
+        raise typer.Exit(1)
+    current, secret = consumer_webhook_settings(name, url=url, clear=clear, rotate=rotate_secret)
+    typer.echo(f"{name}: webhook {current or 'none (set one with --url)'}")
+    typer.echo(f"secret: {secret}")
+    if rotate_secret:
+        typer.echo("the previous secret no longer verifies: give receivers the new one", err=True)
+
+
 @usage_app.callback(invoke_without_command=True)
 def usage_show(
     consumer: Annotated[str | None, typer.Option("--consumer", "-c", help="Only this consumer")] = None,

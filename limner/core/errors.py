@@ -11,6 +11,8 @@
     │   ├── MissingBearerToken      missing_bearer_token  401
     │   └── InvalidToken            invalid_token         401
     ├── Forbidden                   forbidden             403
+    ├── IdempotencyKeyReused        idempotency_key_reused 422
+    ├── IdempotencyKeyInUse         idempotency_key_in_use 409
     ├── InsufficientCredits         insufficient_credits  402
     ├── RateLimited                 rate_limited          429
     │   └── QueueFull               queue_full            429
@@ -91,6 +93,20 @@ class InvalidToken(AuthError):
 class Forbidden(LimnerError):
     code = "forbidden"
     status = 403
+
+
+class IdempotencyKeyReused(LimnerError):
+    """An ``Idempotency-Key`` sent again with a different request: a new request needs a new key."""
+
+    code = "idempotency_key_reused"
+    status = 422
+
+
+class IdempotencyKeyInUse(LimnerError):
+    """The first request with this ``Idempotency-Key`` is still running (past how long a retry waits for it)."""
+
+    code = "idempotency_key_in_use"
+    status = 409
 
 
 class InsufficientCredits(LimnerError):

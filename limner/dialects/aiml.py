@@ -132,6 +132,8 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
     "missing_bearer_token": (401, "missing_bearer_token"),
     "invalid_token": (401, "invalid_token"),
     "forbidden": (403, "forbidden"),
+    "idempotency_key_reused": (422, "idempotency_key_reused"),
+    "idempotency_key_in_use": (409, "idempotency_key_in_use"),
     "insufficient_credits": (403, "insufficient_credits"),
     "rate_limited": (429, "rate_limited"),
     "queue_full": (429, "rate_limited"),

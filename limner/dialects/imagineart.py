@@ -126,6 +126,8 @@ ERROR_MAP: dict[str, tuple[int, str]] = {
     "missing_bearer_token": (401, "missing_bearer_token"),
     "invalid_token": (401, "invalid_token"),
     "forbidden": (401, "invalid_token"),  # the token is valid but not for this: no 403 in the reference
+    "idempotency_key_reused": (422, "invalid_request"),  # limner's Idempotency-Key: HTTP's statuses, its code
+    "idempotency_key_in_use": (409, "invalid_request"),
     "insufficient_credits": (401, "invalid_token"),  # no 402 or 403 in the reference; a 429 is retried forever
     "rate_limited": (429, "rate_limited"),
     "queue_full": (429, "rate_limited"),

@@ -103,6 +103,8 @@ ERROR_STATUS: dict[str, int] = {
     "missing_bearer_token": 401,
     "invalid_token": 401,
     "forbidden": 403,
+    "idempotency_key_reused": 422,
+    "idempotency_key_in_use": 409,
     "insufficient_credits": 402,
     "rate_limited": 429,
     "queue_full": 429,

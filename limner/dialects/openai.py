@@ -103,6 +103,8 @@ ERROR_MAP: dict[str, tuple[int, str, str | None]] = {
     "missing_bearer_token": (401, "invalid_request_error", "missing_api_key"),
     "invalid_token": (401, "invalid_request_error", "invalid_api_key"),
     "forbidden": (403, "permission_error", "forbidden"),
+    "idempotency_key_reused": (422, "invalid_request_error", "idempotency_key_reused"),
+    "idempotency_key_in_use": (409, "invalid_request_error", "idempotency_key_in_use"),
     "insufficient_credits": (429, "insufficient_quota", "insufficient_quota"),
     "rate_limited": (429, "requests", "rate_limit_exceeded"),
     "queue_full": (429, "requests", "rate_limit_exceeded"),

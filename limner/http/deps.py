@@ -8,7 +8,7 @@ Authentication: every route built by ``limner.http.routing.dialect_route`` is an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -24,6 +24,9 @@ from limner.service.jobs import JobRegistry
 from limner.service.metrics import Metrics
 from limner.settings import Settings
 
+if TYPE_CHECKING:
+    from limner.http.job_runner import JobRunner
+
 
 @dataclass
 class AppState:
@@ -37,6 +40,13 @@ class AppState:
     """Unix time the app was built; reported as the models' creation time."""
     accounts: Accounts
     metrics: Metrics
+    runner: JobRunner | None = None
+    """This process's async job runner (``limner.http.job_runner``), set when the app starts."""
+
+    def wake_jobs(self) -> None:
+        """A job was queued: let this process's runner look for it now."""
+        if self.runner is not None:
+            self.runner.wake()
 
     @property
     def jobs(self) -> JobRegistry:

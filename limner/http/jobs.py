@@ -1,6 +1,8 @@
-"""``GET /v1/jobs/{request_id}``: where a request stands, for clients that poll (and the web page).
+"""``/v1/jobs``: async jobs (``Prefer: respond-async``, see ``docs/jobs.md``: status, result, events,
+cancel, list), and where any synchronous request stands, for clients that poll (and the web page).
 
-The id is the request id: the ``X-Request-Id`` of the response, or one the client chose by sending
+An async job's id is ``job_...`` and its state lives in the database: every replica answers for it.
+A synchronous request's id is its request id: the ``X-Request-Id`` of the response, or one the client chose by sending
 ``X-Request-Id`` itself (8-64 of ``A-Z a-z 0-9 . _ -``), which lets it poll while the request runs::
 
     {"id": "req_...", "model": "limner-emoji-32", "status": "running",
@@ -21,18 +23,31 @@ envelope the app hands to ``build_router`` (OpenAI's, which most clients of this
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 from pydantic.json_schema import SkipJsonSchema
 
-from limner.core.errors import NotFound
+from limner.core.errors import InvalidRequest, NotFound
 from limner.http import openapi
-from limner.http.deps import get_consumer, get_state
+from limner.http.deps import AppState, get_consumer, get_state
+from limner.http.job_runner import queue_webhook
+from limner.http.job_views import JobBody, JobList, job_body
 from limner.http.routing import ErrorRenderer, dialect_route
+from limner.http.streaming import HEARTBEAT_SECONDS, SSE_COMMENT, event_stream, sse
+from limner.service import job_store
+from limner.service.job_store import FINISHED, JobView, StoredResponse
 from limner.service.jobs import Job, JobState
+
+STATUSES = frozenset({"queued", "running", *FINISHED})
+CANCEL_WAIT_SECONDS = 10.0
+EVENTS_POLL_SECONDS = 0.25
 
 
 class JobStatus(BaseModel):
@@ -49,6 +64,10 @@ class JobStatus(BaseModel):
     started_at: float | None
     finished_at: float | None
     error: str | SkipJsonSchema[None] = Field(None, description="failed only: the error code.")
+
+
+class JobAnswer(RootModel[JobBody | JobStatus]):
+    """``GET /v1/jobs/{id}``: an async job (``JobBody``), or a synchronous request's progress (``JobStatus``)."""
 
 
 def job_status(job: Job) -> dict[str, Any]:
@@ -82,9 +101,132 @@ def _own_job(request: Request, request_id: str) -> Job:
     return job
 
 
+async def _durable_job(request: Request, job_id: str) -> JobView | None:
+    """The caller's async job ``job_id`` from the database (None: not one; maybe a synchronous request id)."""
+    state = get_state(request)
+    view = await state.accounts.db.call(job_store.get, state.accounts.db, get_consumer(request), job_id)
+    return view if view is not None and view.asynchronous else None
+
+
+async def _body(request: Request, view: JobView, *, with_result: bool = True) -> dict[str, Any]:
+    state = get_state(request)
+    deliveries = None
+    if view.webhook_url is not None or view.finished:
+        deliveries = await state.accounts.db.call(_delivery_log, state, view.id)
+    body = job_body(view, live=state.jobs.get(view.consumer, view.id), with_result=with_result, deliveries=deliveries)
+    if body["webhook"] is None and deliveries:
+        body["webhook"] = {"url": deliveries[0]["url"], "deliveries": deliveries}
+    return body
+
+
+def _delivery_log(state: AppState, job_id: str) -> list[dict[str, Any]]:
+    from limner.service import webhooks
+
+    with state.accounts.db.read() as session:
+        return webhooks.delivery_log(session, job_id)
+
+
 async def get_job(request: Request, request_id: str) -> Response:
-    """Status, queue position, step and ETA of one of your requests."""
+    """An async job (``Prefer: respond-async``), or where a synchronous request stands (by its request id)."""
+    view = await _durable_job(request, request_id)
+    if view is not None:
+        return JSONResponse(await _body(request, view))
     return JSONResponse(job_status(_own_job(request, request_id)))
+
+
+async def get_job_result(request: Request, request_id: str) -> Response:
+    """The finished job's response itself: its status, content type, headers and body."""
+    view = await _durable_job(request, request_id)
+    if view is None:
+        raise NotFound(f"No job with id '{request_id}'.", param="request_id")
+    if view.response is None:
+        raise NotFound(f"Job '{request_id}' has no result (status: {view.status}).", param="request_id")
+    return replay_result(view.response)
+
+
+def replay_result(response: StoredResponse) -> Response:
+    headers = {name: value for name, value in response.headers if name.lower() not in ("content-length",)}
+    return Response(response.body, status_code=response.status, headers=headers)
+
+
+async def cancel_job(request: Request, request_id: str) -> Response:
+    """Cancel an async job: queued ones at once, running ones on whichever replica runs them (refunded)."""
+    state = get_state(request)
+    db = state.accounts.db
+    if await _durable_job(request, request_id) is None:
+        raise NotFound(f"No job with id '{request_id}'.", param="request_id")
+    view = await db.call(job_store.cancel, db, get_consumer(request), request_id, on_finished=queue_webhook)
+    if view is None:
+        raise NotFound(f"No job with id '{request_id}'.", param="request_id")
+    if view.status == "running":
+        if state.runner is not None:
+            state.runner.cancel_here(request_id)
+        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+        while not view.finished and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            current: JobView | None = await db.call(job_store.find, db, request_id)
+            view = current or view
+    return JSONResponse(await _body(request, view))
+
+
+async def list_jobs(
+    request: Request,
+    status: str | None = Query(None, description="Comma-separated statuses: queued, running, done, failed, cancelled"),
+    limit: int = Query(20, ge=1, le=100),
+    after: str | None = Query(None, description="The last id of the previous page"),
+) -> Response:
+    """Your async jobs, newest first."""
+    statuses = [part.strip() for part in (status or "").split(",") if part.strip()]
+    unknown = [part for part in statuses if part not in STATUSES]
+    if unknown:
+        raise InvalidRequest(f"Unknown job status '{unknown[0]}': use {', '.join(sorted(STATUSES))}.", param="status")
+    state = get_state(request)
+    views, more = await state.accounts.db.call(
+        job_store.listing, state.accounts.db, get_consumer(request), statuses=statuses, limit=limit, after=after
+    )
+    data = [job_body(view, live=state.jobs.get(view.consumer, view.id), with_result=False) for view in views]
+    return JSONResponse({"object": "list", "data": data, "has_more": more, "last_id": data[-1]["id"] if data else None})
+
+
+async def job_events(request: Request, request_id: str) -> Response:
+    """The job's changes as server-sent events until it ends (see ``docs/jobs.md``)."""
+    view = await _durable_job(request, request_id)
+    if view is None:
+        raise NotFound(f"No job with id '{request_id}'.", param="request_id")
+    return event_stream(_events(request, view))
+
+
+async def _events(request: Request, view: JobView) -> AsyncIterator[bytes]:
+    state = get_state(request)
+    db = state.accounts.db
+    last: tuple[Any, ...] | None = None
+    previews = 0
+    quiet = 0.0
+    while True:
+        live = state.jobs.get(view.consumer, view.id)
+        body = job_body(view, live=live, with_result=False)
+        now = (body["status"], body["queue_position"], body["step"], body["total_steps"], body["model"])
+        if now != last:
+            last, quiet = now, 0.0
+            yield sse("job", body)
+        preview = live.preview if live is not None and view.status == "running" else None
+        if preview is not None and preview.index >= previews:
+            previews = preview.index + 1
+            data = base64.b64encode(preview.images[0]).decode()
+            yield sse(
+                "preview",
+                {"index": preview.index, "step": preview.step, "mime_type": preview.mime_type, "b64_json": data},
+            )
+        if view.finished:
+            yield sse("done", await _body(request, view))
+            return
+        await asyncio.sleep(EVENTS_POLL_SECONDS)
+        quiet += EVENTS_POLL_SECONDS
+        if quiet >= HEARTBEAT_SECONDS:
+            quiet = 0.0
+            yield SSE_COMMENT
+        current: JobView | None = await db.call(job_store.find, db, view.id)
+        view = current or view
 
 
 async def get_job_preview(request: Request, request_id: str) -> Response:
@@ -107,7 +249,45 @@ def build_router(
         "/v1/jobs/{request_id}",
         get_job,
         methods=["GET"],
-        responses={**openapi.ok("Where the request stands.", JobStatus), **errors},
+        responses={
+            **openapi.ok("An async job, or where a synchronous request stands.", JobAnswer),
+            **errors,
+        },
+    )
+    router.add_api_route(
+        "/v1/jobs",
+        list_jobs,
+        methods=["GET"],
+        responses={**openapi.ok("Your async jobs, newest first.", JobList), **errors},
+    )
+    router.add_api_route(
+        "/v1/jobs/{request_id}",
+        cancel_job,
+        methods=["DELETE"],
+        responses={**openapi.ok("The job, cancelled (or as it ended).", JobBody), **errors},
+    )
+    router.add_api_route(
+        "/v1/jobs/{request_id}/result",
+        get_job_result,
+        methods=["GET"],
+        response_class=Response,
+        responses={
+            **openapi.ok("The finished job's response, exactly as the synchronous request would have had it."),
+            **errors,
+        },
+    )
+    router.add_api_route(
+        "/v1/jobs/{request_id}/events",
+        job_events,
+        methods=["GET"],
+        response_class=Response,
+        responses={
+            **openapi.ok(
+                "job events on every change, preview events with partial images, then done with the whole job.",
+                content=openapi.event_stream("event: job | preview | done; data: JSON (see docs/jobs.md)"),
+            ),
+            **errors,
+        },
     )
     router.add_api_route(
         "/v1/jobs/{request_id}/preview",

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,23 +23,33 @@ from limner.core.errors import InvalidRequest, LimnerError
 from limner.http import jsonbody
 from limner.http.context import current_request_id
 from limner.http.deps import AuthenticatedRoute
+from limner.http.durable import durable
 from limner.http.guards import FORM_TYPES
 from limner.http.transport import exposed_var, is_https_only
 from limner.service.accounting import CLIENT_CLOSED
+from limner.service.image_service import Checked
 
 log = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+failures_var: ContextVar[list[LimnerError] | None] = ContextVar("limner_failures", default=None)
+"""Where ``rendered`` notes each error it renders, when someone listens (the job runner: a failed job's code)."""
 ErrorRenderer = Callable[[LimnerError, str], Response]
 
 
 def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
     """An ``APIRoute`` class whose errors, expected or not, come out in ``render``'s envelope.
 
-    Its routes authenticate the caller first (``AuthenticatedRoute``), so auth errors use that envelope too.
+    Its routes authenticate the caller first (``AuthenticatedRoute``), so auth errors use that envelope too;
+    its POST routes take ``Idempotency-Key`` and ``Prefer: respond-async`` (``limner.http.durable``).
     A subclass may pick the envelope per request by overriding ``renderer_for``."""
 
     class DialectRoute(AuthenticatedRoute):
+        def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+            if set(kwargs.get("methods") or ()) == {"POST"}:
+                endpoint = durable(endpoint)  # every image POST takes Idempotency-Key and Prefer: respond-async
+            super().__init__(path, endpoint, **kwargs)
+
         @staticmethod
         def renderer_for(request: Request) -> ErrorRenderer:
             """This route's envelope, also for errors raised before it runs (a wrong method: see ``app.py``)."""
@@ -69,11 +80,16 @@ async def rendered(render: ErrorRenderer, call: Awaitable[Response]) -> Response
     try:
         return await call
     except LimnerError as error:
+        failures = failures_var.get()
+        if failures is not None:
+            failures.append(error)
         return render(error, current_request_id())
     except ClientDisconnect:
         return Response(status_code=CLIENT_CLOSED)  # gone before its body was read: nobody to answer
     except RequestValidationError as exc:
         return render(validation_error(exc.errors()), current_request_id())
+    except Checked:
+        raise  # an async submission passed its checks (``limner.http.durable``): not an error
     except Exception:
         log.exception("unhandled error")
         return render(LimnerError("Internal server error."), current_request_id())

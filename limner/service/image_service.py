@@ -11,7 +11,9 @@ import asyncio
 import logging
 import secrets
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import NoReturn
 
 from PIL import Image
 
@@ -52,6 +54,15 @@ PREVIEW_SPACING_STEPS = 20
 """Steps assumed when spacing previews for a model whose step count is unknown until it runs."""
 HIGH_EFFORT_STEPS_FACTOR = 2
 """``effort="high"`` runs this many times the model's default denoising steps."""
+
+
+checking_only: ContextVar[bool] = ContextVar("limner_checking_only", default=False)
+"""Set while an async submission is checked before it is accepted: ``run`` stops with ``Checked`` once
+the request passed every check that needs no admission, decoding or engine (model, counts, modes, LoRAs)."""
+
+
+class Checked(Exception):  # noqa: N818 (an outcome, not an error)
+    """``run`` under ``checking_only``: the request is acceptable as far as can be told without running it."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +122,10 @@ class ImageService:
         """One request through the gate: admitted (rate limits, credits) before the engine runs, then
         settled and recorded however it ends, cancellation by a departed client included.
 
-        Its job (``self.jobs``, id ``request_id``) tells ``listener`` every change, on the event loop."""
+        Its job (``self.jobs``, id ``request_id``) tells ``listener`` every change, on the event loop.
+        Under ``checking_only`` it only checks the request and raises ``Checked`` (or the error found)."""
+        if checking_only.get():
+            self.check(request)
         job = self.jobs.open(request_id, request.consumer, request.model, listener)
         try:
             async with self.gate.open(request, request_id) as ticket:
@@ -122,6 +136,17 @@ class ImageService:
             raise
         self.jobs.finish(job)
         return result
+
+    def check(self, request: ImageRequest) -> NoReturn:
+        """What can be refused without running anything: the model, counts, modes, size and adapters."""
+        entry = self.catalog.resolve(request.model)
+        caps = self.catalog.capabilities(entry)
+        self._check(request, caps)
+        get_style(request.style)
+        resolve_loras(entry, request.loras, self.catalog)
+        if not request.images:
+            resolve_size(request.size, caps)
+        raise Checked
 
     async def _run(self, request: ImageRequest, request_id: str, ticket: Ticket, job: Job) -> ImageResult:
         started = time.perf_counter()

@@ -42,7 +42,7 @@ def body(response: Response) -> Any:
 
 
 def test_the_error_tree_is_what_the_maps_cover() -> None:
-    assert len(ALL_CODES) == 19
+    assert len(ALL_CODES) == 21
     assert sorted(errors.ERROR_CODES) == ALL_CODES
     for table in (aiml.ERROR_MAP, milady.ERROR_STATUS, imagineart.ERROR_MAP, openai.ERROR_MAP):
         assert sorted(table) == ALL_CODES, "every limner code is mapped explicitly"
@@ -69,8 +69,9 @@ IMAGINEART_TABLE = {
     503: {"no_tokens_configured"},
     504: {"timeout"},
 }
-IMAGINEART_EXTRA = {413: {"invalid_request"}}
-"""HTTP's own status for a body over the cap (the reference has none); the code is from its table."""
+IMAGINEART_EXTRA = {413: {"invalid_request"}, 409: {"invalid_request"}, 422: {"invalid_request"}}
+"""HTTP's own status for a body over the cap and for limner's Idempotency-Key errors (the reference has
+none); the code is from its table."""
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=lambda error: error.code)
@@ -123,7 +124,7 @@ def test_rate_limits_carry_retry_after_in_every_dialect() -> None:
 
 # --- AI.ML ---------------------------------------------------------------------------------------
 
-AIML_STATUSES = {400, 401, 403, 404, 413, 429, 500, 502, 503, 504}
+AIML_STATUSES = {400, 401, 403, 404, 409, 413, 422, 429, 500, 502, 503, 504}
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=lambda error: error.code)
@@ -163,7 +164,7 @@ def test_aiml_statuses(code: str, status: int, rendered: str) -> None:
 
 # --- Milady --------------------------------------------------------------------------------------
 
-MILADY_STATUSES = {400, 401, 402, 403, 404, 413, 429, 500, 503}
+MILADY_STATUSES = {400, 401, 402, 403, 404, 409, 413, 422, 429, 500, 503}
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=lambda error: error.code)

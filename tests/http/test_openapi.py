@@ -326,7 +326,7 @@ def test_non_image_routes_document_their_answers(client: TestClient, prefixed: T
     expected = {
         ("/v1/models/{model_id}", "ModelObject"),
         ("/v1/media/images/{path}", "AimlMediaUrl"),
-        ("/v1/jobs/{request_id}", "JobStatus"),
+        ("/v1/jobs/{request_id}", "JobAnswer"),
     }
     for path, model in expected:
         responses = doc["paths"][path]["get"]["responses"]

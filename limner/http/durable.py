@@ -1,0 +1,328 @@
+"""``Idempotency-Key`` and ``Prefer: respond-async`` on every image POST route (see ``docs/jobs.md``).
+
+``durable(endpoint)`` wraps a dialect's endpoint (``routing.dialect_route`` does it for every POST
+route), so dialects stay translation only:
+
+- no header: the endpoint runs as before;
+- ``Idempotency-Key``: the key is claimed in the database before the endpoint runs; a retry with the
+  same key and request replays the kept response (``Idempotent-Replayed: true``), one with another
+  request is a 422, one that arrives while the first runs waits for it. A kept response is charged
+  when it is stored (a retry would replay it), so the request's ``Delivery`` is settled right then;
+- ``Prefer: respond-async``: the request is checked as far as it can be without running it
+  (``ImageService`` under ``checking_only``), stored as a queued job, and answered 202 with the job.
+  ``limner.http.job_runner`` replays it later through the whole app, this wrapper included, marked by
+  ``RUNNER_SCOPE_KEY`` in its ASGI scope (which no client can set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+from starlette.responses import StreamingResponse
+
+from limner.accounts.tokens import Principal
+from limner.core.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidRequest, LimnerError
+from limner.http.auth import RUNNER_PRINCIPAL, current_principal
+from limner.http.context import current_request_id
+from limner.http.deps import AppState, get_state
+from limner.http.job_views import job_body
+from limner.service import job_store
+from limner.service.accounting import delivery_var
+from limner.service.image_service import Checked, checking_only
+from limner.service.job_store import JobView, StoredRequest, StoredResponse
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+WEBHOOK_HEADER = "limner-webhook-url"
+REPLAYED_HEADER = "Idempotent-Replayed"
+RUNNER_SCOPE_KEY = RUNNER_PRINCIPAL
+"""Set by the job runner to the principal a job was accepted for; the request is then run, not queued."""
+SCHEME_HEADER = ":scheme"
+"""A pseudo header in a stored request: the scheme it came in on (HTTPS-only dialects check it)."""
+
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_NOT_KEPT = frozenset({402, 408, 409, 425, 429, 499})
+"""Answers a retry may change (credits topped up, a rate limit passed, the client gone): not replayed."""
+_NOT_STORED = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "idempotency-key",
+        "prefer",
+        WEBHOOK_HEADER,
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "x-request-id",
+        "origin",
+        "referer",
+        "expect",
+    }
+)
+"""Credentials and per-attempt headers: never written to the database, never replayed."""
+WAIT_POLL_SECONDS = 0.05
+
+
+def wants_async(prefer: str | None) -> bool:
+    """``Prefer: respond-async`` (RFC 7240), among other preferences or alone."""
+    if not prefer:
+        return False
+    return any(part.split("=", 1)[0].strip().lower() == "respond-async" for part in prefer.split(","))
+
+
+def _boundary(content_type: str) -> bytes | None:
+    match = re.search(r'boundary="?([^";]+)"?', content_type, flags=re.IGNORECASE)
+    return match.group(1).encode("latin-1") if match else None
+
+
+def fingerprint(method: str, path: str, content_type: str, body: bytes) -> str:
+    """What makes two requests the same: method, path, media type, and the body with any multipart
+    boundary blanked (a client that retries may encode the same form with a new boundary)."""
+    boundary = _boundary(content_type)
+    if boundary:
+        body = body.replace(boundary, b"")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    digest = hashlib.sha256()
+    for part in (method.upper().encode(), path.encode(), media_type.encode(), body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _key(request: Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not _KEY.match(key):
+        raise InvalidRequest(
+            "Invalid Idempotency-Key: use 1 to 255 visible ASCII characters (a UUID is a good choice).",
+            param="Idempotency-Key",
+        )
+    return key
+
+
+def stored_request(request: Request, body: bytes) -> StoredRequest:
+    headers = [(name, value) for name, value in request.headers.items() if name.lower() not in _NOT_STORED]
+    headers.append((SCHEME_HEADER, request.url.scheme))
+    return StoredRequest(request.method, request.url.path, request.url.query, headers, body)
+
+
+def replay(response: StoredResponse) -> Response:
+    """A kept response as it was first sent, marked as a replay."""
+    headers = {
+        name: value for name, value in response.headers if name.lower() not in ("content-length", "x-request-id")
+    }
+    headers[REPLAYED_HEADER] = "true"
+    return Response(response.body, status_code=response.status, headers=headers)
+
+
+def accepted(view: JobView, *, replayed: bool = False) -> JSONResponse:
+    """``202 Accepted`` with the job, where to poll it, and that the async preference was honoured."""
+    headers = {"Location": f"/v1/jobs/{view.id}", "Preference-Applied": "respond-async"}
+    if replayed:
+        headers[REPLAYED_HEADER] = "true"
+    return JSONResponse(job_body(view), status_code=202, headers=headers)
+
+
+def kept(status: int) -> bool:
+    return status < 500 and status not in _NOT_KEPT
+
+
+def durable(endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` with idempotency keys and async submission (see the module doc)."""
+
+    @functools.wraps(endpoint)
+    async def handle(request: Request) -> Response:
+        if request.scope.get(RUNNER_SCOPE_KEY) is not None:
+            return await endpoint(request)  # an accepted job, replayed by the runner: just run it
+        key = _key(request)
+        asynchronous = wants_async(request.headers.get("prefer"))
+        webhook = request.headers.get(WEBHOOK_HEADER)
+        if webhook is not None and not asynchronous:
+            raise InvalidRequest(
+                "Limner-Webhook-Url needs 'Prefer: respond-async': a webhook reports an async job's end.",
+                param="Limner-Webhook-Url",
+            )
+        if key is None and not asynchronous:
+            return await endpoint(request)
+        return await _Durable(request, endpoint, key, asynchronous, webhook).handle()
+
+    return handle
+
+
+class _Durable:
+    """One keyed or async request (see the module doc)."""
+
+    def __init__(self, request: Request, endpoint: Endpoint, key: str | None, asynchronous: bool, webhook: str | None):
+        self.request = request
+        self.endpoint = endpoint
+        self.key = key
+        self.asynchronous = asynchronous
+        self.webhook = webhook
+        self.state: AppState = get_state(request)
+        principal = current_principal(request)
+        if principal is None:  # dialect routes authenticate first; fail closed if one did not
+            raise LimnerError("Internal error: a durable route ran without authentication.")
+        self.principal: Principal = principal
+
+    @property
+    def db(self) -> Any:
+        return self.state.accounts.db
+
+    async def handle(self) -> Response:
+        body = await self.request.body()  # cached: the endpoint reads it again (also as a form)
+        stored = stored_request(self.request, body)
+        digest = fingerprint(
+            self.request.method, self.request.url.path, self.request.headers.get("content-type", ""), body
+        )
+        if self.asynchronous:
+            refused = await self._check()
+            if refused is not None:
+                return refused
+            webhook = await self._webhook_url()
+        else:
+            webhook = None
+        deadline = time.monotonic() + self.state.settings.request_timeout
+        while True:
+            opened = await self.db.call(
+                job_store.open_job,
+                self.db,
+                consumer=self.principal.consumer,
+                token_id=self.principal.token_id,
+                key=self.key,
+                fingerprint=digest,
+                request=stored,
+                asynchronous=self.asynchronous,
+                ttl_seconds=self.state.settings.idempotency_ttl_hours * 3600,
+                instance_id=self.state.accounts.instance_id,
+                webhook_url=webhook,
+            )
+            job = opened.job
+            if opened.outcome == "reused":
+                raise IdempotencyKeyReused(
+                    f"Idempotency-Key '{self.key}' was already used with a different request; "
+                    "send a new key for a new request.",
+                    param="Idempotency-Key",
+                )
+            if opened.outcome == "new":
+                if self.asynchronous:
+                    self.state.wake_jobs()
+                    return accepted(job)
+                return await self._run_kept(job)
+            if job.asynchronous:
+                return accepted(job, replayed=True)
+            if job.response is not None:
+                return replay(job.response)
+            finished = await self._wait(job, deadline)
+            if finished is not None and finished.response is not None:
+                return replay(finished.response)
+            # the first request failed in a way a retry may not: its key is free again; take it
+
+    async def _check(self) -> Response | None:
+        """Run the endpoint in checking mode: an error response if the request is refused, else None."""
+        token = checking_only.set(True)
+        try:
+            response = await self.endpoint(self.request)
+        except Checked:
+            return None
+        finally:
+            checking_only.reset(token)
+        if isinstance(response, StreamingResponse):
+            iterator = response.body_iterator
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
+        return response if response.status_code >= 400 else None
+
+    async def _webhook_url(self) -> str | None:
+        from limner.service import webhooks
+
+        if self.webhook is None:
+            return None
+        return await webhooks.check_webhook_url(self.webhook, allow_private=self.state.settings.webhook_allow_private)
+
+    async def _wait(self, job: JobView, deadline: float) -> JobView | None:
+        """Wait for the first request with this key: its finished row, or None once its key was freed."""
+        while time.monotonic() < deadline:
+            await asyncio.sleep(WAIT_POLL_SECONDS)
+            current = await self.db.call(job_store.find, self.db, job.id)
+            if current is None or current.finished:
+                return current
+        raise IdempotencyKeyInUse(
+            f"A request with Idempotency-Key '{self.key}' is still running; retry later.",
+            param="Idempotency-Key",
+            retry_after=5,
+        )
+
+    async def _run_kept(self, job: JobView) -> Response:
+        """Run the endpoint once for this key; keep (and charge) its response, or free the key."""
+        try:
+            try:
+                response = await self.endpoint(self.request)
+            except LimnerError as error:
+                render = getattr(self.request.scope.get("route"), "renderer_for", None)
+                if render is None:
+                    raise
+                response = render(self.request)(error, current_request_id())
+        except BaseException:
+            await asyncio.shield(self.db.call(job_store.forget, self.db, job.id))
+            raise
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = self._tee(response, job)
+            return response
+        await asyncio.shield(
+            self._keep(job, response.status_code, list(response.headers.items()), bytes(response.body))
+        )
+        return response
+
+    async def _tee(self, response: StreamingResponse, job: JobView) -> AsyncIterator[bytes]:
+        """A streamed response, sent as it comes and kept once it ended whole."""
+        chunks: list[bytes] = []
+        complete = False
+        try:
+            async for chunk in response.body_iterator:
+                data = chunk if isinstance(chunk, bytes) else str(chunk).encode(response.charset)
+                chunks.append(bytes(data))
+                yield data
+            complete = True
+        finally:
+            if complete:
+                await asyncio.shield(
+                    self._keep(job, response.status_code, list(response.headers.items()), b"".join(chunks))
+                )
+            else:
+                await asyncio.shield(self.db.call(job_store.forget, self.db, job.id))
+
+    async def _keep(self, job: JobView, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """Store a response worth replaying, then charge it (the order that can never charge twice);
+        free the key of one that is not (a retry runs again)."""
+        if not kept(status):
+            await self.db.call(job_store.forget, self.db, job.id)
+            return
+        headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
+        await self.db.call(
+            job_store.complete,
+            self.db,
+            job.id,
+            instance_id=job.instance_id,
+            status="done" if status < 400 else "failed",
+            response=StoredResponse(status, headers, bytes(body)),
+            error_code=None,
+            error_message=None,
+            model=None,
+            ttl_seconds=self.state.settings.idempotency_ttl_hours * 3600,
+        )
+        delivery = delivery_var.get()
+        if delivery is not None:
+            await delivery.settle(True)

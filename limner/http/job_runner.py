@@ -1,0 +1,311 @@
+"""Each replica's job runner: claims queued async jobs and runs them through the app itself.
+
+A job is replayed as the request it was (method, path, headers without credentials, body) through the
+whole ASGI app, so it takes exactly the synchronous path: guards, the dialect's parsing, accounting,
+the engine, the dialect's response. The runner's ``send`` keeps that response as the job's result
+before the request counts as delivered, so the charge (committed after the last body message by
+``limner.http.delivery``) always follows a stored result. Its ``receive`` answers ``http.disconnect``
+when the job is cancelled, which cancels the run like a client that left (its hold is refunded).
+
+Every ``job_poll_seconds`` the runner records the progress of its jobs (step, model) in their rows,
+picks up cancellations asked on any replica, claims more jobs up to ``job_workers``, and recovers
+jobs of dead instances (``job_store.recover``); finished jobs past their expiry are purged. On a clean
+stop, its running jobs are cancelled and queued again for the next start or another replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+from starlette.types import ASGIApp, Message
+
+from limner.accounts import leases
+from limner.accounts.tokens import Principal
+from limner.core.errors import LimnerError
+from limner.http.deps import AppState
+from limner.http.durable import RUNNER_SCOPE_KEY, SCHEME_HEADER
+from limner.http.job_views import job_body
+from limner.http.routing import failures_var
+from limner.service import job_store
+from limner.service.job_store import JobView, Progress, StoredResponse
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVERY = 10
+"""Polls between recoveries of dead instances' jobs and purges of expired ones."""
+
+
+@dataclass
+class _Run:
+    view: JobView
+    task: asyncio.Task[None] | None = None
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: bool = False
+    """Cancelled because this process stops: queue it again rather than end it."""
+
+
+def webhook_event(status: str) -> str:
+    return f"job.{status}"
+
+
+def queue_webhook(session: Session, view: JobView) -> None:
+    """Inside the transaction that ends an async job: queue its webhook event, if it has a URL
+    (its own, or its consumer's default)."""
+    from limner.service import webhooks
+
+    url = view.webhook_url or webhooks.consumer_webhook(session, view.consumer)
+    if url is None:
+        return
+    webhooks.enqueue(
+        session,
+        job_id=view.id,
+        consumer=view.consumer,
+        url=url,
+        event_type=webhook_event(view.status),
+        data=job_body(view),
+    )
+
+
+class JobRunner:
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
+        self.app = app
+        self.state = state
+        settings = state.settings
+        self.capacity = settings.job_workers
+        self.poll_seconds = settings.job_poll_seconds
+        self.ttl_seconds = settings.idempotency_ttl_hours * 3600
+        self.max_attempts = settings.job_max_attempts
+        self.runs: dict[str, _Run] = {}
+        self._wake = asyncio.Event()
+        self._polls = 0
+
+    @property
+    def db(self) -> Any:
+        return self.state.accounts.db
+
+    def wake(self) -> None:
+        """A job was queued here: look for work now rather than at the next poll."""
+        self._wake.set()
+
+    def cancel_here(self, job_id: str) -> bool:
+        """Stop a job this replica runs (its owner asked); False if it does not run here."""
+        run = self.runs.get(job_id)
+        if run is None:
+            return False
+        run.cancel.set()
+        return True
+
+    async def run_forever(self) -> None:
+        await self._recover()
+        while True:
+            try:
+                await self.poll()
+            except Exception:
+                log.exception("job runner: a poll failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            self._wake.clear()
+
+    async def poll(self) -> None:
+        """Report progress and pick up cancellations, claim what fits, and now and then recover and purge."""
+        instance = self.state.accounts.instance_id
+        if instance is None:
+            return
+        progress = {job_id: self._progress(run) for job_id, run in self.runs.items()}
+        for job_id in await self.db.call(job_store.report, self.db, instance, progress):
+            self.cancel_here(job_id)
+        free = self.capacity - len(self.runs)
+        for view in await self.db.call(job_store.claim, self.db, instance, free):
+            run = _Run(view)
+            self.runs[view.id] = run
+            run.task = asyncio.create_task(self._execute(run), name=f"limner-job-{view.id}")
+        self._polls += 1
+        if self._polls % SWEEP_EVERY == 0:
+            await self._recover()
+            await self.db.call(job_store.purge_expired, self.db)
+
+    def _progress(self, run: _Run) -> Progress:
+        live = self.state.jobs.get(run.view.consumer, run.view.id)
+        if live is None:
+            return Progress(None, 0, None)
+        return Progress(live.model, live.step, live.total_steps)
+
+    async def _recover(self) -> None:
+        accounts = self.state.accounts
+        live = await self.db.call(leases.live, self.db, accounts.options.lease_seconds, own=accounts.instance_id)
+        recovered = await self.db.call(
+            job_store.recover, self.db, live, max_attempts=self.max_attempts, on_finished=queue_webhook
+        )
+        if recovered.requeued or recovered.failed:
+            log.warning(
+                "jobs of stopped servers: %d queued again, %d failed (refunded)",
+                len(recovered.requeued),
+                len(recovered.failed),
+            )
+            self.wake()
+
+    async def _execute(self, run: _Run) -> None:
+        """Replay the job's request through the app; keep its response; end the job (see the module doc)."""
+        view = run.view
+        outcome: dict[str, Any] = {"stored": False}
+        try:
+            request = await self.db.call(job_store.request_of, self.db, view.id)
+            if request is None:
+                await self._end(view, "failed", None, "internal_error", "The job's request was not kept.")
+                return
+            await self._replay(run, request, outcome)
+            if not outcome["stored"]:
+                if run.stopping:
+                    return
+                cancelled = run.cancel.is_set()
+                await self._end(
+                    view,
+                    "cancelled" if cancelled else "failed",
+                    None,
+                    "cancelled" if cancelled else "internal_error",
+                    "Cancelled by its owner." if cancelled else "The job ended without a response.",
+                )
+        except Exception:
+            log.exception("job %s failed in the runner", view.id)
+            with contextlib.suppress(Exception):
+                await self._end(view, "failed", None, "internal_error", "Internal error while running the job.")
+        finally:
+            self.runs.pop(view.id, None)
+            self.wake()
+
+    async def _replay(self, run: _Run, request: job_store.StoredRequest, outcome: dict[str, Any]) -> None:
+        view = run.view
+        headers = [(name, value) for name, value in request.headers if name != SCHEME_HEADER]
+        scheme = next((value for name, value in request.headers if name == SCHEME_HEADER), "http")
+        headers.append(("x-request-id", view.id))
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": request.method,
+            "scheme": scheme,
+            "path": request.path,
+            "raw_path": request.path.encode(),
+            "root_path": "",
+            "query_string": request.query.encode("latin-1"),
+            "headers": [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers],
+            "client": None,
+            "server": None,
+            "state": {},
+            RUNNER_SCOPE_KEY: Principal(view.consumer, token_id=view.token_id),
+        }
+        sent_body = False
+
+        async def receive() -> Message:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": request.body, "more_body": False}
+            await run.cancel.wait()
+            return {"type": "http.disconnect"}
+
+        status = 500
+        response_headers: list[tuple[str, str]] = []
+        chunks: list[bytes] = []
+        failures: list[LimnerError] = []
+
+        async def send(message: Message) -> None:
+            nonlocal status, response_headers
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
+            elif message["type"] == "http.response.body":
+                chunks.append(bytes(message.get("body", b"")))
+                if not message.get("more_body", False):
+                    response = StoredResponse(
+                        status,
+                        [(k, v) for k, v in response_headers if k.lower() not in ("content-length", "x-request-id")],
+                        b"".join(chunks),
+                    )
+                    code, message_text = self._failure(view, status, response, failures)
+                    # stored before this send returns: the charge is committed only after it
+                    outcome["stored"] = await asyncio.shield(
+                        self._end(view, "done" if status < 400 else "failed", response, code, message_text)
+                    )
+
+        token = failures_var.set(failures)
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if not run.stopping:
+                raise
+        finally:
+            failures_var.reset(token)
+
+    def _failure(
+        self, view: JobView, status: int, response: StoredResponse, failures: list[LimnerError]
+    ) -> tuple[str | None, str | None]:
+        """Why a job failed: the error the route rendered, else the live job's code, else the status."""
+        if status < 400:
+            return None, None
+        if failures:
+            return failures[-1].code, failures[-1].message
+        live = self.state.jobs.get(view.consumer, view.id)
+        code = live.error if live is not None and live.error else f"http_{status}"
+        return code, _message_in(response) or f"The request failed with HTTP {status}."
+
+    async def _end(
+        self,
+        view: JobView,
+        status: job_store.JobStatus,
+        response: StoredResponse | None,
+        code: str | None,
+        message: str | None,
+    ) -> bool:
+        live = self.state.jobs.get(view.consumer, view.id)
+        return bool(
+            await self.db.call(
+                job_store.complete,
+                self.db,
+                view.id,
+                instance_id=self.state.accounts.instance_id,
+                status=status,
+                response=response,
+                error_code=code,
+                error_message=message,
+                model=live.model if live is not None else None,
+                ttl_seconds=self.ttl_seconds,
+                on_finished=queue_webhook,
+            )
+        )
+
+    async def aclose(self) -> None:
+        """Stop: cancel this replica's runs and queue their jobs again (not their fault, not an attempt)."""
+        runs = list(self.runs.values())
+        for run in runs:
+            run.stopping = True
+            run.cancel.set()
+        tasks = [run.task for run in runs if run.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+        ids = [run.view.id for run in runs]
+        if ids:
+            await self.db.call(job_store.requeue, self.db, ids, self.state.accounts.instance_id)
+
+
+def _message_in(response: StoredResponse) -> str | None:
+    """The message of a dialect's JSON error body, wherever that dialect puts it."""
+    if "json" not in response.content_type:
+        return None
+    try:
+        body = json.loads(response.body)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    for candidate in (error.get("message") if isinstance(error, dict) else error, body.get("message")):
+        if isinstance(candidate, str) and candidate:
+            return candidate[:1000]
+    return None

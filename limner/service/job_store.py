@@ -1,0 +1,460 @@
+"""Durable jobs and idempotency keys: the ``jobs`` table, read and written by every replica.
+
+One row per request that must outlive its connection::
+
+    async job (Prefer: respond-async)     queued ──claim──> running ──> done | failed | cancelled
+                                                  <─requeue─  (its server died: attempts < max)
+    Idempotency-Key, synchronous                    running ──> done (the response kept for replays)
+                                                       └────> deleted (a retryable failure, or its server died)
+
+A row is created before the client hears anything (the 202, or the first byte of a kept response),
+so an accepted job is never lost: a ``running`` row whose instance is dead is queued again, or failed
+once it was interrupted ``max_attempts`` times. Ownership is the instance id of the process running
+it (``limner.accounts.leases``), so only that process stores its result. Every function here is
+blocking; the server calls them through ``Database.call``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from limner.accounts.db import Database
+from limner.accounts.models import JobRecord, utcnow
+
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+OnFinished = Callable[[Session, "JobView"], None]
+"""Called inside the transaction that ends an async job (the webhook event is queued there)."""
+
+
+def new_job_id() -> str:
+    return "job_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    """What a request is replayed with: never its credentials (see ``limner.http.durable``)."""
+
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return next((value for name, value in self.headers if name.lower() == "content-type"), "")
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as its owner sees it (no request body)."""
+
+    id: str
+    consumer: str
+    token_id: int | None
+    idempotency_key: str | None
+    fingerprint: str
+    asynchronous: bool
+    status: str
+    model: str | None
+    attempts: int
+    instance_id: str | None
+    cancel_requested: bool
+    step: int
+    total_steps: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    response: StoredResponse | None
+    error_code: str | None
+    error_message: str | None
+    webhook_url: str | None
+    queue_position: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+def _view(session: Session, row: JobRecord, *, with_response: bool = True) -> JobView:
+    response = None
+    if with_response and row.response_status is not None:
+        headers = [(str(name), str(value)) for name, value in json.loads(row.response_headers or "[]")]
+        response = StoredResponse(row.response_status, headers, row.response_body or b"")
+    position = None
+    if row.status == "queued" and row.asynchronous:
+        ahead = session.scalar(
+            select(func.count())
+            .select_from(JobRecord)
+            .where(JobRecord.status == "queued", JobRecord.asynchronous, JobRecord.created_at < row.created_at)
+        )
+        position = int(ahead or 0) + 1
+    return JobView(
+        id=row.id,
+        consumer=row.consumer,
+        token_id=row.token_id,
+        idempotency_key=row.idempotency_key,
+        fingerprint=row.fingerprint,
+        asynchronous=row.asynchronous,
+        status=row.status,
+        model=row.model,
+        attempts=row.attempts,
+        instance_id=row.instance_id,
+        cancel_requested=row.cancel_requested,
+        step=row.step,
+        total_steps=row.total_steps,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        response=response,
+        error_code=row.error_code,
+        error_message=row.error_message,
+        webhook_url=row.webhook_url,
+        queue_position=position,
+    )
+
+
+# --- opening -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What ``open_job`` found: ``new`` (this request runs), ``existing`` (same key, same request: replay or
+    wait for ``job``), or ``reused`` (same key, another request)."""
+
+    outcome: Literal["new", "existing", "reused"]
+    job: JobView
+
+
+def open_job(
+    db: Database,
+    *,
+    consumer: str,
+    token_id: int | None,
+    key: str | None,
+    fingerprint: str,
+    request: StoredRequest,
+    asynchronous: bool,
+    ttl_seconds: float,
+    instance_id: str | None,
+    webhook_url: str | None = None,
+) -> Opened:
+    """Insert the row for a new request, or return the one that holds its idempotency key.
+
+    A synchronous row starts ``running`` on ``instance_id`` (the caller runs it now, and keeps no body);
+    an async one starts ``queued`` with its request, for any replica to claim. An expired key is
+    forgotten first. Two replicas racing on one key: the loser's insert fails and it reads the winner's."""
+    for _ in range(3):
+        now = utcnow()
+        try:
+            with db.write() as session:
+                if key is not None:
+                    row = session.scalars(
+                        select(JobRecord).where(JobRecord.consumer == consumer, JobRecord.idempotency_key == key)
+                    ).first()
+                    if row is not None and row.expires_at <= now and row.status in FINISHED:
+                        session.delete(row)
+                        session.flush()
+                    elif row is not None:
+                        same = row.fingerprint == fingerprint
+                        return Opened("existing" if same else "reused", _view(session, row))
+                row = JobRecord(
+                    id=new_job_id(),
+                    consumer=consumer,
+                    token_id=token_id,
+                    idempotency_key=key,
+                    fingerprint=fingerprint,
+                    asynchronous=asynchronous,
+                    method=request.method,
+                    path=request.path,
+                    query=request.query,
+                    request_headers=json.dumps(request.headers) if asynchronous else "[]",
+                    body=request.body if asynchronous else None,
+                    status="queued" if asynchronous else "running",
+                    attempts=0 if asynchronous else 1,
+                    instance_id=None if asynchronous else instance_id,
+                    cancel_requested=False,
+                    step=0,
+                    created_at=now,
+                    started_at=None if asynchronous else now,
+                    expires_at=now + timedelta(seconds=ttl_seconds),
+                    webhook_url=webhook_url,
+                )
+                session.add(row)
+                session.flush()
+                return Opened("new", _view(session, row))
+        except IntegrityError:
+            continue  # another replica inserted the same key between our read and our insert: read it
+    raise RuntimeError("could not open a job row: the idempotency key kept changing hands")
+
+
+def get(db: Database, consumer: str, job_id: str) -> JobView | None:
+    """The consumer's job ``job_id`` (None for anyone else's: the same answer as for no job)."""
+    with db.read() as session:
+        row = session.get(JobRecord, job_id)
+        if row is None or row.consumer != consumer:
+            return None
+        return _view(session, row)
+
+
+def find(db: Database, job_id: str) -> JobView | None:
+    with db.read() as session:
+        row = session.get(JobRecord, job_id)
+        return None if row is None else _view(session, row)
+
+
+def listing(
+    db: Database, consumer: str, *, statuses: Sequence[str], limit: int, after: str | None
+) -> tuple[list[JobView], bool]:
+    """The consumer's async jobs, newest first, ``limit`` of them after the job ``after``; and whether more exist."""
+    with db.read() as session:
+        query = select(JobRecord).where(JobRecord.consumer == consumer, JobRecord.asynchronous)
+        if statuses:
+            query = query.where(JobRecord.status.in_(list(statuses)))
+        if after is not None:
+            anchor = session.get(JobRecord, after)
+            if anchor is None or anchor.consumer != consumer:
+                return [], False
+            query = query.where(
+                (JobRecord.created_at < anchor.created_at)
+                | ((JobRecord.created_at == anchor.created_at) & (JobRecord.id < anchor.id))
+            )
+        rows = session.scalars(query.order_by(JobRecord.created_at.desc(), JobRecord.id.desc()).limit(limit + 1)).all()
+        return [_view(session, row, with_response=False) for row in rows[:limit]], len(rows) > limit
+
+
+def request_of(db: Database, job_id: str) -> StoredRequest | None:
+    with db.read() as session:
+        row = session.get(JobRecord, job_id)
+        if row is None or row.body is None:
+            return None
+        headers = [(str(name), str(value)) for name, value in json.loads(row.request_headers)]
+        return StoredRequest(row.method, row.path, row.query, headers, row.body)
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+def claim(db: Database, instance_id: str, limit: int) -> list[JobView]:
+    """Take up to ``limit`` queued async jobs, oldest first, for ``instance_id`` (a conditional update per
+    job, so two replicas never take the same one)."""
+    if limit <= 0:
+        return []
+    taken: list[JobView] = []
+    with db.read() as session:
+        candidates = session.scalars(
+            select(JobRecord.id)
+            .where(JobRecord.status == "queued", JobRecord.asynchronous)
+            .order_by(JobRecord.created_at, JobRecord.id)
+            .limit(limit)
+        ).all()
+    for job_id in candidates:
+        with db.write() as session:
+            moved = session.execute(
+                update(JobRecord)
+                .where(JobRecord.id == job_id, JobRecord.status == "queued")
+                .values(
+                    status="running",
+                    instance_id=instance_id,
+                    attempts=JobRecord.attempts + 1,
+                    started_at=utcnow(),
+                    step=0,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if moved.rowcount == 1:  # type: ignore[attr-defined]
+                row = session.get(JobRecord, job_id)
+                if row is not None:
+                    taken.append(_view(session, row))
+    return taken
+
+
+@dataclass(frozen=True)
+class Progress:
+    model: str | None
+    step: int
+    total_steps: int | None
+
+
+def report(db: Database, instance_id: str, progress: dict[str, Progress]) -> set[str]:
+    """Record the progress of this instance's running jobs; return those whose owner asked to cancel."""
+    with db.write() as session:
+        for job_id, item in progress.items():
+            session.execute(
+                update(JobRecord)
+                .where(JobRecord.id == job_id, JobRecord.instance_id == instance_id, JobRecord.status == "running")
+                .values(model=item.model, step=item.step, total_steps=item.total_steps)
+                .execution_options(synchronize_session=False)
+            )
+        if not progress:
+            return set()
+        cancelled = session.scalars(
+            select(JobRecord.id).where(JobRecord.id.in_(list(progress)), JobRecord.cancel_requested)
+        ).all()
+        return set(cancelled)
+
+
+def complete(
+    db: Database,
+    job_id: str,
+    *,
+    instance_id: str | None,
+    status: JobStatus,
+    response: StoredResponse | None,
+    error_code: str | None,
+    error_message: str | None,
+    model: str | None,
+    ttl_seconds: float,
+    on_finished: OnFinished | None = None,
+) -> bool:
+    """End a job this instance runs, keeping its response; False if it is not this instance's any more
+    (declared dead and taken over: the other run's result stands)."""
+    now = utcnow()
+    with db.write() as session:
+        row = session.get(JobRecord, job_id)
+        if row is None or row.status != "running" or row.instance_id != instance_id:
+            return False
+        row.status = status
+        row.finished_at = now
+        row.expires_at = now + timedelta(seconds=ttl_seconds)
+        row.body = None
+        row.request_headers = "[]"
+        row.error_code, row.error_message = error_code, error_message
+        if model is not None:
+            row.model = model
+        if status == "done" and row.total_steps:
+            row.step = row.total_steps
+        if response is not None:
+            row.response_status = response.status
+            row.response_headers = json.dumps(response.headers)
+            row.response_body = response.body
+        session.flush()
+        if on_finished is not None and row.asynchronous:
+            on_finished(session, _view(session, row))
+        return True
+
+
+def forget(db: Database, job_id: str) -> None:
+    """Drop a synchronous key's row: its request failed in a way a retry may not (a 429, a 5xx, a 499)."""
+    with db.write() as session:
+        session.execute(delete(JobRecord).where(JobRecord.id == job_id, JobRecord.asynchronous.is_(False)))
+
+
+def cancel(db: Database, consumer: str, job_id: str, *, on_finished: OnFinished | None = None) -> JobView | None:
+    """Cancel the consumer's job: a queued one at once, a running one by flagging it for its runner."""
+    now = utcnow()
+    with db.write() as session:
+        row = session.get(JobRecord, job_id)
+        if row is None or row.consumer != consumer:
+            return None
+        if row.status == "queued":
+            row.status, row.finished_at, row.body = "cancelled", now, None
+            row.error_code, row.error_message = "cancelled", "Cancelled by its owner before it started."
+            session.flush()
+            if on_finished is not None:
+                on_finished(session, _view(session, row))
+        elif row.status == "running":
+            row.cancel_requested = True
+        session.flush()
+        return _view(session, row)
+
+
+# --- recovery and expiry -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recovered:
+    requeued: list[str]
+    failed: list[str]
+    dropped_keys: int
+
+
+def recover(
+    db: Database, live_instances: set[str], *, max_attempts: int, on_finished: OnFinished | None = None
+) -> Recovered:
+    """Jobs left running by instances that are gone: async ones queued again (or failed after
+    ``max_attempts`` runs), synchronous keys dropped (their client lost its connection with the server;
+    a retry runs afresh). Their credit holds are refunded by the accounts' own recovery."""
+    requeued: list[str] = []
+    failed: list[str] = []
+    now = utcnow()
+    with db.write() as session:
+        orphans = session.scalars(
+            select(JobRecord).where(
+                JobRecord.status == "running",
+                JobRecord.instance_id.is_not(None),
+                JobRecord.instance_id.not_in(list(live_instances)) if live_instances else JobRecord.id.is_not(None),
+            )
+        ).all()
+        dropped = 0
+        for row in orphans:
+            if not row.asynchronous:
+                session.delete(row)
+                dropped += 1
+            elif row.cancel_requested:
+                row.status, row.finished_at, row.instance_id = "cancelled", now, None
+                row.error_code, row.error_message = "cancelled", "Cancelled by its owner; its server stopped."
+                row.body = None
+                failed.append(row.id)
+            elif row.attempts >= max_attempts:
+                row.status, row.finished_at, row.instance_id = "failed", now, None
+                row.error_code = "interrupted"
+                row.error_message = (
+                    f"The server running this job stopped {row.attempts} time(s); it was not retried again "
+                    "and nothing was charged."
+                )
+                row.body = None
+                failed.append(row.id)
+            else:
+                row.status, row.instance_id, row.step = "queued", None, 0
+                row.error_message = f"Attempt {row.attempts} was interrupted (its server stopped); queued again."
+                requeued.append(row.id)
+        session.flush()
+        if on_finished is not None:
+            for row in orphans:
+                if row.id in failed:
+                    on_finished(session, _view(session, row))
+    return Recovered(requeued, failed, dropped)
+
+
+def purge_expired(db: Database, now: datetime | None = None) -> int:
+    """Delete finished jobs and kept responses past their expiry (their webhook records go with them)."""
+    with db.write() as session:
+        gone = session.execute(
+            delete(JobRecord).where(JobRecord.expires_at <= (now or utcnow()), JobRecord.status.in_(list(FINISHED)))
+        )
+        return int(gone.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def requeue(db: Database, job_ids: list[str], instance_id: str | None) -> None:
+    """Give back jobs this instance stopped running because it is shutting down: queued again, and the
+    interrupted run does not count as an attempt."""
+    with db.write() as session:
+        session.execute(
+            update(JobRecord)
+            .where(JobRecord.id.in_(job_ids), JobRecord.status == "running", JobRecord.instance_id == instance_id)
+            .values(
+                status="queued",
+                instance_id=None,
+                step=0,
+                attempts=case((JobRecord.attempts > 0, JobRecord.attempts - 1), else_=0),
+            )
+            .execution_options(synchronize_session=False)
+        )

@@ -1,0 +1,173 @@
+"""One signed POST to a webhook receiver, with the same address checks as image URLs (``limner.media.fetch``).
+
+The URL is checked when a job is submitted (``check_webhook_url``) and again at every try (``WebhookPoster``):
+http(s) only, at most 2048 characters, and every address its host resolves to must be globally routable
+unless private addresses are allowed. A try then connects to the vetted address itself (URL host rewritten
+to the IP, original ``Host`` header, TLS SNI and certificate check against the name), so a DNS answer that
+changes between check and connect (DNS rebinding) cannot redirect it. Redirects are never followed (a 3xx
+is a failed try) and environment proxies are ignored (a proxy would resolve the name itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+
+from limner.accounts.models import utcnow
+from limner.core.errors import InvalidRequest
+from limner.media.fetch import IPAddress, Resolver, address_problem, safe_url, system_resolver
+
+log = logging.getLogger(__name__)
+
+PARAM = "Limner-Webhook-Url"
+MAX_URL_LENGTH = 2048
+SECRET_PREFIX = "whsec_"
+USER_AGENT = "limner-webhooks"
+
+
+def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`` under the decoded ``whsec_`` secret."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    mac = hmac.new(key, f"{event_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode("ascii")
+
+
+class _Failed(Exception):
+    """Why a try got no HTTP status (the text goes into the attempt log, so it names no secret)."""
+
+
+async def _vetted(url: str, allow_private: bool, resolver: Resolver) -> tuple[httpx.URL, list[str]]:
+    """The parsed URL and the addresses it may be sent to; ``_Failed`` saying why not."""
+    if len(url) > MAX_URL_LENGTH:
+        raise _Failed(f"URL longer than {MAX_URL_LENGTH} characters")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise _Failed("not a valid URL") from None
+    if not parsed.scheme:
+        raise _Failed("not a valid URL (use an absolute http or https URL)")
+    if parsed.scheme not in ("http", "https"):
+        raise _Failed(f"unsupported URL scheme {parsed.scheme!r}; use http or https")
+    host = parsed.raw_host.decode("ascii")
+    if not host:
+        raise _Failed("not a valid URL (no host)")
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        addresses = [literal]
+    else:
+        try:
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            addresses = [ipaddress.ip_address(address) for address in await resolver(host, port)]
+        except (OSError, UnicodeError, ValueError):
+            addresses = []
+        if not addresses:
+            raise _Failed(f"could not resolve host {host}")
+    if not allow_private:
+        for address in addresses:
+            if (problem := address_problem(address)) is not None:
+                raise _Failed(f"refusing to send to {safe_url(parsed)}: address {address} is {problem}")
+    return parsed, [str(address) for address in addresses]
+
+
+async def check_webhook_url(url: str, *, allow_private: bool, resolver: Resolver = system_resolver) -> str:
+    """``url`` if events may be sent there, else ``InvalidRequest`` on ``Limner-Webhook-Url`` saying why."""
+    try:
+        await _vetted(url, allow_private, resolver)
+    except _Failed as failed:
+        log.info("refused webhook URL %s: %s", safe_url(url), failed)
+        raise InvalidRequest(f"{PARAM}: {failed}", param=PARAM) from None
+    return url
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One try: the receiver's status, or why there was none; when it started and ended."""
+
+    status_code: int | None
+    error: str | None
+    started: datetime
+    ended: datetime
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def seconds(self) -> float:
+        return (self.ended - self.started).total_seconds()
+
+
+class WebhookPoster:
+    """Makes single tries; holds no connection between them (a connection whose certificate was checked
+    for one host name must not carry a request for another)."""
+
+    def __init__(self, *, timeout: float, allow_private: bool, resolver: Resolver | None = None) -> None:
+        self.timeout = timeout
+        self.allow_private = allow_private
+        self._resolver: Resolver = resolver or system_resolver
+        self._ssl_context: ssl.SSLContext | None = None
+
+    async def post(self, url: str, event_id: str, body: bytes, secret: str) -> Outcome:
+        """One signed POST of ``body`` to ``url`` (checked again now), within ``timeout`` in all."""
+        started = utcnow()
+        status: int | None = None
+        error: str | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                status = await self._send(url, event_id, body, secret)
+        except _Failed as failed:
+            error = str(failed)
+        except TimeoutError:
+            error = f"timed out after {self.timeout:g} s"
+        outcome = Outcome(status, error, started, utcnow())
+        log.info("webhook %s to %s: %s", event_id, safe_url(url), error or f"HTTP {status}")
+        return outcome
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context()
+        transport = httpx.AsyncHTTPTransport(verify=self._ssl_context, retries=0)
+        return httpx.AsyncClient(transport=transport, timeout=self.timeout, follow_redirects=False, trust_env=False)
+
+    async def _send(self, url: str, event_id: str, body: bytes, secret: str) -> int:
+        target, addresses = await _vetted(url, self.allow_private, self._resolver)
+        timestamp = int(time.time())
+        headers = {
+            "Host": target.netloc.decode("ascii"),
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "webhook-id": event_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret, event_id, timestamp, body),
+        }
+        extensions = {"sni_hostname": target.raw_host.decode("ascii")} if target.scheme == "https" else {}
+        for index, address in enumerate(addresses):
+            try:
+                async with (
+                    self._client() as client,
+                    client.stream(
+                        "POST", target.copy_with(host=address), content=body, headers=headers, extensions=extensions
+                    ) as response,
+                ):
+                    return response.status_code  # the body is never read: only the status counts
+            except httpx.ConnectError:
+                if index == len(addresses) - 1:
+                    raise _Failed("could not connect") from None
+            except httpx.TimeoutException:
+                raise _Failed(f"timed out after {self.timeout:g} s") from None
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise _Failed(f"connection error ({type(exc).__name__})") from None
+        raise AssertionError("unreachable: _vetted never returns an empty list")
