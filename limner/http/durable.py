@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,10 +31,11 @@ from starlette.responses import StreamingResponse
 
 from limner.accounts.tokens import Principal
 from limner.core.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidRequest, LimnerError
+from limner.http import jsonbody
 from limner.http.auth import RUNNER_PRINCIPAL, current_principal
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_state
-from limner.http.job_views import job_body
+from limner.http.job_views import JobBody, job_body
 from limner.service import job_store
 from limner.service.accounting import delivery_var
 from limner.service.image_service import Checked, checking_only
@@ -74,6 +76,44 @@ _NOT_STORED = frozenset(
 WAIT_POLL_SECONDS = 0.05
 
 
+OPENAPI_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
+        "description": "Replay this request's first response to retries with the same key and body for 24 hours "
+        "(no new generation, no new charge; 422 idempotency_key_reused for another body).",
+    },
+    {
+        "name": "Prefer",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "enum": ["respond-async"]},
+        "description": "respond-async: answer 202 with a job at once (Location: /v1/jobs/{id}); the result "
+        "is read from there.",
+    },
+    {
+        "name": "Limner-Webhook-Url",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "format": "uri", "maxLength": 2048},
+        "description": "With Prefer: respond-async: where the job's end is POSTed, signed the Standard Webhooks way.",
+    },
+]
+"""The headers every durable route takes, as OpenAPI parameters (``routing.dialect_route`` adds them)."""
+ACCEPTED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Prefer: respond-async: the job, queued (poll Location; see /v1/jobs).",
+        "model": JobBody,
+        "headers": {
+            "Location": {"schema": {"type": "string"}, "description": "/v1/jobs/{id}"},
+            "Preference-Applied": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
 def wants_async(prefer: str | None) -> bool:
     """``Prefer: respond-async`` (RFC 7240), among other preferences or alone."""
     if not prefer:
@@ -88,16 +128,27 @@ def _boundary(content_type: str) -> bytes | None:
 
 def fingerprint(method: str, path: str, content_type: str, body: bytes) -> str:
     """What makes two requests the same: method, path, media type, and the body with any multipart
-    boundary blanked (a client that retries may encode the same form with a new boundary)."""
+    boundary blanked (a client that retries may encode the same form with a new boundary) and JSON in
+    one canonical form (another client library may space or order the same object differently)."""
     boundary = _boundary(content_type)
     if boundary:
         body = body.replace(boundary, b"")
     media_type = content_type.split(";", 1)[0].strip().lower()
+    if "json" in media_type:
+        body = _canonical_json(body)
     digest = hashlib.sha256()
     for part in (method.upper().encode(), path.encode(), media_type.encode(), body):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
+
+
+def _canonical_json(body: bytes) -> bytes:
+    """``body`` as sorted, compact JSON; unchanged if it is not JSON (the route refuses it anyway)."""
+    try:
+        return json.dumps(jsonbody.parse(body), sort_keys=True, separators=(",", ":")).encode()
+    except (LimnerError, ValueError, RecursionError):
+        return body
 
 
 def _key(request: Request) -> str | None:

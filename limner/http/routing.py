@@ -23,7 +23,7 @@ from limner.core.errors import InvalidRequest, LimnerError
 from limner.http import jsonbody
 from limner.http.context import current_request_id
 from limner.http.deps import AuthenticatedRoute
-from limner.http.durable import durable
+from limner.http.durable import ACCEPTED_RESPONSES, OPENAPI_PARAMETERS, durable
 from limner.http.guards import FORM_TYPES
 from limner.http.transport import exposed_var, is_https_only
 from limner.service.accounting import CLIENT_CLOSED
@@ -48,6 +48,10 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
         def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
             if set(kwargs.get("methods") or ()) == {"POST"}:
                 endpoint = durable(endpoint)  # every image POST takes Idempotency-Key and Prefer: respond-async
+                extra = dict(kwargs.get("openapi_extra") or {})
+                extra["parameters"] = [*extra.get("parameters", []), *OPENAPI_PARAMETERS]
+                kwargs["openapi_extra"] = extra
+                kwargs["responses"] = {**ACCEPTED_RESPONSES, **(kwargs.get("responses") or {})}
             super().__init__(path, endpoint, **kwargs)
 
         @staticmethod
