@@ -12,17 +12,29 @@ replicas and autoscaling (``ray_replicas``, ``ray_max_replicas``), per-replica c
 (``max_ongoing_requests`` = the entry's ``admitted``), queueing and backpressure (``max_queued_requests``
 = ``max_queue``; a full queue is limner's ``QueueFull``, 429 with ``Retry-After``), and restarting
 replicas that die. A client that leaves cancels its request on the replica (Serve cancels the
-replica's task, and the engine stops at its next step). Per-step progress and previews stay on the
-replica: a Ray request reports its result only.
+replica's task, and the engine stops at its next step).
+
+Per-step progress and previews cross back through Serve's streaming responses: ``EngineDeployment.stream``
+is an async generator that runs the engine with its own ``progress``/``preview`` callbacks (called from
+the engine's worker threads, so they hand events to the generator with ``call_soon_threadsafe``) and
+yields ``Progress`` and ``Preview`` events as they come, then the images; ``RayServeEngine.generate``
+iterates it and calls the request's own callbacks in this process. Previews (plain PIL images, which
+pickle) are made only when the request asked for them, every ``preview_every`` steps. ``rows_wanted``
+never crosses (it asks this process about its callers): a batch on the replica runs all its rows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
+
+from PIL import Image
 
 from limner.core.errors import LimnerError, ModelError, ModelNotAvailable, QueueFull
 from limner.core.models import Capabilities, EngineRequest, GeneratedImage
@@ -33,6 +45,32 @@ log = logging.getLogger(__name__)
 
 APP_PREFIX = "limner-"
 BUSY_RETRY_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A step done on the replica: ``(step, total)`` for the request's ``progress`` callback."""
+
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Rough images at ``step`` (one per seed) for the request's ``preview`` callback."""
+
+    step: int
+    images: list[Image.Image]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The last event of a stream: the engine's images."""
+
+    images: list[GeneratedImage]
+
+
+Event = Progress | Preview | Finished
 
 
 def app_name(entry: ModelEntry) -> str:
@@ -67,11 +105,41 @@ class EngineDeployment:
         self.cancelled = 0
 
     async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
+        """The images only, for callers that want no progress (operators calling the application)."""
+        images: list[GeneratedImage] = []
+        async for event in self.stream(request):
+            if isinstance(event, Finished):
+                images = event.images
+        return images
+
+    async def stream(self, request: EngineRequest) -> AsyncIterator[Event]:
+        """Run the engine, yielding its progress and (when ``preview_every`` > 0) previews as they come,
+        then ``Finished``; the engine's own error is raised here. Cancelling the stream cancels the engine."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
+
+        def put(event: Event) -> None:  # from the engine's worker threads (or the loop itself)
+            with contextlib.suppress(RuntimeError):  # the replica's loop is gone: nobody is listening
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+        wants_previews = request.preview_every > 0
+        local = dataclasses.replace(
+            request,
+            progress=lambda step, total: put(Progress(step, total)),
+            preview=(lambda step, images: put(Preview(step, list(images)))) if wants_previews else None,
+        )
+        work = asyncio.ensure_future(self.engine.generate(local))
+        # Scheduled after every event the engine handed over before it returned: the queue stays in order.
+        work.add_done_callback(lambda _: events.put_nowait(None))
         try:
-            return await self.engine.generate(request)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
+            while (event := await events.get()) is not None:
+                yield event
+            yield Finished(work.result())
+        finally:
+            if not work.done():  # the caller left (Serve cancelled this stream): stop the engine too
+                work.cancel()
+                self.cancelled += 1
+                await asyncio.gather(work, return_exceptions=True)
 
     def capabilities(self) -> Capabilities:
         return self.engine.capabilities
@@ -148,11 +216,13 @@ class RayServeEngine(Engine):
         from ray.serve.exceptions import BackPressureError, RequestCancelledError
 
         await self.load()
-        # Callbacks into this process cannot cross to a replica: requests travel without them.
-        remote = dataclasses.replace(request, progress=None, preview=None, preview_every=0, rows_wanted=None)
-        response = self._handle.generate.remote(remote)
+        # Callbacks into this process cannot cross to a replica: the replica makes its own and streams
+        # their events back (previews only if this request has somewhere to send them).
+        every = request.preview_every if request.preview is not None else 0
+        remote = dataclasses.replace(request, progress=None, preview=None, preview_every=every, rows_wanted=None)
+        response = self._handle.options(stream=True).stream.remote(remote)
         try:
-            images: list[GeneratedImage] = await response
+            return await self._follow(response, request)
         except asyncio.CancelledError:
             response.cancel()  # the client left: stop the replica's work too
             raise
@@ -171,7 +241,18 @@ class RayServeEngine(Engine):
             if isinstance(cause, LimnerError):
                 raise cause from exc
             raise ModelError(f"Model '{self.entry.id}' failed on its Ray Serve replica.") from exc
-        return images
+
+    async def _follow(self, response: Any, request: EngineRequest) -> list[GeneratedImage]:
+        """Hand the stream's events to the request's callbacks until its images come."""
+        async for event in response:
+            if isinstance(event, Finished):
+                return event.images
+            if isinstance(event, Progress) and request.progress is not None:
+                request.progress(event.step, event.total)
+            elif isinstance(event, Preview) and request.preview is not None:
+                # Rendering a preview (scaling, encoding) is the callback's work: off the event loop.
+                await asyncio.to_thread(request.preview, event.step, event.images)
+        raise ModelError(f"Model '{self.entry.id}' ended its Ray Serve stream without images.")
 
     async def stats(self) -> dict[str, Any]:
         await self.load()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from limner.accounts.db import Database
-from limner.accounts.models import JobRecord, utcnow
+from limner.accounts.models import Instance, JobRecord, utcnow
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
@@ -295,6 +295,8 @@ class Progress:
 
 def report(db: Database, instance_id: str, progress: dict[str, Progress]) -> set[str]:
     """Record the progress of this instance's running jobs; return those whose owner asked to cancel."""
+    if not progress:
+        return set()  # nothing runs here: no write transaction every poll
     with db.write() as session:
         for job_id, item in progress.items():
             session.execute(
@@ -303,8 +305,6 @@ def report(db: Database, instance_id: str, progress: dict[str, Progress]) -> set
                 .values(model=item.model, step=item.step, total_steps=item.total_steps)
                 .execution_options(synchronize_session=False)
             )
-        if not progress:
-            return set()
         cancelled = session.scalars(
             select(JobRecord.id).where(JobRecord.id.in_(list(progress)), JobRecord.cancel_requested)
         ).all()
@@ -387,20 +387,26 @@ class Recovered:
 
 
 def recover(
-    db: Database, live_instances: set[str], *, max_attempts: int, on_finished: OnFinished | None = None
+    db: Database, dead_instances: Collection[str], *, max_attempts: int, on_finished: OnFinished | None = None
 ) -> Recovered:
     """Jobs left running by instances that are gone: async ones queued again (or failed after
     ``max_attempts`` runs), synchronous keys dropped (their client lost its connection with the server;
-    a retry runs afresh). Their credit holds are refunded by the accounts' own recovery."""
+    a retry runs afresh). Their credit holds are refunded by the accounts' own recovery.
+
+    Gone means listed in ``dead_instances`` (``leases.dead``) or without an ``instances`` row (forgotten
+    once its holds were refunded), checked in this very statement: a list of live instances read
+    earlier would miss a replica that registered since and already claimed a job, and take that job
+    from under it."""
     requeued: list[str] = []
     failed: list[str] = []
     now = utcnow()
+    registered = select(Instance.id).where(Instance.id == JobRecord.instance_id).exists()
     with db.write() as session:
         orphans = session.scalars(
             select(JobRecord).where(
                 JobRecord.status == "running",
                 JobRecord.instance_id.is_not(None),
-                JobRecord.instance_id.not_in(list(live_instances)) if live_instances else JobRecord.id.is_not(None),
+                JobRecord.instance_id.in_(list(dead_instances)) | ~registered,
             )
         ).all()
         dropped = 0

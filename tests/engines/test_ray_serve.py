@@ -1,14 +1,17 @@
 """Models on Ray Serve, against a real local Ray instance on CPU: the built-in model answers through a
-deployment handle with the same pixels as in-process, a client that leaves cancels the replica's work,
-Ray's backpressure is limner's 429, and a killed replica is replaced by Ray while requests keep working."""
+deployment handle with the same pixels as in-process and reports each step and its previews (through
+Serve's streaming responses, also as OpenAI partial images), a client that leaves cancels the replica's
+work, Ray's backpressure is limner's 429, and a killed replica is replaced by Ray while requests keep working."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import io
+import json
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,10 @@ from PIL import Image, ImageChops
 
 from limner.app import build_state, create_app
 from limner.core.errors import QueueFull
-from limner.core.models import ImageRequest, SizeSpec
+from limner.core.models import EngineRequest, ImageRequest, Mode, SizeSpec
 from limner.engines.catalog import ModelEntry
 from limner.engines.ray_serve import RayServeEngine, app_name, connect
+from limner.engines.registry import default_factories
 from limner.settings import Settings
 from tests.support.live_server import live_server
 from tests.support.waiting import until
@@ -58,6 +62,60 @@ def test_the_builtin_model_on_ray_answers_with_the_in_process_pixels(ray_cluster
     extrema: list[tuple[int, int]] = list(ImageChops.difference(images[0], images[1]).getextrema())  # type: ignore[arg-type]
     assert max(high for _, high in extrema) <= 2, "the same engine, seed and size on Ray and in-process"
     assert app_name(models[0]) in serve.status().applications
+
+
+async def test_a_ray_model_reports_each_step_and_its_previews_like_in_process(ray_cluster: None) -> None:
+    """The built-in model calls back from its worker thread on the replica; here the callbacks see the
+    same steps, in order, and the same previews as the in-process engine gives."""
+    build = default_factories()["builtin"]
+    seen: dict[str, list[tuple[int, int]]] = {"ray": [], "here": []}
+    previews: dict[str, list[tuple[int, list[tuple[int, int]]]]] = {"ray": [], "here": []}
+    images: dict[str, list[Image.Image]] = {}
+    lock = threading.Lock()  # the in-process engine calls from its worker thread
+    for where, entry in (("ray", on_ray("emoji-ray", "builtin")), ("here", ModelEntry(id="here", engine="builtin"))):
+
+        def progress(step: int, total: int, where: str = where) -> None:
+            with lock:
+                seen[where].append((step, total))
+
+        def preview(step: int, rough: list[Image.Image], where: str = where) -> None:
+            with lock:
+                previews[where].append((step, [image.size for image in rough]))
+
+        request = EngineRequest(
+            mode=Mode.GENERATE, prompt="a red apple", width=64, height=64, seeds=[7], steps=5,
+            progress=progress, preview=preview, preview_every=2,
+        )  # fmt: skip
+        engine = build(entry)
+        assert isinstance(engine, RayServeEngine) == (where == "ray")
+        images[where] = [generated.image for generated in await engine.generate(request)]
+        await engine.aclose()
+    assert seen["ray"] == seen["here"] == [(step, 5) for step in range(1, 6)], seen
+    assert [(step, len(sizes)) for step, sizes in previews["ray"]] == [(2, 1), (4, 1)], previews
+    assert previews["ray"] == previews["here"], "previews of the same size as in-process"
+    assert [image.size for image in images["ray"]] == [image.size for image in images["here"]]
+
+
+def test_a_ray_model_streams_openai_partial_images(ray_cluster: None, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, models=[on_ray("emoji-ray", "builtin")], default_model="emoji-ray")
+    body = {"model": "emoji-ray", "prompt": "a red apple", "size": "64x64", "stream": True, "partial_images": 2}
+    with live_server(create_app(settings)) as url:
+        with httpx.stream(
+            "POST", url + "/v1/images/generations", json=body, headers={"X-Request-Id": "ray-stream-1"}, timeout=120
+        ) as response:
+            assert response.status_code == 200
+            events = [
+                json.loads(line.removeprefix("data: ")) for line in response.iter_lines() if line.startswith("data: ")
+            ]
+        job = httpx.get(url + "/v1/jobs/ray-stream-1", timeout=10)
+    assert [event["type"] for event in events] == ["image_generation.partial_image"] * 2 + [
+        "image_generation.completed"
+    ]
+    assert [event["partial_image_index"] for event in events[:2]] == [0, 1]
+    for event in events:
+        assert Image.open(io.BytesIO(base64.b64decode(event["b64_json"]))).size == (64, 64)
+    assert job.status_code == 200 and job.json()["status"] == "done"
+    assert job.json()["step"] == job.json()["total_steps"] > 0
 
 
 async def test_a_client_that_leaves_cancels_the_work_on_the_replica(ray_cluster: None, tmp_path: Path) -> None:
