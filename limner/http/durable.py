@@ -22,7 +22,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Request, Response
@@ -186,6 +186,17 @@ def accepted(view: JobView, *, replayed: bool = False) -> JSONResponse:
     return JSONResponse(job_body(view), status_code=202, headers=headers)
 
 
+def status_of(code: str) -> int:
+    """limner's own HTTP status for an error code (500 for one it does not know)."""
+    pending: list[type[LimnerError]] = [LimnerError]
+    while pending:
+        kind = pending.pop()
+        if kind.code == code:
+            return kind.status
+        pending.extend(kind.__subclasses__())
+    return LimnerError.status
+
+
 def kept(status: int) -> bool:
     return status < 500 and status not in _NOT_KEPT
 
@@ -318,6 +329,10 @@ class _Durable:
 
     async def _run_kept(self, job: JobView) -> Response:
         """Run the endpoint once for this key; keep (and charge) its response, or free the key."""
+        from limner.http.routing import failures_var  # routing imports this module: import at call time
+
+        failures: list[LimnerError] = []
+        token = failures_var.set(failures)  # errors a dialect renders inside the endpoint (shared paths)
         try:
             try:
                 response = await self.endpoint(self.request)
@@ -325,40 +340,56 @@ class _Durable:
                 render = getattr(self.request.scope.get("route"), "renderer_for", None)
                 if render is None:
                     raise
+                failures.append(error)
                 response = render(self.request)(error, current_request_id())
         except BaseException:
             await asyncio.shield(self.db.call(job_store.forget, self.db, job.id))
             raise
+        finally:
+            failures_var.reset(token)
         if isinstance(response, StreamingResponse):
-            response.body_iterator = self._tee(response, job)
+            # the iterator is read before it is replaced: ``_tee`` must not iterate itself
+            response.body_iterator = self._tee(response.body_iterator, response, job, current_request_id())
             return response
+        # a dialect may answer a retryable error with a status of its own (ImagineArt's 401 or AI.ML's 403
+        # for insufficient credits): the error's own status decides whether a retry may do better
+        status = failures[-1].status if failures else response.status_code
         await asyncio.shield(
-            self._keep(job, response.status_code, list(response.headers.items()), bytes(response.body))
+            self._keep(job, status, response.status_code, list(response.headers.items()), bytes(response.body))
         )
         return response
 
-    async def _tee(self, response: StreamingResponse, job: JobView) -> AsyncIterator[bytes]:
-        """A streamed response, sent as it comes and kept once it ended whole."""
+    async def _tee(
+        self, body: AsyncIterable[str | bytes | memoryview], response: StreamingResponse, job: JobView, request_id: str
+    ) -> AsyncIterator[bytes]:
+        """A streamed response (``body``, its original iterator), sent as it comes and kept once it ended whole;
+        one whose generation failed after it started (an ``error`` event in a 200) is judged by that error."""
         chunks: list[bytes] = []
         complete = False
         try:
-            async for chunk in response.body_iterator:
-                data = chunk if isinstance(chunk, bytes) else str(chunk).encode(response.charset)
+            async for chunk in body:
+                data = chunk.encode(response.charset) if isinstance(chunk, str) else bytes(chunk)
                 chunks.append(bytes(data))
                 yield data
             complete = True
         finally:
             if complete:
+                live = self.state.jobs.get(self.principal.consumer, request_id)
+                failed = live.error if live is not None else None
+                canonical = status_of(failed) if failed else response.status_code
                 await asyncio.shield(
-                    self._keep(job, response.status_code, list(response.headers.items()), b"".join(chunks))
+                    self._keep(job, canonical, response.status_code, list(response.headers.items()), b"".join(chunks))
                 )
             else:
                 await asyncio.shield(self.db.call(job_store.forget, self.db, job.id))
 
-    async def _keep(self, job: JobView, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    async def _keep(
+        self, job: JobView, canonical: int, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
         """Store a response worth replaying, then charge it (the order that can never charge twice);
-        free the key of one that is not (a retry runs again)."""
-        if not kept(status):
+        free the key of one that is not (a retry runs again). ``canonical``: limner's status for the
+        error behind the response (``status`` itself for a success), which decides."""
+        if not kept(canonical):
             await self.db.call(job_store.forget, self.db, job.id)
             return
         headers = [(name, value) for name, value in headers if name.lower() != "content-length"]

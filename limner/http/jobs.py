@@ -33,6 +33,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, RootModel
 from pydantic.json_schema import SkipJsonSchema
+from sqlalchemy import select
 
 from limner.core.errors import InvalidRequest, NotFound
 from limner.http import openapi
@@ -110,20 +111,25 @@ async def _durable_job(request: Request, job_id: str) -> JobView | None:
 
 async def _body(request: Request, view: JobView, *, with_result: bool = True) -> dict[str, Any]:
     state = get_state(request)
-    deliveries = None
+    url, deliveries = None, None
     if view.webhook_url is not None or view.finished:
-        deliveries = await state.accounts.db.call(_delivery_log, state, view.id)
+        url, deliveries = await state.accounts.db.call(_delivery_log, state, view.id)
     body = job_body(view, live=state.jobs.get(view.consumer, view.id), with_result=with_result, deliveries=deliveries)
-    if body["webhook"] is None and deliveries:
-        body["webhook"] = {"url": deliveries[0]["url"], "deliveries": deliveries}
+    if body["webhook"] is None and url is not None:  # the consumer's default URL: named by its deliveries
+        body["webhook"] = {"url": url, "deliveries": deliveries}
     return body
 
 
-def _delivery_log(state: AppState, job_id: str) -> list[dict[str, Any]]:
+def _delivery_log(state: AppState, job_id: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """Where the job's events went (None: nowhere) and each of them (``delivery_log`` entries carry no URL)."""
+    from limner.accounts.models import WebhookDelivery
     from limner.service import webhooks
 
     with state.accounts.db.read() as session:
-        return webhooks.delivery_log(session, job_id)
+        url = session.scalar(
+            select(WebhookDelivery.url).where(WebhookDelivery.job_id == job_id).order_by(WebhookDelivery.id).limit(1)
+        )
+        return url, webhooks.delivery_log(session, job_id)
 
 
 async def get_job(request: Request, request_id: str) -> Response:
