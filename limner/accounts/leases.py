@@ -152,10 +152,3 @@ def forget(db: Database, ids: list[str]) -> None:
         if path and _gone(path):
             with contextlib.suppress(OSError):
                 Path(path).unlink()
-
-
-def live(db: Database, lease_seconds: float, *, own: str | None = None, now: datetime | None = None) -> set[str]:
-    """Ids of instances that are alive (registered and not ``dead``), ``own`` included."""
-    with db.read() as session:
-        every = set(session.scalars(select(Instance.id)).all())
-    return (every - set(dead(db, lease_seconds, own=own, now=now))) | ({own} if own else set())

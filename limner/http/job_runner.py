@@ -38,7 +38,12 @@ from limner.service.job_store import JobView, Progress, StoredResponse
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 10
-"""Polls between recoveries of dead instances' jobs and purges of expired ones."""
+"""Polls between recoveries of dead instances' holds and jobs, and purges of expired jobs."""
+
+
+class _TakenOver(Exception):
+    """The job is not this run's any more (its server was taken for dead, and the job queued again or
+    ended): its response must not count as delivered, or the job would be charged twice."""
 
 
 @dataclass
@@ -84,6 +89,9 @@ class JobRunner:
         self.runs: dict[str, _Run] = {}
         self._wake = asyncio.Event()
         self._polls = 0
+        self._closing = False
+        self._polling = asyncio.Lock()
+        """Held by a poll: ``aclose`` waits for one in progress, so no job is claimed after it gave its runs back."""
 
     @property
     def db(self) -> Any:
@@ -102,7 +110,10 @@ class JobRunner:
         return True
 
     async def run_forever(self) -> None:
-        await self._recover()
+        try:
+            await self._recover()
+        except Exception:  # the next sweep tries again; the runner must not die with it
+            log.exception("job runner: recovering the jobs of stopped servers failed; trying again later")
         while True:
             try:
                 await self.poll()
@@ -114,6 +125,11 @@ class JobRunner:
 
     async def poll(self) -> None:
         """Report progress and pick up cancellations, claim what fits, and now and then recover and purge."""
+        async with self._polling:
+            if not self._closing:
+                await self._poll()
+
+    async def _poll(self) -> None:
         instance = self.state.accounts.instance_id
         if instance is None:
             return
@@ -137,10 +153,14 @@ class JobRunner:
         return Progress(live.model, live.step, live.total_steps)
 
     async def _recover(self) -> None:
+        """Queue again the jobs of dead instances, after refunding their holds: the rerun holds credits
+        afresh, and must not find the consumer's balance still tied up by the run that died (a consumer
+        with one image's worth left would get a 402 instead of the image it paid for)."""
         accounts = self.state.accounts
-        live = await self.db.call(leases.live, self.db, accounts.options.lease_seconds, own=accounts.instance_id)
+        await accounts.recover()
+        dead = await self.db.call(leases.dead, self.db, accounts.options.lease_seconds, own=accounts.instance_id)
         recovered = await self.db.call(
-            job_store.recover, self.db, live, max_attempts=self.max_attempts, on_finished=queue_webhook
+            job_store.recover, self.db, dead, max_attempts=self.max_attempts, on_finished=queue_webhook
         )
         if recovered.requeued or recovered.failed:
             log.warning(
@@ -159,7 +179,11 @@ class JobRunner:
             if request is None:
                 await self._end(view, "failed", None, "internal_error", "The job's request was not kept.")
                 return
-            await self._replay(run, request, outcome)
+            try:
+                await self._replay(run, request, outcome)
+            except _TakenOver:
+                log.warning("job %s was taken over by another run (this server was taken for dead)", view.id)
+                return
             if not outcome["stored"]:
                 if run.stopping:
                     return
@@ -176,7 +200,8 @@ class JobRunner:
             with contextlib.suppress(Exception):
                 await self._end(view, "failed", None, "internal_error", "Internal error while running the job.")
         finally:
-            self.runs.pop(view.id, None)
+            if self.runs.get(view.id) is run:  # not a later run of the same job, claimed after a takeover
+                del self.runs[view.id]
             self.wake()
 
     async def _replay(self, run: _Run, request: job_store.StoredRequest, outcome: dict[str, Any]) -> None:
@@ -233,6 +258,8 @@ class JobRunner:
                     outcome["stored"] = await asyncio.shield(
                         self._end(view, "done" if status < 400 else "failed", response, code, message_text)
                     )
+                    if not outcome["stored"]:
+                        raise _TakenOver(view.id)  # so the response is not delivered, and its hold refunded
 
         token = failures_var.set(failures)
         try:
@@ -282,7 +309,9 @@ class JobRunner:
 
     async def aclose(self) -> None:
         """Stop: cancel this replica's runs and queue their jobs again (not their fault, not an attempt)."""
-        runs = list(self.runs.values())
+        self._closing = True  # claim nothing more: a job claimed now would be left running when the loop ends
+        async with self._polling:
+            runs = list(self.runs.values())
         for run in runs:
             run.stopping = True
             run.cancel.set()
