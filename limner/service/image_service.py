@@ -61,7 +61,7 @@ checking_only: ContextVar[bool] = ContextVar("limner_checking_only", default=Fal
 the request passed every check that needs no admission, decoding or engine (model, counts, modes, LoRAs)."""
 
 
-class Checked(Exception):  # noqa: N818 (an outcome, not an error)
+class Checked(Exception):
     """``run`` under ``checking_only``: the request is acceptable as far as can be told without running it."""
 
 
