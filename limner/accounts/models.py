@@ -304,4 +304,3 @@ def to_micros(credits: float | int | str) -> int:
 
 def from_micros(micros: int | None) -> float | None:
     return None if micros is None else micros / MICROS
-

@@ -386,13 +386,15 @@ class _Durable:
     async def _keep(
         self, job: JobView, canonical: int, status: int, headers: list[tuple[str, str]], body: bytes
     ) -> None:
-        """Store a response worth replaying, then charge it (the order that can never charge twice);
-        free the key of one that is not (a retry runs again). ``canonical``: limner's status for the
-        error behind the response (``status`` itself for a success), which decides."""
+        """Store a response worth replaying and charge it in one transaction (a retry replays it, so it
+        is delivered; a crash cannot separate the two); free the key of one that is not (a retry runs
+        again). ``canonical``: limner's status for the error behind the response (``status`` itself for a
+        success), which decides."""
         if not kept(canonical):
             await self.db.call(job_store.forget, self.db, job.id)
             return
         headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
+        delivery = delivery_var.get()
         await self.db.call(
             job_store.complete,
             self.db,
@@ -404,7 +406,7 @@ class _Durable:
             error_message=None,
             model=None,
             ttl_seconds=self.state.settings.idempotency_ttl_hours * 3600,
+            charge=delivery.settle_within if delivery is not None else None,
         )
-        delivery = delivery_var.get()
         if delivery is not None:
-            await delivery.settle(True)
+            await delivery.settle(True)  # anything that could not be written with it

@@ -33,6 +33,7 @@ from limner.http.durable import RUNNER_SCOPE_KEY, SCHEME_HEADER
 from limner.http.job_views import job_body
 from limner.http.routing import failures_var
 from limner.service import job_store
+from limner.service.accounting import delivery_var
 from limner.service.job_store import JobView, Progress, StoredResponse
 
 log = logging.getLogger(__name__)
@@ -291,6 +292,7 @@ class JobRunner:
         message: str | None,
     ) -> bool:
         live = self.state.jobs.get(view.consumer, view.id)
+        delivery = delivery_var.get()  # the replayed request's, when called from its ``send``
         return bool(
             await self.db.call(
                 job_store.complete,
@@ -304,6 +306,7 @@ class JobRunner:
                 model=live.model if live is not None else None,
                 ttl_seconds=self.ttl_seconds,
                 on_finished=queue_webhook,
+                charge=delivery.settle_within if delivery is not None else None,  # with the result, at once
             )
         )
 

@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from types import TracebackType
 
+from sqlalchemy.orm import Session
+
 from limner.accounts import consumers, credits, usage
 from limner.accounts.credits import Hold
 from limner.accounts.models import to_micros
@@ -44,27 +46,44 @@ CLIENT_CLOSED = 499
 """Status recorded when the client went away before its images were delivered."""
 
 Settle = Callable[[bool], Awaitable[None]]
+Within = Callable[[Session], None]
+"""A delivered request's commit and usage row, written into a transaction someone else holds."""
 
 
 class Delivery:
     """Settlements waiting for one HTTP response: run with ``sent=True`` once it went out whole and
-    successful, else with ``False`` (refunded). Set in ``delivery_var`` by ``limner.http.delivery``."""
+    successful, else with ``False`` (refunded). Set in ``delivery_var`` by ``limner.http.delivery``.
+
+    A response that is kept (a job's result, a response kept for an ``Idempotency-Key``) counts as
+    delivered when it is stored: ``settle_within`` commits the settlements in the transaction that stores
+    it, so a process that dies right after cannot leave a kept response uncharged."""
 
     def __init__(self) -> None:
-        self.pending: list[Settle] = []
+        self.pending: list[tuple[Settle, Within | None]] = []
         self.closed = False
 
-    def defer(self, settle: Settle) -> bool:
-        """Queue ``settle`` for after the response; False once the response is over (settle now)."""
+    def defer(self, settle: Settle, *, within: Within | None = None) -> bool:
+        """Queue ``settle`` for after the response (``within``: the same as rows of a caller's transaction);
+        False once the response is over (settle now)."""
         if self.closed:
             return False
-        self.pending.append(settle)
+        self.pending.append((settle, within))
         return True
+
+    def settle_within(self, session: Session) -> None:
+        """Commit, in ``session``, every settlement that can be written there (the rest wait for ``settle``)."""
+        waiting: list[tuple[Settle, Within | None]] = []
+        for settle, within in self.pending:
+            if within is None:
+                waiting.append((settle, within))
+            else:
+                within(session)
+        self.pending = waiting
 
     async def settle(self, sent: bool) -> None:
         self.closed = True
         pending, self.pending = self.pending, []
-        for settle in pending:
+        for settle, _ in pending:
             try:
                 await settle(sent)
             except Exception:
@@ -183,7 +202,12 @@ class AccountTicket:
                 event.dialect, self.gate.model_label(self.model), code or "ok", event.seconds, len(images)
             )
         delivery = delivery_var.get()
-        if delivered and delivery is not None and delivery.defer(functools.partial(self._after_response, event)):
+        within = functools.partial(_settle_rows, self.hold, event, True)
+        if (
+            delivered
+            and delivery is not None
+            and delivery.defer(functools.partial(self._after_response, event), within=within)
+        ):
             return  # committed (or refunded) once the response is sent: see the module doc
         settling = asyncio.ensure_future(self._settle(event, delivered))
         try:
@@ -211,14 +235,18 @@ class AccountTicket:
 
 
 def _settle(accounts: Accounts, hold: Hold | None, event: usage.UsageEvent, delivered: bool) -> None:
-    """Commit or refund the hold and record the usage, in one transaction."""
+    """Commit or refund the hold and record the usage, in one transaction (a charge never lacks its row)."""
     with accounts.db.write() as session:
-        charged = True
-        if hold is not None:
-            if delivered:
-                charged = credits.commit(session, hold, request_id=event.request_id)
-            else:
-                credits.refund(session, hold, request_id=event.request_id, note=event.error_code or "")
-        if not charged:
-            event = dataclasses.replace(event, cost=0)
-        usage.add(session, event)
+        _settle_rows(hold, event, delivered, session)
+
+
+def _settle_rows(hold: Hold | None, event: usage.UsageEvent, delivered: bool, session: Session) -> None:
+    charged = True
+    if hold is not None:
+        if delivered:
+            charged = credits.commit(session, hold, request_id=event.request_id)
+        else:
+            credits.refund(session, hold, request_id=event.request_id, note=event.error_code or "")
+    if not charged:
+        event = dataclasses.replace(event, cost=0)
+    usage.add(session, event)

@@ -323,9 +323,11 @@ def complete(
     model: str | None,
     ttl_seconds: float,
     on_finished: OnFinished | None = None,
+    charge: Callable[[Session], None] | None = None,
 ) -> bool:
     """End a job this instance runs, keeping its response; False if it is not this instance's any more
-    (declared dead and taken over: the other run's result stands)."""
+    (declared dead and taken over: the other run's result stands). ``charge`` commits the request's
+    credits in the same transaction: a kept response is never left uncharged by a crash right after."""
     now = utcnow()
     with db.write() as session:
         row = session.get(JobRecord, job_id)
@@ -346,6 +348,8 @@ def complete(
             row.response_headers = json.dumps(response.headers)
             row.response_body = response.body
         session.flush()
+        if charge is not None:
+            charge(session)
         if on_finished is not None and row.asynchronous:
             on_finished(session, _view(session, row))
         return True
