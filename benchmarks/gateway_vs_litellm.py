@@ -5,7 +5,8 @@ app answering a 256x256 PNG as ``b64_json`` at once), called directly as the bas
 serve``, default settings) with one ``engine = "openai"`` catalog entry pointing at it and accounting on
 (two consumers with tokens from ``limner tokens create``, one of them metered after ``limner credits
 grant``, so every request checks a token, writes a usage row and, for the metered one, reserves and commits
-credits); and LiteLLM's proxy (its own virtual environment, default settings: no master key, no database)
+credits); the same limner started with ``--workers 2`` (not its default: shown for what a second process
+buys on the same cores); and LiteLLM's proxy (its own virtual environment, default settings: no master key, no database)
 routing ``dall-e-2`` to the same provider. Every target gets the same OpenAI Images request.
 
 Load is wrk (one thread, keep-alive) at each concurrency, in short rounds that visit every target in turn,
@@ -52,7 +53,12 @@ PROVIDER_KEY = "sk-bench-provider"
 PRICE_PER_IMAGE = 0.02
 GRANT = 10_000_000
 BODY = {"model": MODEL, "prompt": "a lighthouse at dusk", "n": 1, "size": "256x256", "response_format": "b64_json"}
-TARGETS = ("direct", "limner", "limner-metered", "litellm")
+TARGETS = ("direct", "limner", "limner-metered", "limner-2w", "litellm")
+SERVER_OF = {"limner-metered": "limner"}
+"""The server a target calls, where it is not the target's own name (the metered consumer's requests go to
+the same limner process as the unmetered one's)."""
+TOKEN_OF = {"limner-2w": "limner"}
+"""The consumer token a target sends, where it is not its own (``limner --workers 2`` serves the same one)."""
 
 
 @dataclass
@@ -147,9 +153,12 @@ class Bench:
             raise RuntimeError(f"limner {' '.join(args[:2])} failed: {shown.stderr.strip()[-600:]}")
         return shown.stdout
 
-    def limner(self, *, trace: bool = False) -> Server:
+    def limner(self, *, trace: bool = False, workers: int = 1) -> Server:
         command = [sys.executable, "-m", "limner.cli", "serve", "--host", "127.0.0.1"]
-        return self._start("limner-traced" if trace else "limner", command, self._limner_env(), trace=trace)
+        name = "limner" if workers == 1 else f"limner-{workers}w"
+        if workers > 1:
+            command += ["--workers", str(workers)]
+        return self._start(f"{name}-traced" if trace else name, command, self._limner_env(), trace=trace)
 
     def litellm(self, *, trace: bool = False) -> Server:
         config = litellm_proxy.write_config(
@@ -215,7 +224,7 @@ def audit(bench: Bench, tokens: dict[str, str], seconds: float) -> dict[str, Any
 
 
 def _headers(target: str, tokens: dict[str, str]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens.get(target, PROVIDER_KEY)}"}
+    return {"Authorization": f"Bearer {tokens.get(TOKEN_OF.get(target, target), PROVIDER_KEY)}"}
 
 
 def measure(target: Target, concurrency: int, seconds: float) -> dict[str, Any]:
@@ -300,10 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("[audit] outbound connections under strace", flush=True)
         connections = {"skipped": "--no-audit"} if args.no_audit else audit(bench, bench.tokens, args.warmup)
-        servers = {"direct": bench.provider, "limner": bench.limner(), "litellm": bench.litellm()}
-        targets = [
-            Target(name, servers[name.removesuffix("-metered")], _headers(name, bench.tokens)) for name in TARGETS
-        ]
+        servers = {
+            "direct": bench.provider,
+            "limner": bench.limner(),
+            "limner-2w": bench.limner(workers=2),
+            "litellm": bench.litellm(),
+        }
+        targets = [Target(name, servers[SERVER_OF.get(name, name)], _headers(name, bench.tokens)) for name in TARGETS]
         checks = {target.name: check_answer(target) for target in targets}
         print("[warm-up]", flush=True)
         for target in targets:

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from limner.accounts.cache import bump
 from limner.accounts.db import Database
 from limner.accounts.models import ApiToken, Consumer, utcnow
 from limner.core.errors import InvalidRequest, NotFound
@@ -22,7 +23,10 @@ LOCAL = "local"
 
 @dataclass(frozen=True)
 class Policy:
-    """What the gate needs to know about a consumer: its id (None: not in the database), limits, balance."""
+    """What the gate needs to know about a consumer: its id (None: not in the database), limits, balance.
+
+    A server caches policies (``limner.accounts.cache``), so ``balance`` may be out of date: only whether
+    it is None (unmetered) is to be relied on; the reservation itself checks the real balance."""
 
     consumer_id: int | None
     balance: int | None
@@ -67,6 +71,7 @@ def ensure(session: Session, name: str) -> tuple[Consumer, bool]:
     consumer = Consumer(name=name, created_at=utcnow(), note="")
     session.add(consumer)
     session.flush()
+    bump(session)
     return consumer, True
 
 
@@ -93,6 +98,7 @@ def set_limits(db: Database, name: str, *, rpm: int | None = None, ipm: int | No
     with db.write() as session:
         consumer = find(session, name)
         consumer.rpm, consumer.ipm = checked_limit(rpm, consumer.rpm), checked_limit(ipm, consumer.ipm)
+        bump(session)
     return get_consumer(db, name)
 
 

@@ -26,7 +26,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from limner.accounts import consumers
+from limner.accounts import consumers, pending
+from limner.accounts.cache import bump
 from limner.accounts.db import Database
 from limner.accounts.models import MAX_MICROS, MICROS, Consumer, LedgerEntry, Reservation, from_micros, utcnow
 from limner.core.errors import InsufficientCredits, InvalidRequest
@@ -79,6 +80,8 @@ def grant(db: Database, consumer: str, amount: int, *, note: str = "") -> int:
                 f"{consumer} has {_credits(row.balance or 0)} credits; cannot take {_credits(-amount)}.",
                 param="amount",
             )
+        if row.balance is None:
+            bump(session)  # metered from now on: cached policies must learn it
         session.add(
             LedgerEntry(
                 consumer_id=row.id,
@@ -98,6 +101,7 @@ def set_unmetered(db: Database, consumer: str) -> None:
     with db.write() as session:
         row = consumers.find(session, consumer)
         if row.balance is not None:
+            bump(session)
             session.add(
                 LedgerEntry(
                     consumer_id=row.id,
@@ -118,6 +122,7 @@ def balance(db: Database, consumer: str) -> int | None:
 
 
 def ledger(db: Database, consumer: str, *, limit: int = 50) -> list[LedgerEntry]:
+    pending.flush_pending(db)  # charges this process still batches
     with db.read() as session:
         row = consumers.find(session, consumer)
         return list(

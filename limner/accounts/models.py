@@ -304,3 +304,13 @@ def to_micros(credits: float | int | str) -> int:
 
 def from_micros(micros: int | None) -> float | None:
     return None if micros is None else micros / MICROS
+
+
+class AccountsVersion(Base):
+    """One row whose counter goes up with every change that a replica's in-process cache of tokens and
+    consumer policies must not outlive (a revoked token, new limits, a consumer turned metered)."""
+
+    __tablename__ = "accounts_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -6,18 +6,25 @@ died mid-request. A server holds a lease (``start``: an instance row with a hear
 ``instance_heartbeat_seconds``, and a locked file); at startup and then every
 ``reservation_sweep_seconds``, on every replica, the held reservations of dead instances are refunded
 at once, whatever their age (``limner.accounts.leases`` says what counts as dead).
+
+On the request path it asks the database as little as it can: verified tokens and consumer policies
+are cached until the accounts version moves (``limner.accounts.cache``: revocations reach every replica
+within ``accounts_cache_seconds``), and a started server writes usage rows in batches
+(``limner.accounts.usage.UsageWriter``), flushed on ``aclose``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from limner.accounts import credits, leases, tokens
-from limner.accounts.consumers import LOCAL
+from limner.accounts import consumers, credits, leases, tokens, usage
+from limner.accounts.cache import DEFAULT_INTERVAL, AccountsCache
+from limner.accounts.consumers import LOCAL, Policy
 from limner.accounts.db import Database, default_url
 from limner.accounts.ratelimit import Limits, RateLimiter, build_limiter
 from limner.accounts.tokens import Principal
@@ -47,6 +54,10 @@ class AccountsConfig(Protocol):
     def instance_heartbeat_seconds(self) -> float: ...
     @property
     def instance_lease_seconds(self) -> float: ...
+    @property
+    def accounts_cache_seconds(self) -> float: ...
+    @property
+    def usage_flush_seconds(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,8 @@ class AccountsOptions:
     sweep_interval: float = 60.0
     heartbeat_interval: float = 10.0
     lease_seconds: float = 60.0
+    cache_seconds: float = DEFAULT_INTERVAL
+    usage_flush_seconds: float = usage.FLUSH_INTERVAL
 
 
 class Accounts:
@@ -65,6 +78,10 @@ class Accounts:
         self.options = options or AccountsOptions()
         self._tokens_exist = False
         self.lease: leases.Lease | None = None
+        self.cache: AccountsCache[tokens.Principal, Policy] = AccountsCache(db, self.options.cache_seconds)
+        self.usage: usage.UsageWriter | None = None
+        """Batches usage rows once the server started (``start``); until then each row is written at once."""
+        self._usage_task: asyncio.Task[None] | None = None
 
     @classmethod
     def open(cls, settings: AccountsConfig, *, limiter: RateLimiter | None = None) -> Accounts:
@@ -78,6 +95,8 @@ class Accounts:
             sweep_interval=settings.reservation_sweep_seconds,
             heartbeat_interval=settings.instance_heartbeat_seconds,
             lease_seconds=settings.instance_lease_seconds,
+            cache_seconds=settings.accounts_cache_seconds,
+            usage_flush_seconds=settings.usage_flush_seconds,
         )
         return cls(db, limiter or build_limiter(settings.redis_url), options)
 
@@ -106,10 +125,65 @@ class Accounts:
         scheme, _, token = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise MissingBearerToken("Missing bearer token: send the header 'Authorization: Bearer <token>'.")
-        principal = await self.db.call(tokens.verify_token, self.db, token.strip())
+        principal = await self._verify(token.strip())
         if principal is None:
             raise InvalidToken("Invalid API token.")
         return principal
+
+    async def _verify(self, token: str) -> Principal | None:
+        if not self.cache.enabled:
+            return await self.db.call(tokens.verify_token, self.db, token)
+        if not token.startswith(tokens.TOKEN_PREFIX) or len(token) > tokens.MAX_TOKEN_CHARS:
+            return await self.db.call(tokens.verify_token, self.db, token)  # never cached: no need to look
+        await self.cache.fresh()
+        digest = tokens.hash_token(token)
+        known = self.cache.tokens.get(digest)
+        if known is not None and (known.expires_at is None or known.expires_at > tokens.utcnow()):
+            return known.value
+        generation = self.cache.generation
+        found = await self.db.call(tokens.lookup_token, self.db, token)
+        if found is None:
+            return None
+        principal, expires_at = found
+        self.cache.remember_token(digest, principal, expires_at, generation)
+        return principal
+
+    async def policy(self, consumer: str) -> Policy:
+        """``consumer``'s limits and whether it is metered (cached like tokens; its balance may be stale)."""
+        if not self.cache.enabled:
+            return await self.db.call(consumers.policy, self.db, consumer)
+        await self.cache.fresh()
+        known = self.cache.policies.get(consumer)
+        if known is not None:
+            return known
+        generation = self.cache.generation
+        found = await self.db.call(consumers.policy, self.db, consumer)
+        self.cache.remember_policy(consumer, found, generation)
+        return found
+
+    async def record_usage(self, event: usage.UsageEvent) -> None:
+        """Record a request without a credit hold: batched in a started server, else written at once."""
+        if self.usage is not None:
+            await self.usage.record(event)
+            return
+
+        def write() -> None:
+            with self.db.write() as session:
+                usage.add(session, event)
+
+        await self.db.call(write)
+
+    async def commit_delivered(self, hold: credits.Hold, event: usage.UsageEvent) -> bool:
+        """Commit a delivered request's hold with its usage row in the next batch; False when not batching
+        (the caller then commits at once)."""
+        if self.usage is None:
+            return False
+        await self.usage.commit(hold, event)
+        return True
+
+    def flush_usage(self) -> int:
+        """Write the usage rows (and charges) still waiting in this process, from any thread; how many."""
+        return self.usage.flush() if self.usage is not None else 0
 
     @property
     def instance_id(self) -> str | None:
@@ -120,6 +194,9 @@ class Accounts:
         """Take this process's lease (a server calls this once, before serving)."""
         self.lease = await self.db.call(leases.register, self.db, lock_dir)
         log.info("accounts: instance %s holds its lease", self.lease.id)
+        if self.options.usage_flush_seconds > 0 and self._usage_task is None:
+            self.usage = usage.UsageWriter(self.db, interval=self.options.usage_flush_seconds)
+            self._usage_task = asyncio.create_task(self.usage.run(), name="limner-usage-writer")
 
     async def recover(self) -> int:
         """Refund the holds of dead instances (whatever their age) and of expired reservations."""
@@ -173,6 +250,15 @@ class Accounts:
             )
 
     async def aclose(self) -> None:
+        if self._usage_task is not None and self.usage is not None:  # write every row still held, then stop
+            self._usage_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._usage_task
+            try:
+                await self.db.call(self.usage.flush)
+            except Exception:
+                log.exception("writing the last usage rows failed")
+            self._usage_task = self.usage = None
         if self.lease is not None:
             try:
                 await self.db.call(leases.release, self.db, self.lease)

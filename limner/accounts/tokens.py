@@ -8,8 +8,9 @@ Verification compares the full hash with ``hmac.compare_digest``, so response ti
 on how many characters of a guess were right.
 
 Several tokens may be active per consumer (rotation: create the new one, move clients, revoke the
-old one). Revocation and expiry are checked against the database on every request, so they take
-effect at once on every replica.
+old one). A server remembers the tokens it verified (``limner.accounts.cache``); revoking one bumps
+the accounts version in the same transaction, so the revocation takes effect on every replica within
+about a second. Expiry is checked on every request.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from limner.accounts import consumers
+from limner.accounts import consumers, pending
+from limner.accounts.cache import bump
 from limner.accounts.db import Database
 from limner.accounts.models import ApiToken, Consumer, UsageRecord, utcnow
 from limner.core.errors import InvalidRequest, NotFound
@@ -167,6 +169,7 @@ def create_token(
     with db.write() as session:
         row, _ = consumers.ensure(session, consumer)
         row.rpm, row.ipm = consumers.checked_limit(rpm, row.rpm), consumers.checked_limit(ipm, row.ipm)
+        bump(session)  # the consumer may be new or have new limits
         return _issue(session, row, expires_at=expires_at, label=label, rotated_from=None)
 
 
@@ -203,6 +206,7 @@ def revoke_token(db: Database, ident: str) -> TokenInfo:
         row = find_token(session, ident)
         if row.revoked_at is None:
             row.revoked_at = utcnow()
+            bump(session)
         token_id = row.id
     return get_token(db, token_id)
 
@@ -233,6 +237,7 @@ def list_tokens(db: Database, consumer: str | None = None) -> list[TokenInfo]:
     )
     if consumer is not None:
         query = query.where(Consumer.name == consumer)
+    pending.flush_pending(db)  # last use comes from the usage rows
     with db.read() as session:
         rows = session.execute(query).all()
     return [
@@ -256,6 +261,12 @@ def any_tokens(db: Database) -> bool:
 
 def verify_token(db: Database, token: str, now: datetime | None = None) -> Principal | None:
     """The principal for an active token, or None. Every candidate is compared in constant time."""
+    found = lookup_token(db, token, now)
+    return found[0] if found is not None else None
+
+
+def lookup_token(db: Database, token: str, now: datetime | None = None) -> tuple[Principal, datetime | None] | None:
+    """The principal for an active token and when the token expires (for a cache to keep), or None."""
     now = now or utcnow()
     if not token.startswith(TOKEN_PREFIX) or len(token) > MAX_TOKEN_CHARS:
         hmac.compare_digest(_DUMMY_HASH, hash_token(token[:MAX_TOKEN_CHARS]))
@@ -276,4 +287,4 @@ def verify_token(db: Database, token: str, now: datetime | None = None) -> Princ
     if found is None or not found[0].is_active(now):
         return None
     row, name = found
-    return Principal(consumer=name, consumer_id=row.consumer_id, token_id=row.id)
+    return Principal(consumer=name, consumer_id=row.consumer_id, token_id=row.id), row.expires_at

@@ -37,6 +37,8 @@ HEALTH = "/health"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 """The form bodies limner reads (``routing.read_form``); everything else that carries a body is JSON."""
+MAX_REMEMBERED_HOSTS = 256
+"""Distinct Host values whose verdict ``HostGuard`` keeps (a flood of junk ones only restarts the table)."""
 EXPOSED_HEADERS = ["X-Request-Id", "Retry-After", "X-Seed", "X-Model", "X-Width", "X-Height"]
 
 
@@ -103,14 +105,25 @@ class HostGuard:
         self.app = app
         self.patterns = patterns
         self.any_host = "*" in (pattern.strip() for pattern in patterns)
+        self._verdicts: dict[str, bool] = {}
+        """Host header -> allowed: clients send the same few values, and parsing one costs a URL split."""
+
+    def allowed(self, raw: str) -> bool:
+        verdict = self._verdicts.get(raw)
+        if verdict is None:
+            parsed = split_host(raw)
+            verdict = parsed is not None and host_allowed(parsed[0], self.patterns)
+            if len(self._verdicts) >= MAX_REMEMBERED_HOSTS:
+                self._verdicts.clear()
+            self._verdicts[raw] = verdict
+        return verdict
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.any_host or scope["path"] == HEALTH:
             await self.app(scope, receive, send)
             return
         raw = _header(scope, b"host") or ""
-        parsed = split_host(raw)
-        if parsed is None or not host_allowed(parsed[0], self.patterns):
+        if not self.allowed(raw):
             shown = raw[:100] or "none"
             await reject(
                 send,

@@ -2,9 +2,9 @@
 transmitted over plain HTTP are immediately revoked": ImagineArt).
 
 A dialect marks its error renderer with ``@https_only``. On a non-loopback bind, a request that reaches
-such a dialect over plain HTTP with a valid token gets that token revoked in the database (on every
-replica at once) and a 401 ``invalid_token`` saying why. A request counts as HTTPS when limner
-terminated TLS itself (``limner serve --tls-cert``), or when it came from one of
+such a dialect over plain HTTP with a valid token gets that token revoked in the database (here at once,
+on every other replica within ``accounts_cache_seconds``) and a 401 ``invalid_token`` saying why. A
+request counts as HTTPS when limner terminated TLS itself (``limner serve --tls-cert``), or when it came from one of
 ``LIMNER_TRUSTED_PROXIES`` with ``X-Forwarded-Proto: https``; that header from anyone else is ignored.
 Loopback binds are exempt: the traffic never leaves the machine. ``LIMNER_PLAIN_HTTP_TOKENS=allow``
 turns the revocation off (a private network without TLS, knowingly).

@@ -9,6 +9,9 @@ flattens onto white, and a CSS colour (``"#202020"``, ``"black"``) flattens onto
 from __future__ import annotations
 
 import io
+import struct
+import weakref
+import zlib
 from typing import Literal
 
 from PIL import Image, ImageColor
@@ -26,6 +29,14 @@ PNG_COMPRESS_LEVEL = 6
 """zlib's default: most of the size win of level 9 at a fraction of the time (``optimize`` is far slower)."""
 
 _KEEP_ALPHA = frozenset({None, "auto", "transparent"})
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PLAIN_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND"})
+"""A PNG holding only these decodes to exactly its pixels: no palette, colour profile, gamma, EXIF rotation,
+transparent colour or text that re-encoding would drop or change."""
+_MODE_BY_COLOUR_TYPE = {2: "RGB", 6: "RGBA"}
+_sources: dict[int, bytes] = {}
+"""The encoded bytes an image was decoded from, by ``id`` while the image lives (``remember_source``)."""
 
 
 def quality_for(compression: int | None) -> int:
@@ -101,6 +112,73 @@ def encode_image(
     except (OSError, ValueError) as exc:
         raise LimnerError(f"could not encode the image as {fmt}: {exc}") from exc
     return buffer.getvalue(), MIME_BY_FORMAT[fmt]
+
+
+def remember_source(image: Image.Image, data: bytes) -> None:
+    """Note that ``image`` was decoded from ``data`` (until ``image`` is collected), so that ``reuse_png`` can
+    deliver those bytes instead of encoding the pixels again. An image made from it (resized, converted,
+    copied) is another object and is not covered."""
+    key = id(image)
+    _sources[key] = data
+    weakref.finalize(image, _sources.pop, key, None)
+
+
+def source_of(image: Image.Image) -> bytes | None:
+    """The bytes ``image`` was decoded from, if ``remember_source`` was told."""
+    return _sources.get(id(image))
+
+
+def reuse_png(
+    image: Image.Image, data: bytes, *, background: str | None = None, metadata: dict[str, str] | None = None
+) -> bytes | None:
+    """``data``, the PNG ``image`` was decoded from, with ``metadata`` added as text chunks: what
+    ``encode_image(image, "png", ...)`` would deliver, pixel for pixel, without compressing them again.
+    None when that would not hold (another format or bit depth, a palette, any ancillary chunk, alpha that
+    ``background`` flattens, bytes that do not describe ``image``): encode the image then."""
+    _matte(background)  # refuses what encode_image refuses
+    chunks = _plain_png_chunks(data)
+    if chunks is None:
+        return None
+    width, height, depth, colour, _compression, _filter, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    if depth != 8 or interlace != 0 or _MODE_BY_COLOUR_TYPE.get(colour) != image.mode or image.size != (width, height):
+        return None
+    if image.mode == "RGBA" and background not in _KEEP_ALPHA:
+        return None
+    info = PngInfo()
+    for name, value in (metadata or {}).items():
+        info.add_text(name, value)
+    ihdr_end = len(PNG_SIGNATURE) + 12 + len(chunks[0][1])
+    text = b"".join(_chunk(cid, body) for cid, body, _after_idat in info.chunks)
+    return data[:ihdr_end] + text + data[ihdr_end:]
+
+
+def _plain_png_chunks(data: bytes) -> list[tuple[bytes, bytes]] | None:
+    """The chunks of a well-formed PNG made only of IHDR, IDAT and IEND (in that order), else None."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    chunks: list[tuple[bytes, bytes]] = []
+    offset = len(PNG_SIGNATURE)
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        cid = data[offset + 4 : offset + 8]
+        end = offset + 12 + length
+        if cid not in _PLAIN_CHUNKS or end > len(data):
+            return None
+        body = data[offset + 8 : end - 4]
+        if struct.unpack_from(">I", data, end - 4)[0] != zlib.crc32(cid + body):
+            return None
+        chunks.append((cid, body))
+        offset = end
+        if cid == b"IEND":
+            break
+    ordered = len(chunks) >= 3 and chunks[0][0] == b"IHDR" and len(chunks[0][1]) == 13
+    if not ordered or chunks[-1][0] != b"IEND" or offset != len(data):
+        return None
+    return chunks if all(cid == b"IDAT" for cid, _ in chunks[1:-1]) else None
+
+
+def _chunk(cid: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + cid + body + struct.pack(">I", zlib.crc32(cid + body))
 
 
 def read_png_text(data: bytes) -> dict[str, str]:

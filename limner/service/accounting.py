@@ -13,6 +13,13 @@ that dies before that never charges, and its hold is refunded at the next start 
 the error is always in the client's favour. Outside HTTP (no ``Delivery`` in the context) the commit
 happens when the run ends. Settlement runs shielded from cancellation, so a client that disconnects
 mid-request (the server cancels its task) is still refunded.
+
+In a started server, settling is batched (``limner.accounts.usage.UsageWriter``): a request's usage row,
+and a delivered request's commit with it, go into one transaction with those of other requests, written
+off the request path within ``usage_flush_seconds``. A refund is written at once, with its usage row, so
+credits that were not spent are back before the next request. The consumer's policy comes from the
+accounts' cache, so an unmetered request touches the database only in those batches, and a metered one
+also once to reserve.
 """
 
 from __future__ import annotations
@@ -92,6 +99,9 @@ class Delivery:
 
 delivery_var: ContextVar[Delivery | None] = ContextVar("limner_delivery", default=None)
 
+_micros = functools.lru_cache(maxsize=1024)(to_micros)
+"""A price in micro-credits: the same few prices every request, and the exact conversion is a Decimal's."""
+
 
 class AccountsGate:
     def __init__(self, accounts: Accounts, catalog: Catalog, metrics: Metrics | None = None) -> None:
@@ -134,7 +144,7 @@ class AccountTicket:
         accounts = self.gate.accounts
         self.model, self.entry, self.n = entry.id, entry, n
         consumer = self.request.consumer
-        self.policy = policy = await accounts.db.call(consumers.policy, accounts.db, consumer)
+        self.policy = policy = await accounts.policy(consumer)
         defaults = accounts.options.default_limits
         limits = Limits(policy.rpm or defaults.rpm, policy.ipm or defaults.ipm)
         if limits.ipm is not None and n > limits.ipm:
@@ -148,7 +158,7 @@ class AccountTicket:
         accounts, entry, policy = self.gate.accounts, self.entry, self.policy
         if entry is None or policy is None:
             raise LimnerError("Internal error: credits reserved before the request was admitted.")
-        self.price = to_micros(entry.price_for(self.n, width, height, self.request.quality))
+        self.price = _micros(entry.price_for(self.n, width, height, self.request.quality))
         if self.price > 0 and policy.consumer_id is not None and policy.balance is not None:
             # Shielded: a reservation that completes after its client left must still be found and refunded.
             self._reserving = asyncio.ensure_future(
@@ -231,6 +241,11 @@ class AccountTicket:
             with contextlib.suppress(LimnerError):  # a 402 reserved nothing
                 self.hold = await self._reserving  # cancelled mid-reservation: wait for it, to refund it
         accounts = self.gate.accounts
+        if self.hold is None:  # nothing to commit or refund: the usage row is written with others, later
+            await accounts.record_usage(event)
+            return
+        if delivered and await accounts.commit_delivered(self.hold, event):
+            return  # committed with its usage row in the next batch (refunds are not batched)
         await accounts.db.call(_settle, accounts, self.hold, event, delivered)
 
 

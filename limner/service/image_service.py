@@ -40,7 +40,7 @@ from limner.engines.adapters import resolve_loras
 from limner.engines.catalog import Catalog, ModelEntry
 from limner.engines.residency import Residency
 from limner.engines.slots import ModelSlots
-from limner.media.encode import encode_image, keeps_alpha
+from limner.media.encode import MIME_BY_FORMAT, encode_image, keeps_alpha, reuse_png, source_of
 from limner.media.inputs import ImageLoader
 from limner.media.store import content_key
 from limner.service.gate import Gate, OpenGate, Ticket
@@ -327,19 +327,27 @@ class ImageService:
         request: ImageRequest,
         prompt: str,
     ) -> list[tuple[GeneratedImage, bytes, str]]:
-        """Scale, style, watermark and encode every image (CPU work, run in a thread)."""
+        """Scale, style, watermark and encode every image (CPU work, run in a thread).
+
+        An image that needs none of it and came as a plain PNG (a provider's answer, usually) keeps the
+        provider's bytes, with the metadata added as text chunks: the same pixels, not compressed again."""
         encoded = []
         for generated in items:
             item = self._finish(generated, plan, style, entry, request)
             embed = self.options.embed_metadata and request.embed_metadata
             metadata = self._metadata(request, entry, plan, prompt, item.seed) if embed else None
-            data, mime = encode_image(
-                item.image,
-                request.output_format,
-                compression=request.output_compression,
-                metadata=metadata,
-                background=request.background,
-            )
+            source = source_of(item.image) if item.image is generated.image and request.output_format == "png" else None
+            reused = reuse_png(item.image, source, background=request.background, metadata=metadata) if source else None
+            if reused is not None:
+                data, mime = reused, MIME_BY_FORMAT["png"]
+            else:
+                data, mime = encode_image(
+                    item.image,
+                    request.output_format,
+                    compression=request.output_compression,
+                    metadata=metadata,
+                    background=request.background,
+                )
             encoded.append((item, data, mime))
         return encoded
 

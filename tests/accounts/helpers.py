@@ -35,6 +35,8 @@ def provision(
 
 
 def usage_rows(app: FastAPI) -> list[UsageRecord]:
+    """Every usage row, after writing the ones the server still batches."""
+    app.state.limner.accounts.flush_usage()
     db = app.state.limner.accounts.db
     with db.read() as session:
         return list(session.scalars(select(UsageRecord).order_by(UsageRecord.id)))

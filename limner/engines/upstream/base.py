@@ -49,7 +49,9 @@ from limner.engines.catalog import ModelEntry
 from limner.engines.upstream.credentials import Credential, load_credential
 from limner.engines.upstream.payloads import INLINE_BYTES
 from limner.engines.upstream.resilience import CircuitBreaker, backoff_delay, parse_retry_after, redact
+from limner.engines.upstream.transport import provider_transport
 from limner.engines.upstream.usage import CallObserver, CallStats, Outcome, UpstreamCall
+from limner.media.encode import remember_source
 from limner.media.fetch import DEFAULT_MAX_BYTES
 from limner.media.inputs import DEFAULT_MAX_PIXELS, ImageDecoder, ImageFetcher, decode_base64, parse_data_url
 
@@ -115,13 +117,15 @@ class UpstreamEngine(Engine):
         self.max_bytes = max_bytes
         self.decoder = ImageDecoder(max_bytes=max_bytes, max_pixels=int(options.get("max_pixels", DEFAULT_MAX_PIXELS)))
         self.fetcher = ImageFetcher(allow_private=entry.allow_private_urls, max_bytes=max_bytes, timeout=entry.timeout)
+        trust_env = bool(options.get("trust_env", True))
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(20, 2 * entry.max_concurrency))
         self.client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=entry.timeout,
-            transport=transport,
+            transport=transport or provider_transport(limits=limits, trust_env=trust_env),
             follow_redirects=False,
-            trust_env=bool(options.get("trust_env", True)),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=max(20, 2 * entry.max_concurrency)),
+            trust_env=trust_env,
+            limits=limits,
             headers={"User-Agent": f"limner/{__version__}"},
         )
         self.calls: deque[UpstreamCall] = deque(maxlen=256)
@@ -297,6 +301,8 @@ class UpstreamEngine(Engine):
                 source = await asyncio.to_thread(self.decoder.decode, data, label)
         except InvalidImage as exc:
             raise ModelError(f"Provider '{self.provider}' returned an invalid image ({exc.message}).") from None
+        if source.mime_type == "image/png":
+            remember_source(source.image, data)  # delivered as sent when nothing needs changing
         return source.image
 
     async def decode_b64(self, value: str, label: str = "image") -> Image.Image:
