@@ -131,6 +131,9 @@ class Settings(BaseSettings):
         24.0, gt=0, description="How long an Idempotency-Key and its response are kept (and async jobs readable)"
     )
     job_workers: int = Field(4, ge=1, description="Async jobs this process runs at once (more wait in the queue)")
+    job_queue_per_consumer: int = Field(
+        100, ge=1, description="Async jobs one consumer may have queued or running; more are refused with 429"
+    )
     job_max_attempts: int = Field(
         3, ge=1, description="Runs of an async job interrupted by a dead server before it fails with a refund"
     )

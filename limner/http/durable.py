@@ -269,6 +269,7 @@ class _Durable:
                 ttl_seconds=self.state.settings.idempotency_ttl_hours * 3600,
                 instance_id=self.state.accounts.instance_id,
                 webhook_url=webhook,
+                max_pending=self.state.settings.job_queue_per_consumer,
             )
             job = opened.job
             if opened.outcome == "reused":

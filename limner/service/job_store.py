@@ -29,7 +29,9 @@ from sqlalchemy.orm import Session
 
 from limner.accounts.db import Database
 from limner.accounts.models import Instance, JobRecord, utcnow
+from limner.core.errors import QueueFull
 
+PENDING_RETRY_SECONDS = 5.0
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 OnFinished = Callable[[Session, "JobView"], None]
@@ -155,11 +157,13 @@ def open_job(
     ttl_seconds: float,
     instance_id: str | None,
     webhook_url: str | None = None,
+    max_pending: int | None = None,
 ) -> Opened:
     """Insert the row for a new request, or return the one that holds its idempotency key.
 
     A synchronous row starts ``running`` on ``instance_id`` (the caller runs it now, and keeps no body);
-    an async one starts ``queued`` with its request, for any replica to claim. An expired key is
+    an async one starts ``queued`` with its request, for any replica to claim, unless the consumer already
+    has ``max_pending`` async jobs waiting or running (``QueueFull``: a 429). An expired key is
     forgotten first. Two replicas racing on one key: the loser's insert fails and it reads the winner's."""
     for _ in range(3):
         now = utcnow()
@@ -175,6 +179,22 @@ def open_job(
                     elif row is not None:
                         same = row.fingerprint == fingerprint
                         return Opened("existing" if same else "reused", _view(session, row))
+                if asynchronous and max_pending is not None:
+                    pending = session.scalar(
+                        select(func.count())
+                        .select_from(JobRecord)
+                        .where(
+                            JobRecord.consumer == consumer,
+                            JobRecord.asynchronous,
+                            JobRecord.status.in_(["queued", "running"]),
+                        )
+                    )
+                    if int(pending or 0) >= max_pending:
+                        raise QueueFull(
+                            f"You have {max_pending} async jobs queued or running, the most one consumer may; "
+                            "submit more when some have finished.",
+                            retry_after=PENDING_RETRY_SECONDS,
+                        )
                 row = JobRecord(
                     id=new_job_id(),
                     consumer=consumer,
