@@ -40,8 +40,8 @@ def _checked(url: str, settings: Settings) -> str:
     """``url`` if the server would send to it (``LIMNER_WEBHOOK_ALLOW_PRIVATE`` honoured), else exit 1."""
     try:
         return asyncio.run(check_webhook_url(url, allow_private=settings.webhook_allow_private))
-    except LimnerError as error:
-        raise _fail(error.message) from None
+    except LimnerError as error:  # the header's name means nothing on a command line
+        raise _fail(error.message.removeprefix(f"{error.param}: ")) from None
 
 
 def _known(session: Session, name: str) -> None:

@@ -115,10 +115,12 @@ ACCEPTED_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def wants_async(prefer: str | None) -> bool:
-    """``Prefer: respond-async`` (RFC 7240), among other preferences or alone."""
+    """``Prefer: respond-async`` (RFC 7240): alone, among other preferences, or with parameters
+    (``respond-async; x=y``); several ``Prefer`` headers arrive joined with commas."""
     if not prefer:
         return False
-    return any(part.split("=", 1)[0].strip().lower() == "respond-async" for part in prefer.split(","))
+    names = (part.split(";", 1)[0].split("=", 1)[0].strip().lower() for part in prefer.split(","))
+    return "respond-async" in names
 
 
 def _boundary(content_type: str) -> bytes | None:
@@ -209,7 +211,7 @@ def durable(endpoint: Endpoint) -> Endpoint:
         if request.scope.get(RUNNER_SCOPE_KEY) is not None:
             return await endpoint(request)  # an accepted job, replayed by the runner: just run it
         key = _key(request)
-        asynchronous = wants_async(request.headers.get("prefer"))
+        asynchronous = wants_async(",".join(request.headers.getlist("prefer")))
         webhook = request.headers.get(WEBHOOK_HEADER)
         if webhook is not None and not asynchronous:
             raise InvalidRequest(

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from limner.accounts.db import Database
 from limner.accounts.models import Instance, JobRecord, utcnow
-from limner.core.errors import QueueFull
+from limner.core.errors import InvalidRequest, QueueFull
 
 PENDING_RETRY_SECONDS = 5.0
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -250,8 +250,10 @@ def listing(
             query = query.where(JobRecord.status.in_(list(statuses)))
         if after is not None:
             anchor = session.get(JobRecord, after)
-            if anchor is None or anchor.consumer != consumer:
-                return [], False
+            if anchor is None or anchor.consumer != consumer or not anchor.asynchronous:
+                raise InvalidRequest(
+                    f"Unknown job id '{after[:80]}' in 'after': pass the last id of the previous page.", param="after"
+                )
             query = query.where(
                 (JobRecord.created_at < anchor.created_at)
                 | ((JobRecord.created_at == anchor.created_at) & (JobRecord.id < anchor.id))

@@ -111,7 +111,7 @@ def test_private_urls_are_refused_unless_allowed(
 ) -> None:
     monkeypatch.setenv("LIMNER_WEBHOOK_ALLOW_PRIVATE", "false")
     assert limner("consumers", "create", "alice").exit_code == 0
-    refusal = f"error: Limner-Webhook-Url: refusing to send to {receiver.url}/ok: address 127.0.0.1 is loopback\n"
+    refusal = f"error: refusing to send to {receiver.url}/ok: address 127.0.0.1 is loopback\n"
 
     for args in (
         ["webhooks", "test", receiver.url + "/ok?key=k"],
@@ -148,7 +148,7 @@ def test_mistakes_are_one_line_errors(data_dir: Path) -> None:
     scheme = limner("webhooks", "test", "ftp://hooks.example/x")
     assert (scheme.exit_code, scheme.stderr) == (
         1,
-        "error: Limner-Webhook-Url: unsupported URL scheme 'ftp'; use http or https\n",
+        "error: unsupported URL scheme 'ftp'; use http or https\n",
     )
 
 

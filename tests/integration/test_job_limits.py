@@ -32,6 +32,13 @@ def test_a_consumer_past_its_pending_jobs_gets_a_429_and_room_again_after_a_canc
         assert refused.headers["retry-after"] == "5"
         listed = client.get("/v1/jobs").json()["data"]
         assert {job["id"] for job in listed} == {first.json()["id"], second.json()["id"]}, "nothing queued for it"
+        for cursor in ("", "job_unknown"):
+            unknown = client.get("/v1/jobs", params={"after": cursor})
+            assert unknown.status_code == 400, unknown.text
+            assert unknown.json()["error"]["param"] == "after"
+            assert unknown.json()["error"]["message"] == (
+                f"Unknown job id '{cursor}' in 'after': pass the last id of the previous page."
+            )
 
         # A synchronous request is not an async job: it is not refused by that count.
         assert client.post("/v1/images/generations", json={"prompt": "a leaf", "size": "64x64"}).status_code == 200
