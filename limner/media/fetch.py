@@ -80,6 +80,38 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+class UnsafeHost(Exception):
+    """Why a URL's host may not be connected to. ``address`` is the refused address, if one was; ``host``
+    the name that did not resolve, if that was it; neither: the URL has no host."""
+
+    def __init__(self, reason: str, *, host: str = "", address: IPAddress | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.host, self.address = reason, host, address
+
+
+async def vetted_addresses(url: httpx.URL, resolver: Resolver, *, allow_private: bool) -> list[str]:
+    """Every address ``url``'s host stands for (itself, when it is one), each globally routable unless
+    ``allow_private``: what image fetches and webhook deliveries may connect to, or ``UnsafeHost``."""
+    host = url.raw_host.decode("ascii")
+    if not host:
+        raise UnsafeHost("not a valid URL (no host)")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        addresses: list[IPAddress] = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            addresses = [ipaddress.ip_address(address) for address in await resolver(host, port)]
+        except (OSError, UnicodeError, ValueError):
+            addresses = []
+        if not addresses:
+            raise UnsafeHost(f"could not resolve host {host}", host=host) from None
+    if not allow_private:
+        for address in addresses:
+            if (problem := address_problem(address)) is not None:
+                raise UnsafeHost(f"address {address} is {problem}", address=address)
+    return [str(address) for address in addresses]
+
+
 class _Borrowed(httpx.AsyncBaseTransport):
     """Lends an injected transport to a short-lived client without letting the client close it."""
 
@@ -146,32 +178,17 @@ class ImageFetcher:
         return InvalidImage(f"{label}: could not fetch {safe_url(url)}: {reason}", param=param)
 
     async def _vetted_addresses(self, url: httpx.URL, label: str, param: str | None) -> list[str]:
-        host = url.raw_host.decode("ascii")
-        if not host:
-            raise InvalidImage(f"{label}: not a valid URL (no host)", param=param)
-        port = url.port or (443 if url.scheme == "https" else 80)
         try:
-            literal: IPAddress | None = ipaddress.ip_address(host)
-        except ValueError:
-            literal = None
-        if literal is not None:
-            addresses = [literal]
-        else:
-            try:
-                addresses = [ipaddress.ip_address(address) for address in await self._resolver(host, port)]
-            except (OSError, UnicodeError, ValueError):
-                addresses = []
-            if not addresses:
-                raise self._failed(label, url, f"could not resolve host {host}", param)
-        if not self.allow_private:
-            for address in addresses:
-                problem = address_problem(address)
-                if problem is not None:
-                    logger.info("refused to fetch %s for %s: %s is %s", safe_url(url), label, address, problem)
-                    raise InvalidImage(
-                        f"{label}: refusing to fetch {safe_url(url)}: address {address} is {problem}", param=param
-                    )
-        return [str(address) for address in addresses]
+            return await vetted_addresses(url, self._resolver, allow_private=self.allow_private)
+        except UnsafeHost as unsafe:
+            if unsafe.host:  # did not resolve
+                raise self._failed(label, url, unsafe.reason, param) from None
+            if unsafe.address is not None:
+                logger.info("refused to fetch %s for %s: %s", safe_url(url), label, unsafe.reason)
+                raise InvalidImage(
+                    f"{label}: refusing to fetch {safe_url(url)}: {unsafe.reason}", param=param
+                ) from None
+            raise InvalidImage(f"{label}: {unsafe.reason}", param=param) from None
 
     async def _hop(self, url: httpx.URL, label: str, param: str | None) -> bytes | httpx.URL:
         """Fetch one URL: its body, or the next URL when it redirects."""

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import ipaddress
 import logging
 import ssl
 import time
@@ -25,7 +24,7 @@ import httpx
 
 from limner.accounts.models import utcnow
 from limner.core.errors import InvalidRequest
-from limner.media.fetch import IPAddress, Resolver, address_problem, safe_url, system_resolver
+from limner.media.fetch import Resolver, UnsafeHost, safe_url, system_resolver, vetted_addresses
 
 log = logging.getLogger(__name__)
 
@@ -58,28 +57,12 @@ async def _vetted(url: str, allow_private: bool, resolver: Resolver) -> tuple[ht
         raise _Failed("not a valid URL (use an absolute http or https URL)")
     if parsed.scheme not in ("http", "https"):
         raise _Failed(f"unsupported URL scheme {parsed.scheme!r}; use http or https")
-    host = parsed.raw_host.decode("ascii")
-    if not host:
-        raise _Failed("not a valid URL (no host)")
     try:
-        literal: IPAddress | None = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None:
-        addresses = [literal]
-    else:
-        try:
-            port = parsed.port or (443 if parsed.scheme == "https" else 80)
-            addresses = [ipaddress.ip_address(address) for address in await resolver(host, port)]
-        except (OSError, UnicodeError, ValueError):
-            addresses = []
-        if not addresses:
-            raise _Failed(f"could not resolve host {host}")
-    if not allow_private:
-        for address in addresses:
-            if (problem := address_problem(address)) is not None:
-                raise _Failed(f"refusing to send to {safe_url(parsed)}: address {address} is {problem}")
-    return parsed, [str(address) for address in addresses]
+        return parsed, await vetted_addresses(parsed, resolver, allow_private=allow_private)
+    except UnsafeHost as unsafe:
+        if unsafe.address is not None:
+            raise _Failed(f"refusing to send to {safe_url(parsed)}: {unsafe.reason}") from None
+        raise _Failed(unsafe.reason) from None
 
 
 async def check_webhook_url(url: str, *, allow_private: bool, resolver: Resolver = system_resolver) -> str:

@@ -29,6 +29,7 @@ from limner.cli.local_services import Postgres, postgres_server
 from limner.settings import Settings
 from tests.reliability.test_kill9 import free_port, up
 from tests.support.accounts import bearer
+from tests.support.replicas import Replica
 from tests.support.waiting import wait_until
 
 PRICE = 2.0
@@ -44,17 +45,6 @@ def postgres() -> Iterator[Postgres]:
         if isinstance(server, str):
             pytest.skip(f"no PostgreSQL for the replica tests: {server}")
         yield server
-
-
-@dataclass
-class Replica:
-    name: str
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
 
 
 @dataclass

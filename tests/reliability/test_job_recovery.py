@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ from limner.accounts import credits, tokens
 from limner.accounts.models import LedgerEntry, Reservation, to_micros
 from limner.accounts.service import Accounts
 from limner.settings import Settings
-from tests.reliability.test_kill9 import free_port, up
+from tests.reliability.test_kill9 import server as limner_serve
 from tests.support.accounts import bearer
 from tests.support.waiting import wait_until
 
@@ -50,30 +47,9 @@ def write_config(root: Path) -> Path:
     return config
 
 
-@contextmanager
-def server(config: Path, log: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def server(config: Path, log: Path, **env: str) -> AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
     """``limner serve`` in its own process, with a small job pool that looks for work often."""
-    port = free_port()
-    environment = {
-        **os.environ,
-        "LIMNER_CONFIG": str(config),
-        "LIMNER_JOB_WORKERS": str(WORKERS),
-        "LIMNER_JOB_POLL_SECONDS": "0.1",
-        **env,
-    }
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "limner.cli", "serve", "--port", str(port)], env=environment, stdout=out, stderr=out
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: process.poll() is not None or up(url), timeout=STARTUP, what="the server to start")
-        assert process.poll() is None, log.read_text()[-3000:]
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
+    return limner_serve(config, log, LIMNER_JOB_WORKERS=str(WORKERS), LIMNER_JOB_POLL_SECONDS="0.1", **env)
 
 
 def submit(url: str, token: str, prompt: str) -> str:

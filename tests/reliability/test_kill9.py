@@ -54,13 +54,13 @@ def write_config(root: Path) -> Path:
 
 
 @contextmanager
-def server(config: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``limner serve`` in its own process, as an operator runs it."""
+def server(config: Path, log: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``limner serve`` in its own process, as an operator runs it (``env``: more ``LIMNER_*`` settings)."""
     port = free_port()
-    env = {**os.environ, "LIMNER_CONFIG": str(config)}
+    environment = {**os.environ, "LIMNER_CONFIG": str(config), **env}
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "limner.cli", "serve", "--port", str(port)], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "limner.cli", "serve", "--port", str(port)], env=environment, stdout=out, stderr=out
         )
     url = f"http://127.0.0.1:{port}"
     try:
