@@ -1,6 +1,7 @@
 """Credits: balances and a ledger. Reserve before work, commit on success, refund on failure.
 
-Each step is one database transaction, and the only way credits leave a balance is
+Each step is one database transaction (reservations of concurrent requests may share one, ``reserve_many``),
+and the only way credits leave a balance is
 
     UPDATE consumers SET balance = balance - :cost WHERE id = :id AND balance >= :cost
 
@@ -22,8 +23,9 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Table, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from limner.accounts import consumers, pending
@@ -33,6 +35,12 @@ from limner.accounts.models import MAX_MICROS, MICROS, Consumer, LedgerEntry, Re
 from limner.core.errors import InsufficientCredits, InvalidRequest
 
 log = logging.getLogger(__name__)
+
+_RESERVATIONS = cast(Table, Reservation.__table__)
+_LEDGER = cast(Table, LedgerEntry.__table__)
+_CONSUMERS = cast(Table, Consumer.__table__)
+"""Reservations and charges are written as plain rows (Core statements), not ORM objects: on the request
+path and in every usage batch, the unit of work's bookkeeping cost more than the statements."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,18 @@ def ledger(db: Database, consumer: str, *, limit: int = 50) -> list[LedgerEntry]
         )
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One request's reservation, waiting to be written (``reserve_many``)."""
+
+    consumer_id: int
+    amount: int
+    model: str
+    request_id: str
+    ttl: float
+    instance_id: str | None = None
+
+
 def reserve(
     db: Database,
     consumer_id: int,
@@ -147,60 +167,100 @@ def reserve(
     now: datetime | None = None,
 ) -> Hold:
     """Take ``amount`` off the balance and hold it, or raise ``InsufficientCredits`` (402) changing nothing."""
+    outcome = reserve_many(db, [Ask(consumer_id, amount, model, request_id, ttl, instance_id)], now=now)[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def reserve_many(db: Database, asks: list[Ask], *, now: datetime | None = None) -> list[Hold | Exception]:
+    """Reserve for several requests in one transaction: for each, a ``Hold`` or the error it would raise alone.
+
+    Each reservation is the same conditional ``UPDATE`` as one alone, so a batch never lets through more
+    than the balance covers; one that is short gets ``InsufficientCredits`` and the others go ahead. Rows
+    are written in one statement per table. If the transaction itself fails (a consumer deleted meanwhile,
+    a deadlock), each reservation is retried in its own, so one request's failure is never another's."""
     now = now or utcnow()
-    with db.write() as session:
+    try:
+        with db.write() as session:
+            return _reserve_rows(session, asks, now)
+    except Exception as exc:
+        if len(asks) == 1:
+            return [exc]
+    outcomes: list[Hold | Exception] = []
+    for ask in asks:
+        try:
+            with db.write() as session:
+                outcomes.extend(_reserve_rows(session, [ask], now))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def _reserve_rows(session: Session, asks: list[Ask], now: datetime) -> list[Hold | Exception]:
+    outcomes: list[Hold | Exception] = [InvalidRequest("not reserved")] * len(asks)
+    reservations: list[dict[str, object]] = []
+    entries: list[dict[str, object]] = []
+    balances = _CONSUMERS.c
+    # Balances are taken in consumer order, so two batches that touch the same consumers cannot deadlock.
+    for index in sorted(range(len(asks)), key=lambda i: asks[i].consumer_id):
+        ask = asks[index]
         after = session.execute(
-            update(Consumer)
-            .where(Consumer.id == consumer_id, Consumer.balance.is_not(None), Consumer.balance >= amount)
-            .values(balance=Consumer.balance - amount)
-            .returning(Consumer.balance)
-            .execution_options(synchronize_session=False)
+            update(_CONSUMERS)
+            .where(balances.id == ask.consumer_id, balances.balance.is_not(None), balances.balance >= ask.amount)
+            .values(balance=balances.balance - ask.amount)
+            .returning(balances.balance)
         ).scalar_one_or_none()
         if after is None:
-            current = session.scalar(select(Consumer.balance).where(Consumer.id == consumer_id))
-            raise InsufficientCredits(
-                f"Insufficient credits for image generation: this request costs {_credits(amount)} credits "
+            current = session.scalar(select(balances.balance).where(balances.id == ask.consumer_id))
+            outcomes[index] = InsufficientCredits(
+                f"Insufficient credits for image generation: this request costs {_credits(ask.amount)} credits "
                 f"and the balance is {_credits(current)}.",
-                required=amount / MICROS,
+                required=ask.amount / MICROS,
                 balance=from_micros(current),
             )
-        hold = Hold(secrets.token_hex(16), consumer_id, amount)
-        session.add(
-            Reservation(
-                id=hold.id,
-                consumer_id=consumer_id,
-                amount=amount,
-                instance_id=instance_id,
-                model=model[:200],
-                request_id=request_id[:80],
-                state="held",
-                created_at=now,
-                expires_at=now + timedelta(seconds=ttl),
-            )
+            continue
+        hold = Hold(secrets.token_hex(16), ask.consumer_id, ask.amount)
+        outcomes[index] = hold
+        model, request_id = ask.model[:200], ask.request_id[:80]
+        reservations.append(
+            {
+                "id": hold.id,
+                "consumer_id": ask.consumer_id,
+                "amount": ask.amount,
+                "instance_id": ask.instance_id,
+                "model": model,
+                "request_id": request_id,
+                "state": "held",
+                "created_at": now,
+                "expires_at": now + timedelta(seconds=ask.ttl),
+                "settled_at": None,
+            }
         )
-        session.add(
-            LedgerEntry(
-                consumer_id=consumer_id,
-                created_at=now,
-                kind="reserve",
-                delta=-amount,
-                amount=amount,
-                balance_after=after,
-                reservation_id=hold.id,
-                request_id=request_id[:80],
-                note=model[:200],
-            )
+        entries.append(
+            {
+                "consumer_id": ask.consumer_id,
+                "created_at": now,
+                "kind": "reserve",
+                "delta": -ask.amount,
+                "amount": ask.amount,
+                "balance_after": after,
+                "reservation_id": hold.id,
+                "request_id": request_id,
+                "note": model,
+            }
         )
-    return hold
+    if reservations:
+        session.execute(insert(_RESERVATIONS), reservations)
+        session.execute(insert(_LEDGER), entries)
+    return outcomes
 
 
 def _settle(session: Session, hold: Hold, state: str, now: datetime) -> bool:
     """Move a held reservation to ``state``; False if something else settled it first."""
+    table = _RESERVATIONS.c
     moved = session.execute(
-        update(Reservation)
-        .where(Reservation.id == hold.id, Reservation.state == "held")
-        .values(state=state, settled_at=now)
-        .execution_options(synchronize_session=False)
+        update(_RESERVATIONS).where(table.id == hold.id, table.state == "held").values(state=state, settled_at=now)
     )
     return moved.rowcount == 1  # type: ignore[attr-defined]
 
@@ -212,16 +272,19 @@ def commit(session: Session, hold: Hold, *, request_id: str, now: datetime | Non
     if not _settle(session, hold, "committed", now):
         log.warning("reservation %s was settled before its request finished; not charging it", hold.id)
         return False
-    session.add(
-        LedgerEntry(
-            consumer_id=hold.consumer_id,
-            created_at=now,
-            kind="charge",
-            delta=0,
-            amount=hold.amount,
-            reservation_id=hold.id,
-            request_id=request_id[:80],
-        )
+    session.execute(
+        insert(_LEDGER),
+        {
+            "consumer_id": hold.consumer_id,
+            "created_at": now,
+            "kind": "charge",
+            "delta": 0,
+            "amount": hold.amount,
+            "balance_after": None,
+            "reservation_id": hold.id,
+            "request_id": request_id[:80],
+            "note": "",
+        },
     )
     return True
 

@@ -36,6 +36,10 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers = [handler]
     root.setLevel(level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration plugin otherwise
+    # httpx logs every request it sends at INFO; each provider call already has limner's own "upstream" line
+    # (outcome, latency, retries), and a second line per request costs a gateway a few percent of its CPU.
+    # At DEBUG, httpx's lines are kept.
+    logging.getLogger("httpx").setLevel(logging.WARNING if root.level > logging.DEBUG else logging.NOTSET)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True

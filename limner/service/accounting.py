@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from types import TracebackType
@@ -103,6 +104,62 @@ _micros = functools.lru_cache(maxsize=1024)(to_micros)
 """A price in micro-credits: the same few prices every request, and the exact conversion is a Decimal's."""
 
 
+class Reservations:
+    """Reservations written together: while one transaction of them is on its way to the database, the
+    requests that arrive wait for the next, which takes them all (``credits.reserve_many``). A lone request
+    is written at once, as before; many concurrent ones share a transaction instead of queueing for the
+    database's write lock one by one. A request learns its outcome only once its hold is committed."""
+
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+        self.waiting: list[tuple[credits.Ask, asyncio.Future[Hold]]] = []
+        self.writing: asyncio.Future[None] | None = None
+
+    def ask(self, ask: credits.Ask) -> asyncio.Future[Hold]:
+        """A future for the hold (or ``InsufficientCredits``); it completes even if its awaiter is cancelled."""
+        future: asyncio.Future[Hold] = asyncio.get_running_loop().create_future()
+        self.waiting.append((ask, future))
+        if self.writing is None:
+            self.writing = asyncio.ensure_future(self._write())
+        return future
+
+    async def _write(self) -> None:
+        db = self.accounts.db
+        batch: list[tuple[credits.Ask, asyncio.Future[Hold]]] = []
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                try:
+                    outcomes = await db.call(credits.reserve_many, db, [ask for ask, _ in batch])
+                except Exception as exc:  # the pool itself failed: every request in the batch sees it
+                    outcomes = [exc] * len(batch)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:  # cancelled (the loop is closing): nobody is left waiting for an answer
+            self.writing = None
+            stopped = LimnerError("Internal error: the reservation was interrupted.")
+            for _, future in [*batch, *self.waiting]:
+                if not future.done():
+                    future.set_exception(stopped)  # a hold written meanwhile is refunded by recovery
+            self.waiting = []
+
+
+def _reservations(accounts: Accounts) -> Reservations:
+    """The accounts' reservation queue (one per ``Accounts``, made on first use)."""
+    queue = _queues.get(accounts)
+    if queue is None:
+        queue = _queues[accounts] = Reservations(accounts)
+    return queue
+
+
+_queues: weakref.WeakKeyDictionary[Accounts, Reservations] = weakref.WeakKeyDictionary()
+
+
 class AccountsGate:
     def __init__(self, accounts: Accounts, catalog: Catalog, metrics: Metrics | None = None) -> None:
         self.accounts = accounts
@@ -161,18 +218,15 @@ class AccountTicket:
         self.price = _micros(entry.price_for(self.n, width, height, self.request.quality))
         if self.price > 0 and policy.consumer_id is not None and policy.balance is not None:
             # Shielded: a reservation that completes after its client left must still be found and refunded.
-            self._reserving = asyncio.ensure_future(
-                accounts.db.call(
-                    credits.reserve,
-                    accounts.db,
-                    policy.consumer_id,
-                    self.price,
-                    model=entry.id,
-                    request_id=self.request_id,
-                    ttl=accounts.options.reservation_ttl,
-                    instance_id=accounts.instance_id,
-                )
+            ask = credits.Ask(
+                policy.consumer_id,
+                self.price,
+                model=entry.id,
+                request_id=self.request_id,
+                ttl=accounts.options.reservation_ttl,
+                instance_id=accounts.instance_id,
             )
+            self._reserving = _reservations(accounts).ask(ask)
             self.hold = await asyncio.shield(self._reserving)
 
     def deliver(self, result: ImageResult) -> None:

@@ -4,8 +4,13 @@ Before every request, and again when it ends, httpx's connection pool asks each 
 connection whether the provider closed it (``get_extra_info("is_readable")``). The default network
 stream answers by rebuilding its socket's attribute table and creating a ``select.poll`` object each
 time: at tens of pooled connections that was a tenth of a gateway's CPU. ``FastStreams`` answers the
-same question from the socket it kept at connect time, with one poll object per connection. Everything
-else (TLS, timeouts, errors, pooling) is httpx's and httpcore's, unchanged.
+same question from the socket it kept at connect time, with one poll object per connection.
+
+httpcore also re-plans the whole pool at each request's start and end in a way that grows with the square
+of the pooled connections (for every idle one it counts them all again, and it lists every available and
+every idle one for each queued request): at 32 pooled connections, a few thousand method calls per
+request. ``LeanPool`` makes the same decisions, in the same order, in one pass. Everything else (TLS,
+timeouts, errors, HTTP/2) is httpx's and httpcore's, unchanged.
 """
 
 from __future__ import annotations
@@ -80,10 +85,49 @@ class FastStreams(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+class LeanPool(httpcore.AsyncConnectionPool):
+    """httpcore's pool, its bookkeeping linear in the pooled connections (the decisions are httpcore's)."""
+
+    def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
+        closing: list[httpcore.AsyncConnectionInterface] = []
+        connections = self._connections
+        # Drop closed connections, close expired ones, and idle ones while more are pooled than are kept alive.
+        remaining = len(connections)
+        kept = []
+        for connection in connections:
+            if connection.is_closed():
+                remaining -= 1
+            elif connection.has_expired() or (connection.is_idle() and remaining > self._max_keepalive_connections):
+                remaining -= 1
+                closing.append(connection)
+            else:
+                kept.append(connection)
+        connections[:] = kept
+        # Give each queued request the first available connection, else a new one (closing an idle one at the limit).
+        for pool_request in self._requests:
+            if not pool_request.is_queued():
+                continue
+            origin = pool_request.request.url.origin
+            found = next((c for c in connections if c.can_handle_request(origin) and c.is_available()), None)
+            if found is None:
+                if len(connections) >= self._max_connections:
+                    idle = next((c for c in connections if c.is_idle()), None)
+                    if idle is None:
+                        continue  # stays queued until a connection frees up
+                    connections.remove(idle)
+                    closing.append(idle)
+                found = self.create_connection(origin)
+                connections.append(found)
+            pool_request.assign_to_connection(found)
+        return closing
+
+
 def provider_transport(*, limits: httpx.Limits, trust_env: bool) -> httpx.AsyncHTTPTransport:
     """httpx's transport for direct connections, on ``FastStreams`` (proxied ones are httpx's own mounts)."""
     transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=trust_env)
     pool = getattr(transport, "_pool", None)
-    if isinstance(pool, httpcore.AsyncConnectionPool) and hasattr(pool, "_network_backend"):
+    if type(pool) is httpcore.AsyncConnectionPool and hasattr(pool, "_network_backend"):
         pool._network_backend = FastStreams()
+        if hasattr(pool, "_assign_requests_to_connections") and hasattr(pool, "_requests"):
+            pool.__class__ = LeanPool
     return transport

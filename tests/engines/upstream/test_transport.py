@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import httpcore
 import httpx
 
-from limner.engines.upstream.transport import FastStreams, provider_transport
+from limner.engines.upstream.transport import FastStreams, LeanPool, provider_transport
 from tests.support.waiting import until
 
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
@@ -65,3 +66,31 @@ async def test_the_pool_reuses_open_connections_and_replaces_closed_ones() -> No
                 if close:  # the server's close is on the wire before the next request picks a connection
                     await until(closed(connections, count), what="the server to close")
         assert len(connections) == expected
+
+
+async def burst(transport: httpx.AsyncHTTPTransport) -> tuple[int, int, int]:
+    """12 concurrent requests, then 2 more: connections opened after each, and those pooled after the burst."""
+    server, port, connections = await serve(close_after_answer=False)
+    async with server:
+        async with httpx.AsyncClient(transport=transport) as client:
+            responses = await asyncio.gather(*(client.get(f"http://127.0.0.1:{port}/") for _ in range(12)))
+            assert [(r.status_code, r.text) for r in responses] == [(200, "ok")] * 12
+            opened, pooled = len(connections), len(transport._pool.connections)
+            again = await asyncio.gather(*(client.get(f"http://127.0.0.1:{port}/") for _ in range(2)))
+            assert [(r.status_code, r.text) for r in again] == [(200, "ok")] * 2
+        # The client closed its connections: let the server's handlers see it before the server goes.
+        await until(closed(connections, len(connections)), what="every connection to close")
+        return opened, pooled, len(connections)
+
+
+async def test_the_lean_pool_decides_as_httpcore_does() -> None:
+    """``LeanPool`` makes httpcore's decisions: at most ``max_connections`` at once (the rest wait), idle ones
+    beyond ``max_keepalive_connections`` closed, kept ones reused: the same connections opened and kept."""
+    limits = httpx.Limits(max_connections=3, max_keepalive_connections=2)
+    lean = provider_transport(limits=limits, trust_env=False)
+    assert isinstance(lean._pool, LeanPool)
+    stock = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    assert type(stock._pool) is httpcore.AsyncConnectionPool
+    expected = await burst(stock)
+    assert expected[1] == 2 and expected[2] == expected[0], "httpcore keeps 2 and reuses them"
+    assert await burst(lean) == expected
