@@ -109,20 +109,30 @@ async def test_engine_failure_reaches_every_member() -> None:
 
 
 async def test_the_service_batches_concurrent_requests_for_a_batching_entry(tmp_path: object) -> None:
+    """Three requests that wait while the engine is busy run as one batch once it is free (no timing:
+    the engine is held by another request while they arrive, however slowly each passes accounting)."""
     from pathlib import Path
 
     from limner.app import build_state
     from limner.core.models import ImageRequest, SizeSpec
     from limner.engines.catalog import ModelEntry
     from limner.settings import Settings
+    from tests.support.waiting import until
 
-    entry = ModelEntry(id="batched", engine="testpattern", batch_window_ms=80, max_batch_images=8)
+    entry = ModelEntry(
+        id="batched", engine="testpattern", batch_window_ms=80, max_batch_images=8, options={"delay": 0.5}
+    )
     state = build_state(Settings(data_dir=Path(str(tmp_path)), models=[entry], default_model="batched"))
     engine = state.catalog.engine(entry)
     assert isinstance(engine, BatchingEngine)
+    busy = asyncio.ensure_future(
+        state.service.run(ImageRequest(prompt="busy", model="batched", seed=9, size=SizeSpec(64, 64)), "busy")
+    )
+    await until(engine._running.locked, what="the first request to hold the engine")
     requests = [ImageRequest(prompt=f"p{i}", model="batched", seed=i, size=SizeSpec(32, 32)) for i in range(3)]
     results = await asyncio.gather(*(state.service.run(r, f"r{i}") for i, r in enumerate(requests)))
-    assert engine.batches_run == 1
+    await busy
+    assert engine.batches_run == 2, "the busy request's batch, then the three together"
     assert [result.images[0].seed for result in results] == [0, 1, 2]
     alone = await state.service.run(ImageRequest(prompt="p1", model="batched", seed=1, size=SizeSpec(32, 32)), "x")
     assert alone.images[0].data == results[1].images[0].data
