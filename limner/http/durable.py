@@ -22,7 +22,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi import Request, Response
@@ -73,6 +73,7 @@ _NOT_STORED = frozenset(
     }
 )
 """Credentials and per-attempt headers: never written to the database, never replayed."""
+_PER_ATTEMPT = ("content-length", "x-request-id")
 WAIT_POLL_SECONDS = 0.05
 
 
@@ -171,12 +172,17 @@ def stored_request(request: Request, body: bytes) -> StoredRequest:
     return StoredRequest(request.method, request.url.path, request.url.query, headers, body)
 
 
-def replay(response: StoredResponse) -> Response:
-    """A kept response as it was first sent, marked as a replay."""
-    headers = {
-        name: value for name, value in response.headers if name.lower() not in ("content-length", "x-request-id")
-    }
-    headers[REPLAYED_HEADER] = "true"
+def kept_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A response's headers as kept for replays: without its length (recomputed when it is sent again) and
+    its request id (each attempt has its own)."""
+    return [(name, value) for name, value in headers if name.lower() not in _PER_ATTEMPT]
+
+
+def replay(response: StoredResponse, *, replayed: bool = True) -> Response:
+    """A kept response as it was first sent, marked as a replay unless it is a job's result being read."""
+    headers = dict(kept_headers(response.headers))
+    if replayed:
+        headers[REPLAYED_HEADER] = "true"
     return Response(response.body, status_code=response.status, headers=headers)
 
 
@@ -396,7 +402,7 @@ class _Durable:
         if not kept(canonical):
             await self.db.call(job_store.forget, self.db, job.id)
             return
-        headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
+        headers = kept_headers(headers)
         delivery = delivery_var.get()
         await self.db.call(
             job_store.complete,

@@ -29,7 +29,7 @@ from limner.accounts import leases
 from limner.accounts.tokens import Principal
 from limner.core.errors import LimnerError
 from limner.http.deps import AppState
-from limner.http.durable import RUNNER_SCOPE_KEY, SCHEME_HEADER
+from limner.http.durable import RUNNER_SCOPE_KEY, SCHEME_HEADER, kept_headers
 from limner.http.job_views import job_body
 from limner.http.routing import failures_var
 from limner.service import job_store
@@ -251,7 +251,7 @@ class JobRunner:
                 if not message.get("more_body", False):
                     response = StoredResponse(
                         status,
-                        [(k, v) for k, v in response_headers if k.lower() not in ("content-length", "x-request-id")],
+                        kept_headers(response_headers),
                         b"".join(chunks),
                     )
                     code, message_text = self._failure(view, status, response, failures)

@@ -38,12 +38,13 @@ from sqlalchemy import select
 from limner.core.errors import InvalidRequest, NotFound
 from limner.http import openapi
 from limner.http.deps import AppState, get_consumer, get_state
+from limner.http.durable import replay
 from limner.http.job_runner import queue_webhook
 from limner.http.job_views import JobBody, JobList, job_body
 from limner.http.routing import ErrorRenderer, dialect_route
 from limner.http.streaming import HEARTBEAT_SECONDS, SSE_COMMENT, event_stream, sse
 from limner.service import job_store
-from limner.service.job_store import FINISHED, JobView, StoredResponse
+from limner.service.job_store import FINISHED, JobView
 from limner.service.jobs import Job, JobState
 
 STATUSES = frozenset({"queued", "running", *FINISHED})
@@ -147,12 +148,7 @@ async def get_job_result(request: Request, request_id: str) -> Response:
         raise NotFound(f"No job with id '{request_id}'.", param="request_id")
     if view.response is None:
         raise NotFound(f"Job '{request_id}' has no result (status: {view.status}).", param="request_id")
-    return replay_result(view.response)
-
-
-def replay_result(response: StoredResponse) -> Response:
-    headers = {name: value for name, value in response.headers if name.lower() not in ("content-length",)}
-    return Response(response.body, status_code=response.status, headers=headers)
+    return replay(view.response, replayed=False)
 
 
 async def cancel_job(request: Request, request_id: str) -> Response:
