@@ -11,6 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LIMNER_CONFIG", "/nonexistent/limner.toml")
 
+from limner.cli.local_services import Postgres
 from limner.engines.catalog import ModelEntry
 from limner.settings import LOOPBACK_HOSTS, Settings
 
@@ -34,6 +35,18 @@ def settings(tmp_path: Path) -> Settings:
         default_model="pattern",
         allowed_hosts=[*LOOPBACK_HOSTS, "testserver"],
     )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL server for the whole run (each test takes a database of its own: ``new_database``);
+    the tests that need it skip, saying why, where it cannot be started."""
+    from limner.cli.local_services import postgres_server
+
+    with postgres_server() as server:
+        if isinstance(server, str):
+            pytest.skip(f"no PostgreSQL: {server}")
+        yield server
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from limner.accounts.db import default_url
 from limner.accounts.service import Accounts
-from limner.cli.local_services import Postgres, postgres_server, redis_server
+from limner.cli.local_services import Postgres, redis_server
 from limner.engines.catalog import DIALECT_DEFAULT_ALIASES, ModelEntry
 from limner.settings import Settings
 
@@ -30,14 +30,6 @@ def priced_models(price: float = 1.0) -> list[ModelEntry]:
         ModelEntry(id="pattern-free", engine="testpattern"),
         ModelEntry(id="broken", engine="broken", price_per_image=price),
     ]
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    with postgres_server() as server:
-        if isinstance(server, str):
-            pytest.skip(f"no PostgreSQL for the ledger tests: {server}")
-        yield server
 
 
 @pytest.fixture(scope="session")

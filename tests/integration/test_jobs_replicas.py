@@ -25,7 +25,7 @@ from sqlalchemy import func, select, update
 from limner.accounts import credits, tokens
 from limner.accounts.models import Instance, JobRecord, Reservation, to_micros
 from limner.accounts.service import Accounts
-from limner.cli.local_services import Postgres, postgres_server
+from limner.cli.local_services import Postgres
 from limner.settings import Settings
 from tests.reliability.test_kill9 import free_port, up
 from tests.support.accounts import bearer
@@ -37,14 +37,6 @@ START = 100.0
 SLOW_DELAY = 2.0
 """Seconds the slow model takes per image: a job that is running when a replica is killed."""
 STARTUP = 60.0
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    with postgres_server() as server:
-        if isinstance(server, str):
-            pytest.skip(f"no PostgreSQL for the replica tests: {server}")
-        yield server
 
 
 @dataclass

@@ -22,7 +22,6 @@ from limner.accounts import consumers
 from limner.accounts.db import Database, default_url
 from limner.accounts.models import Consumer, JobRecord, WebhookAttempt, WebhookDelivery, utcnow
 from limner.accounts.service import Accounts
-from limner.cli.local_services import Postgres, postgres_server
 from limner.core.errors import InvalidRequest
 from limner.service.webhooks import (
     WebhookSecrets,
@@ -41,14 +40,6 @@ from tests.support.webhook_receiver import Receiver, webhook_receiver
 SECRETS = WebhookSecrets(b"a server secret of at least 32 bytes")
 JOB = {"id": "job_1", "object": "job", "status": "done", "result": {"created": 1, "data": []}}
 PARAM = "Limner-Webhook-Url"
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    with postgres_server() as server:
-        if isinstance(server, str):
-            pytest.skip(f"no PostgreSQL for the webhook claim tests: {server}")
-        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
