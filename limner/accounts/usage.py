@@ -22,8 +22,9 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import Table, case, func, insert, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
@@ -209,7 +210,7 @@ def _write(session: Session, items: list[_Pending]) -> None:
             if not credits.commit(session, item.hold, request_id=str(row["request_id"]), now=moment):
                 row = row | {"cost": 0}  # recovery refunded it first: not charged
         rows.append(row)
-    session.execute(insert(UsageRecord), rows)
+    session.execute(insert(cast(Table, UsageRecord.__table__)), rows)  # Core's executemany: cheaper than the ORM's
 
 
 def _filtered(query: Select, consumer: str | None, since: datetime | None):  # type: ignore[type-arg,no-untyped-def]

@@ -127,6 +127,9 @@ class ImageRequest:
     """False delivers images with no generation metadata (no prompt text chunks), whatever the server default."""
     keep_media: bool = False
     """The dialect's response points at stored media by key, so provider URLs are never passed through."""
+    links: bool = True
+    """The answer links to stored media (a URL or a media path). False when every image goes back inline
+    (base64, raw bytes): nothing is stored, since no client could ever ask for it again."""
     consumer: str = "local"
     partial_images: int = 0
     """Previews wanted while the images are made (OpenAI's ``partial_images``); 0: none, the engine skips them."""

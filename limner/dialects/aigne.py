@@ -57,6 +57,7 @@ async def create_image(request: Request) -> Response:
         images=images,
         quality=params.quality,
         rendering_style=params.style,
+        links=params.response_format == "url",
         report_usage=openai.is_gpt_image(params.model),
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,

@@ -188,6 +188,7 @@ def to_image_request(params: GenerationParams, consumer: str) -> ImageRequest:
         size=size_spec(params.size, has_images=params.image is not None),
         watermark=params.watermark,
         keep_media=params.response_format == "url",
+        links=params.response_format != "b64_json",
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,
         consumer=consumer,

@@ -173,6 +173,7 @@ def generation_request(params: GenerationForm, consumer: str) -> ImageRequest:
         effort="high" if params.reasoning == "high" else "normal",
         output_format="png",
         embed_metadata=False,
+        links=False,  # the answer is the PNG itself
         loras=lora_choices(params.loras),
         consumer=consumer,
     )
@@ -188,6 +189,7 @@ def edit_request(params: EditForm, images: list[ImageInput], consumer: str) -> I
         images=images,
         output_format="png",
         embed_metadata=False,
+        links=False,  # the answer is the PNG itself
         loras=lora_choices(params.loras),
         consumer=consumer,
     )

@@ -188,6 +188,7 @@ def _common(params: _Params, consumer: str, prompt: str) -> ImageRequest:
         effort="high" if params.complexity == "high" else "normal",
         consumer=consumer,
         partial_images=(params.partial_images or 0) if params.stream else 0,
+        links=response_format_for(params) == "url" and not params.stream,
         report_usage=bool(params.stream) or is_gpt_image(model),
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,

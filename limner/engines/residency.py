@@ -77,9 +77,10 @@ class Residency:
             self._in_flight[model_id] = self._in_flight.get(model_id, 0) + 1
             self._last_used[model_id] = now
         try:
-            engine = self.catalog.built().get(entry.id)
-            if self.budget_bytes and engine is not None and not engine.loaded:
-                await self.make_room(self._sizes.get(entry.id, 0))
+            if self.budget_bytes:
+                engine = self.catalog.built().get(entry.id)
+                if engine is not None and not engine.loaded:
+                    await self.make_room(self._sizes.get(entry.id, 0))
             yield
         finally:
             now = self._clock()

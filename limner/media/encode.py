@@ -152,11 +152,13 @@ def reuse_png(
     return data[:ihdr_end] + text + data[ihdr_end:]
 
 
-def _plain_png_chunks(data: bytes) -> list[tuple[bytes, bytes]] | None:
-    """The chunks of a well-formed PNG made only of IHDR, IDAT and IEND (in that order), else None."""
+def _plain_png_chunks(data: bytes) -> list[tuple[bytes, memoryview]] | None:
+    """The chunks of a well-formed PNG made only of IHDR, IDAT and IEND (in that order), every CRC right,
+    else None. Bodies are views into ``data``: checking a megabyte costs one CRC pass, not copies."""
     if not data.startswith(PNG_SIGNATURE):
         return None
-    chunks: list[tuple[bytes, bytes]] = []
+    view = memoryview(data)
+    chunks: list[tuple[bytes, memoryview]] = []
     offset = len(PNG_SIGNATURE)
     while offset + 12 <= len(data):
         (length,) = struct.unpack_from(">I", data, offset)
@@ -164,10 +166,9 @@ def _plain_png_chunks(data: bytes) -> list[tuple[bytes, bytes]] | None:
         end = offset + 12 + length
         if cid not in _PLAIN_CHUNKS or end > len(data):
             return None
-        body = data[offset + 8 : end - 4]
-        if struct.unpack_from(">I", data, end - 4)[0] != zlib.crc32(cid + body):
+        if struct.unpack_from(">I", data, end - 4)[0] != zlib.crc32(view[offset + 4 : end - 4]):
             return None
-        chunks.append((cid, body))
+        chunks.append((cid, view[offset + 8 : end - 4]))
         offset = end
         if cid == b"IEND":
             break
@@ -175,6 +176,25 @@ def _plain_png_chunks(data: bytes) -> list[tuple[bytes, bytes]] | None:
     if not ordered or chunks[-1][0] != b"IEND" or offset != len(data):
         return None
     return chunks if all(cid == b"IDAT" for cid, _ in chunks[1:-1]) else None
+
+
+def open_plain_png(data: bytes, max_pixels: int) -> Image.Image | None:
+    """``data`` opened but not decoded, when it is a plain 8-bit RGB or RGBA PNG (only IHDR, IDAT and IEND,
+    every CRC right) of at most ``max_pixels``: the image a full decode would give, whose pixels are
+    decompressed only if something needs them (a resize, a style, another format). Passing a provider's
+    PNG through then costs a CRC pass instead of a decode. None: decode ``data`` fully instead."""
+    chunks = _plain_png_chunks(data)
+    if chunks is None:
+        return None
+    width, height, depth, colour, _compression, _filter, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    mode = _MODE_BY_COLOUR_TYPE.get(colour)
+    if depth != 8 or interlace != 0 or mode is None or not 0 < width * height <= max_pixels:
+        return None
+    image = Image.open(io.BytesIO(data), formats=("PNG",))
+    if image.mode != mode or image.size != (width, height):
+        return None
+    remember_source(image, data)
+    return image
 
 
 def _chunk(cid: bytes, body: bytes) -> bytes:

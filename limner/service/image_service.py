@@ -206,7 +206,10 @@ class ImageService:
             async with self.residency.using(entry):
                 generated = await self._generate(engine_request, entry)
         # Scaling and encoding a large PNG takes a good part of a second: never on the event loop.
-        encoded = await asyncio.to_thread(self._finish_all, generated, plan, style, entry, request, prompt)
+        try:
+            encoded = await asyncio.to_thread(self._finish_all, generated, plan, style, entry, request, prompt)
+        except OSError as exc:  # a provider's PNG is decompressed only here, if at all (``open_plain_png``)
+            raise ModelError(f"Model '{entry.id}' returned an image that could not be decoded.") from exc
         usage = None
         if request.report_usage:
             inputs = [source.image.size for source in images]
@@ -360,7 +363,8 @@ class ImageService:
         storage_error = None
         try:
             for item, data, mime in encoded:
-                key = "" if item.source_url else await self._put(data, mime, request.consumer, created)
+                linked = request.links and not item.source_url
+                key = await self._put(data, mime, request.consumer, created) if linked else ""
                 keys.append(key)
         except Exception as exc:
             log.exception("storing images failed")

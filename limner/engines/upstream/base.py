@@ -51,11 +51,14 @@ from limner.engines.upstream.payloads import INLINE_BYTES
 from limner.engines.upstream.resilience import CircuitBreaker, backoff_delay, parse_retry_after, redact
 from limner.engines.upstream.transport import provider_transport
 from limner.engines.upstream.usage import CallObserver, CallStats, Outcome, UpstreamCall
-from limner.media.encode import remember_source
+from limner.media.encode import open_plain_png, remember_source
 from limner.media.fetch import DEFAULT_MAX_BYTES
 from limner.media.inputs import DEFAULT_MAX_PIXELS, ImageDecoder, ImageFetcher, decode_base64, parse_data_url
 
 log = logging.getLogger(__name__)
+
+MAX_ENDPOINTS = 64
+"""Parsed endpoint URLs kept per engine (a provider has a handful)."""
 
 _stats: ContextVar[CallStats] = ContextVar("limner_upstream_call")
 """Counters of the ``generate`` call in progress; fanned-out tasks share them (context is copied)."""
@@ -130,6 +133,10 @@ class UpstreamEngine(Engine):
         )
         self.calls: deque[UpstreamCall] = deque(maxlen=256)
         """The most recent calls, newest last; ``subscribe`` to see every one."""
+        self._endpoints: dict[str, httpx.URL] = {}
+        """Relative endpoint -> absolute URL: parsing a URL costs more than the rest of building a request."""
+        self._headers: dict[tuple[tuple[str, str], ...], httpx.Headers] = {}
+        """Call headers -> those merged with the client's (httpx merges them again for every request)."""
         self._observers: list[CallObserver] = []
         if self._credential.problem:
             log.warning("model '%s': %s; its requests fail with model_auth_error", entry.id, self._credential.problem)
@@ -234,7 +241,8 @@ class UpstreamEngine(Engine):
 
     def _record(self, call: UpstreamCall) -> None:
         self.calls.append(call)
-        log.info(
+        log.log(
+            logging.INFO if call.outcome != "ok" or call.retries else logging.DEBUG,
             "upstream %s model=%s outcome=%s error=%s latency=%.3fs requests=%d retries=%d images=%d cost=%g",
             call.provider,
             call.model,
@@ -261,17 +269,25 @@ class UpstreamEngine(Engine):
             if not self.trusts(url):
                 raise ModelError(f"Provider '{self.provider}' pointed limner at another host.")
             headers.update(self.auth_headers(self._credential.value))
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.entry.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception(self._should_retry),
-            reraise=True,
-        )
         try:
+            # The first attempt runs outside the retry loop, which costs more than building the request;
+            # its failure is replayed as the loop's first attempt, so retries go exactly as they would.
+            try:
+                return await self._attempt(method, url, headers, kwargs)
+            except _Transient as exc:
+                failed: _Transient | None = exc
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(self.entry.max_retries + 1),
+                wait=self._wait,
+                retry=retry_if_exception(self._should_retry),
+                reraise=True,
+            )
             async for attempt in retrying:
                 with attempt:
-                    if attempt.retry_state.attempt_number > 1:
-                        _stats.get().retries += 1
+                    if failed is not None:
+                        replayed, failed = failed, None
+                        raise replayed
+                    _stats.get().retries += 1
                     return await self._attempt(method, url, headers, kwargs)
         except _Transient as exc:
             raise exc.error from None
@@ -296,11 +312,19 @@ class UpstreamEngine(Engine):
     async def decode(self, data: bytes, label: str = "image") -> Image.Image:
         try:
             if len(data) <= INLINE_BYTES:
-                source = self.decoder.decode(data, label)
-            else:  # decoding megapixels takes long enough to stall every other request
-                source = await asyncio.to_thread(self.decoder.decode, data, label)
+                return self._open(data, label)
+            # checking or decoding megabytes takes long enough to stall every other request
+            return await asyncio.to_thread(self._open, data, label)
         except InvalidImage as exc:
             raise ModelError(f"Provider '{self.provider}' returned an invalid image ({exc.message}).") from None
+
+    def _open(self, data: bytes, label: str) -> Image.Image:
+        """The provider's image. A plain PNG stays undecoded until something needs its pixels: passed
+        through as sent, it never does."""
+        plain = open_plain_png(data, self.decoder.max_pixels) if len(data) <= self.decoder.max_bytes else None
+        if plain is not None:
+            return plain
+        source = self.decoder.decode(data, label)
         if source.mime_type == "image/png":
             remember_source(source.image, data)  # delivered as sent when nothing needs changing
         return source.image
@@ -352,6 +376,34 @@ class UpstreamEngine(Engine):
 
     # --- internals --------------------------------------------------------------------------------
 
+    def _request(self, method: str, url: str, headers: dict[str, str], kwargs: dict[str, Any]) -> httpx.Request:
+        """What ``client.build_request`` builds (the client's headers and timeout, the endpoint against its
+        base URL), with the client's headers merged once per set of call headers rather than per call."""
+        key = tuple(headers.items())
+        merged = self._headers.get(key)
+        if merged is None:
+            merged = httpx.Headers(self.client.headers)
+            merged.update(headers)
+            if len(self._headers) >= MAX_ENDPOINTS:
+                self._headers.clear()
+            self._headers[key] = merged
+        extensions = {"timeout": self.client.timeout.as_dict()}
+        return httpx.Request(method, self._endpoint(url), headers=merged, extensions=extensions, **kwargs)
+
+    def _endpoint(self, url: str) -> httpx.URL | str:
+        """``url`` against the provider's base URL, as httpx would merge it, parsed once per endpoint;
+        absolute URLs (a provider's polling links) are left to httpx."""
+        if url.startswith(("http://", "https://")):
+            return url
+        found = self._endpoints.get(url)
+        if found is None:
+            base = self.client.base_url
+            found = base.copy_with(raw_path=base.raw_path + httpx.URL(url).raw_path.lstrip(b"/"))
+            if len(self._endpoints) >= MAX_ENDPOINTS:
+                self._endpoints.clear()
+            self._endpoints[url] = found
+        return found
+
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome is not None else None
         delay = backoff_delay(state.attempt_number, self.backoff, self.max_backoff)
@@ -371,7 +423,7 @@ class UpstreamEngine(Engine):
                 f"Provider '{self.provider}' is failing; retry in {math.ceil(blocked)} s.", retry_after=blocked
             )
         _stats.get().requests += 1
-        request = self.client.build_request(method, url, headers=headers, **kwargs)
+        request = self._request(method, url, headers, kwargs)
         try:
             async with asyncio.timeout(self.entry.timeout):
                 response = await self.client.send(request, stream=True)

@@ -9,8 +9,11 @@ same question from the socket it kept at connect time, with one poll object per 
 httpcore also re-plans the whole pool at each request's start and end in a way that grows with the square
 of the pooled connections (for every idle one it counts them all again, and it lists every available and
 every idle one for each queued request): at 32 pooled connections, a few thousand method calls per
-request. ``LeanPool`` makes the same decisions, in the same order, in one pass. Everything else (TLS,
-timeouts, errors, HTTP/2) is httpx's and httpcore's, unchanged.
+request. ``LeanPool`` makes the same decisions, in the same order, in one pass, and asks only the
+connection it is about to hand out whether it expired (httpcore asks every pooled one, twice per request:
+one ``poll`` each, at 64 pooled connections most of a request's pool time). An expired connection nobody
+picks stays pooled, counted against the limits, until it is picked or closed as surplus. Everything else
+(TLS, timeouts, errors, HTTP/2) is httpx's and httpcore's, unchanged.
 """
 
 from __future__ import annotations
@@ -91,24 +94,25 @@ class LeanPool(httpcore.AsyncConnectionPool):
     def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
         closing: list[httpcore.AsyncConnectionInterface] = []
         connections = self._connections
-        # Drop closed connections, close expired ones, and idle ones while more are pooled than are kept alive.
+        # Drop closed connections, and close idle ones while more are pooled than are kept alive.
         remaining = len(connections)
         kept = []
         for connection in connections:
             if connection.is_closed():
                 remaining -= 1
-            elif connection.has_expired() or (connection.is_idle() and remaining > self._max_keepalive_connections):
+            elif connection.is_idle() and remaining > self._max_keepalive_connections:
                 remaining -= 1
                 closing.append(connection)
             else:
                 kept.append(connection)
         connections[:] = kept
-        # Give each queued request the first available connection, else a new one (closing an idle one at the limit).
+        # Give each queued request the first available connection that has not expired, else a new one
+        # (closing an idle one at the limit).
         for pool_request in self._requests:
             if not pool_request.is_queued():
                 continue
             origin = pool_request.request.url.origin
-            found = next((c for c in connections if c.can_handle_request(origin) and c.is_available()), None)
+            found = self._available(origin, closing)
             if found is None:
                 if len(connections) >= self._max_connections:
                     idle = next((c for c in connections if c.is_idle()), None)
@@ -120,6 +124,28 @@ class LeanPool(httpcore.AsyncConnectionPool):
                 connections.append(found)
             pool_request.assign_to_connection(found)
         return closing
+
+    async def _close_connections(self, closing: list[httpcore.AsyncConnectionInterface]) -> None:
+        if closing:  # httpcore shields an empty loop from cancellation too: twice per request
+            await super()._close_connections(closing)
+
+    def _available(
+        self, origin: httpcore.Origin, closing: list[httpcore.AsyncConnectionInterface]
+    ) -> httpcore.AsyncConnectionInterface | None:
+        """The first pooled connection that can take a request to ``origin`` now; expired ones met on the
+        way (the provider closed them, or their keep-alive ran out) are moved to ``closing``."""
+        connections = self._connections
+        index = 0
+        while index < len(connections):
+            connection = connections[index]
+            if connection.can_handle_request(origin) and connection.is_available():
+                if not connection.has_expired():
+                    return connection
+                del connections[index]
+                closing.append(connection)
+                continue
+            index += 1
+        return None
 
 
 def provider_transport(*, limits: httpx.Limits, trust_env: bool) -> httpx.AsyncHTTPTransport:
