@@ -108,6 +108,7 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
             idle_seconds=settings.model_idle_unload_seconds,
             budget_bytes=settings.model_memory_budget_mb * 2**20,
         ),
+        stages=metrics.observe_stages,
     )
     metrics.watch_queues(service.queues)
     return AppState(

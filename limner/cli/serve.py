@@ -12,6 +12,7 @@ workers as ``LIMNER_*`` environment variables, so every worker reads the same se
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from pathlib import Path
@@ -74,7 +75,7 @@ def serve(
     if workers == 1:
         from limner.app import create_app
 
-        uvicorn.run(create_app(settings), **address, **UVICORN_OPTIONS)
+        uvicorn.run(_frozen(create_app(settings)), **address, **UVICORN_OPTIONS)
         return
     os.environ.update({f"LIMNER_{key.upper()}": str(value) for key, value in overrides.items()})
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **address, **UVICORN_OPTIONS)
@@ -86,7 +87,16 @@ def worker_app() -> FastAPI:
 
     settings = Settings()
     _configure_logging(settings)
-    return create_app(settings)
+    return _frozen(create_app(settings))
+
+
+def _frozen(app: FastAPI) -> FastAPI:
+    """``app``, with everything made so far (modules, the app, its routes) moved out of the cyclic garbage
+    collector's sight: it lives as long as the process, and a full collection that walks it on every few
+    thousand requests was a visible share of a gateway's CPU and of its slowest answers."""
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def _configure_logging(settings: Settings) -> None:

@@ -227,6 +227,19 @@ class EngineRequest:
         return len(self.seeds)
 
 
+@dataclass(frozen=True)
+class EngineTimings:
+    """Where an engine call's time went, in seconds, for the per-stage metrics.
+
+    ``denoise``: from the start of the pipeline call to the end of its last denoising step (prompt
+    encoding and the initial noise included); ``decode``: from there until the images are pixels (a VAE
+    or pixel-space decoder, the conversion to PIL). The rest of the engine call (handing the work to the
+    engine's thread, a batching window, setting up the pipeline) is neither."""
+
+    denoise: float
+    decode: float
+
+
 @dataclass
 class GeneratedImage:
     """One image from an engine: decoded pixels, or encoded bytes from an upstream provider."""
@@ -236,6 +249,10 @@ class GeneratedImage:
     text: str | None = None
     source_url: str | None = None
     """Where an upstream provider serves this image, for models with ``pass_through_urls``."""
+    timings: EngineTimings | None = None
+    """The split of the engine call this image came from (every image of one call carries the same); None
+    from engines that cannot tell. Carried by the image, not the request, so that it survives micro-batching
+    (each caller of a joined call gets the call's figures) and a trip through Ray Serve."""
 
 
 @dataclass(frozen=True)

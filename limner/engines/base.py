@@ -3,7 +3,8 @@
 An engine turns an ``EngineRequest`` (sizes resolved, seeds drawn, style applied) into images.
 To implement one: subclass ``Engine``, describe what it can do in ``capabilities``, implement
 ``generate`` (never block the event loop: run CPU/GPU work in a thread), and release resources in
-``aclose``. Translate foreign errors into ``limner.core.errors`` where they happen.
+``aclose``. Translate foreign errors into ``limner.core.errors`` where they happen. Reporting how long
+denoising and decoding took (``GeneratedImage.timings``) is optional.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ class Engine(ABC):
 
     @abstractmethod
     async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
-        """Return ``request.n`` images, one per seed, in seed order."""
+        """Return ``request.n`` images, one per seed, in seed order.
+
+        An engine that can tell where its denoising loop ended fills each image's ``timings``
+        (``EngineTimings``: denoise and decode seconds) for the service's per-stage metrics; one that
+        cannot leaves it None, and those stages are simply not reported for its model."""
 
     async def load(self) -> None:  # noqa: B027 - optional hook
         """Load weights or open connections ahead of the first request (optional)."""

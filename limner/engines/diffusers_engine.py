@@ -15,6 +15,9 @@ still constructs, and load reports what is missing.
 The model's family (``limner.engines.families``) supplies the defaults a catalog entry leaves unset.
 LoRA adapters load on first use and stay (``adapters.LoraSet``); the sampler, the active adapters and VAE
 tiling are set per call, so requests never see each other's choices.
+
+Each image reports how the call split into denoising and decoding (``GeneratedImage.timings``): the step
+hooks already report every step, so the end of the last one marks where decoding began.
 """
 
 from __future__ import annotations
@@ -24,14 +27,16 @@ import gc
 import importlib.util
 import math
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from PIL import Image
 
 from limner.core.errors import InvalidRequest, LimnerError, ModelError, ModelNotAvailable, UnsupportedOperation
-from limner.core.models import Capabilities, EngineRequest, GeneratedImage, Mode
+from limner.core.models import Capabilities, EngineRequest, EngineTimings, GeneratedImage, Mode, ProgressCallback
 from limner.engines.adapters import LoraSet
 from limner.engines.base import Engine
 from limner.engines.diffusers_loading import (
@@ -181,8 +186,10 @@ class DiffusersEngine(Engine):
             self._prepare(base, pipe, request)
             # One generator per image: a seed gives the same noise alone or anywhere in a batch.
             generators = [torch.Generator(device=self._device).manual_seed(seed) for seed in request.seeds]
-            kwargs = self._call_arguments(pipe, request, generators, cancel)
+            clock = DenoiseClock(request.progress, self._device)
+            kwargs = self._call_arguments(pipe, replace(request, progress=clock), generators, cancel)
             refine = self._refiner is not None and task == "generate"
+            started = time.perf_counter()
             try:
                 images = self._refined(kwargs, generators) if refine else pipe(**kwargs).images
             except Cancelled:
@@ -195,11 +202,13 @@ class DiffusersEngine(Engine):
                 raise InvalidRequest(f"The model rejected the request: {exc}") from exc
             except Exception as exc:
                 raise ModelError(f"The model failed: {type(exc).__name__}: {exc}") from exc
+            # The refiner denoises after the base's last reported step: no clean split to report there.
+            timings = None if refine else clock.timings(started, time.perf_counter())
         if len(images) != request.n:
             raise ModelError(f"The model returned {len(images)} images, expected {request.n}.")
         # Rows dropped mid-run (see EngineRequest.rows_wanted) come back as None and are left out.
         return [
-            GeneratedImage(image=image, seed=seed)
+            GeneratedImage(image=image, seed=seed, timings=timings)
             for image, seed in zip(images, request.seeds, strict=True)
             if image is not None
         ]
@@ -301,6 +310,44 @@ class DiffusersEngine(Engine):
                     f"LoRA '{choice.name}' was made for {spec.base} models; this model is {self.family.name}.",
                     param="loras",
                 )
+
+
+class DenoiseClock:
+    """The request's progress callback, noting when the last denoising step ended (worker thread).
+
+    Every step hook (``step_hooks.step_arguments``) reports each step through ``progress``; a pipeline
+    whose hooks never report leaves the clock unset, and its call reports no split."""
+
+    def __init__(self, progress: ProgressCallback | None, device: Any) -> None:
+        self.progress = progress
+        self.device = device
+        self.last_step: float | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total)
+        if done >= total:
+            _synchronize(self.device)  # an accelerator runs the loop's queued kernels after Python issued them
+        self.last_step = time.perf_counter()
+
+    def timings(self, started: float, finished: float) -> EngineTimings | None:
+        """Denoising from ``started`` to the last step, decoding from there to ``finished``."""
+        if self.last_step is None or not started <= self.last_step <= finished:
+            return None
+        return EngineTimings(denoise=self.last_step - started, decode=finished - self.last_step)
+
+
+def _synchronize(device: Any) -> None:
+    """Wait for the work queued on a CUDA or MPS device (once, after the last step: the decode waits anyway)."""
+    kind = getattr(device, "type", None)
+    if kind == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+    elif kind == "mps":
+        import torch
+
+        torch.mps.synchronize()
 
 
 # --- loading ---

@@ -22,6 +22,7 @@ from limner.core.imaging import add_watermark, compose_layout
 from limner.core.models import (
     Capabilities,
     EngineRequest,
+    EngineTimings,
     GeneratedImage,
     ImageInput,
     ImageRequest,
@@ -46,6 +47,7 @@ from limner.media.store import content_key
 from limner.service.gate import Gate, OpenGate, Ticket
 from limner.service.jobs import Job, JobRegistry, Listener, Reporter
 from limner.service.media_access import MediaAccess
+from limner.service.metrics import StageObserver
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class ImageService:
         gate: Gate | None = None,
         jobs: JobRegistry | None = None,
         residency: Residency | None = None,
+        stages: StageObserver | None = None,
     ) -> None:
         self.catalog = catalog
         self.media = media
@@ -93,6 +96,8 @@ class ImageService:
         """Every request's progress, for streaming responses and the job status endpoint."""
         self.residency = residency or Residency(catalog)
         """Which local models stay loaded; without settings it only keeps count (nothing is unloaded)."""
+        self.stages = stages
+        """Told where each finished request's time went (``limner.service.metrics.STAGES``); None: not timed."""
 
     def model_names(self) -> list[str]:
         """Every model id and alias the catalog answers to."""
@@ -201,20 +206,29 @@ class ImageService:
         )
         slots = self.slots(entry)
         self.jobs.expect(job, concurrency=slots.concurrency)
+        queued = time.perf_counter()
+        stages = {"prepare": queued - started}
         async with slots.acquire(on_position=job.queued):
             job.running()
             async with self.residency.using(entry):
+                calling = time.perf_counter()
+                stages["queue"] = calling - queued
                 generated = await self._generate(engine_request, entry)
-        # Scaling and encoding a large PNG takes a good part of a second: never on the event loop.
+                stages |= _engine_stages(time.perf_counter() - calling, generated[0].timings if generated else None)
+        # Scaling and encoding a large PNG takes tens of milliseconds an image: in threads, never on the event loop.
         try:
-            encoded = await asyncio.to_thread(self._finish_all, generated, plan, style, entry, request, prompt)
+            encoded = await self._finish_all(generated, plan, style, entry, request, prompt, stages)
         except OSError as exc:  # a provider's PNG is decompressed only here, if at all (``open_plain_png``)
             raise ModelError(f"Model '{entry.id}' returned an image that could not be decoded.") from exc
         usage = None
         if request.report_usage:
             inputs = [source.image.size for source in images]
             usage = await asyncio.to_thread(count_usage, prompt, inputs, plan.output, request.n, request.quality)
+        storing = time.perf_counter()
         stored, storage_error = await self._store(encoded, request)
+        stages["store"] = time.perf_counter() - storing
+        if self.stages is not None:
+            self.stages(entry.id, stages)
         return ImageResult(
             model=entry.id,
             images=stored,
@@ -321,7 +335,7 @@ class ImageService:
         )
         return data, mime, finished.size
 
-    def _finish_all(
+    async def _finish_all(
         self,
         items: list[GeneratedImage],
         plan: SizePlan,
@@ -329,30 +343,54 @@ class ImageService:
         entry: ModelEntry,
         request: ImageRequest,
         prompt: str,
+        stages: dict[str, float] | None = None,
     ) -> list[tuple[GeneratedImage, bytes, str]]:
-        """Scale, style, watermark and encode every image (CPU work, run in a thread).
+        """Scale, style, watermark and encode every image, each in a worker thread and all side by side:
+        Pillow lets go of the GIL while it resizes and compresses, so several images take about as long as
+        one per core. ``stages`` gets the wall time, shared between ``upscale`` and ``encode`` in
+        proportion to the time the images spent in each."""
+        started = time.perf_counter()
+        done = await asyncio.gather(
+            *(asyncio.to_thread(self._finish_one, item, plan, style, entry, request, prompt) for item in items)
+        )
+        if stages is not None:
+            wall = time.perf_counter() - started
+            scaling, encoding = sum(one[1] for one in done), sum(one[2] for one in done)
+            share = scaling / (scaling + encoding) if scaling + encoding > 0 else 0.0
+            stages["upscale"], stages["encode"] = wall * share, wall * (1 - share)
+        return [one[0] for one in done]
+
+    def _finish_one(
+        self,
+        generated: GeneratedImage,
+        plan: SizePlan,
+        style: StylePreset,
+        entry: ModelEntry,
+        request: ImageRequest,
+        prompt: str,
+    ) -> tuple[tuple[GeneratedImage, bytes, str], float, float]:
+        """One image finished and encoded (CPU work, in a worker thread), with the seconds each part took.
 
         An image that needs none of it and came as a plain PNG (a provider's answer, usually) keeps the
         provider's bytes, with the metadata added as text chunks: the same pixels, not compressed again."""
-        encoded = []
-        for generated in items:
-            item = self._finish(generated, plan, style, entry, request)
-            embed = self.options.embed_metadata and request.embed_metadata
-            metadata = self._metadata(request, entry, plan, prompt, item.seed) if embed else None
-            source = source_of(item.image) if item.image is generated.image and request.output_format == "png" else None
-            reused = reuse_png(item.image, source, background=request.background, metadata=metadata) if source else None
-            if reused is not None:
-                data, mime = reused, MIME_BY_FORMAT["png"]
-            else:
-                data, mime = encode_image(
-                    item.image,
-                    request.output_format,
-                    compression=request.output_compression,
-                    metadata=metadata,
-                    background=request.background,
-                )
-            encoded.append((item, data, mime))
-        return encoded
+        started = time.perf_counter()
+        item = self._finish(generated, plan, style, entry, request)
+        scaled = time.perf_counter()
+        embed = self.options.embed_metadata and request.embed_metadata
+        metadata = self._metadata(request, entry, plan, prompt, item.seed) if embed else None
+        source = source_of(item.image) if item.image is generated.image and request.output_format == "png" else None
+        reused = reuse_png(item.image, source, background=request.background, metadata=metadata) if source else None
+        if reused is not None:
+            data, mime = reused, MIME_BY_FORMAT["png"]
+        else:
+            data, mime = encode_image(
+                item.image,
+                request.output_format,
+                compression=request.output_compression,
+                metadata=metadata,
+                background=request.background,
+            )
+        return (item, data, mime), scaled - started, time.perf_counter() - scaled
 
     async def _store(
         self, encoded: list[tuple[GeneratedImage, bytes, str]], request: ImageRequest
@@ -419,3 +457,11 @@ class ImageService:
         if request.negative_prompt:
             metadata["negative_prompt"] = request.negative_prompt
         return metadata
+
+
+def _engine_stages(seconds: float, timings: EngineTimings | None) -> dict[str, float]:
+    """The engine call's time: the engine's own denoise/decode split where it gave one, the rest as ``engine``."""
+    if timings is None:
+        return {"engine": seconds}
+    rest = max(0.0, seconds - timings.denoise - timings.decode)
+    return {"engine": rest, "denoise": timings.denoise, "decode": timings.decode}

@@ -12,6 +12,7 @@ freely (model names come from the catalog), so the number of series stays bounde
     limner_images_total{dialect,model}
     limner_errors_total{code}                          auth, limits, credits and generation errors
     limner_queue_depth{model} / limner_jobs_running{model}
+    limner_stage_seconds{model,stage}                  where a delivered request's time went (``STAGES``)
 """
 
 from __future__ import annotations
@@ -37,6 +38,28 @@ Queues = Callable[[], Mapping[str, QueueCounts]]
 """Each model's slots by model id, read at every scrape (``ImageService.queues``)."""
 
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+"""Finer at the low end than ``LATENCY_BUCKETS``: encoding or storing one image takes milliseconds."""
+
+STAGES = ("prepare", "queue", "engine", "denoise", "decode", "upscale", "encode", "store")
+"""The stages of ``ImageService`` in order, timed once per delivered request (wall-clock seconds; they
+do not overlap, so together they are the service's time but for usage counting):
+
+- ``prepare``: admission (rate limits), input images decoded, the credit hold: everything before the queue
+- ``queue``: waiting for the model's slot
+- ``engine``: the engine call outside denoise and decode (the hand-over to the engine's thread, a batching
+  window, the pipeline's set-up); all of the call for engines that report no split (upstream providers)
+- ``denoise`` / ``decode``: the engine's own split (``EngineTimings``); absent for engines that cannot tell
+- ``upscale``: scaling to the output size, style post-processing, watermark
+- ``encode``: PNG, JPEG or WebP bytes (for several images at once, the wall time of scaling and encoding
+  them side by side is shared between ``upscale`` and ``encode`` in proportion to each one's work)
+- ``store``: writing to the media store (next to nothing when every image goes back inline)
+
+Rendering and sending the response happen in the dialect and HTTP layers, after the service: that is
+``limner_http_request_duration_seconds`` less ``limner_generation_duration_seconds``."""
+
+StageObserver = Callable[[str, Mapping[str, float]], None]
+"""Told a delivered request's model id and seconds per stage (``Metrics.observe_stages``)."""
 
 
 class QueueCollector(Collector):
@@ -89,6 +112,13 @@ class Metrics:
         )
         self.images = Counter("limner_images", "Images delivered", ["dialect", "model"], registry=r)
         self.errors = Counter("limner_errors", "Errors by limner error code", ["code"], registry=r)
+        self.stages = Histogram(
+            "limner_stage_seconds",
+            "Seconds a delivered request spent in each stage of the image service",
+            ["model", "stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
 
     def watch_queues(self, queues: Queues) -> None:
         """Report each model's queue depth and running jobs, read from ``queues`` at every scrape."""
@@ -101,6 +131,11 @@ class Metrics:
             self.images.labels(dialect, model).inc(images)
         if outcome != "ok":
             self.errors.labels(outcome).inc()
+
+    def observe_stages(self, model: str, seconds: Mapping[str, float]) -> None:
+        """One delivered request's time per stage; ``model`` is a catalog id, ``seconds`` keys are ``STAGES``."""
+        for stage, value in seconds.items():
+            self.stages.labels(model, stage).observe(value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
