@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from limner.accounts import consumers, pending
@@ -39,6 +39,28 @@ log = logging.getLogger(__name__)
 _RESERVATIONS = cast(Table, Reservation.__table__)
 _LEDGER = cast(Table, LedgerEntry.__table__)
 _CONSUMERS = cast(Table, Consumer.__table__)
+
+# The statements of every metered request, built once: building and keying one costs more than running it.
+_TAKE = (
+    update(_CONSUMERS)
+    .where(
+        _CONSUMERS.c.id == bindparam("consumer_id"),
+        _CONSUMERS.c.balance.is_not(None),
+        _CONSUMERS.c.balance >= bindparam("amount"),
+    )
+    .values(balance=_CONSUMERS.c.balance - bindparam("amount"))
+    .returning(_CONSUMERS.c.balance)
+)
+"""Take ``amount`` from a metered balance that covers it; the balance after, or no row."""
+_COMMIT = (
+    update(_RESERVATIONS)
+    .where(_RESERVATIONS.c.id.in_(bindparam("ids", expanding=True)), _RESERVATIONS.c.state == "held")
+    .values(state="committed", settled_at=bindparam("settled_at"))
+    .returning(_RESERVATIONS.c.id)
+)
+"""Commit the holds among ``ids`` still held; their ids."""
+_ADD_RESERVATIONS = insert(_RESERVATIONS)
+_ADD_ENTRIES = insert(_LEDGER)
 """Reservations and charges are written as plain rows (Core statements), not ORM objects: on the request
 path and in every usage batch, the unit of work's bookkeeping cost more than the statements."""
 
@@ -205,12 +227,7 @@ def _reserve_rows(session: Session, asks: list[Ask], now: datetime) -> list[Hold
     # Balances are taken in consumer order, so two batches that touch the same consumers cannot deadlock.
     for index in sorted(range(len(asks)), key=lambda i: asks[i].consumer_id):
         ask = asks[index]
-        after = session.execute(
-            update(_CONSUMERS)
-            .where(balances.id == ask.consumer_id, balances.balance.is_not(None), balances.balance >= ask.amount)
-            .values(balance=balances.balance - ask.amount)
-            .returning(balances.balance)
-        ).scalar_one_or_none()
+        after = session.execute(_TAKE, {"consumer_id": ask.consumer_id, "amount": ask.amount}).scalar_one_or_none()
         if after is None:
             current = session.scalar(select(balances.balance).where(balances.id == ask.consumer_id))
             outcomes[index] = InsufficientCredits(
@@ -251,8 +268,8 @@ def _reserve_rows(session: Session, asks: list[Ask], now: datetime) -> list[Hold
             }
         )
     if reservations:
-        session.execute(insert(_RESERVATIONS), reservations)
-        session.execute(insert(_LEDGER), entries)
+        session.execute(_ADD_RESERVATIONS, reservations)
+        session.execute(_ADD_ENTRIES, entries)
     return outcomes
 
 
@@ -265,28 +282,50 @@ def _settle(session: Session, hold: Hold, state: str, now: datetime) -> bool:
     return moved.rowcount == 1  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class Charge:
+    """A delivered request's hold, to be committed (``commit_many``)."""
+
+    hold: Hold
+    request_id: str
+    moment: datetime
+
+
 def commit(session: Session, hold: Hold, *, request_id: str, now: datetime | None = None) -> bool:
     """Mark the held credits as spent (inside the caller's transaction). False: it had expired and was
     refunded by recovery, so the request is not charged (never twice, never for more than was held)."""
-    now = now or utcnow()
-    if not _settle(session, hold, "committed", now):
-        log.warning("reservation %s was settled before its request finished; not charging it", hold.id)
-        return False
-    session.execute(
-        insert(_LEDGER),
-        {
-            "consumer_id": hold.consumer_id,
-            "created_at": now,
-            "kind": "charge",
-            "delta": 0,
-            "amount": hold.amount,
-            "balance_after": None,
-            "reservation_id": hold.id,
-            "request_id": request_id[:80],
-            "note": "",
-        },
-    )
-    return True
+    return hold.id in commit_many(session, [Charge(hold, request_id, now or utcnow())])
+
+
+def commit_many(session: Session, charges: list[Charge]) -> set[str]:
+    """``commit`` for several holds in two statements (one conditional ``UPDATE ... RETURNING``, one
+    multi-row insert): the ids of the holds committed; the others had been refunded first and are not charged."""
+    if not charges:
+        return set()
+    settled = max(charge.moment for charge in charges)
+    ids = [charge.hold.id for charge in charges]
+    committed = set(session.scalars(_COMMIT, {"ids": ids, "settled_at": settled}))
+    entries = []
+    for charge in charges:
+        if charge.hold.id not in committed:
+            log.warning("reservation %s was settled before its request finished; not charging it", charge.hold.id)
+            continue
+        entries.append(
+            {
+                "consumer_id": charge.hold.consumer_id,
+                "created_at": charge.moment,
+                "kind": "charge",
+                "delta": 0,
+                "amount": charge.hold.amount,
+                "balance_after": None,
+                "reservation_id": charge.hold.id,
+                "request_id": charge.request_id[:80],
+                "note": "",
+            }
+        )
+    if entries:
+        session.execute(_ADD_ENTRIES, entries)
+    return committed
 
 
 def refund(

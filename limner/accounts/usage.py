@@ -201,15 +201,16 @@ class UsageWriter:
 
 
 def _write(session: Session, items: list[_Pending]) -> None:
-    rows = []
-    for item in items:
-        row = item.row
-        if item.hold is not None:
-            moment = row["created_at"]
-            assert isinstance(moment, datetime)
-            if not credits.commit(session, item.hold, request_id=str(row["request_id"]), now=moment):
-                row = row | {"cost": 0}  # recovery refunded it first: not charged
-        rows.append(row)
+    charges = [
+        credits.Charge(item.hold, str(item.row["request_id"]), cast(datetime, item.row["created_at"]))
+        for item in items
+        if item.hold is not None
+    ]
+    committed = credits.commit_many(session, charges)
+    rows = [
+        item.row if item.hold is None or item.hold.id in committed else item.row | {"cost": 0}  # refunded first
+        for item in items
+    ]
     session.execute(insert(cast(Table, UsageRecord.__table__)), rows)  # Core's executemany: cheaper than the ORM's
 
 
