@@ -31,7 +31,9 @@ SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple
 
 
 class _Stream(httpcore.AsyncNetworkStream):
-    """A network stream whose readability check costs one ``poll(0)``."""
+    """A network stream whose readability check costs one ``poll(0)``, and which sends a request's head
+    together with its body: httpcore writes them one after the other, two system calls and two packets
+    where one does. A head is held until the next write (the body) or read (a request without one)."""
 
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
@@ -40,14 +42,26 @@ class _Stream(httpcore.AsyncNetworkStream):
         if self._socket is not None and hasattr(select, "poll"):
             self._poll = select.poll()
             self._poll.register(self._socket.fileno(), select.POLLIN)
+        self._head = b""
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._head:
+            await self._send(b"", timeout)
         return await self._inner.read(max_bytes, timeout)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
+        if not self._head and buffer.endswith(b"\r\n\r\n"):
+            self._head = buffer  # a request's head: its body, if any, comes next
+            return
+        await self._send(buffer, timeout)
+
+    async def _send(self, buffer: bytes, timeout: float | None) -> None:
+        buffer, self._head = self._head + buffer, b""
+        if buffer:
+            await self._inner.write(buffer, timeout)
 
     async def aclose(self) -> None:
+        self._head = b""
         await self._inner.aclose()
 
     async def start_tls(

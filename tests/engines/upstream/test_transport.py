@@ -94,3 +94,36 @@ async def test_the_lean_pool_decides_as_httpcore_does() -> None:
     expected = await burst(stock)
     assert expected[1] == 2 and expected[2] == expected[0], "httpcore keeps 2 and reuses them"
     assert await burst(lean) == expected
+
+
+class _Recorder(httpcore.AsyncNetworkStream):
+    """An inner stream that records what is written to it."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return b""
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.writes.append(buffer)
+
+    async def aclose(self) -> None:
+        return None
+
+    def get_extra_info(self, info: str) -> None:
+        return None
+
+
+async def test_a_request_head_goes_out_with_its_body_in_one_write() -> None:
+    from limner.engines.upstream.transport import _Stream
+
+    inner = _Recorder()
+    stream = _Stream(inner)
+    await stream.write(b"POST /x HTTP/1.1\r\ncontent-length: 2\r\n\r\n")
+    assert inner.writes == [], "the head waits for its body"
+    await stream.write(b"ok")
+    assert inner.writes == [b"POST /x HTTP/1.1\r\ncontent-length: 2\r\n\r\nok"]
+    await stream.write(b"GET /y HTTP/1.1\r\nhost: x\r\n\r\n")
+    await stream.read(10)
+    assert inner.writes[1:] == [b"GET /y HTTP/1.1\r\nhost: x\r\n\r\n"], "a request without a body goes out on read"
