@@ -23,6 +23,8 @@ Decisions, documented in the README:
 
 from __future__ import annotations
 
+import copy
+import functools
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -311,11 +313,22 @@ def _pixels(spec: SizeSpec, caps: Capabilities) -> str:
     return f"{width}x{height}"
 
 
+def model_schema(form: type[BaseModel]) -> dict[str, Any]:
+    """``form``'s JSON schema, a copy the caller may change: pydantic builds it anew on every call,
+    which made listing models cost as much as generating an image."""
+    return copy.deepcopy(_model_schema(form))
+
+
+@functools.cache
+def _model_schema(form: type[BaseModel]) -> dict[str, Any]:
+    return form.model_json_schema()
+
+
 def parameters_schema(form: type[BaseModel], caps: Capabilities, model: str) -> dict[str, Any]:
     """A JSON-schema object for one endpoint: the form model's fields, enums, defaults and limits,
     the ``images`` files for edits, and the pixel sizes this catalog model produces per resolution.
     limner's own extensions (``loras``) stay out: clients walk this list as the reference defines it."""
-    schema = form.model_json_schema()
+    schema = model_schema(form)
     properties = {name: prop for name, prop in flat_properties(schema).items() if name not in EXTENSIONS}
     if form is EditForm:
         properties["images"] = {

@@ -164,7 +164,7 @@ def in_both_shapes(item: dict[str, Any], state: AppState) -> dict[str, Any]:
 def openai_parameters(generates: bool, model: str, caps: Capabilities) -> dict[str, Any]:
     """ImagineArt's ``parameters`` object for an OpenAI model: the JSON schema of the body it takes."""
     form = openai.GenerationParams if generates else openai.EditParams
-    schema = form.model_json_schema()
+    schema = imagineart.model_schema(form)
     parameters: dict[str, Any] = {
         "type": "object",
         "endpoint": "/v1/images/generations" if generates else "/v1/images/edits",
