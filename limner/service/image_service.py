@@ -169,7 +169,7 @@ class ImageService:
         plan = resolve_size(request.size, caps, first_image=images[0].image if images else None)
         prompt, negative = style.apply(request.prompt, request.negative_prompt)
         await ticket.reserve(width=plan.output[0], height=plan.output[1])
-        base_seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        base_seed = request.seed if request.seed is not None else secrets.randbits(31)
         seeds = [(base_seed + index) % SEED_LIMIT for index in range(request.n)]
         steps = self._steps(request, entry, caps)
         job.total_steps = steps or entry.default_steps or caps.default_steps
@@ -300,7 +300,8 @@ class ImageService:
     async def _generate(self, engine_request: EngineRequest, entry: ModelEntry) -> list[GeneratedImage]:
         engine = self.catalog.engine(entry)
         try:
-            generated = await asyncio.wait_for(engine.generate(engine_request), self.options.request_timeout)
+            async with asyncio.timeout(self.options.request_timeout):  # no extra task per request, as wait_for makes
+                generated = await engine.generate(engine_request)
         except TimeoutError as exc:
             raise Timeout(f"Model '{entry.id}' did not finish within {self.options.request_timeout:g} s.") from exc
         except LimnerError:
