@@ -41,6 +41,7 @@ from limner.engines.adapters import resolve_loras
 from limner.engines.catalog import Catalog, ModelEntry
 from limner.engines.residency import Residency
 from limner.engines.slots import ModelSlots
+from limner.engines.upstream.payloads import INLINE_BYTES
 from limner.media.encode import MIME_BY_FORMAT, encode_image, keeps_alpha, reuse_png, source_of
 from limner.media.inputs import ImageLoader
 from limner.media.store import content_key
@@ -351,15 +352,36 @@ class ImageService:
         one per core. ``stages`` gets the wall time, shared between ``upscale`` and ``encode`` in
         proportion to the time the images spent in each."""
         started = time.perf_counter()
-        done = await asyncio.gather(
-            *(asyncio.to_thread(self._finish_one, item, plan, style, entry, request, prompt) for item in items)
-        )
+        if all(self._as_sent(item, plan, style, entry, request) for item in items):
+            # Splicing text chunks into a small PNG costs less than the hop to a thread and back.
+            done = [self._finish_one(item, plan, style, entry, request, prompt) for item in items]
+        else:
+            done = await asyncio.gather(
+                *(asyncio.to_thread(self._finish_one, item, plan, style, entry, request, prompt) for item in items)
+            )
         if stages is not None:
             wall = time.perf_counter() - started
             scaling, encoding = sum(one[1] for one in done), sum(one[2] for one in done)
             share = scaling / (scaling + encoding) if scaling + encoding > 0 else 0.0
             stages["upscale"], stages["encode"] = wall * share, wall * (1 - share)
         return [one[0] for one in done]
+
+    @staticmethod
+    def _as_sent(
+        item: GeneratedImage, plan: SizePlan, style: StylePreset, entry: ModelEntry, request: ImageRequest
+    ) -> bool:
+        """Whether ``item`` goes out as the small PNG it came as (``reuse_png``): nothing to scale, style,
+        watermark, flatten or encode, so nothing to decode or compress."""
+        source = source_of(item.image)
+        return (
+            source is not None
+            and len(source) <= INLINE_BYTES
+            and request.output_format == "png"
+            and item.image.size == plan.output
+            and not request.watermark
+            and not (entry.style_postprocess and style.postprocess is not None)
+            and (item.image.mode == "RGB" or keeps_alpha(item.image, "png", request.background))
+        )
 
     def _finish_one(
         self,
