@@ -224,10 +224,8 @@ def _reserve_rows(session: Session, asks: list[Ask], now: datetime) -> list[Hold
     reservations: list[dict[str, object]] = []
     entries: list[dict[str, object]] = []
     balances = _CONSUMERS.c
-    # Balances are taken in consumer order, so two batches that touch the same consumers cannot deadlock.
-    for index in sorted(range(len(asks)), key=lambda i: asks[i].consumer_id):
+    for index, after in _take(session, asks):
         ask = asks[index]
-        after = session.execute(_TAKE, {"consumer_id": ask.consumer_id, "amount": ask.amount}).scalar_one_or_none()
         if after is None:
             current = session.scalar(select(balances.balance).where(balances.id == ask.consumer_id))
             outcomes[index] = InsufficientCredits(
@@ -271,6 +269,30 @@ def _reserve_rows(session: Session, asks: list[Ask], now: datetime) -> list[Hold
         session.execute(_ADD_RESERVATIONS, reservations)
         session.execute(_ADD_ENTRIES, entries)
     return outcomes
+
+
+def _take(session: Session, asks: list[Ask]) -> list[tuple[int, int | None]]:
+    """Take each ask's amount from its consumer's balance: ``(index, balance after)``, or ``(index, None)``
+    when the balance does not cover it. A consumer's asks are taken in one ``UPDATE`` when its balance
+    covers them all (each balance after as if taken one by one), else one by one. Balances are taken in
+    consumer order, so two batches that touch the same consumers cannot deadlock."""
+    groups: dict[int, list[int]] = {}
+    for index in sorted(range(len(asks)), key=lambda i: asks[i].consumer_id):
+        groups.setdefault(asks[index].consumer_id, []).append(index)
+    taken: list[tuple[int, int | None]] = []
+    for consumer_id, indexes in groups.items():
+        if len(indexes) > 1:
+            total = sum(asks[index].amount for index in indexes)
+            after = session.execute(_TAKE, {"consumer_id": consumer_id, "amount": total}).scalar_one_or_none()
+            if after is not None:
+                for index in indexes:
+                    total -= asks[index].amount
+                    taken.append((index, after + total))
+                continue
+        for index in indexes:
+            parameters = {"consumer_id": consumer_id, "amount": asks[index].amount}
+            taken.append((index, session.execute(_TAKE, parameters).scalar_one_or_none()))
+    return taken
 
 
 def _settle(session: Session, hold: Hold, state: str, now: datetime) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from limner.accounts import credits
 from limner.accounts.credits import Ask, Hold
@@ -88,3 +88,27 @@ async def test_concurrent_requests_share_transactions_and_never_overdraw(account
     assert queue.writing is None and queue.waiting == [], "the queue is idle once every request has its answer"
     bob = metered(accounts, "bob", 0.5)  # and it keeps serving afterwards
     assert isinstance(await queue.ask(ask(bob, 0.5, "b1")), Hold)
+
+
+def test_a_consumer_whose_balance_covers_the_whole_batch_is_charged_in_one_take(accounts: Accounts) -> None:
+    """One ``UPDATE`` for the batch, and the ledger as if each ask had been taken alone, in order."""
+    db = accounts.db
+    alice = metered(accounts, "alice", 2.0)
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        outcomes = credits.reserve_many(db, [ask(alice, 0.5, "a1"), ask(alice, 0.25, "a2"), ask(alice, 0.75, "a3")])
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert [type(outcome).__name__ for outcome in outcomes] == ["Hold", "Hold", "Hold"]
+    assert sum(statement.lstrip().upper().startswith("UPDATE CONSUMERS") for statement in statements) == 1
+    assert credits.balance(db, "alice") == to_micros(0.5)
+    with db.read() as session:
+        after = session.execute(
+            select(LedgerEntry.request_id, LedgerEntry.balance_after).where(LedgerEntry.kind == "reserve")
+        ).all()
+    assert sorted(after) == [("a1", to_micros(1.5)), ("a2", to_micros(1.25)), ("a3", to_micros(0.5))]
