@@ -72,13 +72,16 @@ def serve(
     }
     if settings.tls_certfile is not None:
         address |= {"ssl_certfile": str(settings.tls_certfile), "ssl_keyfile": str(settings.tls_keyfile)}
+    from limner.http.wire import HttpProtocol
+
+    options = UVICORN_OPTIONS | {"http": HttpProtocol}
     if workers == 1:
         from limner.app import create_app
 
-        uvicorn.run(_frozen(create_app(settings)), **address, **UVICORN_OPTIONS)
+        uvicorn.run(_frozen(create_app(settings)), **address, **options)
         return
     os.environ.update({f"LIMNER_{key.upper()}": str(value) for key, value in overrides.items()})
-    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **address, **UVICORN_OPTIONS)
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **address, **options)
 
 
 def worker_app() -> FastAPI:
