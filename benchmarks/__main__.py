@@ -4,6 +4,7 @@
     python -m benchmarks --quick         # a smoke run in about two minutes: indicative numbers only
     python -m benchmarks --only batching --only naive
     python -m benchmarks --only quality  # re-run a standalone benchmark and fold its result in
+    python -m benchmarks --only png      # PNG compression options, to choose limner.media.encode.PNG_SAVE_OPTIONS
     python -m benchmarks --only litellm  # limner beside LiteLLM's proxy as gateways (needs wrk; make bench-gateway)
 
 The servers run in subprocesses on 127.0.0.1, each with the same torch thread count as this process
@@ -34,6 +35,7 @@ STANDALONE = {
     "quality": "benchmarks.builtin_quality",
     "gateway": "benchmarks.gateway_overhead",
     "litellm": "benchmarks.gateway_vs_litellm",
+    "png": "benchmarks.png_levels",
 }
 """Older benchmarks with their own result files: folded into the report, re-run only when named."""
 QUICK_STEPS = 4

@@ -2,8 +2,8 @@
 
 The report is rendered from the JSON alone, so a run of one section (``--only``) updates its part and
 keeps the others; each section says when and how it was measured. Results of the older standalone
-benchmarks (``builtin_quality.json``, ``gateway_overhead.json``, ``gateway_vs_litellm.json``) are folded in
-as they are.
+benchmarks (``builtin_quality.json``, ``gateway_overhead.json``, ``gateway_vs_litellm.json``,
+``png_levels.json``) are folded in as they are.
 """
 
 from __future__ import annotations
@@ -94,6 +94,15 @@ def summary(sections: dict[str, Any]) -> list[str]:
             f"| server overhead: HTTP / in-process engine, {row['size']}, concurrency 1 | ≤ 1.03x "
             f"| {row['ratio']:.3f}x ({row['added_ms']:+.1f} ms) | {_verdict(row['ratio'] <= 1.03)} |"
         )
+        for large in overhead["rows"][1:]:
+            split = large.get("stages", {}).get("ms", {})
+            scaled = (
+                f"; upscale {_fmt(split.get('upscale'), 1)} + encode {_fmt(split.get('encode'), 1)} ms" if split else ""
+            )
+            lines.append(
+                f"| server overhead at {large['size']} (adds upscaling and a {large['size']} PNG) | - "
+                f"| {large['ratio']:.3f}x ({large['added_ms']:+.1f} ms{scaled}) | - |"
+            )
     if (batching := data("batching")) is not None:
         at8 = next((row for row in batching["rows"] if row["concurrency"] == 8), None)
         if at8 is not None and at8["ratio"] is not None:
@@ -163,6 +172,7 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
         )
     same = "identical" if data["identical_pixels"] else "**different**"
     lines += ["", f"Pixels of the HTTP and the direct image at 32x32: {same} in every pair."]
+    lines += stage_table(data["rows"])
     if data["rows"] and data["rows"][0]["ratio"] < 1:
         lines += [
             "",
@@ -170,6 +180,45 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
             "than the difference between two processes running the same model (the direct call runs in the "
             "benchmark's own process, beside its HTTP client), so at this size the overhead is lost in the noise.",
         ]
+    return lines
+
+
+STAGE_NAMES = {
+    "prepare": "prepare: admission, inputs, credit hold",
+    "queue": "queue: waiting for the model's slot",
+    "engine": "engine: hand-over to its thread, set-up",
+    "denoise": "denoise (text encoder included)",
+    "decode": "decode: latents to pixels",
+    "upscale": "upscale: `fit_to_size`, style, watermark",
+    "encode": "encode: PNG with metadata",
+    "store": "store (nothing: every image inline)",
+    "service, other": "service, other: ticket, jobs",
+    "send": "send: routing, body, base64 + JSON, writing",
+    "client and loopback": "client and loopback",
+}
+
+
+def stage_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Where the HTTP requests' time went, from the server's histograms (``benchmarks.stage_split``)."""
+    measured = [row for row in rows if row.get("stages")]
+    if not measured:
+        return []
+    lines = [
+        "",
+        "Where the HTTP requests' time went, by the server's own clocks: mean ms per request of "
+        "`limner_stage_seconds{stage}` (`/metrics` read before and after each size), then the rest from the "
+        "service and HTTP latency histograms and the client's own time (`benchmarks/stage_split.py`).",
+        "",
+        "| stage | " + " | ".join(f"{row['size']} ms" for row in measured) + " |",
+        "|---|" + "---:|" * len(measured),
+    ]
+    for key, name in STAGE_NAMES.items():
+        cells = [_fmt(row["stages"]["ms"].get(key), 1) for row in measured]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    added = [_fmt(row["stages"].get("added_ms"), 1) for row in measured]
+    lines.append("| *added by the server: the total less engine, denoise and decode* | " + " | ".join(added) + " |")
+    totals = [_fmt(row["stages"]["client_mean_ms"], 1) for row in measured]
+    lines.append("| **total** (client, mean) | " + " | ".join(f"**{total}**" for total in totals) + " |")
     return lines
 
 
@@ -307,6 +356,28 @@ def folded(results: Path) -> list[str]:
             f"{machine.get('cpus', '?')} CPUs, load average {_load(machine.get('load_average'))}.",
             "",
             table(data["rows"]),
+        ]
+    png = results / "png_levels.json"
+    if png.exists():
+        from benchmarks.png_levels import table as png_table
+
+        data = json.loads(png.read_text())
+        best = data["best"]
+        verdict = "the option in use" if data["current_is_best"] else "**not the option in use**"
+        lines += [
+            "",
+            "## PNG compression",
+            "",
+            f"From `png_levels.json` (`python -m benchmarks --only png`, {data['started']}), not re-run here: "
+            f"every option encoding {data['size']} RGB images, median ms per image over {data['repeats']} rounds "
+            f"and mean size: {data['images']['emoji']} of the built-in model's images upscaled by `fit_to_size` "
+            f"(emoji) and {data['images']['photo']} photograph-like ones made with numpy (photo); Pillow "
+            f"{data['pillow']}, zlib {data['zlib']}, {data['cpu']}, one image at a time. Criterion: the least "
+            f"encode time plus sending the base64 answer at {data['link_mbit']:g} Mbit/s, both kinds together. "
+            f"The least: {best['strategy']} at level {best['level']}, {verdict} "
+            "(`limner.media.encode.PNG_SAVE_OPTIONS`). Every option is lossless.",
+            "",
+            *png_table(data),
         ]
     versus = results / "gateway_vs_litellm.json"
     if versus.exists():

@@ -5,7 +5,8 @@ it is compared with produce the very same pixels (checked, not assumed); only th
 also shows the default 1024x1024 output, where limner upscales and encodes a far larger PNG.
 
 =========  ====================================================================================
-overhead   OpenAI dialect over HTTP vs ``DiffusersEngine.generate`` in-process, concurrency 1
+overhead   OpenAI dialect over HTTP vs ``DiffusersEngine.generate`` in-process, concurrency 1, and
+           where the server's time went by stage (its ``limner_stage_seconds``)
 batching   images/s at concurrency 1, 4, 8, 16 with micro-batching on vs off
 latency    Poisson arrivals at 50% and 90% of capacity, then 150% with a small queue
 naive      limner (batching on) vs a one-lock diffusers FastAPI server, concurrency 8
@@ -26,6 +27,7 @@ from PIL import Image
 
 from benchmarks.harness import MB, Server, builtin_entry
 from benchmarks.load import Outcome, client, closed_loop, merge, open_loop, run
+from benchmarks.stage_split import Totals, split, totals
 from benchmarks.suite import NATIVE, Suite
 from limner.core.models import EngineRequest, Mode
 from limner.engines.registry import default_factories
@@ -40,7 +42,8 @@ LARGE = "1024x1024"
 def overhead(suite: Suite) -> dict[str, Any]:
     """limner end to end (HTTP, OpenAI dialect, accounting, PNG, media store, base64) against the same
     engine called in this process, batching off on both sides; pairs interleave and alternate order
-    so drift in the machine's load hits both alike. The figure is the ratio of medians at 32x32."""
+    so drift in the machine's load hits both alike. The figure is the ratio of medians at 32x32.
+    Around each size the server's ``/metrics`` are read, for where its time went (``stage_split``)."""
     plan = suite.plan
     server = suite.unbatched()
     entry = builtin_entry(window_ms=0.0)
@@ -73,11 +76,17 @@ def overhead(suite: Suite) -> dict[str, Any]:
                 images = await engine.generate(request)
                 return time.perf_counter() - started, images[0].image
 
+            async def server_totals() -> Totals:
+                response = await http.get(f"{server.url}/metrics")
+                response.raise_for_status()
+                return totals(response.text, entry.id)
+
             for _ in range(2):  # warm the in-process engine like the server was warmed
                 await direct(suite.next_body())
             for size, pairs in ((NATIVE, plan.overhead_pairs), (LARGE, plan.overhead_pairs_large)):
                 http_s: list[float] = []
                 direct_s: list[float] = []
+                before = await server_totals()
                 for pair in range(pairs):
                     body = suite.next_body() | {"size": size}
                     if pair % 2 == 0:
@@ -88,7 +97,8 @@ def overhead(suite: Suite) -> dict[str, Any]:
                     direct_s.append(d)
                     if size == NATIVE:
                         identical &= _pixels(h_image) == _pixels(d_image)
-                rows.append(_overhead_row(size, http_s, direct_s))
+                stages = split(before, await server_totals(), http_s)
+                rows.append(_overhead_row(size, http_s, direct_s) | {"stages": stages})
         await engine.aclose()
         return identical
 
