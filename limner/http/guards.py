@@ -19,6 +19,7 @@ never refused by the origin check.
 
 from __future__ import annotations
 
+import functools
 import json
 from urllib.parse import urlsplit
 
@@ -38,7 +39,7 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 """The form bodies limner reads (``routing.read_form``); everything else that carries a body is JSON."""
 MAX_REMEMBERED_HOSTS = 256
-"""Distinct Host values whose verdict ``HostGuard`` keeps (a flood of junk ones only restarts the table)."""
+"""Distinct Host values whose verdict ``HostGuard`` keeps (a flood of junk ones only evicts the oldest)."""
 EXPOSED_HEADERS = ["X-Request-Id", "Retry-After", "X-Seed", "X-Model", "X-Width", "X-Height"]
 
 
@@ -105,18 +106,12 @@ class HostGuard:
         self.app = app
         self.patterns = patterns
         self.any_host = "*" in (pattern.strip() for pattern in patterns)
-        self._verdicts: dict[str, bool] = {}
-        """Host header -> allowed: clients send the same few values, and parsing one costs a URL split."""
+        # Clients send the same few Host values, and judging one costs a URL split: verdicts are remembered.
+        self.allowed = functools.lru_cache(maxsize=MAX_REMEMBERED_HOSTS)(self._judge)
 
-    def allowed(self, raw: str) -> bool:
-        verdict = self._verdicts.get(raw)
-        if verdict is None:
-            parsed = split_host(raw)
-            verdict = parsed is not None and host_allowed(parsed[0], self.patterns)
-            if len(self._verdicts) >= MAX_REMEMBERED_HOSTS:
-                self._verdicts.clear()
-            self._verdicts[raw] = verdict
-        return verdict
+    def _judge(self, raw: str) -> bool:
+        parsed = split_host(raw)
+        return parsed is not None and host_allowed(parsed[0], self.patterns)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.any_host or scope["path"] == HEALTH:

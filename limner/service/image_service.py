@@ -317,7 +317,7 @@ class ImageService:
     def _finish(
         self, item: GeneratedImage, plan: SizePlan, style: StylePreset, entry: ModelEntry, request: ImageRequest
     ) -> GeneratedImage:
-        styled = entry.style_postprocess and style.postprocess is not None
+        styled = _styled(style, entry)
         if item.source_url and entry.pass_through_urls and not (request.keep_media or styled or request.watermark):
             return item  # the provider's own image, at its own URL
         image = fit_to_size(item.image, *plan.output)
@@ -379,7 +379,7 @@ class ImageService:
             and request.output_format == "png"
             and item.image.size == plan.output
             and not request.watermark
-            and not (entry.style_postprocess and style.postprocess is not None)
+            and not _styled(style, entry)
             and (item.image.mode == "RGB" or keeps_alpha(item.image, "png", request.background))
         )
 
@@ -480,6 +480,11 @@ class ImageService:
         if request.negative_prompt:
             metadata["negative_prompt"] = request.negative_prompt
         return metadata
+
+
+def _styled(style: StylePreset, entry: ModelEntry) -> bool:
+    """Whether the style preset changes this model's pixels after generation (not only its prompt)."""
+    return entry.style_postprocess and style.postprocess is not None
 
 
 def _engine_stages(seconds: float, timings: EngineTimings | None) -> dict[str, float]:

@@ -20,6 +20,7 @@ the provider's own origin and never appears in messages, logs or ``repr``. Cance
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -57,8 +58,8 @@ from limner.media.inputs import DEFAULT_MAX_PIXELS, ImageDecoder, ImageFetcher, 
 
 log = logging.getLogger(__name__)
 
-MAX_ENDPOINTS = 64
-"""Parsed endpoint URLs kept per engine (a provider has a handful)."""
+MAX_REMEMBERED = 64
+"""Endpoint URLs and header sets each engine keeps built (a provider has a handful of each)."""
 
 _stats: ContextVar[CallStats] = ContextVar("limner_upstream_call")
 """Counters of the ``generate`` call in progress; fanned-out tasks share them (context is copied)."""
@@ -133,10 +134,10 @@ class UpstreamEngine(Engine):
         )
         self.calls: deque[UpstreamCall] = deque(maxlen=256)
         """The most recent calls, newest last; ``subscribe`` to see every one."""
-        self._endpoints: dict[str, httpx.URL] = {}
-        """Relative endpoint -> absolute URL: parsing a URL costs more than the rest of building a request."""
-        self._headers: dict[tuple[tuple[str, str], ...], httpx.Headers] = {}
-        """Call headers -> those merged with the client's (httpx merges them again for every request)."""
+        # Parsing a URL and merging headers cost more than the rest of building a request, and httpx does
+        # both for every request: here each endpoint and each set of call headers is done once.
+        self._endpoint = functools.lru_cache(maxsize=MAX_REMEMBERED)(self._absolute)
+        self._merged = functools.lru_cache(maxsize=MAX_REMEMBERED)(self._merge)
         self._observers: list[CallObserver] = []
         if self._credential.problem:
             log.warning("model '%s': %s; its requests fail with model_auth_error", entry.id, self._credential.problem)
@@ -378,31 +379,23 @@ class UpstreamEngine(Engine):
 
     def _request(self, method: str, url: str, headers: dict[str, str], kwargs: dict[str, Any]) -> httpx.Request:
         """What ``client.build_request`` builds (the client's headers and timeout, the endpoint against its
-        base URL), with the client's headers merged once per set of call headers rather than per call."""
-        key = tuple(headers.items())
-        merged = self._headers.get(key)
-        if merged is None:
-            merged = httpx.Headers(self.client.headers)
-            merged.update(headers)
-            if len(self._headers) >= MAX_ENDPOINTS:
-                self._headers.clear()
-            self._headers[key] = merged
+        base URL), from the endpoints and header sets built before. Absolute URLs (a provider's polling
+        links) are left to httpx."""
+        target = url if url.startswith(("http://", "https://")) else self._endpoint(url)
         extensions = {"timeout": self.client.timeout.as_dict()}
-        return httpx.Request(method, self._endpoint(url), headers=merged, extensions=extensions, **kwargs)
+        merged = self._merged(tuple(headers.items()))
+        return httpx.Request(method, target, headers=merged, extensions=extensions, **kwargs)
 
-    def _endpoint(self, url: str) -> httpx.URL | str:
-        """``url`` against the provider's base URL, as httpx would merge it, parsed once per endpoint;
-        absolute URLs (a provider's polling links) are left to httpx."""
-        if url.startswith(("http://", "https://")):
-            return url
-        found = self._endpoints.get(url)
-        if found is None:
-            base = self.client.base_url
-            found = base.copy_with(raw_path=base.raw_path + httpx.URL(url).raw_path.lstrip(b"/"))
-            if len(self._endpoints) >= MAX_ENDPOINTS:
-                self._endpoints.clear()
-            self._endpoints[url] = found
-        return found
+    def _absolute(self, endpoint: str) -> httpx.URL:
+        """A relative ``endpoint`` against the provider's base URL, as httpx merges them."""
+        base = self.client.base_url
+        return base.copy_with(raw_path=base.raw_path + httpx.URL(endpoint).raw_path.lstrip(b"/"))
+
+    def _merge(self, headers: tuple[tuple[str, str], ...]) -> httpx.Headers:
+        """The client's headers with a call's on top (``httpx.Request`` copies them, so one may serve all)."""
+        merged = httpx.Headers(self.client.headers)
+        merged.update(dict(headers))
+        return merged
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome is not None else None
