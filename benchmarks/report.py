@@ -184,7 +184,8 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
 
 
 STAGE_NAMES = {
-    "prepare": "prepare: admission, inputs, credit hold",
+    "prepare": "prepare: plan, admission, credit hold",
+    "inputs": "inputs: images read and decoded",
     "queue": "queue: waiting for the model's slot",
     "engine": "engine: hand-over to its thread, set-up",
     "denoise": "denoise (text encoder included)",

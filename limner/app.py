@@ -86,7 +86,11 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
     store = media_store(settings)
     catalog = Catalog(settings.models, factories or default_factories())
     loader = ImageLoader(
-        ImageDecoder(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels),
+        ImageDecoder(
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            max_aspect_ratio=settings.max_image_aspect_ratio,
+        ),
         ImageFetcher(
             allow_private=settings.fetch_allow_private,
             max_bytes=settings.max_upload_bytes,
@@ -94,6 +98,7 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
             max_redirects=settings.fetch_max_redirects,
         ),
         local_media=OwnMediaLinks(signer, store, settings.public_url).read,
+        decode_concurrency=settings.decode_concurrency,
     )
     accounts = Accounts.open(settings)
     metrics = Metrics()
@@ -101,7 +106,11 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
         catalog,
         MediaAccess(store, signer, direct_links=settings.s3_direct_links),
         loader,
-        ServiceOptions(embed_metadata=settings.embed_metadata, request_timeout=settings.request_timeout),
+        ServiceOptions(
+            embed_metadata=settings.embed_metadata,
+            request_timeout=settings.request_timeout,
+            input_memory=settings.input_memory_mb * 2**20,
+        ),
         gate=AccountsGate(accounts, catalog, metrics),
         residency=Residency(
             catalog,

@@ -99,7 +99,17 @@ class Settings(BaseSettings):
     max_json_bytes: int | None = Field(
         None, ge=1024, description="Largest JSON request body; unset: one base64 image of max_upload_bytes, plus 1 MiB"
     )
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest input image, in pixels, as uploaded")
+    max_image_aspect_ratio: float = Field(
+        8.0, ge=1.0, description="Longest over shortest side of an input image; a thinner one is a 400"
+    )
+    input_memory_mb: int = Field(
+        1024,
+        ge=1,
+        description="Decoded input images all requests in flight may hold together; past it a request gets a "
+        "429 with Retry-After",
+    )
+    decode_concurrency: int = Field(2, ge=1, description="Input images decoded at once (each at full size)")
     fetch_allow_private: bool = False
     fetch_timeout: float = 10.0
     fetch_max_redirects: int = 3

@@ -37,8 +37,7 @@ def images_to_tensor(images: Sequence[Image.Image], size: int = NATIVE_SIZE) -> 
     """PIL images -> [B, 3, size, size] in [-1, 1] (white-padded to square first, like the training set)."""
     arrays = []
     for image in images:
-        square = pad_to_square(image.convert("RGB"))
-        resized = square.resize((size, size), Image.Resampling.LANCZOS)
+        resized = pad_to_square(contained(image.convert("RGB"), size, Image.Resampling.LANCZOS))
         arrays.append(np.asarray(resized, dtype=np.float32) / 127.5 - 1.0)
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
@@ -47,13 +46,21 @@ def masks_to_tensor(masks: Sequence[Image.Image], size: int = NATIVE_SIZE) -> to
     """Masks -> [B, 1, size, size] in {0, 1}; 1 marks pixels to repaint (white in the mask image)."""
     arrays = []
     for mask in masks:
-        square = pad_to_square(mask.convert("L"), fill=0)
-        resized = square.resize((size, size), Image.Resampling.BILINEAR)
+        resized = pad_to_square(contained(mask.convert("L"), size, Image.Resampling.BILINEAR), fill=0)
         arrays.append((np.asarray(resized, dtype=np.float32) > 127).astype(np.float32))
     return torch.from_numpy(np.stack(arrays))[:, None]
 
 
+def contained(image: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
+    """``image`` scaled so its longer side is ``size``: scaling before padding to a square means a thin
+    input never becomes a huge square (a 20000x2000 strip padded first would be 400 million pixels)."""
+    scale = size / max(image.size)
+    target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image if target == image.size else image.resize(target, resample)
+
+
 def pad_to_square(image: Image.Image, fill: int | tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """``image`` centred on a square of its longer side."""
     side = max(image.size)
     if image.width == image.height:
         return image

@@ -1,10 +1,35 @@
-"""Pixel operations the service applies around engines: composing inputs and watermarking outputs."""
+"""Pixel operations the service applies around engines: bounding and composing inputs, watermarking outputs."""
 
 from __future__ import annotations
+
+import math
 
 from PIL import Image, ImageDraw, ImageFont
 
 WATERMARK_TEXT = "limner"
+
+
+def shrunk_size(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """``size`` scaled down, keeping its shape, to at most ``max_pixels``; unchanged when it fits."""
+    width, height = size
+    if width * height <= max_pixels:
+        return size
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+
+
+def shrink(image: Image.Image, max_pixels: int) -> Image.Image:
+    """``image`` at most ``max_pixels``, keeping its shape: what an engine will use of an input, so that
+    nothing later (padding, composing, converting) works on more pixels than the request needs.
+
+    A whole-number box reduction first (cheap, and it frees the full-size pixels early), then Lanczos."""
+    target = shrunk_size(image.size, max_pixels)
+    if target == image.size:
+        return image
+    factor = min(image.width // target[0], image.height // target[1])
+    if factor >= 2:
+        image = image.reduce(factor)
+    return image.resize(target, Image.Resampling.LANCZOS) if image.size != target else image
 
 
 def compose_layout(images: list[Image.Image], background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:

@@ -37,6 +37,13 @@ class SourceImage:
     image: Image.Image
     label: str
     mime_type: str = "image/png"
+    original_size: tuple[int, int] | None = None
+    """Upright width and height as sent, where ``image`` was shrunk to what the request can use."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Width and height as the client sent them (usage is counted on these)."""
+        return self.original_size or self.image.size
 
 
 @dataclass(frozen=True)

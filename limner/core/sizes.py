@@ -24,6 +24,11 @@ RESOLUTION_AREAS = {"0.5K": 512 * 512, "1K": 1024 * 1024, "2K": 2048 * 2048, "4K
 
 MAX_OUTPUT_SIDE = 4096
 MAX_OUTPUT_PIXELS = 4096 * 4096
+INPUT_AREA_FACTOR = 4
+"""An input keeps at most this many times the generation area: enough for any engine to fit it to the
+generation size (padding or stretching up to 4:1) without losing detail it could have used."""
+MIN_INPUT_PIXELS = 512 * 512
+"""...and never fewer than this, so inputs of a small native-size model stay usable after it."""
 
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX\u00d7]\s*(\d{1,5})\s*$")
 _RATIO = re.compile(r"^\s*(\d{1,3})\s*:\s*(\d{1,3})\s*$")
@@ -76,7 +81,7 @@ def resolve_size(
 
     ratio = _requested_ratio(spec, first_image, param)
     if ratio is None and spec.resolution is None:
-        if first_image is not None and caps.native_size is None and not caps.allowed_sizes:
+        if first_image is not None:
             ratio = first_image.width / first_image.height
         else:
             return SizePlan(caps.default_size, _generation_size(caps.default_size, caps))
@@ -93,6 +98,13 @@ def resolve_size(
         return SizePlan(output, output)
     output = _fit(shape_for(ratio, area, 8 if caps.native_size else caps.size_multiple), caps)
     return SizePlan(output, _generation_size(output, caps))
+
+
+def input_pixels(plan: SizePlan) -> int:
+    """How many pixels of each input image a request with ``plan`` can use: larger inputs are shrunk to
+    this as they are decoded, so their memory is bounded by the request, not by the upload's shape."""
+    width, height = plan.generate
+    return max(INPUT_AREA_FACTOR * width * height, MIN_INPUT_PIXELS)
 
 
 def _requested_ratio(spec: SizeSpec, first_image: Image.Image | None, param: str) -> float | None:

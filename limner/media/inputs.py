@@ -2,9 +2,12 @@
 
 This is where untrusted image bytes enter limner, so every Pillow failure is translated here into
 ``InvalidImage`` with a message that names the image ("image 2", "mask") and says why.
-Decoding is defensive: byte size first, then a header-only open to check the pixel count before any
-pixels are decoded (decompression bombs), then a full ``load()`` so truncated files fail here and
-not deep inside an engine.
+Decoding is defensive: byte size first, then a header-only open to check the pixel count and the
+aspect ratio before any pixels are decoded (decompression bombs, slivers that padding would blow up),
+then a full ``load()`` so truncated files fail here and not deep inside an engine. What is kept is at
+most the pixels the request can use (``keep_pixels``): JPEGs are decoded at a reduced scale where
+possible, everything else is shrunk as soon as it is decoded, and at most ``decode_concurrency`` full
+decodes run at once, so a request's memory is bounded by what it will use, not by what was uploaded.
 """
 
 from __future__ import annotations
@@ -12,16 +15,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import io
 import re
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote_to_bytes
 
 import pillow_heif
 from PIL import Image, ImageOps
 
 from limner.core.errors import InvalidImage
-from limner.core.imaging import has_alpha
+from limner.core.imaging import has_alpha, shrink, shrunk_size
 from limner.core.models import SourceImage
 from limner.media.fetch import DEFAULT_MAX_BYTES, ImageFetcher, safe_url
 
@@ -30,6 +35,9 @@ __all__ = ["ImageDecoder", "ImageFetcher", "ImageLoader", "decode_base64", "pars
 pillow_heif.register_heif_opener()
 
 DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_ASPECT_RATIO = 8.0
+"""Longest side over shortest side; a 20000x2000 sliver is refused before it is decoded."""
+DEFAULT_DECODE_CONCURRENCY = 2
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "HEIF")
 """Pillow format names; pillow-heif reads both HEIC and HEIF as ``HEIF``."""
 _MIME_BY_FORMAT = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "HEIF": "image/heif"}
@@ -77,12 +85,20 @@ class ImageDecoder:
     global bomb limit (``Image.MAX_IMAGE_PIXELS``) still applies when it is lower than ``max_pixels``.
     """
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_aspect_ratio: float | None = None,
+    ) -> None:
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
+        self.max_aspect_ratio = max_aspect_ratio
+        """None: any shape (a provider's answer); set for client inputs, which engines pad or stretch."""
 
-    def decode(self, data: bytes, label: str, param: str | None = None) -> SourceImage:
-        """Decode ``data``; ``label`` names it in errors and ``param`` is set on them."""
+    def decode(self, data: bytes, label: str, param: str | None = None, keep_pixels: int | None = None) -> SourceImage:
+        """Decode ``data``; ``label`` names it in errors and ``param`` is set on them. With ``keep_pixels``
+        the image comes back shrunk to at most that many pixels (``SourceImage.original_size`` is as sent)."""
 
         def invalid(reason: str) -> InvalidImage:
             return InvalidImage(f"{label}: {reason}", param=param)
@@ -104,6 +120,14 @@ class ImageDecoder:
             width, height = opened.size
             if width * height > self.max_pixels:
                 raise invalid(f"{width}x{height} pixels exceeds the {self.max_pixels}-pixel limit")
+            ratio = max(width, height) / max(1, min(width, height))
+            if self.max_aspect_ratio is not None and ratio > self.max_aspect_ratio:
+                raise invalid(
+                    f"{width}x{height} has an aspect ratio of {ratio:.1f}:1; "
+                    f"at most {self.max_aspect_ratio:g}:1 is accepted"
+                )
+            if keep_pixels is not None and opened.format == "JPEG":
+                opened.draft(opened.mode, shrunk_size((width, height), keep_pixels))  # decode at 1/2, 1/4 or 1/8
             try:
                 opened.load()
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -111,14 +135,17 @@ class ImageDecoder:
             except Exception as exc:
                 raise invalid("image data is truncated or corrupt (could not decode)") from exc
             mime_type = _mime_type(opened, data)
-            image = _upright(opened)
+            kept = shrink(opened, keep_pixels) if keep_pixels is not None else opened
+            image = _upright(kept)
         mode = "RGBA" if has_alpha(image) else "RGB"
         if image.mode != mode:
             try:
                 image = image.convert(mode)
             except Exception as exc:
                 raise invalid(f"cannot convert {image.mode} pixels to {mode}") from exc
-        return SourceImage(image=image, label=label, mime_type=mime_type)
+        turned = image.size != kept.size  # EXIF said the picture stands on its side
+        original = (height, width) if turned else (width, height)
+        return SourceImage(image=image, label=label, mime_type=mime_type, original_size=original)
 
     def _bomb_reason(self, exc: Exception) -> str:
         match = _BOMB_ERROR.search(str(exc))
@@ -183,17 +210,31 @@ class ImageLoader:
     raise ``InvalidImage`` itself (for example for an expired signature).
     """
 
-    def __init__(self, decoder: ImageDecoder, fetcher: ImageFetcher, local_media: LocalMedia | None = None) -> None:
+    def __init__(
+        self,
+        decoder: ImageDecoder,
+        fetcher: ImageFetcher,
+        local_media: LocalMedia | None = None,
+        decode_concurrency: int = DEFAULT_DECODE_CONCURRENCY,
+    ) -> None:
         self.decoder = decoder
         self.fetcher = fetcher
         self.local_media = local_media
+        # Decoding a large image takes long enough to stall every other request, so it runs in a thread;
+        # in a pool of its own, so at most this many full-size images are in memory while they decode.
+        self._decoding = ThreadPoolExecutor(max(1, decode_concurrency), thread_name_prefix="limner-decode")
 
     async def load(
-        self, value: str | bytes | bytearray | memoryview, label: str, param: str | None = None
+        self,
+        value: str | bytes | bytearray | memoryview,
+        label: str,
+        param: str | None = None,
+        keep_pixels: int | None = None,
     ) -> SourceImage:
+        """``value`` decoded; with ``keep_pixels``, shrunk to at most that many pixels as it decodes."""
         data = await self._bytes(value, label, param)
-        # Decoding a large image takes long enough to stall every other request: use a thread.
-        return await asyncio.to_thread(self.decoder.decode, data, label, param)
+        decode = functools.partial(self.decoder.decode, data, label, param, keep_pixels)
+        return await asyncio.get_running_loop().run_in_executor(self._decoding, decode)
 
     async def aclose(self) -> None:
         await self.fetcher.aclose()

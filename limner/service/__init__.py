@@ -1,6 +1,7 @@
 """The one place that runs a request end to end, above engines, media and accounts.
 
-image_service.py   ``ImageService``: catalog, admission, input decoding, sizes, engine, post-processing, storage
+image_service.py   ``ImageService``: one request through the stages, top to bottom
+stages/            plan, inputs (bounded memory), generate, finish, store: one module each
 gate.py            the ``Gate``/``Ticket`` protocol between the service and accounting
 accounting.py      ``AccountsGate``: rate limits, credits and usage around every request
 media_access.py    who may read which stored image; signed links

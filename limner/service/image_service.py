@@ -1,62 +1,41 @@
-"""``ImageService`` runs one canonical request end to end: catalog, admission, input decoding, sizes,
-engine, post-processing, storage.
+"""``ImageService`` runs one canonical request end to end, as stages that read top to bottom:
 
-The order is the point: cheap checks first (model, counts, modes), then admission (rate limits), and
-only then the expensive work a refused request must never cost (decoding or fetching input images),
-then the credit hold once the output size is known, then the engine."""
+    plan → admit (rate limits) → decode inputs → hold credits → generate → finish → store → deliver
+
+The order is the point: cheap checks first (model, counts, modes), then admission, and only then the
+expensive work a refused request must never cost (fetching and decoding input images), then the credit
+hold once the output size is known, then the engine. Each stage is a module of ``limner.service.stages``;
+admission and delivery are the gate's (``limner.service.gate``)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import NoReturn
 
-from PIL import Image
-
-from limner.core.errors import InvalidRequest, LimnerError, ModelError, Timeout, UnsupportedOperation
-from limner.core.imaging import add_watermark, compose_layout
-from limner.core.models import (
-    Capabilities,
-    EngineRequest,
-    EngineTimings,
-    GeneratedImage,
-    ImageInput,
-    ImageRequest,
-    ImageResult,
-    LoraInfo,
-    MediaRef,
-    Mode,
-    ModelInfo,
-    SourceImage,
-    StoredImage,
-)
-from limner.core.sizes import SizePlan, fit_to_size, resolve_size
-from limner.core.styles import StylePreset, get_style
+from limner.core.models import Capabilities, ImageRequest, ImageResult, LoraInfo, ModelInfo
 from limner.core.usage import count_usage
-from limner.engines.adapters import resolve_loras
 from limner.engines.catalog import Catalog, ModelEntry
 from limner.engines.residency import Residency
 from limner.engines.slots import ModelSlots
-from limner.engines.upstream.payloads import INLINE_BYTES
-from limner.media.encode import MIME_BY_FORMAT, encode_image, keeps_alpha, reuse_png, source_of
+from limner.media.encode import keeps_alpha
 from limner.media.inputs import ImageLoader
-from limner.media.store import content_key
 from limner.service.gate import Gate, OpenGate, Ticket
-from limner.service.jobs import Job, JobRegistry, Listener, Reporter
+from limner.service.jobs import Job, JobRegistry, Listener
 from limner.service.media_access import MediaAccess
 from limner.service.metrics import StageObserver
-
-log = logging.getLogger(__name__)
+from limner.service.stages.finish import FinishStage
+from limner.service.stages.generate import GenerateStage
+from limner.service.stages.inputs import InputMemory, InputStage, engine_sources
+from limner.service.stages.plan import plan_request
+from limner.service.stages.store import StoreStage
 
 SEED_LIMIT = 2**32
-PREVIEW_SPACING_STEPS = 20
-"""Steps assumed when spacing previews for a model whose step count is unknown until it runs."""
-HIGH_EFFORT_STEPS_FACTOR = 2
-"""``effort="high"`` runs this many times the model's default denoising steps."""
+DEFAULT_INPUT_MEMORY = 1024 * 2**20
+"""Decoded input images all requests in flight may hold together (``InputMemory``)."""
 
 
 checking_only: ContextVar[bool] = ContextVar("limner_checking_only", default=False)
@@ -72,6 +51,7 @@ class Checked(Exception):
 class ServiceOptions:
     embed_metadata: bool = True
     request_timeout: float = 300.0
+    input_memory: int = DEFAULT_INPUT_MEMORY
 
 
 class ImageService:
@@ -92,13 +72,16 @@ class ImageService:
         self.options = options
         self.gate: Gate = gate or OpenGate()
         """Accounting (limits, credits, usage); ``limner.service.accounting`` in the server."""
-        self._slots: dict[str, ModelSlots] = {}
         self.jobs = jobs or JobRegistry()
         """Every request's progress, for streaming responses and the job status endpoint."""
         self.residency = residency or Residency(catalog)
         """Which local models stay loaded; without settings it only keeps count (nothing is unloaded)."""
         self.stages = stages
         """Told where each finished request's time went (``limner.service.metrics.STAGES``); None: not timed."""
+        self.inputs = InputStage(media, loader, InputMemory(options.input_memory))
+        self.generator = GenerateStage(catalog, self.jobs, self.residency, options.request_timeout)
+        self.finisher = FinishStage(options.embed_metadata)
+        self.storer = StoreStage(media)
 
     def model_names(self) -> list[str]:
         """Every model id and alias the catalog answers to."""
@@ -115,14 +98,11 @@ class ImageService:
         return self.catalog.capabilities(self.catalog.resolve(name))
 
     def slots(self, entry: ModelEntry) -> ModelSlots:
-        slots = self._slots.get(entry.id)
-        if slots is None:
-            slots = self._slots[entry.id] = ModelSlots(entry.id, entry.admitted, entry.max_queue)
-        return slots
+        return self.generator.slots(entry)
 
     def queues(self) -> dict[str, ModelSlots]:
         """The slots of every model used so far (queue depth for metrics)."""
-        return dict(self._slots)
+        return self.generator.queues()
 
     async def run(self, request: ImageRequest, request_id: str, listener: Listener | None = None) -> ImageResult:
         """One request through the gate: admitted (rate limits, credits) before the engine runs, then
@@ -145,351 +125,52 @@ class ImageService:
 
     def check(self, request: ImageRequest) -> NoReturn:
         """What can be refused without running anything: the model, counts, modes, size and adapters."""
-        entry = self.catalog.resolve(request.model)
-        caps = self.catalog.capabilities(entry)
-        self._check(request, caps)
-        get_style(request.style)
-        resolve_loras(entry, request.loras, self.catalog)
-        if not request.images:
-            resolve_size(request.size, caps)
+        plan_request(self.catalog, request)
         raise Checked
 
     async def _run(self, request: ImageRequest, request_id: str, ticket: Ticket, job: Job) -> ImageResult:
         started = time.perf_counter()
-        entry = self.catalog.resolve(request.model)
-        job.model = entry.id
-        caps = self.catalog.capabilities(entry)
-        style = get_style(request.style)
-        self._check(request, caps)
-        loras = resolve_loras(entry, request.loras, self.catalog)
-        await ticket.admit(entry, n=request.n)
-        images = [await self._decode(item, request.consumer) for item in request.images]
-        mask = await self._decode(request.mask, request.consumer) if request.mask is not None else None
-        mode, sources = self._plan_inputs(request, images, entry, caps)
-        # "auto" sizes follow the first image as sent, not a side-by-side layout of several
-        plan = resolve_size(request.size, caps, first_image=images[0].image if images else None)
-        prompt, negative = style.apply(request.prompt, request.negative_prompt)
-        await ticket.reserve(width=plan.output[0], height=plan.output[1])
-        base_seed = request.seed if request.seed is not None else secrets.randbits(31)
-        seeds = [(base_seed + index) % SEED_LIMIT for index in range(request.n)]
-        steps = self._steps(request, entry, caps)
-        job.total_steps = steps or entry.default_steps or caps.default_steps
-        every = max(1, (job.total_steps or PREVIEW_SPACING_STEPS) // (request.partial_images + 1))
-        reporter = Reporter(
-            job,
-            asyncio.get_running_loop(),
-            partials=request.partial_images,
-            every=every,
-            render=lambda image: self._preview(image, plan, style, entry, request),
-        )
-        engine_request = EngineRequest(
-            mode=mode,
-            prompt=prompt,
-            negative_prompt=negative,
-            width=plan.generate[0],
-            height=plan.generate[1],
-            seeds=seeds,
-            steps=steps,
-            guidance=request.guidance,
-            strength=request.strength,
-            images=sources,
-            mask=mask.image if mask else None,
-            upstream_model=request.model,
-            quality=request.quality,
-            background=request.background,
-            rendering_style=request.rendering_style,
-            effort=request.effort,
-            progress=reporter.progress,
-            preview=reporter.preview if request.partial_images > 0 else None,
-            preview_every=every if request.partial_images > 0 else 0,
-            loras=loras,
-            scheduler=request.scheduler,
-        )
-        slots = self.slots(entry)
-        self.jobs.expect(job, concurrency=slots.concurrency)
-        queued = time.perf_counter()
-        stages = {"prepare": queued - started}
-        async with slots.acquire(on_position=job.queued):
-            job.running()
-            async with self.residency.using(entry):
-                calling = time.perf_counter()
-                stages["queue"] = calling - queued
-                generated = await self._generate(engine_request, entry)
-                stages |= _engine_stages(time.perf_counter() - calling, generated[0].timings if generated else None)
-        # Scaling and encoding a large PNG takes tens of milliseconds an image: in threads, never on the event loop.
-        try:
-            encoded = await self._finish_all(generated, plan, style, entry, request, prompt, stages)
-        except OSError as exc:  # a provider's PNG is decompressed only here, if at all (``open_plain_png``)
-            raise ModelError(f"Model '{entry.id}' returned an image that could not be decoded.") from exc
+        plan = plan_request(self.catalog, request)
+        job.model = plan.entry.id
+        await ticket.admit(plan.entry, n=request.n)
+        decoding = time.perf_counter()
+        async with self.inputs.decoded(plan) as inputs:
+            decoded = time.perf_counter()
+            mode, images = engine_sources(plan, inputs)
+            sizes = plan.sizes(inputs.first)  # "auto" follows the first image, not a layout of several
+            await ticket.reserve(width=sizes.output[0], height=sizes.output[1])
+            base_seed = request.seed if request.seed is not None else secrets.randbits(31)
+            seeds = [(base_seed + index) % SEED_LIMIT for index in range(request.n)]
+            mask = inputs.mask.image if inputs.mask else None
+            render = lambda image: self.finisher.preview(image, plan, sizes)  # noqa: E731
+            engine_request = self.generator.engine_request(plan, sizes, seeds, (mode, images, mask), job, render)
+            inputs_seconds = decoded - decoding
+            stages = {"prepare": time.perf_counter() - started - inputs_seconds, "inputs": inputs_seconds}
+            generated = await self.generator.run(plan.entry, engine_request, job, stages)
+            input_sizes = [source.size for source in inputs.images]
+        encoded = await self.finisher.run(generated, plan, sizes, stages)
         usage = None
         if request.report_usage:
-            inputs = [source.image.size for source in images]
-            usage = await asyncio.to_thread(count_usage, prompt, inputs, plan.output, request.n, request.quality)
+            usage = await asyncio.to_thread(
+                count_usage, plan.prompt, input_sizes, sizes.output, request.n, request.quality
+            )
         storing = time.perf_counter()
-        stored, storage_error = await self._store(encoded, request)
+        stored, storage_error = await self.storer.run(encoded, request)
         stages["store"] = time.perf_counter() - storing
         if self.stages is not None:
-            self.stages(entry.id, stages)
+            self.stages(plan.entry.id, stages)
         return ImageResult(
-            model=entry.id,
+            model=plan.entry.id,
             images=stored,
             request_id=request_id,
             seconds=time.perf_counter() - started,
             output_format=request.output_format,
-            width=plan.output[0],
-            height=plan.output[1],
+            width=sizes.output[0],
+            height=sizes.output[1],
             quality=request.quality,
             background=request.background,
             storage_error=storage_error,
-            prompt=prompt,
-            transparent=any(keeps_alpha(item.image, request.output_format, request.background) for item, *_ in encoded),
+            prompt=plan.prompt,
+            transparent=any(keeps_alpha(one.item.image, request.output_format, request.background) for one in encoded),
             usage=usage,
         )
-
-    @staticmethod
-    def _check(request: ImageRequest, caps: Capabilities) -> None:
-        """What can be refused from the request alone, before admission and before any image is decoded."""
-        if request.n > caps.max_images:
-            raise InvalidRequest(
-                f"Model '{request.model}' generates at most {caps.max_images} images per request; got n={request.n}.",
-                param="n",
-            )
-        editing = request.mode is not Mode.GENERATE
-        if editing and Mode.EDIT not in caps.modes and request.mode not in caps.modes:
-            raise UnsupportedOperation(f"Model '{request.model}' does not support image editing.", param="image")
-        if request.mask is not None and not caps.supports_mask:
-            raise UnsupportedOperation(f"Model '{request.model}' does not support masks.", param="mask")
-
-    async def _decode(self, item: ImageInput, consumer: str) -> SourceImage:
-        """An input image as pixels: limner's own media read from the store (owner only), anything else
-        decoded or fetched by the loader."""
-        if isinstance(item, SourceImage):
-            return item
-        source: bytes | str | MediaRef = item.source
-        if isinstance(source, MediaRef):
-            source = await self.media.read(consumer, source)
-        return await self.loader.load(source, item.label, param=item.param)
-
-    def _plan_inputs(
-        self, request: ImageRequest, images: list[SourceImage], entry: ModelEntry, caps: Capabilities
-    ) -> tuple[Mode, list[Image.Image]]:
-        """Which mode the engine runs in and with which source images (composed if it takes only one)."""
-        mode = request.mode
-        sources = [source.image for source in images]
-        if mode is Mode.VARIATION and Mode.VARIATION not in caps.modes:
-            mode = Mode.EDIT
-        if mode is Mode.COMPOSE and (Mode.COMPOSE not in caps.modes or len(sources) > caps.max_input_images):
-            if entry.compose != "layout" or Mode.EDIT not in caps.modes:
-                raise UnsupportedOperation(
-                    f"Model '{request.model}' takes at most {caps.max_input_images} input image(s); "
-                    f"got {len(sources)}.",
-                    param="image",
-                )
-            sources, mode = [compose_layout(sources)], Mode.EDIT
-        if mode is not Mode.GENERATE and mode not in caps.modes:
-            raise UnsupportedOperation(f"Model '{request.model}' does not support image editing.", param="image")
-        return mode, sources
-
-    @staticmethod
-    def _steps(request: ImageRequest, entry: ModelEntry, caps: Capabilities) -> int | None:
-        """Explicit steps win; high effort multiplies the model's default (none known: the engine's own)."""
-        if request.steps is not None or request.effort != "high":
-            return request.steps
-        default = entry.default_steps or caps.default_steps
-        return default * HIGH_EFFORT_STEPS_FACTOR if default else None
-
-    async def _generate(self, engine_request: EngineRequest, entry: ModelEntry) -> list[GeneratedImage]:
-        engine = self.catalog.engine(entry)
-        try:
-            async with asyncio.timeout(self.options.request_timeout):  # no extra task per request, as wait_for makes
-                generated = await engine.generate(engine_request)
-        except TimeoutError as exc:
-            raise Timeout(f"Model '{entry.id}' did not finish within {self.options.request_timeout:g} s.") from exc
-        except LimnerError:
-            raise
-        except Exception as exc:
-            log.exception("engine %s failed", entry.id)
-            raise ModelError(f"Model '{entry.id}' failed to generate: {type(exc).__name__}.") from exc
-        if len(generated) != engine_request.n:
-            raise ModelError(f"Model '{entry.id}' returned {len(generated)} images instead of {engine_request.n}.")
-        return generated
-
-    def _finish(
-        self, item: GeneratedImage, plan: SizePlan, style: StylePreset, entry: ModelEntry, request: ImageRequest
-    ) -> GeneratedImage:
-        styled = _styled(style, entry)
-        if item.source_url and entry.pass_through_urls and not (request.keep_media or styled or request.watermark):
-            return item  # the provider's own image, at its own URL
-        image = fit_to_size(item.image, *plan.output)
-        if styled and style.postprocess is not None:
-            image = style.postprocess(image)
-        if request.watermark:
-            image = add_watermark(image)
-        return GeneratedImage(image=image, seed=item.seed, text=item.text)
-
-    def _preview(
-        self, image: Image.Image, plan: SizePlan, style: StylePreset, entry: ModelEntry, request: ImageRequest
-    ) -> tuple[bytes, str, tuple[int, int]]:
-        """A partial image as the final one will be delivered (size, style, watermark), without metadata."""
-        finished = self._finish(GeneratedImage(image=image), plan, style, entry, request).image
-        data, mime = encode_image(
-            finished, request.output_format, compression=request.output_compression, background=request.background
-        )
-        return data, mime, finished.size
-
-    async def _finish_all(
-        self,
-        items: list[GeneratedImage],
-        plan: SizePlan,
-        style: StylePreset,
-        entry: ModelEntry,
-        request: ImageRequest,
-        prompt: str,
-        stages: dict[str, float] | None = None,
-    ) -> list[tuple[GeneratedImage, bytes, str]]:
-        """Scale, style, watermark and encode every image, each in a worker thread and all side by side:
-        Pillow lets go of the GIL while it resizes and compresses, so several images take about as long as
-        one per core. ``stages`` gets the wall time, shared between ``upscale`` and ``encode`` in
-        proportion to the time the images spent in each."""
-        started = time.perf_counter()
-        if all(self._as_sent(item, plan, style, entry, request) for item in items):
-            # Splicing text chunks into a small PNG costs less than the hop to a thread and back.
-            done = [self._finish_one(item, plan, style, entry, request, prompt) for item in items]
-        else:
-            done = await asyncio.gather(
-                *(asyncio.to_thread(self._finish_one, item, plan, style, entry, request, prompt) for item in items)
-            )
-        if stages is not None:
-            wall = time.perf_counter() - started
-            scaling, encoding = sum(one[1] for one in done), sum(one[2] for one in done)
-            share = scaling / (scaling + encoding) if scaling + encoding > 0 else 0.0
-            stages["upscale"], stages["encode"] = wall * share, wall * (1 - share)
-        return [one[0] for one in done]
-
-    @staticmethod
-    def _as_sent(
-        item: GeneratedImage, plan: SizePlan, style: StylePreset, entry: ModelEntry, request: ImageRequest
-    ) -> bool:
-        """Whether ``item`` goes out as the small PNG it came as (``reuse_png``): nothing to scale, style,
-        watermark, flatten or encode, so nothing to decode or compress."""
-        source = source_of(item.image)
-        return (
-            source is not None
-            and len(source) <= INLINE_BYTES
-            and request.output_format == "png"
-            and item.image.size == plan.output
-            and not request.watermark
-            and not _styled(style, entry)
-            and (item.image.mode == "RGB" or keeps_alpha(item.image, "png", request.background))
-        )
-
-    def _finish_one(
-        self,
-        generated: GeneratedImage,
-        plan: SizePlan,
-        style: StylePreset,
-        entry: ModelEntry,
-        request: ImageRequest,
-        prompt: str,
-    ) -> tuple[tuple[GeneratedImage, bytes, str], float, float]:
-        """One image finished and encoded (CPU work, in a worker thread), with the seconds each part took.
-
-        An image that needs none of it and came as a plain PNG (a provider's answer, usually) keeps the
-        provider's bytes, with the metadata added as text chunks: the same pixels, not compressed again."""
-        started = time.perf_counter()
-        item = self._finish(generated, plan, style, entry, request)
-        scaled = time.perf_counter()
-        embed = self.options.embed_metadata and request.embed_metadata
-        metadata = self._metadata(request, entry, plan, prompt, item.seed) if embed else None
-        source = source_of(item.image) if item.image is generated.image and request.output_format == "png" else None
-        reused = reuse_png(item.image, source, background=request.background, metadata=metadata) if source else None
-        if reused is not None:
-            data, mime = reused, MIME_BY_FORMAT["png"]
-        else:
-            data, mime = encode_image(
-                item.image,
-                request.output_format,
-                compression=request.output_compression,
-                metadata=metadata,
-                background=request.background,
-            )
-        return (item, data, mime), scaled - started, time.perf_counter() - scaled
-
-    async def _store(
-        self, encoded: list[tuple[GeneratedImage, bytes, str]], request: ImageRequest
-    ) -> tuple[list[StoredImage], str | None]:
-        """Store every encoded image; a store failure stores none (nothing half-written)."""
-        keys: list[str] = []
-        created: list[str] = []
-        storage_error = None
-        try:
-            for item, data, mime in encoded:
-                linked = request.links and not item.source_url
-                key = await self._put(data, mime, request.consumer, created) if linked else ""
-                keys.append(key)
-        except Exception as exc:
-            log.exception("storing images failed")
-            storage_error = f"{type(exc).__name__}: could not store the image"
-            for key in created:
-                try:
-                    await self.media.store.delete(key)
-                except Exception:
-                    log.exception("cleaning up %s failed", key)
-            keys = []
-        stored = []
-        for index, (item, data, mime) in enumerate(encoded):
-            key = keys[index] if keys else ""
-            url = item.source_url or (self.media.link(key, permanent=request.permanent_links) if key else "")
-            stored.append(
-                StoredImage(
-                    key=key,
-                    url=url,
-                    data=data,
-                    mime_type=mime,
-                    width=item.image.width,
-                    height=item.image.height,
-                    seed=item.seed,
-                    text=item.text,
-                )
-            )
-        return stored, storage_error
-
-    async def _put(self, data: bytes, mime: str, owner: str, created: list[str]) -> str:
-        key = content_key(data, mime)
-        existed = await self.media.store.exists(key)
-        key = await self.media.store.put(data, mime_type=mime, owner=owner)
-        if not existed:
-            created.append(key)
-        return key
-
-    @staticmethod
-    def _metadata(
-        request: ImageRequest, entry: ModelEntry, plan: SizePlan, prompt: str, seed: int | None
-    ) -> dict[str, str]:
-        metadata = {
-            "Software": "limner",
-            "prompt": prompt,
-            "model": entry.id,
-            "size": f"{plan.output[0]}x{plan.output[1]}",
-        }
-        if seed is not None:
-            metadata["seed"] = str(seed)
-        steps = request.steps or entry.default_steps
-        if steps:
-            metadata["steps"] = str(steps)
-        if request.negative_prompt:
-            metadata["negative_prompt"] = request.negative_prompt
-        return metadata
-
-
-def _styled(style: StylePreset, entry: ModelEntry) -> bool:
-    """Whether the style preset changes this model's pixels after generation (not only its prompt)."""
-    return entry.style_postprocess and style.postprocess is not None
-
-
-def _engine_stages(seconds: float, timings: EngineTimings | None) -> dict[str, float]:
-    """The engine call's time: the engine's own denoise/decode split where it gave one, the rest as ``engine``."""
-    if timings is None:
-        return {"engine": seconds}
-    rest = max(0.0, seconds - timings.denoise - timings.decode)
-    return {"engine": rest, "denoise": timings.denoise, "decode": timings.decode}

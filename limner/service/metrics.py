@@ -41,11 +41,12 @@ LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 """Finer at the low end than ``LATENCY_BUCKETS``: encoding or storing one image takes milliseconds."""
 
-STAGES = ("prepare", "queue", "engine", "denoise", "decode", "upscale", "encode", "store")
+STAGES = ("prepare", "inputs", "queue", "engine", "denoise", "decode", "upscale", "encode", "store")
 """The stages of ``ImageService`` in order, timed once per delivered request (wall-clock seconds; they
 do not overlap, so together they are the service's time but for usage counting):
 
-- ``prepare``: admission (rate limits), input images decoded, the credit hold: everything before the queue
+- ``prepare``: the plan, admission (rate limits) and the credit hold: everything before the queue but inputs
+- ``inputs``: input images read, fetched and decoded (shrunk to what the request uses); next to nothing without
 - ``queue``: waiting for the model's slot
 - ``engine``: the engine call outside denoise and decode (the hand-over to the engine's thread, a batching
   window, the pipeline's set-up); all of the call for engines that report no split (upstream providers)

@@ -7,7 +7,7 @@ from PIL import Image
 
 from limner.core.errors import InvalidRequest
 from limner.core.models import Capabilities, SizeSpec
-from limner.core.sizes import fit_to_size, parse_aspect_ratio, parse_size, resolve_size
+from limner.core.sizes import fit_to_size, input_pixels, parse_aspect_ratio, parse_size, resolve_size
 
 SD = Capabilities(default_size=(512, 512), min_side=64, max_side=1024, size_multiple=8, max_pixels=1024 * 1024)
 NATIVE = Capabilities(default_size=(1024, 1024), native_size=(32, 32))
@@ -63,6 +63,24 @@ def test_auto_aspect_ratio_follows_the_first_image() -> None:
     source = Image.new("RGB", (300, 100))
     plan = resolve_size(SizeSpec(aspect_ratio="auto", resolution="1K"), SD, first_image=source)
     assert plan.output[0] / plan.output[1] == pytest.approx(3, rel=0.05)
+
+
+GPT_IMAGE = Capabilities(allowed_sizes=((1024, 1024), (1536, 1024), (1024, 1536)), default_size=(1024, 1024))
+
+
+@pytest.mark.parametrize("caps", [SD, NATIVE, GPT_IMAGE], ids=["any-size", "native-size", "fixed-sizes"])
+def test_size_auto_with_a_portrait_input_is_a_portrait(caps: Capabilities) -> None:
+    """``size: "auto"`` follows the input's shape on every kind of model, not only free-size ones."""
+    portrait = Image.new("RGB", (600, 900))
+    plan = resolve_size(SizeSpec(), caps, first_image=portrait)
+    width, height = plan.output
+    assert height > width, plan
+    assert resolve_size(SizeSpec(), caps).output == caps.default_size, "no input: the model's default"
+
+
+def test_input_pixels_bound_inputs_by_the_generation_area() -> None:
+    assert input_pixels(resolve_size(SizeSpec(1024, 1024), SD)) == 4 * 1024 * 1024
+    assert input_pixels(resolve_size(SizeSpec(), NATIVE)) == 512 * 512, "a small native size keeps a floor"
 
 
 def test_fit_to_size_pads_then_scales_without_cropping() -> None:

@@ -227,3 +227,32 @@ def test_decoded_image_is_independent_of_input_buffer(decoder: ImageDecoder) -> 
     source = decoder.decode(bytes(data), "image 1")
     data[:] = b"\0" * len(data)
     assert source.image.tobytes() == make_image().tobytes()
+
+
+def test_inputs_are_shrunk_to_what_the_request_keeps_as_they_decode() -> None:
+    decoder = ImageDecoder()
+    wide = decoder.decode(image_bytes("PNG", (4000, 1000)), "image", keep_pixels=250_000)
+    assert wide.image.size == (1000, 250) and wide.original_size == (4000, 1000) and wide.size == (4000, 1000)
+    small = decoder.decode(image_bytes("PNG", (40, 10)), "image", keep_pixels=250_000)
+    assert small.image.size == (40, 10) and small.size == (40, 10)
+
+
+def test_a_shrunk_jpeg_keeps_its_exif_orientation() -> None:
+    """JPEGs are decoded at a reduced scale (``draft``); the picture is still turned upright afterwards."""
+    image = Image.new("RGB", (4000, 1000), (250, 10, 10))
+    exif = image.getexif()
+    exif[0x0112] = 6  # stored on its side: shown rotated 90 degrees clockwise
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif.tobytes())
+    decoded = ImageDecoder().decode(buffer.getvalue(), "image", keep_pixels=250_000)
+    assert decoded.image.size == (250, 1000) and decoded.size == (1000, 4000)
+    red, _, _ = decoded.image.getpixel((125, 500))  # type: ignore[misc]
+    assert red > 200
+
+
+def test_a_thin_image_is_refused_before_it_is_decoded() -> None:
+    decoder = ImageDecoder(max_aspect_ratio=8)
+    with pytest.raises(InvalidImage) as exc:
+        decoder.decode(png_header_only(20000, 2000), "image 3", param="image")
+    assert_invalid(exc, "image 3: 20000x2000 has an aspect ratio of 10.0:1; at most 8:1 is accepted", "image")
+    assert decoder.decode(image_bytes("PNG", (80, 10)), "image").size == (80, 10), "8:1 itself is accepted"

@@ -17,7 +17,7 @@ from limner.engines.catalog import Catalog, ModelEntry
 from limner.engines.registry import default_factories
 from limner.media.inputs import ImageDecoder, ImageFetcher, ImageLoader
 from limner.media.signing import UrlSigner
-from limner.media.store import LocalMediaStore
+from limner.media.store import LocalMediaStore, content_key
 from limner.service.image_service import ImageService, ServiceOptions
 from limner.service.media_access import MediaAccess
 from tests.conftest import pattern_models
@@ -78,6 +78,19 @@ async def test_seeds_follow_the_base_seed_and_are_reported(tmp_path: Path) -> No
     assert [image.seed for image in result.images] == [10, 11, 12]
     random = await service.run(ImageRequest(prompt="x", model="rec", size=SizeSpec(64, 64)), "r")
     assert random.images[0].seed is not None
+
+
+async def test_the_file_says_the_steps_the_engine_ran(tmp_path: Path) -> None:
+    """``effort: "high"`` doubles the model's default steps: the engine and the PNG's metadata agree."""
+    engine = RecordingEngine()
+    service = make_service(tmp_path, engine, default_steps=10)
+    high = ImageRequest(prompt="x", model="rec", seed=1, size=SizeSpec(64, 64), effort="high")
+    result = await service.run(high, "r")
+    assert engine.requests[0].steps == 20
+    assert Image.open(io.BytesIO(result.images[0].data)).info["steps"] == "20"
+    normal = await service.run(replace(high, effort="normal"), "r2")
+    assert engine.requests[1].steps is None, "the engine's own default, which the catalog names"
+    assert Image.open(io.BytesIO(normal.images[0].data)).info["steps"] == "10"
 
 
 async def test_token_usage_is_counted_only_for_answers_that_report_it(tmp_path: Path) -> None:
@@ -155,6 +168,29 @@ async def test_a_storage_failure_stores_nothing(tmp_path: Path) -> None:
     assert result.storage_error and all(image.key == "" for image in result.images)
     assert [p for p in (tmp_path / "media").rglob("*") if p.is_file()] == []
     assert Image.open(io.BytesIO(result.images[0].data)).size == (64, 64), "the bytes are still there for fallbacks"
+
+
+class RacedStore(BrokenStore):
+    """Another consumer stores the same bytes just before this request's first put lands; the second fails."""
+
+    async def put(self, data: bytes, *, mime_type: str, owner: str) -> str:
+        if self.puts == 0:
+            await LocalMediaStore.put(self, data, mime_type=mime_type, owner="alice")
+        return await super().put(data, mime_type=mime_type, owner=owner)
+
+
+async def test_a_storage_failure_keeps_what_another_consumer_owns(tmp_path: Path) -> None:
+    """Media is content-addressed: the same bytes made for two consumers are one object. A failed store
+    withdraws only this request's claims, so what alice stored meanwhile stays hers."""
+    service = make_service(tmp_path, RecordingEngine())
+    store = RacedStore(tmp_path / "media")
+    service.media.store = store
+    request = ImageRequest(prompt="x", model="rec", n=3, seed=1, size=SizeSpec(64, 64), consumer="bob")
+    failed = await service.run(request, "r")
+    assert failed.storage_error
+    key = content_key(failed.images[0].data, failed.images[0].mime_type)
+    assert await store.owners(key) == {"alice"}
+    assert await store.get(key) == failed.images[0].data
 
 
 def test_errors_keep_their_codes() -> None:

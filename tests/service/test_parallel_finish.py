@@ -20,6 +20,7 @@ from limner.media.signing import UrlSigner
 from limner.media.store import LocalMediaStore
 from limner.service.image_service import ImageService, ServiceOptions
 from limner.service.media_access import MediaAccess
+from limner.service.stages.finish import FinishStage
 
 
 class NoisyEngine(Engine):
@@ -68,14 +69,14 @@ async def test_images_are_finished_side_by_side_off_the_event_loop(
     n = 3
     barrier = threading.Barrier(n, timeout=30)
     threads: list[int] = []
-    finish_one = ImageService._finish_one
+    finish_one = FinishStage._finish_one
 
-    def at_the_barrier(self: ImageService, *args: Any) -> Any:
+    def at_the_barrier(self: FinishStage, *args: Any) -> Any:
         threads.append(threading.get_ident())
         barrier.wait()
         return finish_one(self, *args)
 
-    monkeypatch.setattr(ImageService, "_finish_one", at_the_barrier)
+    monkeypatch.setattr(FinishStage, "_finish_one", at_the_barrier)
     result = await service.run(ImageRequest(prompt="x", model="noisy", n=n, size=SizeSpec(80, 48)), "r")
     assert len(result.images) == n
     assert len(set(threads)) == n and threading.get_ident() not in threads
