@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -17,7 +17,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from limner.engines.catalog import BUILTIN_MODEL_ID, ModelEntry, default_models
+from limner.engines.catalog import (
+    BUILTIN_MODEL_ID,
+    EngineOptions,
+    LoraEntry,
+    ModelEntry,
+    default_models,
+    did_you_mean,
+)
 
 MIN_PUBLIC_SECRET = 24
 """Shortest admin/metrics token accepted on a non-loopback bind."""
@@ -31,6 +38,22 @@ NameList = Annotated[list[str], NoDecode]
 
 def config_path() -> Path:
     return Path(os.environ.get("LIMNER_CONFIG", "limner.toml"))
+
+
+class ConfigError(ValueError):
+    """The configuration does not load; the message names the file (or variable), the key and why."""
+
+
+class CheckedTomlSource(TomlConfigSettingsSource):
+    """``limner.toml``, refusing top-level keys that name no setting: a misspelt one would otherwise be
+    ignored and its default used in silence."""
+
+    def __init__(self, settings_cls: type[BaseSettings], toml_file: Path) -> None:
+        super().__init__(settings_cls, toml_file=toml_file)
+        known = list(settings_cls.model_fields)
+        for key in self.toml_data:
+            if key not in settings_cls.model_fields:
+                raise ConfigError(f"{toml_file}: unknown setting '{key}'{did_you_mean(key, known)}")
 
 
 class Settings(BaseSettings):
@@ -247,7 +270,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+        return init_settings, env_settings, CheckedTomlSource(settings_cls, toml_file=config_path())
 
     @property
     def is_loopback_bind(self) -> bool:
@@ -285,3 +308,26 @@ class Settings(BaseSettings):
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return self.model_copy(update=overrides)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment and ``limner.toml``, or a ``ConfigError`` that names what is wrong
+    and where (every problem, not only the first), for the command line to print instead of a traceback."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        problems = [_describe(problem) for problem in error.errors()]
+        raise ConfigError(f"{config_path()} (or a LIMNER_* variable): " + "; ".join(problems)) from None
+
+
+_NESTED: tuple[type[BaseModel], ...] = (Settings, ModelEntry, LoraEntry, EngineOptions)
+
+
+def _describe(problem: Any) -> str:
+    location = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem["loc"]).lstrip(".")
+    if problem["type"] == "extra_forbidden":
+        key = str(problem["loc"][-1])
+        known = [name for model in _NESTED for name in model.model_fields]
+        return f"unknown key '{location}'{did_you_mean(key, known)}"
+    message = str(problem["msg"]).removeprefix("Value error, ")
+    return f"{location}: {message}" if location else message

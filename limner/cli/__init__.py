@@ -12,7 +12,7 @@ from limner.cli import accounts as cli_accounts
 from limner.cli import cluster as cli_cluster
 from limner.cli import ray as cli_ray
 from limner.cli import webhooks as cli_webhooks
-from limner.settings import Settings
+from limner.settings import ConfigError, load_settings
 
 OUTPUT_FORMATS: dict[str, Literal["png", "jpeg", "webp"]] = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
@@ -26,6 +26,15 @@ app.add_typer(cli_cluster.dev_app, name="dev")
 app.add_typer(cli_webhooks.webhooks_app, name="webhooks")
 
 
+def main() -> None:
+    """The ``limner`` command; a configuration that does not load is one line naming the key, not a traceback."""
+    try:
+        app()
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise SystemExit(2) from None
+
+
 @app.command()
 def models(
     url: Annotated[
@@ -33,7 +42,7 @@ def models(
     ] = None,
 ) -> None:
     """List the catalog: ids, aliases, engines and whether each model's weights are present."""
-    settings = Settings()
+    settings = load_settings()
     if url is not None:
         _print_residency(url, settings.secret("metrics_token"))
         return
@@ -92,7 +101,7 @@ def generate(
     from limner.core.models import ImageRequest, SizeSpec
     from limner.core.sizes import parse_size
 
-    settings = Settings()
+    settings = load_settings()
     state = build_state(settings)
     parsed = parse_size(size) if size else None
     request = ImageRequest(

@@ -34,9 +34,9 @@ Expires = Annotated[str | None, typer.Option("--expires", help="30d, 12h, 90m, a
 @contextmanager
 def database() -> Iterator[Database]:
     from limner.accounts.service import Accounts
-    from limner.settings import Settings
+    from limner.settings import load_settings
 
-    accounts = Accounts.open(Settings())
+    accounts = Accounts.open(load_settings())
     try:
         yield accounts.db
     finally:

@@ -49,21 +49,15 @@ def pull(
     ] = False,
 ) -> None:
     """Download a model from a Hugging Face hub (or one .safetensors URL) and add it to limner.toml."""
-    from pydantic import ValidationError
-
     from limner.engines.registry import default_factories
     from limner.pull import PullError
     from limner.pull import pull as run_pull
     from limner.pull.catalog_file import catalog_fields, upsert_model
-    from limner.settings import Settings, config_path
+    from limner.settings import config_path, load_settings
 
     if engine not in default_factories():
         _fail(f"unknown engine {engine!r}: expected one of {', '.join(sorted(default_factories()))}")
-    try:
-        settings = Settings()
-    except ValidationError as error:
-        first = error.errors()[0]
-        _fail(f"{config_path()} does not load ({'.'.join(map(str, first['loc']))}: {first['msg']})")
+    settings = load_settings()
     target = models_dir or settings.models_dir or settings.data_dir / "models"
     if lora_for is not None:
         if lora_for not in {entry.id for entry in settings.models}:

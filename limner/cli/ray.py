@@ -11,13 +11,13 @@ from typing import Annotated
 import typer
 
 from limner.engines.catalog import ModelEntry
-from limner.settings import Settings
+from limner.settings import load_settings
 
 ray_app = typer.Typer(help='Models that run on Ray Serve (catalog entries with runtime = "ray").', no_args_is_help=True)
 
 
 def _ray_entries(model: str | None) -> list[ModelEntry]:
-    entries = [entry for entry in Settings().models if entry.runtime == "ray"]
+    entries = [entry for entry in load_settings().models if entry.runtime == "ray"]
     if model is not None:
         entries = [entry for entry in entries if model in (entry.id, *entry.aliases)]
     if not entries:

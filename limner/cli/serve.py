@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from limner.settings import Settings
+from limner.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -63,7 +63,7 @@ def serve(
         overrides["preload"] = True
     if workers > 1:
         overrides["worker_processes"] = workers  # each worker's share of the cores (the thread policy)
-    settings = Settings(**overrides)  # refuses unsafe settings here, before any worker starts
+    settings = load_settings(**overrides)  # refuses unsafe settings here, before any worker starts
     _configure_logging(settings)
     address: dict[str, Any] = {
         "host": settings.host,

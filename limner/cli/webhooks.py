@@ -26,7 +26,7 @@ from limner.service.webhooks import (
     event_body,
     new_event_id,
 )
-from limner.settings import Settings
+from limner.settings import Settings, load_settings
 
 webhooks_app = typer.Typer(help="Webhooks of async jobs: send a signed test event.", no_args_is_help=True)
 
@@ -52,7 +52,7 @@ def _known(session: Session, name: str) -> None:
 
 def consumer_webhook_settings(name: str, *, url: str | None, clear: bool, rotate: bool) -> tuple[str | None, str]:
     """Apply the changes asked for, then the consumer's default URL and current secret."""
-    settings = Settings()
+    settings = load_settings()
     checked = _checked(url, settings) if url is not None else None
     secrets = WebhookSecrets.from_settings(settings)
 
@@ -77,7 +77,7 @@ def webhooks_test(
     consumer: Annotated[str, typer.Option("--consumer", "-c", help="Sign with this consumer's secret")] = "local",
 ) -> None:
     """POST a signed ``webhook.test`` event to URL and print the receiver's answer (exit 1 unless 2xx)."""
-    settings = Settings()
+    settings = load_settings()
     checked = _checked(url, settings)
     secrets = WebhookSecrets.from_settings(settings)
 

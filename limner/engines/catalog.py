@@ -7,6 +7,7 @@ Engines are built lazily on first use, so listing models never loads weights.
 from __future__ import annotations
 
 import asyncio
+import difflib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -19,6 +20,8 @@ from limner.core.errors import ModelNotFound
 from limner.core.models import Capabilities
 from limner.engines.base import Engine
 from limner.engines.families import SAMPLERS, family_named
+from limner.media.fetch import DEFAULT_MAX_BYTES
+from limner.media.inputs import DEFAULT_MAX_PIXELS
 
 BUILTIN_MODEL_ID = "limner-emoji-32"
 DIALECT_DEFAULT_ALIASES = (
@@ -77,7 +80,44 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
 """What an ``engine = "builtin"`` entry leaves unset: the shipped directory and the settings it was trained for."""
 
 
+LOCAL_ENGINES = ("builtin", "diffusers", "testpattern")
 LORA_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class EngineOptions(BaseModel):
+    """The ``[models.options]`` table: engine settings too specific for a field of their own, typed here so that
+    a misspelt one is an error, not a silent default. Engines limner does not ship (a factory passed to the
+    catalog) may read keys of their own, from ``model_extra``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    # testpattern
+    delay: float = Field(0.0, ge=0, description="testpattern: seconds each call takes (queueing and timeout tests)")
+    # local diffusers models
+    max_images: int | None = Field(None, ge=1, description="Images one call may make; unset: the engine's own")
+    attention_slicing: bool | None = Field(None, description="The older spelling of the field of the same name")
+    cpu_offload: bool | None = Field(None, description="The older spelling of the field of the same name")
+    # upstream providers
+    response_format: Literal["url", "b64_json", "presigned_url"] | None = Field(
+        None, description="How the provider is asked to answer (presigned_url: aiml only); unset: its engine's choice"
+    )
+    breaker_threshold: int = Field(5, ge=1, description="Failures in a row that open the circuit breaker")
+    breaker_cooldown: float = Field(30.0, gt=0, description="Seconds the breaker stays open")
+    backoff: float = Field(0.5, ge=0, description="First retry delay in seconds, doubled each retry")
+    max_backoff: float = Field(8.0, ge=0, description="Longest retry delay")
+    max_retry_after: float = Field(30.0, ge=0, description="Longest provider Retry-After that is waited out")
+    max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1, description="Largest result image accepted from the provider")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Largest result image, in pixels")
+    trust_env: bool = Field(True, description="Use HTTP(S)_PROXY and friends from the environment")
+    poll_interval: float = Field(0.5, gt=0, description="bfl: seconds between polls of a queued task")
+    safety_tolerance: int | None = Field(None, description="bfl: the provider's moderation level")
+    max_input_images: int = Field(3, ge=1, description="gemini: input images a request may carry")
+    image_config: bool = Field(True, description="gemini: send imageConfig (aspect ratio, size)")
+    image_size: str | None = Field(None, description="gemini: imageSize, such as 2K")
+
+    def extra(self, name: str) -> Any:
+        """A key only an engine from outside limner knows; ``KeyError`` when unset."""
+        return (self.model_extra or {})[name]
 
 
 class LoraEntry(BaseModel):
@@ -161,7 +201,7 @@ class ModelEntry(BaseModel):
     price_scale: dict[str, float] = Field(default_factory=dict)
     """Multipliers of ``price_per_image`` by output size (``"1792x1024"``) or quality (``"hd"``); both apply."""
     owned_by: str = "limner"
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: EngineOptions = Field(default_factory=EngineOptions)
 
     # Upstream providers (engine = a key of UPSTREAM_PROVIDERS)
     provider_url: str | None = Field(None, description="Base URL of the provider's API; unset: its public one")
@@ -182,6 +222,16 @@ class ModelEntry(BaseModel):
     allow_private_urls: bool = Field(
         False, description="Download result images from private addresses (a provider on the LAN, tests)"
     )
+
+    @model_validator(mode="after")
+    def _known_options(self) -> ModelEntry:
+        """limner's own engines read only the typed options: any other key there is a mistake to point out."""
+        unknown = sorted(self.options.model_extra or {})
+        if unknown and (self.engine in LOCAL_ENGINES or self.engine in UPSTREAM_PROVIDERS):
+            known = list(EngineOptions.model_fields)
+            hints = [f"'{key}'" + did_you_mean(key, known) for key in unknown]
+            raise ValueError(f"unknown option {', '.join(hints)} in [models.options] of model '{self.id}'")
+        return self
 
     @model_validator(mode="after")
     def _engine_defaults(self) -> ModelEntry:
@@ -318,3 +368,9 @@ class Catalog:
         engines, self._built, self._engines = list(self._built.values()), {}, {}
         for engine in engines:
             await engine.aclose()
+
+
+def did_you_mean(key: str, known: list[str]) -> str:
+    """A hint for a misspelt name: the closest of ``known``, if any is close."""
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -51,6 +51,12 @@ class Family:
     """FLUX's T5 prompt length (schnell was distilled at 256 tokens, dev at 512)."""
 
     @property
+    def note(self) -> str:
+        """Its sampling defaults in words, as ``limner pull`` reports them."""
+        guidance = f"guidance {self.guidance:g}" if self.guidance else "no guidance"
+        return f"{self.name}: {self.steps} step{'s' if self.steps > 1 else ''}, {guidance}"
+
+    @property
     def tile_above(self) -> int:
         """Pixels past which ``vae_tiling`` unset decodes in tiles: more than twice the trained area."""
         return 2 * self.size * self.size
@@ -79,14 +85,39 @@ FAMILIES: dict[str, Family] = {
         _family("sd3", "sd3", 28, 7.0, 0.6, 1024),
         _family("flux-schnell", "flux", 4, 0.0, 0.6, 1024, max_sequence_length=256),
         _family("flux-dev", "flux", 28, 3.5, 0.6, 1024, max_sequence_length=512),
+        # Distilled variants: their own sampling defaults over their base's architecture
+        _family("sd3-turbo", "sd3", 4, 0.0, 0.6, 1024),
+        _family("sdxl-lightning", "sdxl", 4, 0.0, 0.6, 1024),
+        _family("sdxl-lcm", "sdxl", 4, 1.0, 0.6, 1024),
+        _family("sd1-lcm", "sd1", 4, 1.0, 0.75, 512),
     )
 }
+"""Every family limner knows, by name: the one table of sampling defaults (the engine's and ``limner pull``'s)."""
+
+NAMED_BY: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("flux", "schnell"), "flux-schnell"),
+    (("flux",), "flux-dev"),
+    (("3.5", "turbo"), "sd3-turbo"),
+    (("xl", "turbo"), "sdxl-turbo"),
+    (("turbo",), "sd-turbo"),
+    (("lightning",), "sdxl-lightning"),
+    (("xl", "lcm"), "sdxl-lcm"),
+    (("lcm",), "sd1-lcm"),
+)
+"""Words in a repository id or file name (all of them, lower-cased) that name a distilled family; first match wins.
+A pulled model of none of these keeps its pipeline's own defaults."""
 
 
 def same_base(declared: str, family: Family) -> bool:
     """Whether an adapter declared for ``declared`` (a family or a base: sdxl, sd1, flux, ...) fits ``family``."""
     other = FAMILIES.get(declared)
     return (other.base if other else declared) == family.base
+
+
+def family_for(*names: str) -> Family | None:
+    """The distilled family whose words all occur in the given repository ids or file names (``NAMED_BY``)."""
+    text = " ".join(names).lower()
+    return next((FAMILIES[name] for words, name in NAMED_BY if all(word in text for word in words)), None)
 
 
 def family_named(name: str) -> Family:

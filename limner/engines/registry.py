@@ -31,9 +31,9 @@ def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None, max_imag
             default_strength=entry.default_strength,
             native_size=entry.native_size,
             default_size=entry.default_size,
-            attention_slicing=_flag(entry.attention_slicing, entry.options.get("attention_slicing")),
-            cpu_offload=_flag(entry.cpu_offload, entry.options.get("cpu_offload")),
-            max_images=int(entry.options.get("max_images", max_images)),
+            attention_slicing=_flag(entry.attention_slicing, entry.options.attention_slicing),
+            cpu_offload=_flag(entry.cpu_offload, entry.options.cpu_offload),
+            max_images=entry.options.max_images or max_images,
             vae_tiling=entry.vae_tiling,
             compile=entry.compile,
             family=entry.family,
@@ -76,7 +76,7 @@ def batched(factory: EngineFactory) -> EngineFactory:
 def _testpattern(entry: ModelEntry) -> Engine:
     from limner.engines.testpattern import TestPatternEngine
 
-    return TestPatternEngine(delay=float(entry.options.get("delay", 0.0)), steps=entry.default_steps)
+    return TestPatternEngine(delay=entry.options.delay, steps=entry.default_steps)
 
 
 def _upstream(target: str) -> EngineFactory:

@@ -28,7 +28,8 @@ import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from limner.pull.catalog_file import PullResult, family_for
+from limner.engines.families import family_for
+from limner.pull.catalog_file import PullResult
 from limner.pull.download import DownloadError, download_url, is_loopback_url
 from limner.pull.files import canonicalize
 from limner.pull.hub import (

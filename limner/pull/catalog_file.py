@@ -14,17 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from limner.core.files import write_atomically
-
-
-@dataclass(frozen=True)
-class Family:
-    """Sampling defaults for a known distilled family (otherwise the pipeline's own defaults apply)."""
-
-    keywords: tuple[str, ...]  # all must occur in the lower-cased repo id or file name
-    steps: int
-    guidance: float
-    strength: float | None = None
-    note: str = ""
+from limner.engines.families import Family
 
 
 @dataclass(frozen=True)
@@ -44,23 +34,6 @@ class PullResult:
     notes: list[str] = field(default_factory=list)
 
 
-FAMILIES = (
-    Family(("flux", "schnell"), 4, 0.0, note="FLUX.1 [schnell]: 4 steps, no guidance"),
-    Family(("flux",), 28, 3.5, note="FLUX.1: 28 steps, guidance 3.5"),
-    Family(("3.5", "turbo"), 4, 0.0, note="SD3.5 Turbo: 4 steps, no guidance"),
-    # 2 steps rather than 1 so that image-to-image at strength 0.5 still runs one real step.
-    Family(("turbo",), 2, 0.0, 0.5, note="SD/SDXL-Turbo: 1-4 steps, no guidance"),
-    Family(("lightning",), 4, 0.0, note="SDXL-Lightning: 4 steps, no guidance"),
-    Family(("lcm",), 4, 1.0, note="latent consistency model: 4 steps, guidance 1"),
-)
-
-
-def family_for(*names: str) -> Family | None:
-    """The first known family whose keywords all occur in the given repo ids or file names."""
-    text = " ".join(names).lower()
-    return next((family for family in FAMILIES if all(word in text for word in family.keywords)), None)
-
-
 def catalog_fields(
     result: PullResult, *, engine: str = "diffusers", single_file_class: str | None = None
 ) -> dict[str, Any]:
@@ -76,8 +49,7 @@ def catalog_fields(
     family = result.family
     if family is not None:
         fields |= {"default_steps": family.steps, "default_guidance": family.guidance}
-        if family.strength is not None:
-            fields["default_strength"] = family.strength
+        fields["default_strength"] = family.strength
     return fields
 
 

@@ -68,7 +68,7 @@ class Clock:
 def setup(*sizes_mb: int, idle: float = 0.0, budget_mb: int = 0) -> tuple[Catalog, Residency, Clock]:
     """Models m0, m1, ... of the given sizes (0: an engine without weights, like an upstream one)."""
     entries = [ModelEntry(id=f"m{i}", engine="fake", options={"mb": mb}) for i, mb in enumerate(sizes_mb)]
-    catalog = Catalog(entries, {"fake": lambda entry: FakeEngine(int(entry.options["mb"] * MB))})
+    catalog = Catalog(entries, {"fake": lambda entry: FakeEngine(int(entry.options.extra("mb") * MB))})
     clock = Clock()
     return catalog, Residency(catalog, idle_seconds=idle, budget_bytes=budget_mb * MB, clock=clock), clock
 
@@ -148,7 +148,7 @@ async def test_fallbacks_count_as_in_use_while_their_primary_runs() -> None:
         ModelEntry(id="primary", engine="fake", options={"mb": 0}, fallbacks=["local"]),
         ModelEntry(id="local", engine="fake", options={"mb": 100}),
     ]
-    catalog = Catalog(entries, {"fake": lambda entry: FakeEngine(int(entry.options["mb"] * MB))})
+    catalog = Catalog(entries, {"fake": lambda entry: FakeEngine(int(entry.options.extra("mb") * MB))})
     clock = Clock()
     residency = Residency(catalog, idle_seconds=1, clock=clock)
     local = fake(catalog, "local")

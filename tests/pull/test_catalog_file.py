@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from limner.engines.catalog import BUILTIN_MODEL_ID, ModelEntry, default_models
-from limner.pull.catalog_file import family_for, upsert_model
+from limner.engines.families import FAMILIES, family_for
+from limner.pull.catalog_file import upsert_model
 
 USER_FILE = """\
 # my server
@@ -71,18 +72,21 @@ def test_models_written_inline_are_left_to_the_user(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "steps", "guidance"),
+    ("source", "name", "steps", "guidance"),
     [
-        ("stabilityai/sd-turbo", 2, 0.0),
-        ("stabilityai/sdxl-turbo", 2, 0.0),
-        ("black-forest-labs/FLUX.1-schnell", 4, 0.0),
-        ("black-forest-labs/FLUX.1-dev", 28, 3.5),
-        ("stabilityai/stable-diffusion-3.5-large-turbo", 4, 0.0),
+        ("stabilityai/sd-turbo", "sd-turbo", 1, 0.0),
+        ("stabilityai/sdxl-turbo", "sdxl-turbo", 1, 0.0),
+        ("black-forest-labs/FLUX.1-schnell", "flux-schnell", 4, 0.0),
+        ("black-forest-labs/FLUX.1-dev", "flux-dev", 28, 3.5),
+        ("stabilityai/stable-diffusion-3.5-large-turbo", "sd3-turbo", 4, 0.0),
+        ("ByteDance/SDXL-Lightning", "sdxl-lightning", 4, 0.0),
     ],
 )
-def test_known_families_get_their_defaults(source: str, steps: int, guidance: float) -> None:
+def test_known_families_get_their_defaults(source: str, name: str, steps: int, guidance: float) -> None:
+    """A pulled model's defaults come from the engine's own family table: one fact, one place."""
     family = family_for(source)
-    assert family is not None and (family.steps, family.guidance) == (steps, guidance)
+    assert family is FAMILIES[name]
+    assert (family.steps, family.guidance) == (steps, guidance)
 
 
 def test_unknown_models_keep_the_pipelines_own_defaults() -> None:

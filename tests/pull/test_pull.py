@@ -273,7 +273,7 @@ def test_a_single_file_url_with_its_sha256_lands_with_a_config_dir_and_loads(
 
     entry = tomllib.loads((tmp_path / "limner.toml").read_text())["models"][1]
     assert entry["id"] == "tiny-sd-turbo" and entry["single_file_class"] == "StableDiffusionPipeline"
-    assert (entry["default_steps"], entry["default_guidance"], entry["default_strength"]) == (2, 0.0, 0.5)
+    assert (entry["default_steps"], entry["default_guidance"], entry["default_strength"]) == (1, 0.0, 0.5)
     checkpoint, config = Path(entry["path"]), Path(entry["config_dir"])
     assert checkpoint.read_bytes() == single_file
     assert "model_index.json" in _files(config) and not any(p.endswith(".safetensors") for p in _files(config))

@@ -20,7 +20,7 @@ class AigneEngine(UpstreamEngine):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.response_format = str(self.entry.options.get("response_format", "b64_json"))
+        self.response_format = self.entry.options.response_format or "b64_json"
         self.capabilities = hosted_capabilities(
             modes=frozenset({Mode.GENERATE, Mode.EDIT, Mode.COMPOSE}),
             max_images=10,

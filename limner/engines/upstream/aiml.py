@@ -27,7 +27,7 @@ class AimlEngine(UpstreamEngine):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.response_format = str(self.entry.options.get("response_format", "url"))
+        self.response_format = self.entry.options.response_format or "url"
         if self.response_format not in RESPONSE_FORMATS:
             raise ValueError(f"model '{self.entry.id}': response_format must be one of {', '.join(RESPONSE_FORMATS)}")
         self.capabilities = hosted_capabilities(

@@ -53,8 +53,7 @@ from limner.engines.upstream.resilience import CircuitBreaker, backoff_delay, pa
 from limner.engines.upstream.transport import provider_transport
 from limner.engines.upstream.usage import CallObserver, CallStats, Outcome, UpstreamCall
 from limner.media.encode import open_plain_png, remember_source
-from limner.media.fetch import DEFAULT_MAX_BYTES
-from limner.media.inputs import DEFAULT_MAX_PIXELS, ImageDecoder, ImageFetcher, decode_base64, parse_data_url
+from limner.media.inputs import ImageDecoder, ImageFetcher, decode_base64, parse_data_url
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +110,14 @@ class UpstreamEngine(Engine):
             raise ValueError(f"model '{entry.id}' needs a 'provider_url' for engine '{entry.engine}'")
         self._credential = credential if credential is not None else load_credential(entry)
         options = entry.options
-        self.breaker = CircuitBreaker(
-            int(options.get("breaker_threshold", 5)), float(options.get("breaker_cooldown", 30.0))
-        )
-        self.backoff = float(options.get("backoff", 0.5))
-        self.max_backoff = float(options.get("max_backoff", 8.0))
-        self.max_retry_after = float(options.get("max_retry_after", 30.0))
-        max_bytes = int(options.get("max_bytes", DEFAULT_MAX_BYTES))
-        self.max_bytes = max_bytes
-        self.decoder = ImageDecoder(max_bytes=max_bytes, max_pixels=int(options.get("max_pixels", DEFAULT_MAX_PIXELS)))
+        self.breaker = CircuitBreaker(options.breaker_threshold, options.breaker_cooldown)
+        self.backoff = options.backoff
+        self.max_backoff = options.max_backoff
+        self.max_retry_after = options.max_retry_after
+        max_bytes = self.max_bytes = options.max_bytes
+        self.decoder = ImageDecoder(max_bytes=max_bytes, max_pixels=options.max_pixels)
         self.fetcher = ImageFetcher(allow_private=entry.allow_private_urls, max_bytes=max_bytes, timeout=entry.timeout)
-        trust_env = bool(options.get("trust_env", True))
+        trust_env = options.trust_env
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(20, 2 * entry.max_concurrency))
         self.client = httpx.AsyncClient(
             base_url=self.base_url,

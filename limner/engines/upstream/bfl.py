@@ -48,7 +48,7 @@ class BflEngine(UpstreamEngine):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.kontext = "kontext" in self.model
-        self.poll_interval = float(self.entry.options.get("poll_interval", 0.5))
+        self.poll_interval = self.entry.options.poll_interval
         modes = {Mode.GENERATE, Mode.EDIT, Mode.COMPOSE} if self.kontext else {Mode.GENERATE}
         self.capabilities = hosted_capabilities(
             modes=frozenset(modes),
@@ -90,8 +90,8 @@ class BflEngine(UpstreamEngine):
             body.update(zip(INPUT_FIELDS, inputs, strict=False))
         else:
             body["width"], body["height"] = _side(request.width), _side(request.height)
-        if "safety_tolerance" in self.entry.options:
-            body["safety_tolerance"] = int(self.entry.options["safety_tolerance"])
+        if self.entry.options.safety_tolerance is not None:
+            body["safety_tolerance"] = self.entry.options.safety_tolerance
         return body
 
     async def _one(self, request: EngineRequest, inputs: list[str], seed: int) -> GeneratedImage:

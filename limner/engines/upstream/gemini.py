@@ -37,7 +37,7 @@ class GeminiEngine(UpstreamEngine):
         self.capabilities = hosted_capabilities(
             modes=frozenset({Mode.GENERATE, Mode.EDIT, Mode.COMPOSE}),
             max_images=10,
-            max_input_images=int(self.entry.options.get("max_input_images", 3)),
+            max_input_images=self.entry.options.max_input_images,
             supports_seed=True,
         )
 
@@ -65,10 +65,10 @@ class GeminiEngine(UpstreamEngine):
 
     def _config(self, request: EngineRequest, seed: int) -> dict[str, Any]:
         config: dict[str, Any] = {"responseModalities": ["TEXT", "IMAGE"], "seed": seed}
-        if self.entry.options.get("image_config", True):
+        if self.entry.options.image_config:
             image_config = {"aspectRatio": nearest_ratio(request.width, request.height, RATIOS)}
-            if self.entry.options.get("image_size"):
-                image_config["imageSize"] = str(self.entry.options["image_size"])
+            if self.entry.options.image_size:
+                image_config["imageSize"] = self.entry.options.image_size
             config["imageConfig"] = image_config
         return config
 

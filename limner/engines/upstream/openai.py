@@ -86,7 +86,7 @@ class OpenAIEngine(UpstreamEngine):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.family = family_for(self.model)
-        self.response_format = str(self.entry.options.get("response_format", "b64_json"))
+        self.response_format = self.entry.options.response_format or "b64_json"
         self.capabilities = hosted_capabilities(
             modes=self.family.modes,
             max_images=10,
