@@ -7,6 +7,11 @@ transport that holds a head until the next write (the body, which the app almost
 after) and sends both together; a head still held when the event loop next runs its callbacks (a
 streamed response whose first chunk is not ready) goes out alone then, as before. Everything else is
 uvicorn's: parsing, flow control, keep-alive, errors.
+
+This is the one place limner builds on another library's implementation rather than its interface:
+uvicorn takes a protocol class publicly (``--http``), but ``HttpToolsProtocol`` is its own internal class.
+So the seam is this module alone, uvicorn is pinned below its next minor version in ``pyproject.toml``,
+and ``tests/http/test_wire.py`` fails with a message saying so when the class no longer fits.
 """
 
 from __future__ import annotations

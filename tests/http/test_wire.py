@@ -74,3 +74,16 @@ async def test_uvicorn_serves_through_it() -> None:
     finally:
         server.should_exit = True
         await task
+
+
+def test_the_uvicorn_seam_still_fits() -> None:
+    """``HttpProtocol`` subclasses uvicorn's internal httptools protocol and hands it a transport in
+    ``connection_made``: if uvicorn changes that, this fails first, with what to do."""
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    hint = "uvicorn changed its httptools protocol: recheck limner/http/wire.py before raising uvicorn's pin"
+    assert issubclass(HttpProtocol, HttpToolsProtocol) and issubclass(HttpToolsProtocol, asyncio.Protocol), hint
+    assert list(inspect.signature(HttpToolsProtocol.connection_made).parameters) == ["self", "transport"], hint
+    assert "self.transport = transport" in inspect.getsource(HttpToolsProtocol.connection_made), hint

@@ -122,7 +122,7 @@ class UpstreamEngine(Engine):
         self.client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=entry.timeout,
-            transport=transport or provider_transport(limits=limits, trust_env=trust_env),
+            transport=transport or provider_transport(limits=limits),
             follow_redirects=False,
             trust_env=trust_env,
             limits=limits,

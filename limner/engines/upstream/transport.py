@@ -1,19 +1,16 @@
-"""The HTTP transport upstream engines call providers through: httpx's own, with a cheaper liveness check.
+"""The HTTP transport upstream engines call providers through: httpcore's connection pool on a cheaper stream.
 
-Before every request, and again when it ends, httpx's connection pool asks each idle keep-alive
-connection whether the provider closed it (``get_extra_info("is_readable")``). The default network
-stream answers by rebuilding its socket's attribute table and creating a ``select.poll`` object each
-time: at tens of pooled connections that was a tenth of a gateway's CPU. ``FastStreams`` answers the
-same question from the socket it kept at connect time, with one poll object per connection.
+Before every request, and again when it ends, httpcore's pool asks each idle keep-alive connection
+whether the provider closed it (``get_extra_info("is_readable")``). The default network stream answers
+by rebuilding its socket's attribute table and creating a ``select.poll`` object each time: at tens of
+pooled connections that was a tenth of a gateway's CPU. ``FastStreams`` answers the same question from
+the socket it kept at connect time, with one poll object per connection, and sends a request's head with
+its body in one write.
 
-httpcore also re-plans the whole pool at each request's start and end in a way that grows with the square
-of the pooled connections (for every idle one it counts them all again, and it lists every available and
-every idle one for each queued request): at 32 pooled connections, a few thousand method calls per
-request. ``LeanPool`` makes the same decisions, in the same order, in one pass, and asks only the
-connection it is about to hand out whether it expired (httpcore asks every pooled one, twice per request:
-one ``poll`` each, at 64 pooled connections most of a request's pool time). An expired connection nobody
-picks stays pooled, counted against the limits, until it is picked or closed as surplus. Everything else
-(TLS, timeouts, errors, HTTP/2) is httpx's and httpcore's, unchanged.
+Everything is built from public API: httpcore's pool takes the network backend as a constructor argument,
+and ``ProviderTransport`` is an ``httpx.AsyncBaseTransport`` over that pool (the same translation httpx's
+own transport makes: requests to httpcore's, responses and errors back to httpx's). TLS, timeouts,
+keep-alive and HTTP/1.1 are httpcore's, unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +18,8 @@ from __future__ import annotations
 import select
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpcore
@@ -102,72 +100,90 @@ class FastStreams(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-class LeanPool(httpcore.AsyncConnectionPool):
-    """httpcore's pool, its bookkeeping linear in the pooled connections (the decisions are httpcore's)."""
-
-    def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
-        closing: list[httpcore.AsyncConnectionInterface] = []
-        connections = self._connections
-        # Drop closed connections, and close idle ones while more are pooled than are kept alive.
-        remaining = len(connections)
-        kept = []
-        for connection in connections:
-            if connection.is_closed():
-                remaining -= 1
-            elif connection.is_idle() and remaining > self._max_keepalive_connections:
-                remaining -= 1
-                closing.append(connection)
-            else:
-                kept.append(connection)
-        connections[:] = kept
-        # Give each queued request the first available connection that has not expired, else a new one
-        # (closing an idle one at the limit).
-        for pool_request in self._requests:
-            if not pool_request.is_queued():
-                continue
-            origin = pool_request.request.url.origin
-            found = self._available(origin, closing)
-            if found is None:
-                if len(connections) >= self._max_connections:
-                    idle = next((c for c in connections if c.is_idle()), None)
-                    if idle is None:
-                        continue  # stays queued until a connection frees up
-                    connections.remove(idle)
-                    closing.append(idle)
-                found = self.create_connection(origin)
-                connections.append(found)
-            pool_request.assign_to_connection(found)
-        return closing
-
-    async def _close_connections(self, closing: list[httpcore.AsyncConnectionInterface]) -> None:
-        if closing:  # httpcore shields an empty loop from cancellation too: twice per request
-            await super()._close_connections(closing)
-
-    def _available(
-        self, origin: httpcore.Origin, closing: list[httpcore.AsyncConnectionInterface]
-    ) -> httpcore.AsyncConnectionInterface | None:
-        """The first pooled connection that can take a request to ``origin`` now; expired ones met on the
-        way (the provider closed them, or their keep-alive ran out) are moved to ``closing``."""
-        connections = self._connections
-        index = 0
-        while index < len(connections):
-            connection = connections[index]
-            if connection.can_handle_request(origin) and connection.is_available():
-                if not connection.has_expired():
-                    return connection
-                del connections[index]
-                closing.append(connection)
-                continue
-            index += 1
-        return None
+_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.ProxyError, httpx.ProxyError),
+)
+"""httpcore's errors and the httpx errors they are, most specific first (the engines catch httpx's)."""
 
 
-def provider_transport(*, limits: httpx.Limits, trust_env: bool) -> httpx.AsyncHTTPTransport:
-    """httpx's transport for direct connections, on ``FastStreams`` (proxied ones are httpx's own mounts)."""
-    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=trust_env)
-    pool = getattr(transport, "_pool", None)
-    if type(pool) is httpcore.AsyncConnectionPool and hasattr(pool, "_network_backend"):
-        pool._network_backend = FastStreams()
-        if hasattr(pool, "_assign_requests_to_connections") and hasattr(pool, "_requests"):
-            pool.__class__ = LeanPool
-    return transport
+@contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        mapped = next((theirs for ours, theirs in _ERRORS if isinstance(exc, ours)), None)
+        if mapped is None:
+            raise
+        raise mapped(str(exc)) from exc
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    def __init__(self, stream: AsyncIterable[bytes]) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors():
+            async for part in self._stream:
+                yield part
+
+    async def aclose(self) -> None:
+        close = getattr(self._stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class ProviderTransport(httpx.AsyncBaseTransport):
+    """httpx's transport contract over an httpcore pool of ``FastStreams`` connections."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        self._pool = httpcore.AsyncConnectionPool(
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=FastStreams(),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
+            headers=request.headers.raw,
+            content=request.stream,  # type: ignore[arg-type]  # an httpx stream is an async byte iterable
+            extensions=request.extensions,
+        )
+        with _as_httpx_errors():
+            response = await self._pool.handle_async_request(core_request)
+        assert isinstance(response.stream, AsyncIterable)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_ResponseStream(response.stream),
+            extensions=response.extensions,
+        )
+
+    @property
+    def pooled(self) -> int:
+        """Connections in the pool now, busy or idle."""
+        return len(self._pool.connections)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+def provider_transport(*, limits: httpx.Limits) -> ProviderTransport:
+    """The transport for direct connections to providers (proxied ones are httpx's own mounts)."""
+    return ProviderTransport(limits)

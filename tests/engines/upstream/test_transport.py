@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpcore
 import httpx
 
-from limner.engines.upstream.transport import FastStreams, LeanPool, provider_transport
+from limner.engines.upstream.transport import FastStreams, ProviderTransport, provider_transport
 from tests.support.waiting import until
 
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
@@ -59,7 +59,7 @@ async def test_the_pool_reuses_open_connections_and_replaces_closed_ones() -> No
     limits = httpx.Limits(max_keepalive_connections=4)
     for close, expected in ((False, 1), (True, 3)):
         server, port, connections = await serve(close_after_answer=close)
-        async with server, httpx.AsyncClient(transport=provider_transport(limits=limits, trust_env=False)) as client:
+        async with server, httpx.AsyncClient(transport=provider_transport(limits=limits)) as client:
             for count in range(1, 4):
                 response = await client.get(f"http://127.0.0.1:{port}/")
                 assert (response.status_code, response.text) == (200, "ok")
@@ -68,14 +68,14 @@ async def test_the_pool_reuses_open_connections_and_replaces_closed_ones() -> No
         assert len(connections) == expected
 
 
-async def burst(transport: httpx.AsyncHTTPTransport) -> tuple[int, int, int]:
+async def burst(transport: ProviderTransport) -> tuple[int, int, int]:
     """12 concurrent requests, then 2 more: connections opened after each, and those pooled after the burst."""
     server, port, connections = await serve(close_after_answer=False)
     async with server:
         async with httpx.AsyncClient(transport=transport) as client:
             responses = await asyncio.gather(*(client.get(f"http://127.0.0.1:{port}/") for _ in range(12)))
             assert [(r.status_code, r.text) for r in responses] == [(200, "ok")] * 12
-            opened, pooled = len(connections), len(transport._pool.connections)
+            opened, pooled = len(connections), transport.pooled
             again = await asyncio.gather(*(client.get(f"http://127.0.0.1:{port}/") for _ in range(2)))
             assert [(r.status_code, r.text) for r in again] == [(200, "ok")] * 2
         # The client closed its connections: let the server's handlers see it before the server goes.
@@ -83,17 +83,26 @@ async def burst(transport: httpx.AsyncHTTPTransport) -> tuple[int, int, int]:
         return opened, pooled, len(connections)
 
 
-async def test_the_lean_pool_decides_as_httpcore_does() -> None:
-    """``LeanPool`` makes httpcore's decisions: at most ``max_connections`` at once (the rest wait), idle ones
-    beyond ``max_keepalive_connections`` closed, kept ones reused: the same connections opened and kept."""
+async def test_the_pool_keeps_its_limits() -> None:
+    """Idle connections beyond ``max_keepalive_connections`` are closed, kept ones reused by the next requests."""
     limits = httpx.Limits(max_connections=3, max_keepalive_connections=2)
-    lean = provider_transport(limits=limits, trust_env=False)
-    assert isinstance(lean._pool, LeanPool)
-    stock = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-    assert type(stock._pool) is httpcore.AsyncConnectionPool
-    expected = await burst(stock)
-    assert expected[1] == 2 and expected[2] == expected[0], "httpcore keeps 2 and reuses them"
-    assert await burst(lean) == expected
+    opened, pooled, total = await burst(provider_transport(limits=limits))
+    assert pooled == 2 and total == opened, "2 kept after the burst, and the next 2 requests reuse them"
+
+
+async def test_transport_failures_are_httpx_errors() -> None:
+    """The engines catch httpx's errors: httpcore's are translated where they come out of the pool."""
+    server = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    async with httpx.AsyncClient(transport=provider_transport(limits=httpx.Limits())) as client:
+        try:
+            await client.get(f"http://127.0.0.1:{port}/")
+        except httpx.ConnectError as exc:
+            assert isinstance(exc.__cause__, httpcore.ConnectError)
+        else:
+            raise AssertionError("a closed port must fail with httpx.ConnectError")
 
 
 class _Recorder(httpcore.AsyncNetworkStream):
