@@ -192,6 +192,7 @@ STAGE_NAMES = {
     "decode": "decode: latents to pixels",
     "upscale": "upscale: `fit_to_size`, style, watermark",
     "encode": "encode: PNG with metadata",
+    "sign": "sign: C2PA Content Credentials",
     "store": "store (nothing: every image inline)",
     "service, other": "service, other: ticket, jobs",
     "send": "send: routing, body, base64 + JSON, writing",

@@ -35,6 +35,7 @@ from limner.http.playground import build_router as playground_router
 from limner.http.residency import router as residency_router
 from limner.media.inputs import ImageDecoder, ImageFetcher, ImageLoader
 from limner.media.own_links import OwnMediaLinks
+from limner.media.provenance import ContentCredentials, load_credentials
 from limner.media.signing import UrlSigner
 from limner.media.store import LocalMediaStore, MediaStore
 from limner.service.accounting import AccountsGate
@@ -78,6 +79,15 @@ def webhook_sender(state: AppState) -> WebhookSender:
     )
 
 
+def content_credentials(settings: Settings) -> ContentCredentials | None:
+    """The C2PA signer from the settings; ``ProvenanceError`` (startup stops) for an unusable certificate."""
+    if settings.c2pa == "off":
+        return None
+    return load_credentials(
+        settings.data_dir, cert=settings.c2pa_cert, key=settings.c2pa_key, remote=settings.c2pa_signer
+    )
+
+
 def build_state(settings: Settings, factories: dict[str, EngineFactory] | None = None) -> AppState:
     """Everything a request needs, built bottom-up: media, catalog, accounts, then the service over them."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -110,6 +120,8 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
             embed_metadata=settings.embed_metadata,
             request_timeout=settings.request_timeout,
             input_memory=settings.input_memory_mb * 2**20,
+            credentials=content_credentials(settings),
+            credentials_include_prompt=settings.c2pa_include_prompt,
         ),
         gate=AccountsGate(accounts, catalog, metrics),
         residency=Residency(

@@ -133,6 +133,15 @@ class Settings(BaseSettings):
         "429 with Retry-After",
     )
     decode_concurrency: int = Field(2, ge=1, description="Input images decoded at once (each at full size)")
+    c2pa: Literal["on", "off"] = Field("on", description="Content Credentials: a signed C2PA manifest on every image")
+    c2pa_cert: Path | None = Field(
+        None, description="PEM certificate chain, signer first; unset: an untrusted development chain in data_dir"
+    )
+    c2pa_key: Path | None = Field(None, description="PEM private key of c2pa_cert (the algorithm follows the key)")
+    c2pa_signer: str | None = Field(
+        None, description="module:function that signs bytes with c2pa_cert's key (an HSM or KMS), instead of c2pa_key"
+    )
+    c2pa_include_prompt: bool = Field(False, description="Put the prompt in the manifest (off: prompts stay private)")
     fetch_allow_private: bool = False
     fetch_timeout: float = 10.0
     fetch_max_redirects: int = 3

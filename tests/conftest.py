@@ -29,11 +29,14 @@ def pattern_models() -> list[ModelEntry]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     # ``testserver`` is the Host header of Starlette's TestClient; real sockets use 127.0.0.1.
+    # Content Credentials off: a signed manifest differs on every signing, and many tests compare bytes
+    # (tests/media/test_provenance.py and tests/integration/test_content_credentials.py turn it on).
     return Settings(
         data_dir=tmp_path / "data",
         models=pattern_models(),
         default_model="pattern",
         allowed_hosts=[*LOOPBACK_HOSTS, "testserver"],
+        c2pa="off",
     )
 
 

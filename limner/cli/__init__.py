@@ -10,8 +10,10 @@ import typer
 
 from limner.cli import accounts as cli_accounts
 from limner.cli import cluster as cli_cluster
+from limner.cli import provenance as cli_provenance
 from limner.cli import ray as cli_ray
 from limner.cli import webhooks as cli_webhooks
+from limner.media.provenance import ProvenanceError
 from limner.settings import ConfigError, load_settings
 
 OUTPUT_FORMATS: dict[str, Literal["png", "jpeg", "webp"]] = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -24,13 +26,14 @@ app.add_typer(cli_accounts.usage_app, name="usage")
 app.add_typer(cli_ray.ray_app, name="ray")
 app.add_typer(cli_cluster.dev_app, name="dev")
 app.add_typer(cli_webhooks.webhooks_app, name="webhooks")
+app.add_typer(cli_provenance.provenance_app, name="provenance")
 
 
 def main() -> None:
     """The ``limner`` command; a configuration that does not load is one line naming the key, not a traceback."""
     try:
         app()
-    except ConfigError as error:
+    except (ConfigError, ProvenanceError) as error:
         typer.echo(f"error: {error}", err=True)
         raise SystemExit(2) from None
 

@@ -39,6 +39,8 @@ class SourceImage:
     mime_type: str = "image/png"
     original_size: tuple[int, int] | None = None
     """Upright width and height as sent, where ``image`` was shrunk to what the request can use."""
+    data: bytes | None = None
+    """The bytes as sent: a result's Content Credentials name them as its ingredient (their own manifest kept)."""
 
     @property
     def size(self) -> tuple[int, int]:

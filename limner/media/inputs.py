@@ -145,7 +145,7 @@ class ImageDecoder:
                 raise invalid(f"cannot convert {image.mode} pixels to {mode}") from exc
         turned = image.size != kept.size  # EXIF said the picture stands on its side
         original = (height, width) if turned else (width, height)
-        return SourceImage(image=image, label=label, mime_type=mime_type, original_size=original)
+        return SourceImage(image=image, label=label, mime_type=mime_type, original_size=original, data=data)
 
     def _bomb_reason(self, exc: Exception) -> str:
         match = _BOMB_ERROR.search(str(exc))

@@ -1,6 +1,6 @@
 """``ImageService`` runs one canonical request end to end, as stages that read top to bottom:
 
-    plan → admit (rate limits) → decode inputs → hold credits → generate → finish → store → deliver
+    plan → admit (rate limits) → decode inputs → hold credits → generate → finish (and sign) → store → deliver
 
 The order is the point: cheap checks first (model, counts, modes), then admission, and only then the
 expensive work a refused request must never cost (fetching and decoding input images), then the credit
@@ -23,6 +23,7 @@ from limner.engines.residency import Residency
 from limner.engines.slots import ModelSlots
 from limner.media.encode import keeps_alpha
 from limner.media.inputs import ImageLoader
+from limner.media.provenance import ContentCredentials
 from limner.service.gate import Gate, OpenGate, Ticket
 from limner.service.jobs import Job, JobRegistry, Listener
 from limner.service.media_access import MediaAccess
@@ -52,6 +53,9 @@ class ServiceOptions:
     embed_metadata: bool = True
     request_timeout: float = 300.0
     input_memory: int = DEFAULT_INPUT_MEMORY
+    credentials: ContentCredentials | None = None
+    """Signs every image with a C2PA manifest; None: Content Credentials off."""
+    credentials_include_prompt: bool = False
 
 
 class ImageService:
@@ -80,7 +84,9 @@ class ImageService:
         """Told where each finished request's time went (``limner.service.metrics.STAGES``); None: not timed."""
         self.inputs = InputStage(media, loader, InputMemory(options.input_memory))
         self.generator = GenerateStage(catalog, self.jobs, self.residency, options.request_timeout)
-        self.finisher = FinishStage(options.embed_metadata)
+        self.finisher = FinishStage(
+            options.embed_metadata, options.credentials, include_prompt=options.credentials_include_prompt
+        )
         self.storer = StoreStage(media)
 
     def model_names(self) -> list[str]:
@@ -148,7 +154,7 @@ class ImageService:
             stages = {"prepare": time.perf_counter() - started - inputs_seconds, "inputs": inputs_seconds}
             generated = await self.generator.run(plan.entry, engine_request, job, stages)
             input_sizes = [source.size for source in inputs.images]
-        encoded = await self.finisher.run(generated, plan, sizes, stages)
+            encoded = await self.finisher.run(generated, plan, sizes, stages, inputs.ingredients())
         usage = None
         if request.report_usage:
             usage = await asyncio.to_thread(

@@ -41,7 +41,7 @@ LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 """Finer at the low end than ``LATENCY_BUCKETS``: encoding or storing one image takes milliseconds."""
 
-STAGES = ("prepare", "inputs", "queue", "engine", "denoise", "decode", "upscale", "encode", "store")
+STAGES = ("prepare", "inputs", "queue", "engine", "denoise", "decode", "upscale", "encode", "sign", "store")
 """The stages of ``ImageService`` in order, timed once per delivered request (wall-clock seconds; they
 do not overlap, so together they are the service's time but for usage counting):
 
@@ -54,6 +54,7 @@ do not overlap, so together they are the service's time but for usage counting):
 - ``upscale``: scaling to the output size, style post-processing, watermark
 - ``encode``: PNG, JPEG or WebP bytes (for several images at once, the wall time of scaling and encoding
   them side by side is shared between ``upscale`` and ``encode`` in proportion to each one's work)
+- ``sign``: Content Credentials (a C2PA manifest signed into each image); nothing with ``LIMNER_C2PA=off``
 - ``store``: writing to the media store (next to nothing when every image goes back inline)
 
 Rendering and sending the response happen in the dialect and HTTP layers, after the service: that is

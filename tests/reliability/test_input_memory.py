@@ -87,8 +87,8 @@ def test_three_requests_of_sixteen_large_inputs_stay_bounded(server: str) -> Non
 
 
 def test_past_the_input_memory_budget_a_request_is_told_to_retry(tmp_path: Path) -> None:
-    # 1 MiB holds one input of the built-in model (512x512 pixels kept, 4 bytes each) but not two.
-    app = create_app(Settings(data_dir=tmp_path, input_memory_mb=1))
+    # 2 MiB holds one input of the built-in model (512x512 pixels at 4 bytes, and its bytes as sent) but not two.
+    app = create_app(Settings(data_dir=tmp_path, input_memory_mb=2))
     with live_server(app) as url:
         one = edit(url, [png(600, 600)])
         two = edit(url, [png(600, 600), png(600, 600)])
@@ -96,5 +96,5 @@ def test_past_the_input_memory_budget_a_request_is_told_to_retry(tmp_path: Path)
     assert two.status_code == 429
     error = two.json()["error"]
     assert error["code"] == "rate_limit_exceeded"
-    assert "MiB of input images" in error["message"] and "1 MiB limit" in error["message"]
+    assert "MiB of input images" in error["message"] and "2 MiB limit" in error["message"]
     assert int(two.headers["retry-after"]) >= 1

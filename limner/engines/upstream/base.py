@@ -322,8 +322,8 @@ class UpstreamEngine(Engine):
         if plain is not None:
             return plain
         source = self.decoder.decode(data, label)
-        if source.mime_type == "image/png":
-            remember_source(source.image, data)  # delivered as sent when nothing needs changing
+        # Delivered as sent when nothing needs changing (a PNG; any format that carries Content Credentials).
+        remember_source(source.image, data)
         return source.image
 
     async def decode_b64(self, value: str, label: str = "image") -> Image.Image:

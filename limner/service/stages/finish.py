@@ -1,24 +1,36 @@
-"""The finish stage: every image at the output size, styled, watermarked, with metadata, encoded.
+"""The finish stage: every image at the output size, styled, watermarked, with metadata, encoded, signed.
 
 Scaling and encoding a large PNG takes tens of milliseconds an image, so each image is finished in a
 worker thread, all side by side (Pillow lets go of the GIL while it resizes and compresses). A provider's
-small plain PNG that needs none of it keeps its bytes, with the metadata spliced in (``reuse_png``)."""
+small plain PNG that needs none of it keeps its bytes, with the metadata spliced in (``reuse_png``).
+
+Then each image gets its Content Credentials (``limner.media.provenance``): a signed manifest saying it was
+made by the model, from which inputs. A provider's image that arrived with credentials of its own and needs
+no change goes out byte for byte; changed, it is the parent ingredient of limner's manifest."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from limner.core.errors import ModelError
+from limner.core.errors import ModelError, ServiceUnavailable
 from limner.core.imaging import add_watermark
 from limner.core.models import GeneratedImage
 from limner.core.sizes import SizePlan, fit_to_size
 from limner.engines.upstream.payloads import INLINE_BYTES
 from limner.media.encode import MIME_BY_FORMAT, encode_image, keeps_alpha, reuse_png, source_of
+from limner.media.provenance import ContentCredentials, Ingredient, Made, ProvenanceError, signed_format
 from limner.service.stages.plan import Plan
+
+log = logging.getLogger(__name__)
+
+UNSIGNED = "Content Credentials could not be signed, so the image was not delivered; retry later."
 
 
 @dataclass(frozen=True)
@@ -31,28 +43,43 @@ class Encoded:
 
 
 class FinishStage:
-    def __init__(self, embed_metadata: bool = True) -> None:
+    def __init__(
+        self,
+        embed_metadata: bool = True,
+        credentials: ContentCredentials | None = None,
+        include_prompt: bool = False,
+    ) -> None:
         self.embed_metadata = embed_metadata
+        self.credentials = credentials
+        """Signs every image (``limner.media.provenance``); None: Content Credentials are off."""
+        self.include_prompt = include_prompt
 
     async def run(
-        self, items: list[GeneratedImage], plan: Plan, sizes: SizePlan, stages: dict[str, float]
+        self,
+        items: list[GeneratedImage],
+        plan: Plan,
+        sizes: SizePlan,
+        stages: dict[str, float],
+        ingredients: Sequence[Ingredient] = (),
     ) -> list[Encoded]:
-        """Every image finished and encoded; ``stages`` gets the wall time, shared between ``upscale`` and
-        ``encode`` in proportion to the time the images spent in each."""
+        """Every image finished, encoded and signed; ``stages`` gets the wall time, shared between ``upscale``,
+        ``encode`` and ``sign`` in proportion to the time the images spent in each."""
         started = time.perf_counter()
+        finish_one = functools.partial(self._finish_one, plan=plan, sizes=sizes, ingredients=ingredients)
         try:
-            if all(self._as_sent(item, plan, sizes) for item in items):
+            if self.credentials is None and all(self._as_sent(item, plan, sizes) for item in items):
                 # Splicing text chunks into a small PNG costs less than the hop to a thread and back.
-                done = [self._finish_one(item, plan, sizes) for item in items]
+                done = [finish_one(item) for item in items]
             else:
-                done = await asyncio.gather(*(asyncio.to_thread(self._finish_one, item, plan, sizes) for item in items))
+                done = await asyncio.gather(*(asyncio.to_thread(finish_one, item) for item in items))
         except OSError as exc:  # a provider's PNG is decompressed only here, if at all (``open_plain_png``)
             model = plan.entry.id
             raise ModelError(f"Model '{model}' returned an image that could not be decoded.") from exc
         wall = time.perf_counter() - started
-        scaling, encoding = sum(one[1] for one in done), sum(one[2] for one in done)
-        share = scaling / (scaling + encoding) if scaling + encoding > 0 else 0.0
-        stages["upscale"], stages["encode"] = wall * share, wall * (1 - share)
+        parts = [sum(one[1] for one in done), sum(one[2] for one in done), sum(one[3] for one in done)]
+        total = sum(parts)
+        for stage, part in zip(("upscale", "encode", "sign"), parts, strict=True):
+            stages[stage] = wall * part / total if total > 0 else 0.0
         return [one[0] for one in done]
 
     def preview(self, image: Image.Image, plan: Plan, sizes: SizePlan) -> tuple[bytes, str, tuple[int, int]]:
@@ -80,14 +107,20 @@ class FinishStage:
             and (item.image.mode == "RGB" or keeps_alpha(item.image, "png", request.background))
         )
 
-    def _finish_one(self, generated: GeneratedImage, plan: Plan, sizes: SizePlan) -> tuple[Encoded, float, float]:
-        """One image finished and encoded (CPU work, in a worker thread), with the seconds each part took."""
+    def _finish_one(
+        self, generated: GeneratedImage, *, plan: Plan, sizes: SizePlan, ingredients: Sequence[Ingredient]
+    ) -> tuple[Encoded, float, float, float]:
+        """One image finished, encoded and signed (CPU work, in a worker thread), with the seconds each part took."""
         request = plan.request
         started = time.perf_counter()
         item = finish(generated, plan, sizes)
         scaled = time.perf_counter()
+        sent = source_of(generated.image)  # a provider's bytes, where they were kept
+        sent_format = signed_format(sent) if sent is not None and self.credentials is not None else None
+        if sent is not None and sent_format == MIME_BY_FORMAT[request.output_format] and item.image is generated.image:
+            return Encoded(item, sent, sent_format), scaled - started, 0.0, 0.0  # its own credentials, untouched
         metadata = image_metadata(plan, sizes, item.seed) if self.embed_metadata and request.embed_metadata else None
-        source = source_of(item.image) if item.image is generated.image and request.output_format == "png" else None
+        source = sent if item.image is generated.image and request.output_format == "png" else None
         reused = reuse_png(item.image, source, background=request.background, metadata=metadata) if source else None
         if reused is not None:
             data, mime = reused, MIME_BY_FORMAT["png"]
@@ -99,7 +132,32 @@ class FinishStage:
                 metadata=metadata,
                 background=request.background,
             )
-        return Encoded(item, data, mime), scaled - started, time.perf_counter() - scaled
+        encoded = time.perf_counter()
+        if self.credentials is not None:
+            parents = [Ingredient(sent, sent_format, "provider image")] if sent and sent_format else []
+            prompt = plan.prompt if self.include_prompt else None
+            made = Made(model=plan.entry.id, ingredients=[*parents, *ingredients], prompt=prompt)
+            data = self._sign(data, mime, made)
+        return Encoded(item, data, mime), scaled - started, encoded - scaled, time.perf_counter() - encoded
+
+    def _sign(self, data: bytes, mime: str, made: Made) -> bytes:
+        """Signed; where the library refuses an input as an ingredient (a malformed manifest inside it), signed
+        without ingredients; where it refuses altogether, a 503: an image is never delivered unsigned."""
+        assert self.credentials is not None
+        try:
+            return self.credentials.sign(data, mime, made)
+        except ProvenanceError:
+            if not made.ingredients:
+                log.exception("signing Content Credentials failed")
+                raise ServiceUnavailable(
+                    "Content Credentials could not be signed; the image was not delivered."
+                ) from None
+            log.warning("signing with the inputs as ingredients failed; signing without them", exc_info=True)
+        try:
+            return self.credentials.sign(data, mime, replace(made, ingredients=()))
+        except ProvenanceError:
+            log.exception("signing Content Credentials failed")
+            raise ServiceUnavailable("Content Credentials could not be signed; the image was not delivered.") from None
 
 
 def finish(item: GeneratedImage, plan: Plan, sizes: SizePlan) -> GeneratedImage:

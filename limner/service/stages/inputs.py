@@ -19,11 +19,14 @@ from limner.core.errors import QueueFull, UnsupportedOperation
 from limner.core.imaging import compose_layout
 from limner.core.models import ImageInput, MediaRef, Mode, SourceImage
 from limner.media.inputs import ImageLoader
+from limner.media.provenance import SIGNED_FORMATS, Ingredient
 from limner.service.media_access import MediaAccess
 from limner.service.stages.plan import Plan
 
 BYTES_PER_PIXEL = 4
 """The most a decoded input takes per pixel (RGBA)."""
+SENT_BYTES_FACTOR = 2
+"""Room, in pixels' worth, for the bytes as sent, which an input keeps for its result's Content Credentials."""
 MiB = 2**20
 
 
@@ -37,6 +40,14 @@ class Inputs:
     @property
     def first(self) -> Image.Image | None:
         return self.images[0].image if self.images else None
+
+    def ingredients(self) -> list[Ingredient]:
+        """The images a result is made from, as its Content Credentials list them (the mask is not one)."""
+        return [
+            Ingredient(source.data, source.mime_type, source.label)
+            for source in self.images
+            if source.data is not None and source.mime_type in SIGNED_FORMATS
+        ]
 
 
 class InputMemory:
@@ -92,7 +103,7 @@ class InputStage:
         """One input and the bytes it holds: the most it could take is counted while it decodes, then what it took."""
         if isinstance(item, SourceImage):
             return item, 0
-        bound = plan.input_pixels * BYTES_PER_PIXEL
+        bound = plan.input_pixels * BYTES_PER_PIXEL * SENT_BYTES_FACTOR
         self.memory.take(bound)
         try:
             source: bytes | str | MediaRef = item.source
@@ -102,7 +113,7 @@ class InputStage:
         except BaseException:
             self.memory.give(bound)
             raise
-        size = decoded.image.width * decoded.image.height * len(decoded.image.getbands())
+        size = decoded.image.width * decoded.image.height * len(decoded.image.getbands()) + len(decoded.data or b"")
         self.memory.give(bound - size)
         return decoded, size
 

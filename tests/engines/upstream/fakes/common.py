@@ -45,6 +45,8 @@ class Control:
     times: int = 1_000_000
     retry_after: str = "0"
     stall_seconds: float = 10.0
+    served: bytes | None = None
+    """The image to answer with instead of a drawn one (a provider's image that carries Content Credentials)."""
     requests: list[Seen] = field(default_factory=list)
     aborted: int = 0
 

@@ -81,7 +81,7 @@ async def images(request: Request) -> Response:
     if fault == "malformed":
         return Response(b'{"created": 1, "data": [', media_type="application/json")
     width, height = parse_size(str(fields.get("size", "1024x1024")))
-    data = GARBAGE if fault == "garbage" else png(width, height)
+    data = GARBAGE if fault == "garbage" else (control.served or png(width, height))
     items = []
     for _ in range(int(fields.get("n", 1))):
         if fields.get("response_format", "url" if not str(fields.get("model")).startswith("gpt") else None) == "url":
