@@ -71,10 +71,10 @@ async def test_images_are_finished_side_by_side_off_the_event_loop(
     threads: list[int] = []
     finish_one = FinishStage._finish_one
 
-    def at_the_barrier(self: FinishStage, *args: Any) -> Any:
+    def at_the_barrier(self: FinishStage, *args: Any, **named: Any) -> Any:
         threads.append(threading.get_ident())
         barrier.wait()
-        return finish_one(self, *args)
+        return finish_one(self, *args, **named)
 
     monkeypatch.setattr(FinishStage, "_finish_one", at_the_barrier)
     result = await service.run(ImageRequest(prompt="x", model="noisy", n=n, size=SizeSpec(80, 48)), "r")
