@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -84,7 +85,7 @@ OPENAPI_PARAMETERS: list[dict[str, Any]] = [
         "required": False,
         "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
         "description": "Replay this request's first response to retries with the same key and body for 24 hours "
-        "(no new generation, no new charge; 422 idempotency_key_reused for another body).",
+        "(no new generation, no new charge; 422 idempotency_key_reused for another body or query).",
     },
     {
         "name": "Prefer",
@@ -129,18 +130,24 @@ def _boundary(content_type: str) -> bytes | None:
     return match.group(1).encode("latin-1") if match else None
 
 
-def fingerprint(method: str, path: str, content_type: str, body: bytes) -> str:
-    """What makes two requests the same: method, path, media type, and the body with any multipart
-    boundary blanked (a client that retries may encode the same form with a new boundary) and JSON in
-    one canonical form (another client library may space or order the same object differently)."""
+def fingerprint(method: str, path: str, content_type: str, body: bytes, query: str = "") -> str:
+    """What makes two requests the same: method, path, query string, media type, and the body with any
+    multipart boundary blanked (a client that retries may encode the same form with a new boundary) and
+    JSON in one canonical form (another client library may space or order the same object differently).
+    The query's parameters are compared in order of name; an empty query adds nothing, so a request
+    without one keeps the fingerprint it had before queries counted."""
     boundary = _boundary(content_type)
     if boundary:
         body = body.replace(boundary, b"")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if "json" in media_type:
         body = _canonical_json(body)
+    parts = [method.upper().encode(), path.encode(), media_type.encode(), body]
+    if query:
+        pairs = sorted(parse_qsl(query, keep_blank_values=True), key=lambda pair: pair[0])  # repeats keep order
+        parts.append(urlencode(pairs).encode())
     digest = hashlib.sha256()
-    for part in (method.upper().encode(), path.encode(), media_type.encode(), body):
+    for part in parts:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
@@ -253,9 +260,8 @@ class _Durable:
     async def handle(self) -> Response:
         body = await self.request.body()  # cached: the endpoint reads it again (also as a form)
         stored = stored_request(self.request, body)
-        digest = fingerprint(
-            self.request.method, self.request.url.path, self.request.headers.get("content-type", ""), body
-        )
+        content_type = self.request.headers.get("content-type", "")
+        digest = fingerprint(self.request.method, self.request.url.path, content_type, body, self.request.url.query)
         if self.asynchronous:
             refused = await self._check()
             if refused is not None:
