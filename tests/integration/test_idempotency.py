@@ -39,7 +39,11 @@ def reused_message(key: str) -> str:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for the module (starting one per test would double its time)."""
-    with durable_server(durable_settings(base_settings(tmp_path_factory.mktemp("idem") / "data"))) as running:
+    settings = durable_settings(
+        base_settings(tmp_path_factory.mktemp("idem") / "data"),
+        idempotency_waiters_per_key=32,  # twenty duplicates all wait (the bound: tests/reliability)
+    )
+    with durable_server(settings) as running:
         yield running
 
 
