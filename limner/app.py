@@ -27,6 +27,7 @@ from limner.http.deps import AppState
 from limner.http.disconnect import CancelOnDisconnectMiddleware
 from limner.http.docs import install_docs
 from limner.http.job_runner import JobRunner
+from limner.http.key_waits import KeyWaits
 from limner.http.media import router as media_router
 from limner.http.metrics import MetricsMiddleware
 from limner.http.metrics import router as metrics_router
@@ -133,7 +134,16 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
     )
     metrics.watch_queues(service.queues)
     return AppState(
-        settings, catalog, store, signer, loader, service, started=int(time.time()), accounts=accounts, metrics=metrics
+        settings,
+        catalog,
+        store,
+        signer,
+        loader,
+        service,
+        started=int(time.time()),
+        accounts=accounts,
+        metrics=metrics,
+        key_waits=KeyWaits(settings.idempotency_waiters_per_key, settings.idempotency_waiters_per_consumer),
     )
 
 

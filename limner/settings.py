@@ -172,6 +172,18 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: float = Field(
         24.0, gt=0, description="How long an Idempotency-Key and its response are kept (and async jobs readable)"
     )
+    idempotency_waiters_per_key: int = Field(
+        8,
+        ge=1,
+        description="Retries that may wait, on each replica, for a still-running first request with their "
+        "Idempotency-Key; more get 409 idempotency_key_in_use with Retry-After",
+    )
+    idempotency_waiters_per_consumer: int = Field(
+        32,
+        ge=1,
+        description="Retries of one consumer that may wait, on each replica, for still-running first requests "
+        "(all its keys together); more get 409 idempotency_key_in_use with Retry-After",
+    )
     job_workers: int = Field(4, ge=1, description="Async jobs this process runs at once (more wait in the queue)")
     job_queue_per_consumer: int = Field(
         100, ge=1, description="Async jobs one consumer may have queued or running; more are refused with 429"

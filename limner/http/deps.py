@@ -16,6 +16,7 @@ from limner.accounts.service import Accounts
 from limner.core.errors import LimnerError
 from limner.engines.catalog import Catalog
 from limner.http.auth import AuthenticatedRoute, authenticate, current_principal, public
+from limner.http.key_waits import KeyWaits
 from limner.media.inputs import ImageLoader
 from limner.media.signing import UrlSigner
 from limner.media.store import MediaStore
@@ -40,6 +41,8 @@ class AppState:
     """Unix time the app was built; reported as the models' creation time."""
     accounts: Accounts
     metrics: Metrics
+    key_waits: KeyWaits
+    """Requests waiting here for the first request with their ``Idempotency-Key`` (``limner.http.durable``)."""
     runner: JobRunner | None = None
     """This process's async job runner (``limner.http.job_runner``), set when the app starts."""
 

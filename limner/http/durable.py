@@ -6,8 +6,10 @@ route), so dialects stay translation only:
 - no header: the endpoint runs as before;
 - ``Idempotency-Key``: the key is claimed in the database before the endpoint runs; a retry with the
   same key and request replays the kept response (``Idempotent-Replayed: true``), one with another
-  request is a 422, one that arrives while the first runs waits for it. A kept response is charged
-  when it is stored (a retry would replay it), so the request's ``Delivery`` is settled right then;
+  request is a 422, one that arrives while the first runs waits for it: woken when the first ends
+  (``limner.http.key_waits``), counted against its consumer's rate limits, and refused with a 409 past
+  as many waiters per key and per consumer as the settings allow. A kept response is charged when it is
+  stored (a retry would replay it), so the request's ``Delivery`` is settled right then;
 - ``Prefer: respond-async``: the request is checked as far as it can be without running it
   (``ImageService`` under ``checking_only``), stored as a queued job, and answered 202 with the job.
   ``limner.http.job_runner`` replays it later through the whole app, this wrapper included, marked by
@@ -17,6 +19,7 @@ route), so dialects stay translation only:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -24,6 +27,7 @@ import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -36,6 +40,7 @@ from limner.http.auth import RUNNER_PRINCIPAL, current_principal
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_state
 from limner.http.job_views import JobBody, job_body
+from limner.http.key_waits import RETRY_SECONDS, Watch
 from limner.service import job_store
 from limner.service.accounting import delivery_var
 from limner.service.image_service import Checked, checking_only
@@ -74,7 +79,10 @@ _NOT_STORED = frozenset(
 )
 """Credentials and per-attempt headers: never written to the database, never replayed."""
 _PER_ATTEMPT = ("content-length", "x-request-id")
-WAIT_POLL_SECONDS = 0.05
+WAIT_POLL_FIRST = 0.25
+WAIT_POLL_MAX = 4.0
+"""A waiter whose first request runs on another replica reads its row after 0.25 s, then twice as long
+each time, up to every 4 s (the same replica wakes its waiters instead: ``limner.http.key_waits``)."""
 
 
 OPENAPI_PARAMETERS: list[dict[str, Any]] = [
@@ -84,7 +92,9 @@ OPENAPI_PARAMETERS: list[dict[str, Any]] = [
         "required": False,
         "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
         "description": "Replay this request's first response to retries with the same key and body for 24 hours "
-        "(no new generation, no new charge; 422 idempotency_key_reused for another body).",
+        "(no new generation, no new charge; 422 idempotency_key_reused for another body or query). A retry "
+        "while the first still runs waits for it; past the waiters allowed per key and per consumer: 409 "
+        "idempotency_key_in_use with Retry-After.",
     },
     {
         "name": "Prefer",
@@ -129,18 +139,24 @@ def _boundary(content_type: str) -> bytes | None:
     return match.group(1).encode("latin-1") if match else None
 
 
-def fingerprint(method: str, path: str, content_type: str, body: bytes) -> str:
-    """What makes two requests the same: method, path, media type, and the body with any multipart
-    boundary blanked (a client that retries may encode the same form with a new boundary) and JSON in
-    one canonical form (another client library may space or order the same object differently)."""
+def fingerprint(method: str, path: str, content_type: str, body: bytes, query: str = "") -> str:
+    """What makes two requests the same: method, path, query string, media type, and the body with any
+    multipart boundary blanked (a client that retries may encode the same form with a new boundary) and
+    JSON in one canonical form (another client library may space or order the same object differently).
+    The query's parameters are compared in order of name; an empty query adds nothing, so a request
+    without one keeps the fingerprint it had before queries counted."""
     boundary = _boundary(content_type)
     if boundary:
         body = body.replace(boundary, b"")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if "json" in media_type:
         body = _canonical_json(body)
+    parts = [method.upper().encode(), path.encode(), media_type.encode(), body]
+    if query:
+        pairs = sorted(parse_qsl(query, keep_blank_values=True), key=lambda pair: pair[0])  # repeats keep order
+        parts.append(urlencode(pairs).encode())
     digest = hashlib.sha256()
-    for part in (method.upper().encode(), path.encode(), media_type.encode(), body):
+    for part in parts:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
@@ -253,18 +269,25 @@ class _Durable:
     async def handle(self) -> Response:
         body = await self.request.body()  # cached: the endpoint reads it again (also as a form)
         stored = stored_request(self.request, body)
-        digest = fingerprint(
-            self.request.method, self.request.url.path, self.request.headers.get("content-type", ""), body
-        )
+        content_type = self.request.headers.get("content-type", "")
+        digest = fingerprint(self.request.method, self.request.url.path, content_type, body, self.request.url.query)
+        webhook = None
         if self.asynchronous:
-            refused = await self._check()
-            if refused is not None:
-                return refused
+            checked = await self._check()
+            if isinstance(checked, Response):
+                return checked
             webhook = await self._webhook_url()
-        else:
-            webhook = None
+        if self.key is None:
+            return await self._open(stored, digest, webhook, None)
+        with self.state.key_waits.watch(self.principal.consumer, self.key) as watch:
+            return await self._open(stored, digest, webhook, watch)
+
+    async def _open(self, stored: StoredRequest, digest: str, webhook: str | None, watch: Watch | None) -> Response:
+        """Open the request's row and run it, or replay (or wait for) the one that holds its key."""
         deadline = time.monotonic() + self.state.settings.request_timeout
+        admitted = False
         while True:
+            changed = watch.mark() if watch is not None else None  # before the read: no change is missed
             opened = await self.db.call(
                 job_store.open_job,
                 self.db,
@@ -295,18 +318,27 @@ class _Durable:
                 return accepted(job, replayed=True)
             if job.response is not None:
                 return replay(job.response)
-            finished = await self._wait(job, deadline)
+            if watch is None or changed is None:  # a row is found only by its key
+                raise LimnerError("Internal error: a request without an Idempotency-Key found another's row.")
+            with watch.waiting():  # bounded per key and per consumer (409 past either)
+                if not admitted:
+                    refused = await self._admit_waiter()
+                    if refused is not None:
+                        return refused
+                    admitted = True
+                finished = await self._wait(job, watch, changed, deadline)
             if finished is not None and finished.response is not None:
                 return replay(finished.response)
             # the first request failed in a way a retry may not: its key is free again; take it
 
-    async def _check(self) -> Response | None:
-        """Run the endpoint in checking mode: an error response if the request is refused, else None."""
+    async def _check(self) -> Response | Checked | None:
+        """Run the endpoint in checking mode: what the checks found (``Checked``), the error response that
+        refused the request, or None when the endpoint answered without checking anything."""
         token = checking_only.set(True)
         try:
             response = await self.endpoint(self.request)
-        except Checked:
-            return None
+        except Checked as checked:
+            return checked
         finally:
             checking_only.reset(token)
         if isinstance(response, StreamingResponse):
@@ -316,6 +348,16 @@ class _Durable:
                 await close()
         return response if response.status_code >= 400 else None
 
+    async def _admit_waiter(self) -> Response | None:
+        """A duplicate about to wait counts against its consumer's rate limits as a request of its model
+        (with no images: it makes none); the error response that refused it, or None."""
+        checked = await self._check()
+        if isinstance(checked, Response):
+            return checked
+        if checked is not None:
+            await self.state.service.gate.admit_waiter(checked.plan.request, checked.plan.entry)
+        return None
+
     async def _webhook_url(self) -> str | None:
         from limner.service import webhooks
 
@@ -323,17 +365,26 @@ class _Durable:
             return None
         return await webhooks.check_webhook_url(self.webhook, allow_private=self.state.settings.webhook_allow_private)
 
-    async def _wait(self, job: JobView, deadline: float) -> JobView | None:
-        """Wait for the first request with this key: its finished row, or None once its key was freed."""
-        while time.monotonic() < deadline:
-            await asyncio.sleep(WAIT_POLL_SECONDS)
+    async def _wait(self, job: JobView, watch: Watch, changed: asyncio.Event, deadline: float) -> JobView | None:
+        """Wait for the first request with this key: its finished row, or None once its key was freed.
+
+        Run here, it says when its row changes (``watch``), and the row is read once then; run on another
+        replica, the row is read again with a backoff (the database is all the replicas share)."""
+        delay = WAIT_POLL_FIRST
+        while (remaining := deadline - time.monotonic()) > 0:
+            here = job.instance_id == self.state.accounts.instance_id
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining if here else min(delay, remaining))
+            delay = min(delay * 2, WAIT_POLL_MAX)
+            changed = watch.mark()
             current = await self.db.call(job_store.find, self.db, job.id)
             if current is None or current.finished:
                 return current
+            job = current
         raise IdempotencyKeyInUse(
             f"A request with Idempotency-Key '{self.key}' is still running; retry later.",
             param="Idempotency-Key",
-            retry_after=5,
+            retry_after=RETRY_SECONDS,
         )
 
     async def _run_kept(self, job: JobView) -> Response:
@@ -352,7 +403,7 @@ class _Durable:
                 failures.append(error)
                 response = render(self.request)(error, current_request_id())
         except BaseException:
-            await asyncio.shield(self.db.call(job_store.forget, self.db, job.id))
+            await asyncio.shield(self._forget(job))
             raise
         finally:
             failures_var.reset(token)
@@ -390,7 +441,7 @@ class _Durable:
                     self._keep(job, canonical, response.status_code, list(response.headers.items()), b"".join(chunks))
                 )
             else:
-                await asyncio.shield(self.db.call(job_store.forget, self.db, job.id))
+                await asyncio.shield(self._forget(job))
 
     async def _keep(
         self, job: JobView, canonical: int, status: int, headers: list[tuple[str, str]], body: bytes
@@ -398,24 +449,38 @@ class _Durable:
         """Store a response worth replaying and charge it in one transaction (a retry replays it, so it
         is delivered; a crash cannot separate the two); free the key of one that is not (a retry runs
         again). ``canonical``: limner's status for the error behind the response (``status`` itself for a
-        success), which decides."""
+        success), which decides. Either way, the key's waiters here are woken."""
         if not kept(canonical):
-            await self.db.call(job_store.forget, self.db, job.id)
+            await self._forget(job)
             return
         headers = kept_headers(headers)
         delivery = delivery_var.get()
-        await self.db.call(
-            job_store.complete,
-            self.db,
-            job.id,
-            instance_id=job.instance_id,
-            status="done" if status < 400 else "failed",
-            response=StoredResponse(status, headers, bytes(body)),
-            error_code=None,
-            error_message=None,
-            model=None,
-            ttl_seconds=self.state.settings.idempotency_ttl_hours * 3600,
-            charge=delivery.settle_within if delivery is not None else None,
-        )
+        try:
+            await self.db.call(
+                job_store.complete,
+                self.db,
+                job.id,
+                instance_id=job.instance_id,
+                status="done" if status < 400 else "failed",
+                response=StoredResponse(status, headers, bytes(body)),
+                error_code=None,
+                error_message=None,
+                model=None,
+                ttl_seconds=self.state.settings.idempotency_ttl_hours * 3600,
+                charge=delivery.settle_within if delivery is not None else None,
+            )
+        finally:
+            self._changed()
         if delivery is not None:
             await delivery.settle(True)  # anything that could not be written with it
+
+    async def _forget(self, job: JobView) -> None:
+        """Free the key (a retry runs again) and wake its waiters here, which take it."""
+        try:
+            await self.db.call(job_store.forget, self.db, job.id)
+        finally:
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.key is not None:
+            self.state.key_waits.changed(self.principal.consumer, self.key)

@@ -169,6 +169,18 @@ class AccountsGate:
     def open(self, request: ImageRequest, request_id: str) -> AccountTicket:
         return AccountTicket(self, request, request_id)
 
+    async def limits(self, consumer: str) -> tuple[consumers.Policy, Limits]:
+        """The consumer's policy and its rate limits (its own, else the server's defaults)."""
+        policy = await self.accounts.policy(consumer)
+        defaults = self.accounts.options.default_limits
+        return policy, Limits(policy.rpm or defaults.rpm, policy.ipm or defaults.ipm)
+
+    async def admit_waiter(self, request: ImageRequest, entry: ModelEntry) -> None:
+        """One request, no images, from the consumer's buckets for this model (see ``Gate.admit_waiter``)."""
+        _, limits = await self.limits(request.consumer)
+        if not limits.unlimited:
+            await self.accounts.limiter.acquire(f"{request.consumer}|{entry.id}", 0, limits)
+
     def model_label(self, name: str) -> str:
         """The catalog id for a metrics label; never a free-form name a client typed."""
         try:
@@ -201,9 +213,7 @@ class AccountTicket:
         accounts = self.gate.accounts
         self.model, self.entry, self.n = entry.id, entry, n
         consumer = self.request.consumer
-        self.policy = policy = await accounts.policy(consumer)
-        defaults = accounts.options.default_limits
-        limits = Limits(policy.rpm or defaults.rpm, policy.ipm or defaults.ipm)
+        self.policy, limits = await self.gate.limits(consumer)
         if limits.ipm is not None and n > limits.ipm:
             raise InvalidRequest(
                 f"n={n} exceeds this consumer's limit of {limits.ipm} images per minute on '{entry.id}'.", param="n"

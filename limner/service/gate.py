@@ -34,6 +34,11 @@ class Gate(Protocol):
     def open(self, request: ImageRequest, request_id: str) -> AbstractAsyncContextManager[Ticket]:
         """A ticket for one request; settled (and recorded) when its context exits."""
 
+    async def admit_waiter(self, request: ImageRequest, entry: ModelEntry) -> None:
+        """A duplicate that waits for an identical request to finish instead of running (an
+        ``Idempotency-Key`` in flight): count it against the rate limits as a request with no images, or
+        raise (429). Nothing is held or recorded: it is answered with the first request's response."""
+
 
 class _OpenTicket:
     async def admit(self, entry: ModelEntry, *, n: int) -> None:
@@ -59,3 +64,6 @@ class OpenGate:
 
     def open(self, request: ImageRequest, request_id: str) -> AbstractAsyncContextManager[Ticket]:
         return _OpenTicket()
+
+    async def admit_waiter(self, request: ImageRequest, entry: ModelEntry) -> None:
+        return None

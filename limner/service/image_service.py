@@ -31,7 +31,7 @@ from limner.service.metrics import StageObserver
 from limner.service.stages.finish import FinishStage
 from limner.service.stages.generate import GenerateStage
 from limner.service.stages.inputs import InputMemory, InputStage, engine_sources
-from limner.service.stages.plan import plan_request
+from limner.service.stages.plan import Plan, plan_request
 from limner.service.stages.store import StoreStage
 
 SEED_LIMIT = 2**32
@@ -45,7 +45,12 @@ the request passed every check that needs no admission, decoding or engine (mode
 
 
 class Checked(Exception):
-    """``run`` under ``checking_only``: the request is acceptable as far as can be told without running it."""
+    """``run`` under ``checking_only``: the request is acceptable as far as can be told without running it,
+    as ``plan`` (its model: whose rate limits a duplicate waiting for it counts against)."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(plan.entry.id)
+        self.plan = plan
 
 
 @dataclass(frozen=True)
@@ -131,8 +136,7 @@ class ImageService:
 
     def check(self, request: ImageRequest) -> NoReturn:
         """What can be refused without running anything: the model, counts, modes, size and adapters."""
-        plan_request(self.catalog, request)
-        raise Checked
+        raise Checked(plan_request(self.catalog, request))
 
     async def _run(self, request: ImageRequest, request_id: str, ticket: Ticket, job: Job) -> ImageResult:
         started = time.perf_counter()

@@ -58,3 +58,15 @@ def test_a_form_with_another_boundary_is_the_same_request() -> None:
 )
 def test_which_answers_are_kept_for_replays(status: int, expected: bool) -> None:
     assert kept(status) is expected
+
+
+def test_the_query_string_is_part_of_the_request() -> None:
+    body = b'{"prompt": "a"}'
+    bare = fingerprint("POST", "/p", "application/json", body)
+    assert fingerprint("POST", "/p", "application/json", body, "") == bare, "no query: the fingerprint it always had"
+    one = fingerprint("POST", "/p", "application/json", body, "a=1&b=2")
+    assert one != bare
+    assert one != fingerprint("POST", "/p", "application/json", body, "a=1&b=3")
+    assert one == fingerprint("POST", "/p", "application/json", body, "b=2&a=1"), "the same parameters, reordered"
+    repeated = fingerprint("POST", "/p", "application/json", body, "a=1&a=2")
+    assert repeated != fingerprint("POST", "/p", "application/json", body, "a=2&a=1"), "a repeated one keeps its order"

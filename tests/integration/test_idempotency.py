@@ -39,7 +39,11 @@ def reused_message(key: str) -> str:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for the module (starting one per test would double its time)."""
-    with durable_server(durable_settings(base_settings(tmp_path_factory.mktemp("idem") / "data"))) as running:
+    settings = durable_settings(
+        base_settings(tmp_path_factory.mktemp("idem") / "data"),
+        idempotency_waiters_per_key=32,  # twenty duplicates all wait (the bound: tests/reliability)
+    )
+    with durable_server(settings) as running:
         yield running
 
 
@@ -147,6 +151,27 @@ def multipart(boundary: str, fields: dict[str, str], files: list[tuple[str, str,
         ]
     lines += [f"--{boundary}--".encode(), b""]
     return b"\r\n".join(lines)
+
+
+def test_the_same_body_with_another_query_string_is_another_request(server: Server) -> None:
+    key = server.key("query")
+    body = {"prompt": "a kite", "model": "dall-e-2", "size": "256x256", "response_format": "b64_json"}
+
+    def send(query: str) -> httpx.Response:
+        return server.post(f"/v1/images/generations{query}", token=server.alice, headers={KEY_HEADER: key}, json=body)
+
+    first = send("?variant=a&trace=1")
+    assert first.status_code == 200, first.text[:300]
+    reordered = send("?trace=1&variant=a")
+    assert reordered.status_code == 200 and reordered.headers[REPLAYED] == "true", "the same parameters"
+    assert reordered.content == first.content
+    for query in ("?variant=b&trace=1", ""):
+        other = send(query)
+        assert other.status_code == 422, f"{query!r}: {other.text[:300]}"
+        error = other.json()["error"]
+        assert (error["code"], error["message"]) == ("idempotency_key_reused", reused_message(key))
+        assert REPLAYED not in other.headers
+    assert len(server.engine.requests) == 1, "neither other request ran"
 
 
 @pytest.mark.parametrize(

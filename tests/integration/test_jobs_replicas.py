@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -300,6 +301,31 @@ def test_an_idempotency_key_answered_by_one_replica_is_replayed_by_the_other(clu
 
     assert added(before, cluster.reservations()) == {"committed": 2}
     assert cluster.balance() == balance - to_micros(2 * PRICE), "one charge per key, whichever replica answered"
+
+
+def test_a_retry_on_the_other_replica_waits_for_the_first_request_and_gets_its_answer(cluster: Cluster) -> None:
+    """The replicas share only the database: the waiter on ``b`` reads the row again, with a backoff."""
+    a, b, token = cluster.a, cluster.b, cluster.token
+    body = {"prompt": "a tide", "model": "slow", "size": "64x64", "response_format": "b64_json"}
+    headers = {**bearer(token), "Idempotency-Key": "tide-1"}
+
+    def post(replica: Replica) -> httpx.Response:
+        return httpx.post(replica.url + "/v1/images/generations", json=body, headers=headers, timeout=30)
+
+    def running() -> bool:
+        with cluster.accounts.db.read() as session:
+            status = session.scalar(select(JobRecord.status).where(JobRecord.idempotency_key == "tide-1"))
+        return status == "running"
+
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(post, a)
+        wait_until(running, what="the first request running on a")
+        again = post(b)  # sent while the first runs (it takes SLOW_DELAY)
+        answered = first.result()
+    assert answered.status_code == 200 and "idempotent-replayed" not in answered.headers, answered.text
+    assert again.status_code == 200, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == answered.content
 
 
 def test_a_run_whose_job_was_taken_over_is_not_charged(cluster: Cluster) -> None:

@@ -128,6 +128,8 @@ class Dialect:
     error: Callable[[httpx.Response], tuple[str, str, str | None]]
     reused_code: str
     """The dialect's code for limner's ``idempotency_key_reused`` (its status is 422 everywhere)."""
+    in_use_code: str
+    """... for ``idempotency_key_in_use`` (409 everywhere)."""
     invalid_code: str
     """... for ``invalid_request`` (400 everywhere)."""
     short: tuple[int, str]
@@ -143,6 +145,7 @@ class Dialect:
 OPENAI = {
     "error": nested_error,
     "reused_code": "idempotency_key_reused",
+    "in_use_code": "idempotency_key_in_use",
     "invalid_code": "invalid_value",
     "short": (429, "insufficient_quota"),
     "failed": (502, "model_error"),
@@ -151,6 +154,7 @@ OPENAI = {
 IMAGINEART = {
     "error": nested_error,
     "reused_code": "invalid_request",
+    "in_use_code": "invalid_request",
     "invalid_code": "invalid_request",
     "short": (401, "invalid_token"),
     "failed": (502, "model_error"),
@@ -168,6 +172,7 @@ DIALECTS = [
         aiml_image,
         nested_error,
         reused_code="idempotency_key_reused",
+        in_use_code="idempotency_key_in_use",
         invalid_code="invalid_request",
         short=(403, "insufficient_credits"),
         failed=(502, "model_error"),
@@ -179,6 +184,7 @@ DIALECTS = [
         milady_image,
         milady_error,
         reused_code="idempotency_key_reused",
+        in_use_code="idempotency_key_in_use",
         invalid_code="invalid_request",
         short=(402, "insufficient_credits"),
         failed=(500, "model_error"),
