@@ -121,7 +121,9 @@ class Bench:
                 "api_key_env": "BENCH_PROVIDER_KEY",
                 "price_per_image": PRICE_PER_IMAGE,
             }
-            config = {"data_dir": str(home / "data"), "default_model": MODEL, "models": [entry]}
+            # LiteLLM signs nothing: like for like, limner's Content Credentials are off here (their cost is the
+            # ``sign`` stage of the local-model report).
+            config = {"data_dir": str(home / "data"), "default_model": MODEL, "models": [entry], "c2pa": "off"}
             (home / "limner.toml").write_text(tomlkit.dumps(config))
         return _env() | {"LIMNER_CONFIG": str(home / "limner.toml"), "BENCH_PROVIDER_KEY": PROVIDER_KEY}
 
