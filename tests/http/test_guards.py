@@ -77,26 +77,35 @@ def test_a_json_body_over_the_cap_is_a_413_in_the_dialects_envelope(
 
 
 async def test_the_cap_stops_reading_a_chunked_body_early(settings: Settings) -> None:
-    """No Content-Length: the body is counted as it arrives, and reading stops at the chunk that passes the cap."""
+    """No Content-Length: the body is counted as it arrives, and the answer comes at the chunk that passes the
+    cap; the rest is only read to be discarded (``limner.http.linger``), after the answer."""
     app = create_app(small_cap(settings))
     pulled = 0
+    sent: list[dict[str, Any]] = []
+    before_answer = 0
 
     async def receive() -> dict[str, Any]:
-        nonlocal pulled
+        nonlocal pulled, before_answer
         pulled += 1
-        return {"type": "http.request", "body": b"x" * 1024, "more_body": pulled < 10_000}
+        before_answer = before_answer if sent else pulled
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": pulled < 100}
 
-    sent = await call(app, "/v1/images/generations", receive, [(b"content-type", b"application/json")])
+    await call(app, "/v1/images/generations", receive, [(b"content-type", b"application/json")], sent)
     assert sent[0]["status"] == 413
     assert b"JSON bodies are limited to 4096 bytes" in sent[1]["body"]
-    assert pulled == 5, "4096 bytes fit in four 1 KiB chunks; the fifth passes the cap and reading stops"
+    assert before_answer == 5, "4096 bytes fit in four 1 KiB chunks; the fifth passes the cap and is answered"
+    assert pulled == 100 and sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 async def call(
-    app: Any, path: str, receive: Callable[[], Any], headers: list[tuple[bytes, bytes]]
+    app: Any,
+    path: str,
+    receive: Callable[[], Any],
+    headers: list[tuple[bytes, bytes]],
+    sent: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One request straight through the ASGI app; the messages it sent back."""
-    sent: list[dict[str, Any]] = []
+    """One request straight through the ASGI app; the messages it sent back (also into ``sent``, as they go)."""
+    sent = [] if sent is None else sent
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
