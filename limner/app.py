@@ -28,6 +28,7 @@ from limner.http.disconnect import CancelOnDisconnectMiddleware
 from limner.http.docs import install_docs
 from limner.http.job_runner import JobRunner
 from limner.http.key_waits import KeyWaits
+from limner.http.linger import DrainUnreadBody
 from limner.http.media import router as media_router
 from limner.http.metrics import MetricsMiddleware
 from limner.http.metrics import router as metrics_router
@@ -213,6 +214,7 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
     guards.install(app, settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(DrainUnreadBody)  # outermost: logs and metrics time the answer, not the drain
 
     ops = APIRouter(tags=["Ops"])
 

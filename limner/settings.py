@@ -112,8 +112,8 @@ class Settings(BaseSettings):
     )
     plain_http_tokens: Literal["revoke", "allow"] = Field(
         "revoke",
-        description="revoke: a token an HTTPS-only dialect (ImagineArt) receives over plain HTTP on a "
-        "non-loopback bind is revoked, as its reference says; allow: keep it",
+        description="revoke: a token an HTTPS-only dialect (ImagineArt) receives over plain HTTP from beyond "
+        "this machine (not a loopback peer, or relayed by a proxy) is revoked, as its reference says; allow: keep it",
     )
     tls_certfile: Path | None = Field(None, description="PEM certificate: limner terminates TLS itself")
     tls_keyfile: Path | None = Field(None, description="PEM private key for tls_certfile")

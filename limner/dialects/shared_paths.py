@@ -8,7 +8,10 @@ One route per shared path picks the dialect per request, then that dialect parse
                                  ImagineArt (its fields), else OpenAI (each then says what is missing)
     GET  /v1/models              OpenAI's list of every catalog name, each item also in ImagineArt's shape
                                  (``name``, ``modality``, ``parameters``, ``served_by``); the two ImagineArt
-                                 ids first, named as its reference names them
+                                 ids first, named as its reference names them. No body tells the callers
+                                 apart, and ImagineArt's own examples (curl, httpx, fetch) call it with their
+                                 token: a caller that is not evidently OpenAI's is taken for ImagineArt's,
+                                 so its HTTPS-only token rule applies (``models_renderer``)
 
 Errors raised before a dialect is chosen (authentication, an unreadable body, an unknown content type,
 a wrong method) go to the dialect the request is evidently for: OpenAI's envelope for a JSON body or an
@@ -34,6 +37,7 @@ from limner.http.deps import AppState, get_state
 from limner.http.errors import error_response, lookup
 from limner.http.guards import FORM_TYPES
 from limner.http.routing import ErrorRenderer, FormBody, dialect_route, read_form, rendered
+from limner.http.transport import https_only
 
 IMAGINEART_EDIT_FIELDS = frozenset({"aspect_ratio", "resolution"})
 
@@ -87,10 +91,28 @@ def renderer_for(request: Request) -> ErrorRenderer:
     return render_either
 
 
+@https_only
+def render_either_https_only(error: LimnerError, request_id: str) -> Response:
+    """``render_either`` for a caller that may be ImagineArt's: its token follows ImagineArt's HTTPS-only rule."""
+    return render_either(error, request_id)
+
+
+def models_renderer(request: Request) -> ErrorRenderer:
+    """``GET /v1/models``: OpenAI's envelope for an evident OpenAI caller; anyone else may be ImagineArt's."""
+    render = renderer_for(request)
+    return render_either_https_only if render is render_either else render
+
+
 class SharedRoute(dialect_route(render_either)):  # type: ignore[misc]
     """Authenticated like every dialect route; its early errors go to ``renderer_for``'s envelope."""
 
     renderer_for = staticmethod(renderer_for)
+
+
+class SharedModelsRoute(SharedRoute):
+    """The models list: an ImagineArt caller's token sent over plain HTTP is revoked before it runs."""
+
+    renderer_for = staticmethod(models_renderer)
 
 
 async def create_image(request: Request) -> Response:
@@ -140,7 +162,7 @@ async def list_models(request: Request) -> Response:
         data += [in_both_shapes(item, state) for item in openai.models_payload(state) if item["id"] not in first]
         return JSONResponse({"object": "list", "data": data})
 
-    return await rendered(renderer_for(request), build())
+    return await rendered(models_renderer(request), build())
 
 
 def in_both_shapes(item: dict[str, Any], state: AppState) -> dict[str, Any]:
@@ -214,5 +236,6 @@ def build_router() -> APIRouter:
         list_models,
         methods=["GET"],
         responses={**openapi.ok("Every model, in both dialects' shapes.", SharedModelList), **ERROR_RESPONSES},
+        route_class_override=SharedModelsRoute,
     )
     return router

@@ -7,7 +7,8 @@ Origin, and a body under the cap. Pure ASGI middlewares, installed by ``install`
     CORS         only when ``LIMNER_CORS_ORIGINS`` names origins (Starlette's ``CORSMiddleware``)
     OriginGuard  a POST/PUT/PATCH/DELETE whose ``Origin`` is neither this server's own nor a CORS
                  origin                                               403 forbidden_origin
-                 (a web page cannot make the browser drive the API, even with a form or text/plain)
+                 (a web page cannot make the browser drive the API, even with a form or text/plain;
+                 an origin is scheme, host and port, all three compared)
     BodyLimit    ``Content-Length`` or the bytes received pass the cap: ``PayloadTooLarge`` is raised
                  from ``receive()``, so the route that reads the body renders a 413 in its dialect's
                  envelope, before the body is buffered
@@ -29,6 +30,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from limner.core.errors import LimnerError, PayloadTooLarge
+from limner.http import proxies
 from limner.http.context import current_request_id
 from limner.service.accounting import CLIENT_CLOSED
 from limner.settings import Settings
@@ -139,38 +141,51 @@ def _origin(value: str) -> tuple[str, str, int] | None:
         return None
     if parts.scheme not in ("http", "https") or not host:
         return None
-    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, host, port or proxies.DEFAULT_PORTS[parts.scheme]
+
+
+def own_origin(scope: Scope, trusted_proxies: list[str]) -> tuple[str, str, int] | None:
+    """The origin this request was sent to: the scheme the client used (a trusted proxy's
+    ``X-Forwarded-Proto`` believed), the ``Host`` header's name, and its port or the scheme's default."""
+    host = split_host(_header(scope, b"host") or "")
+    if host is None:
+        return None
+    scheme = proxies.scheme(scope, trusted_proxies)
+    return scheme, host[0], host[1] or proxies.DEFAULT_PORTS.get(scheme, 80)
 
 
 class OriginGuard:
     """Refuse a state-changing request sent by a web page of another site (one not in ``cors_origins``).
 
-    Same site means the ``Origin`` names the host the request was sent to (its ``Host`` header) or the
-    one in ``public_url``; a ``Host`` without a port (a TLS proxy in front) matches the origin's name."""
+    Same site means the ``Origin`` is the one the request was sent to (``own_origin``) or ``public_url``'s:
+    scheme, host and port all equal. Behind a TLS proxy the browser's origin is ``https``: the proxy must be
+    trusted and send ``X-Forwarded-Proto``, or ``public_url`` must name the public address."""
 
-    def __init__(self, app: ASGIApp, cors_origins: list[str], public_url: str | None) -> None:
+    def __init__(
+        self, app: ASGIApp, cors_origins: list[str], public_url: str | None, trusted_proxies: list[str]
+    ) -> None:
         self.app = app
         self.any_origin = "*" in cors_origins
+        self.trusted_proxies = trusted_proxies
         self.allowed = {origin for origin in (_origin(o) for o in cors_origins) if origin is not None}
         public = _origin(public_url) if public_url else None
         if public is not None:
             self.allowed.add(public)
 
-    def permits(self, origin: str, host_header: str) -> bool:
+    def permits(self, origin: str, scope: Scope) -> bool:
         parsed = _origin(origin)
         if parsed is None:
             return False  # "null": sandboxed frames, file:// pages, some redirects
         if self.any_origin or parsed in self.allowed:
             return True
-        host = split_host(host_header)
-        return host is not None and host[0] == parsed[1] and host[1] in (None, parsed[2])
+        return parsed == own_origin(scope, self.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
             await self.app(scope, receive, send)
             return
         origin = _header(scope, b"origin")
-        if origin is not None and not self.permits(origin, _header(scope, b"host") or ""):
+        if origin is not None and not self.permits(origin, scope):
             await reject(
                 send,
                 403,
@@ -237,7 +252,12 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(ClientDisconnect, client_closed)
     app.add_exception_handler(LimnerError, limner_error)
     app.add_middleware(BodyLimit, json_limit=settings.json_body_limit, form_limit=settings.form_body_limit)
-    app.add_middleware(OriginGuard, cors_origins=settings.cors_origins, public_url=settings.public_url)
+    app.add_middleware(
+        OriginGuard,
+        cors_origins=settings.cors_origins,
+        public_url=settings.public_url,
+        trusted_proxies=settings.trusted_proxies,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,13 +1,15 @@
 """Tokens sent over plain HTTP, for dialects whose reference revokes them ("Use HTTPS exclusively. Tokens
 transmitted over plain HTTP are immediately revoked": ImagineArt).
 
-A dialect marks its error renderer with ``@https_only``. On a non-loopback bind, a request that reaches
-such a dialect over plain HTTP with a valid token gets that token revoked in the database (here at once,
+A dialect marks its error renderer with ``@https_only``. A request that reaches such a dialect over plain
+HTTP from beyond this machine with a valid token gets that token revoked in the database (here at once,
 on every other replica within ``accounts_cache_seconds``) and a 401 ``invalid_token`` saying why. A
 request counts as HTTPS when limner terminated TLS itself (``limner serve --tls-cert``), or when it came from one of
 ``LIMNER_TRUSTED_PROXIES`` with ``X-Forwarded-Proto: https``; that header from anyone else is ignored.
-Loopback binds are exempt: the traffic never leaves the machine. ``LIMNER_PLAIN_HTTP_TOKENS=allow``
-turns the revocation off (a private network without TLS, knowingly).
+The peer decides, not the bind: a request from a loopback address that no proxy relayed (no
+``X-Forwarded-For``, ``Forwarded``, ...) never crossed a network, whatever address the server listens on,
+while one relayed by a proxy on this machine may have. ``LIMNER_PLAIN_HTTP_TOKENS=allow`` turns the
+revocation off (a private network without TLS, knowingly).
 
 Where the dialect is known before authentication (a route of its own), ``authenticate`` checks it;
 where a shared path picks the dialect after reading the body, ``limner.http.routing.rendered`` does.
@@ -15,7 +17,6 @@ where a shared path picks the dialect after reading the body, ``limner.http.rout
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -28,6 +29,7 @@ from limner.accounts import tokens
 from limner.accounts.service import Accounts
 from limner.accounts.tokens import Principal
 from limner.core.errors import InvalidToken
+from limner.http import proxies
 from limner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,23 +48,11 @@ def is_https_only(render: object) -> bool:
     return bool(getattr(render, HTTPS_ONLY_ATTR, False))
 
 
-def trusted(address: str | None, proxies: list[str]) -> bool:
-    if not address:
-        return False
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(entry, strict=False) for entry in proxies)
-
-
 def over_plain_http(request: Request, settings: Settings) -> bool:
     """Whether this request reached limner unencrypted from beyond this machine."""
-    if settings.is_loopback_bind or request.url.scheme in ("https", "wss"):
+    if proxies.from_this_machine(request.scope):
         return False
-    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[-1].strip().lower()
-    client = request.client.host if request.client else None
-    return not (forwarded == "https" and trusted(client, settings.trusted_proxies))
+    return proxies.scheme(request.scope, settings.trusted_proxies) not in proxies.SECURE_SCHEMES
 
 
 @dataclass(frozen=True)

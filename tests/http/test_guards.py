@@ -77,26 +77,35 @@ def test_a_json_body_over_the_cap_is_a_413_in_the_dialects_envelope(
 
 
 async def test_the_cap_stops_reading_a_chunked_body_early(settings: Settings) -> None:
-    """No Content-Length: the body is counted as it arrives, and reading stops at the chunk that passes the cap."""
+    """No Content-Length: the body is counted as it arrives, and the answer comes at the chunk that passes the
+    cap; the rest is only read to be discarded (``limner.http.linger``), after the answer."""
     app = create_app(small_cap(settings))
     pulled = 0
+    sent: list[dict[str, Any]] = []
+    before_answer = 0
 
     async def receive() -> dict[str, Any]:
-        nonlocal pulled
+        nonlocal pulled, before_answer
         pulled += 1
-        return {"type": "http.request", "body": b"x" * 1024, "more_body": pulled < 10_000}
+        before_answer = before_answer if sent else pulled
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": pulled < 100}
 
-    sent = await call(app, "/v1/images/generations", receive, [(b"content-type", b"application/json")])
+    await call(app, "/v1/images/generations", receive, [(b"content-type", b"application/json")], sent)
     assert sent[0]["status"] == 413
     assert b"JSON bodies are limited to 4096 bytes" in sent[1]["body"]
-    assert pulled == 5, "4096 bytes fit in four 1 KiB chunks; the fifth passes the cap and reading stops"
+    assert before_answer == 5, "4096 bytes fit in four 1 KiB chunks; the fifth passes the cap and is answered"
+    assert pulled == 100 and sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 async def call(
-    app: Any, path: str, receive: Callable[[], Any], headers: list[tuple[bytes, bytes]]
+    app: Any,
+    path: str,
+    receive: Callable[[], Any],
+    headers: list[tuple[bytes, bytes]],
+    sent: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One request straight through the ASGI app; the messages it sent back."""
-    sent: list[dict[str, Any]] = []
+    """One request straight through the ASGI app; the messages it sent back (also into ``sent``, as they go)."""
+    sent = [] if sent is None else sent
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -288,6 +297,50 @@ def test_same_origin_pages_keep_working(loopback: TestClient) -> None:
     )
     assert response.status_code == 200, response.text
     assert "access-control-allow-origin" not in response.headers
+
+
+A_CAT = {"prompt": "a cat", "size": "64x64", "response_format": "b64_json"}
+
+
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:9999"),  # a Host without a port is port 80, not any port
+        ("127.0.0.1:8000", "https://127.0.0.1:8000"),  # the same name and port, another scheme
+        ("127.0.0.1", "https://127.0.0.1"),  # no trusted proxy said the client used HTTPS
+    ],
+)
+def test_an_origin_is_its_scheme_host_and_port(loopback: TestClient, host: str, origin: str) -> None:
+    response = loopback.post("/v1/images/generations", json=A_CAT, headers={"origin": origin, "host": host})
+    assert response.status_code == 403
+    assert nested(response) == (
+        "forbidden_origin",
+        f"Requests from the web origin '{origin}' are not allowed: add it to LIMNER_CORS_ORIGINS to let its pages "
+        "call this server.",
+    )
+
+
+def test_a_host_without_a_port_is_the_schemes_default_port(loopback: TestClient) -> None:
+    response = loopback.post(
+        "/v1/images/generations", json=A_CAT, headers={"origin": "http://127.0.0.1", "host": "127.0.0.1"}
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("proxies", "status"), [(["127.0.0.1"], 200), (["10.0.0.0/8"], 403)], ids=["trusted proxy", "untrusted"]
+)
+def test_behind_a_tls_proxy_the_page_is_https_only_if_a_trusted_proxy_says_so(
+    settings: Settings, proxies: list[str], status: int
+) -> None:
+    """A TLS proxy on this machine relays a page of https://api.example to limner over plain HTTP."""
+    chosen = settings.with_overrides(allowed_hosts=["api.example"], trusted_proxies=proxies)
+    headers = {"host": "api.example", "origin": "https://api.example", "x-forwarded-proto": "https"}
+    with live_server(create_app(chosen), forwarded_allow_ips=proxies) as url:  # as limner serve runs uvicorn
+        response = httpx.post(url + "/v1/images/generations", json=A_CAT, headers=headers, timeout=30)
+    assert response.status_code == status, response.text
+    if status == 403:
+        assert nested(response)[0] == "forbidden_origin"
 
 
 def test_cors_is_off_unless_origins_are_named(loopback: TestClient) -> None:

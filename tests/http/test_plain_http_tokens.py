@@ -1,7 +1,7 @@
 """ImagineArt's reference: "Use HTTPS exclusively. Tokens transmitted over plain HTTP are immediately
-revoked." On a non-loopback bind limner does exactly that for the ImagineArt dialect, believing
-``X-Forwarded-Proto: https`` only from ``LIMNER_TRUSTED_PROXIES``; ``limner serve --tls-cert`` lets it
-terminate TLS itself."""
+revoked." limner does exactly that for the ImagineArt dialect when the request came from beyond this
+machine (judged by its peer, not the bind), believing ``X-Forwarded-Proto: https`` only from
+``LIMNER_TRUSTED_PROXIES``; ``limner serve --tls-cert`` lets it terminate TLS itself."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from limner.accounts.service import Accounts
 from limner.app import create_app
 from limner.engines.catalog import DIALECT_DEFAULT_ALIASES
 from limner.settings import Settings
+from tests.support.live_server import live_server
 from tests.support.waiting import wait_until
 
 REVOKED = (
@@ -36,8 +37,8 @@ FORM = {"prompt": "a cat", "resolution": "1K"}
 
 
 def public(settings: Settings, **overrides: Any) -> tuple[Settings, str]:
-    """A non-loopback bind with one token."""
-    chosen = settings.with_overrides(host="0.0.0.0", allowed_hosts=["testserver"], **overrides)
+    """A non-loopback bind with one token (``overrides`` may change the bind too)."""
+    chosen = settings.with_overrides(**{"host": "0.0.0.0", "allowed_hosts": ["testserver"], **overrides})
     accounts = Accounts.open(chosen)
     try:
         return chosen, tokens.create_token(accounts.db, "alice").token
@@ -104,17 +105,68 @@ def test_imagineart_on_its_own_prefix_revokes_before_running(settings: Settings)
     assert status_of(chosen, token) == "revoked"
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [{"host": "127.0.0.1"}, {"plain_http_tokens": "allow"}],
-    ids=["loopback bind", "revocation turned off"],
-)
-def test_loopback_and_the_opt_out_keep_the_token(settings: Settings, overrides: dict[str, Any]) -> None:
-    chosen, token = public(settings)
-    chosen = chosen.with_overrides(**overrides)
+def test_the_opt_out_keeps_the_token(settings: Settings) -> None:
+    chosen, token = public(settings, plain_http_tokens="allow")
     with TestClient(create_app(chosen)) as client:
         assert client.post("/v1/images/generations", data=FORM, headers=auth(token)).status_code == 200
     assert status_of(chosen, token) == "active"
+
+
+@pytest.mark.parametrize(
+    ("headers", "kept"),
+    [
+        ({}, True),
+        ({"X-Forwarded-For": "203.0.113.9"}, False),
+        ({"Forwarded": "for=203.0.113.9"}, False),
+    ],
+    ids=["direct", "x-forwarded-for", "forwarded"],
+)
+def test_the_peer_decides_not_the_bind(settings: Settings, headers: dict[str, str], kept: bool) -> None:
+    """On a public bind, a request from 127.0.0.1 that no proxy relayed never crossed a network; one a proxy on
+    this machine relayed over plain HTTP may have."""
+    chosen, token = public(settings, allowed_hosts=["127.0.0.1"])
+    with live_server(create_app(chosen), forwarded_allow_ips=chosen.trusted_proxies) as url:
+        response = httpx.post(url + "/v1/images/generations", data=FORM, headers=auth(token, **headers), timeout=60)
+    if kept:
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "image/png"
+        assert status_of(chosen, token) == "active"
+    else:
+        assert response.status_code == 401
+        assert response.json()["error"] == {
+            "code": "invalid_token",
+            "message": REVOKED,
+            "request_id": response.headers["x-request-id"],
+        }
+        assert status_of(chosen, token) == "revoked"
+
+
+def test_a_relayed_request_on_a_loopback_bind_is_judged_too(settings: Settings) -> None:
+    chosen, token = public(settings, host="127.0.0.1")
+    relayed = auth(token, **{"X-Forwarded-For": "203.0.113.9"})
+    with TestClient(create_app(chosen), client=("127.0.0.1", 40000)) as client:
+        response = client.post("/v1/images/generations", data=FORM, headers=relayed)
+    assert response.status_code == 401 and response.json()["error"]["message"] == REVOKED
+    assert status_of(chosen, token) == "revoked"
+
+
+def test_imagineart_examples_listing_models_follow_the_rule(settings: Settings) -> None:
+    """``GET /v1/models`` is shared with OpenAI; ImagineArt's own examples (curl, httpx, fetch) call it with
+    their token, and nothing but the official OpenAI SDK's header tells an OpenAI caller apart."""
+    chosen, token = public(settings)
+    with TestClient(create_app(chosen)) as client:
+        sdk = client.get("/v1/models", headers=auth(token, **{"X-Stainless-Lang": "python"}))
+        assert sdk.status_code == 200 and status_of(chosen, token) == "active"
+        listed = client.get("/v1/models", headers=auth(token))
+    assert listed.status_code == 401
+    assert listed.json()["error"] == {
+        "message": REVOKED,
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_token",
+        "request_id": listed.headers["x-request-id"],
+    }
+    assert status_of(chosen, token) == "revoked"
 
 
 # --- limner serve --tls-cert -------------------------------------------------------------------
