@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from limner import __version__
 from limner.accounts.service import Accounts
+from limner.core.files import make_private
 from limner.dialects import openai
 from limner.engines import threads
 from limner.engines.catalog import Catalog, EngineFactory
@@ -80,7 +81,7 @@ def webhook_sender(state: AppState) -> WebhookSender:
 
 def build_state(settings: Settings, factories: dict[str, EngineFactory] | None = None) -> AppState:
     """Everything a request needs, built bottom-up: media, catalog, accounts, then the service over them."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings.data_dir, create="directory")
     secret = server_secret(settings)
     signer = UrlSigner(secret, default_ttl=settings.url_ttl_seconds)
     store = media_store(settings)

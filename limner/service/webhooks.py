@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from limner.accounts.db import Database
 from limner.accounts.models import Consumer, WebhookAttempt, WebhookDelivery, utcnow
+from limner.core.files import make_private
 from limner.media.fetch import Resolver
 from limner.media.signing import load_or_create_secret
 from limner.service.webhook_post import SECRET_PREFIX, Outcome, WebhookPoster, check_webhook_url, sign
@@ -97,7 +98,7 @@ def server_secret(settings: Settings) -> bytes:
     """The server's signing secret, exactly as the app builds it (configured, or kept in ``data_dir``)."""
     if settings.signing_secret:
         return settings.signing_secret.encode()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings.data_dir, create="directory")
     return load_or_create_secret(settings.data_dir)
 
 
