@@ -10,6 +10,7 @@ import typer
 
 from limner.cli import accounts as cli_accounts
 from limner.cli import cluster as cli_cluster
+from limner.cli import jobs as cli_jobs
 from limner.cli import ray as cli_ray
 from limner.cli import webhooks as cli_webhooks
 from limner.settings import Settings
@@ -24,6 +25,7 @@ app.add_typer(cli_accounts.usage_app, name="usage")
 app.add_typer(cli_ray.ray_app, name="ray")
 app.add_typer(cli_cluster.dev_app, name="dev")
 app.add_typer(cli_webhooks.webhooks_app, name="webhooks")
+app.add_typer(cli_jobs.jobs_app, name="jobs")
 
 
 @app.command()

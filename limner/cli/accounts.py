@@ -117,9 +117,14 @@ def tokens_list(
 
 @tokens_app.command("revoke")
 def tokens_revoke(ident: Annotated[str, typer.Argument(help="Token id or prefix (lim_...)")]) -> None:
-    """Revoke a token; refused from the next request on."""
-    info = run(lambda db: tokens.revoke_token(db, ident))
+    """Revoke a token; refused from the next request on, and its unfinished async jobs cancelled."""
+    from limner.cli.jobs import report
+    from limner.http.job_runner import queue_webhook
+    from limner.service.job_cancel import revoke_token
+
+    info, views = run(lambda db: revoke_token(db, ident, on_finished=queue_webhook))
     typer.echo(f"revoked token {info.id} ({info.prefix}) of {info.consumer}")
+    typer.echo(report(views))
 
 
 @tokens_app.command("rotate")
