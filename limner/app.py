@@ -71,7 +71,7 @@ def webhook_sender(state: AppState) -> WebhookSender:
     settings = state.settings
     return WebhookSender(
         state.accounts.db,
-        WebhookSecrets(server_secret(settings)),
+        WebhookSecrets.from_settings(settings),
         timeout=settings.webhook_timeout_seconds,
         retry_seconds=settings.webhook_retry_seconds,
         max_attempts=settings.webhook_max_attempts,
@@ -169,6 +169,9 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
         state.runner = runner = JobRunner(app, state)
         jobs_task = asyncio.create_task(runner.run_forever(), name="limner-job-runner")
         sender = webhook_sender(state)
+        pinned = await state.accounts.db.call(sender.secrets.pin_all, state.accounts.db)
+        if pinned:  # the first start after an upgrade: their secrets no longer follow the media signing key
+            log.info("stored the webhook secrets of %d consumer(s), unchanged", pinned)
         webhooks_task = asyncio.create_task(sender.run_forever(settings.job_poll_seconds), name="limner-webhook-sender")
         log.info("limner %s ready with %d models", __version__, len(state.catalog.entries))
         try:
