@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from limner import __version__
 from limner.accounts.service import Accounts
+from limner.core.files import make_private
 from limner.dialects import openai
 from limner.engines import threads
 from limner.engines.catalog import Catalog, EngineFactory
@@ -73,7 +74,7 @@ def webhook_sender(state: AppState) -> WebhookSender:
     settings = state.settings
     return WebhookSender(
         state.accounts.db,
-        WebhookSecrets(server_secret(settings)),
+        WebhookSecrets.from_settings(settings),
         timeout=settings.webhook_timeout_seconds,
         retry_seconds=settings.webhook_retry_seconds,
         max_attempts=settings.webhook_max_attempts,
@@ -92,7 +93,7 @@ def content_credentials(settings: Settings) -> ContentCredentials | None:
 
 def build_state(settings: Settings, factories: dict[str, EngineFactory] | None = None) -> AppState:
     """Everything a request needs, built bottom-up: media, catalog, accounts, then the service over them."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings.data_dir, create="directory")
     secret = server_secret(settings)
     signer = UrlSigner(secret, default_ttl=settings.url_ttl_seconds)
     store = media_store(settings)
@@ -191,6 +192,9 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
         state.runner = runner = JobRunner(app, state)
         jobs_task = asyncio.create_task(runner.run_forever(), name="limner-job-runner")
         sender = webhook_sender(state)
+        pinned = await state.accounts.db.call(sender.secrets.pin_all, state.accounts.db)
+        if pinned:  # the first start after an upgrade: their secrets no longer follow the media signing key
+            log.info("stored the webhook secrets of %d consumer(s), unchanged", pinned)
         webhooks_task = asyncio.create_task(sender.run_forever(settings.job_poll_seconds), name="limner-webhook-sender")
         log.info("limner %s ready with %d models", __version__, len(state.catalog.entries))
         try:

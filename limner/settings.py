@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(
         False, description="Allow webhook URLs on loopback and private addresses (refused by default: SSRF)"
     )
+    webhook_secret_grace_hours: float = Field(
+        24.0, ge=0, description="After a webhook secret is rotated, events are signed with the old one too this long"
+    )
 
     # Gateway hot path (see limner/accounts/cache.py and limner/accounts/usage.py)
     accounts_cache_seconds: float = Field(

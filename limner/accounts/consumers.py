@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +21,13 @@ MAX_LIMIT = 1_000_000_000
 """The largest requests/min or images/min limit (the columns are 32-bit integers)."""
 LOCAL = "local"
 """The consumer of every request while the server is open (loopback, no tokens)."""
+WEBHOOK_SECRET_PREFIX = "whsec_"
+"""Standard Webhooks' secret format: this prefix, then the base64 of the HMAC key."""
+
+
+def new_webhook_secret() -> str:
+    """A random webhook signing secret (32 bytes): each consumer's own, stored with it."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -64,11 +73,11 @@ def find(session: Session, name: str) -> Consumer:
 
 
 def ensure(session: Session, name: str) -> tuple[Consumer, bool]:
-    """The consumer named ``name``, created (unmetered, server-default limits) if missing."""
+    """The consumer named ``name``, created (unmetered, server-default limits, a random webhook secret) if missing."""
     consumer = session.scalar(select(Consumer).where(Consumer.name == check_name(name)))
     if consumer is not None:
         return consumer, False
-    consumer = Consumer(name=name, created_at=utcnow(), note="")
+    consumer = Consumer(name=name, created_at=utcnow(), note="", webhook_secret=new_webhook_secret())
     session.add(consumer)
     session.flush()
     bump(session)

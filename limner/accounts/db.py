@@ -1,6 +1,7 @@
 """The accounts database: one engine per app, migrated to head by Alembic when opened.
 
-SQLite (the default, ``data_dir/limner.db``) runs in WAL mode with a busy timeout so concurrent
+SQLite (the default, ``data_dir/limner.db``, mode 0600 like its ``-wal``/``-shm``/``-journal`` files: it holds
+prompts, results and webhook URLs) runs in WAL mode with a busy timeout so concurrent
 requests wait for each other instead of failing, and every write transaction starts with
 ``BEGIN IMMEDIATE``: it takes the write lock up front, so a transaction never has to upgrade a read
 lock mid-way (which SQLite refuses with "database is locked" rather than wait).
@@ -21,10 +22,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from limner.core.files import make_private
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_SIBLINGS = ("-wal", "-shm", "-journal")
 VERSION_TABLE = "limner_alembic_version"
 MIGRATION_LOCK = 0x6C696D6E  # "limn": serialises migrations of replicas starting together on PostgreSQL
 SQLITE_BUSY_MS = 30_000
@@ -46,7 +50,20 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'limner.db').resolve()}"
 
 
+def _keep_sqlite_private(url: str) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite gives its -wal, -shm and -journal files
+    the database's own mode), and tighten the files an older version left 0644."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    make_private(path, create="file")
+    for suffix in SQLITE_SIBLINGS:
+        make_private(path.with_name(path.name + suffix))
+
+
 def _sqlite_engine(url: str) -> Engine:
+    _keep_sqlite_private(url)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_MS / 1000},

@@ -102,7 +102,13 @@ class Consumer(Base):
     webhook_url: Mapped[str | None] = mapped_column(String(2048), default=None)
     """Where this consumer's async jobs report when a request names no webhook of its own."""
     webhook_secret_version: Mapped[int] = mapped_column(Integer, default=1)
-    """Bumped to rotate the webhook signing secret (derived from the server's secret, never stored)."""
+    """Before 0005: bumped to rotate a webhook secret derived from the server's secret. Now only what a row
+    from then, with no ``webhook_secret`` stored yet, derives its secret from (``limner.service.webhook_secrets``)."""
+    webhook_secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    """The ``whsec_`` secret its webhooks are signed with: random, independent of the media signing key."""
+    webhook_previous_secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    """The secret before the last rotation: events are signed with it too for a grace period after."""
+    webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class ApiToken(Base):

@@ -29,6 +29,7 @@ from limner.accounts.db import Database, default_url
 from limner.accounts.ratelimit import Limits, RateLimiter, build_limiter
 from limner.accounts.tokens import Principal
 from limner.core.errors import InvalidToken, MissingBearerToken, NoTokensConfigured
+from limner.core.files import make_private
 
 log = logging.getLogger("limner.accounts")
 
@@ -86,7 +87,7 @@ class Accounts:
     @classmethod
     def open(cls, settings: AccountsConfig, *, limiter: RateLimiter | None = None) -> Accounts:
         """Connect to ``settings.database_url`` (SQLite in ``data_dir`` by default) and migrate it."""
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(settings.data_dir, create="directory")
         db = Database(settings.database_url or default_url(settings.data_dir))
         db.migrate()
         options = AccountsOptions(

@@ -10,6 +10,7 @@ import typer
 
 from limner.cli import accounts as cli_accounts
 from limner.cli import cluster as cli_cluster
+from limner.cli import jobs as cli_jobs
 from limner.cli import provenance as cli_provenance
 from limner.cli import ray as cli_ray
 from limner.cli import webhooks as cli_webhooks
@@ -36,6 +37,9 @@ def main() -> None:
     except (ConfigError, ProvenanceError) as error:
         typer.echo(f"error: {error}", err=True)
         raise SystemExit(2) from None
+
+
+app.add_typer(cli_jobs.jobs_app, name="jobs")
 
 
 @app.command()

@@ -117,9 +117,14 @@ def tokens_list(
 
 @tokens_app.command("revoke")
 def tokens_revoke(ident: Annotated[str, typer.Argument(help="Token id or prefix (lim_...)")]) -> None:
-    """Revoke a token; refused from the next request on."""
-    info = run(lambda db: tokens.revoke_token(db, ident))
+    """Revoke a token; refused from the next request on, and its unfinished async jobs cancelled."""
+    from limner.cli.jobs import report
+    from limner.http.job_runner import queue_webhook
+    from limner.service.job_cancel import revoke_token
+
+    info, views = run(lambda db: revoke_token(db, ident, on_finished=queue_webhook))
     typer.echo(f"revoked token {info.id} ({info.prefix}) of {info.consumer}")
+    typer.echo(report(views))
 
 
 @tokens_app.command("rotate")
@@ -205,7 +210,11 @@ def consumers_webhook(
     url: Annotated[str | None, typer.Option("--url", help="Where this consumer's async jobs report by default")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Remove the default webhook URL")] = False,
     rotate_secret: Annotated[
-        bool, typer.Option("--rotate-secret", help="Replace the signing secret (the old one stops verifying)")
+        bool,
+        typer.Option(
+            "--rotate-secret",
+            help="Replace the signing secret (events are signed with the old one too for the grace period)",
+        ),
     ] = False,
 ) -> None:
     """Show or set a consumer's default webhook URL and its signing secret (whsec_...)."""
@@ -214,11 +223,18 @@ def consumers_webhook(
     if url is not None and clear:
         typer.echo("error: give --url or --clear, not both", err=True)
         raise typer.Exit(1)
-    current, secret = consumer_webhook_settings(name, url=url, clear=clear, rotate=rotate_secret)
-    typer.echo(f"{name}: webhook {current or 'none (set one with --url)'}")
-    typer.echo(f"secret: {secret}")
+    shown = consumer_webhook_settings(name, url=url, clear=clear, rotate=rotate_secret)
+    typer.echo(f"{name}: webhook {shown.url or 'none (set one with --url)'}")
+    typer.echo(f"secret: {shown.secret}")
+    if shown.previous is not None:
+        secret, until = shown.previous
+        typer.echo(f"previous secret, signed with too until {_when(until)} UTC: {secret}")
     if rotate_secret:
-        typer.echo("the previous secret no longer verifies: give receivers the new one", err=True)
+        typer.echo(
+            "events carry signatures by both secrets until then (LIMNER_WEBHOOK_SECRET_GRACE_HOURS): "
+            "give receivers the new one before",
+            err=True,
+        )
 
 
 @usage_app.callback(invoke_without_command=True)

@@ -1,12 +1,16 @@
 """``limner webhooks test``, and what ``limner consumers webhook`` shows and changes.
 
-Both sign with the server's own secret (``LIMNER_SIGNING_SECRET``, or ``signing.key`` in ``LIMNER_DATA_DIR``),
-so run them where the server runs: a secret shown here verifies the server's events.
+Both read the consumer's secret from the server's database (a consumer from before secrets were stored
+gets its old one, derived from ``LIMNER_SIGNING_SECRET`` or ``signing.key`` in ``LIMNER_DATA_DIR``, stored
+on first use), so a secret shown here verifies the server's events; the test event is signed as the
+server signs, with the previous secret too during a rotation's grace period.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -50,23 +54,33 @@ def _known(session: Session, name: str) -> None:
         consumers.find(session, name)
 
 
-def consumer_webhook_settings(name: str, *, url: str | None, clear: bool, rotate: bool) -> tuple[str | None, str]:
-    """Apply the changes asked for, then the consumer's default URL and current secret."""
+@dataclass(frozen=True)
+class Shown:
+    """What ``limner consumers webhook`` prints."""
+
+    url: str | None
+    secret: str
+    previous: tuple[str, datetime] | None
+    """The secret before the last rotation, and until when events are signed with it too."""
+
+
+def consumer_webhook_settings(name: str, *, url: str | None, clear: bool, rotate: bool) -> Shown:
+    """Apply the changes asked for, then the consumer's default URL and secrets."""
     settings = load_settings()
     checked = _checked(url, settings) if url is not None else None
     secrets = WebhookSecrets.from_settings(settings)
 
-    def action(db: Database) -> tuple[str | None, str]:
-        if checked is not None or clear or rotate:
-            with db.write() as session:
-                if name == consumers.LOCAL:
-                    consumer, _ = consumers.ensure(session, name)
-                else:
-                    consumer = consumers.find(session, name)
-                configure_consumer(session, consumer, url=checked, clear=clear, rotate=rotate)
-        with db.read() as session:
+    def action(db: Database) -> Shown:
+        with db.write() as session:
             _known(session, name)
-            return consumer_webhook(session, name), secrets.current(session, name)
+            consumer = secrets.pin(session, name)  # a consumer from before keeps its secret from now on
+            configure_consumer(session, consumer, url=checked, clear=clear)
+            if rotate:
+                secrets.rotate(session, name)
+        with db.read() as session:
+            return Shown(
+                consumer_webhook(session, name), secrets.current(session, name), secrets.previous_until(session, name)
+            )
 
     return run(action)
 
@@ -81,17 +95,17 @@ def webhooks_test(
     checked = _checked(url, settings)
     secrets = WebhookSecrets.from_settings(settings)
 
-    def secret_of(db: Database) -> str:
-        with db.read() as session:
+    def secrets_of(db: Database) -> list[str]:
+        with db.write() as session:
             _known(session, consumer)
-            return secrets.current(session, consumer)
+            return secrets.signing(session, consumer)
 
-    secret = run(secret_of)
+    signing = run(secrets_of)
     event_id = new_event_id()
     body = event_body("webhook.test", {"consumer": consumer, "message": "a test event from limner webhooks test"})
 
     poster = WebhookPoster(timeout=settings.webhook_timeout_seconds, allow_private=settings.webhook_allow_private)
-    outcome = asyncio.run(poster.post(checked, event_id, body, secret))
+    outcome = asyncio.run(poster.post(checked, event_id, body, signing))
     where = safe_url(checked)
     if outcome.error is not None:
         raise _fail(f"{where}: {outcome.error}")

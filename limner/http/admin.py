@@ -1,11 +1,12 @@
-"""The admin HTTP API under ``/admin``: consumers, tokens, credits and usage, the same as the CLI.
+"""The admin HTTP API under ``/admin``: consumers, tokens, credits, usage and async jobs, the same as the CLI.
 
 Guarded by ``Authorization: Bearer $LIMNER_ADMIN_TOKEN`` (compared in constant time); with no admin
 token configured the whole API answers 403. Errors are ``{"error": {"code", "message", "param"}}``, for
 every input (bodies pass the same JSON checks as the dialects' before FastAPI parses them; numbers,
 names and token ids are bounded), so no input gets a plain-text 500.
 Amounts are credits (decimals), stored exactly as micro-credits. A token's secret appears in exactly
-one response: the one that created it.
+one response: the one that created it. Revoking a token cancels the async jobs it submitted that have not
+finished (``limner.service.job_cancel``), as cancelling a consumer's jobs or one job by id does.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ from limner.accounts.consumers import MAX_LIMIT, ConsumerInfo
 from limner.accounts.db import Database
 from limner.accounts.models import MAX_MICROS, MICROS, LedgerEntry, UsageRecord, from_micros, to_micros
 from limner.accounts.tokens import IssuedToken, TokenInfo
-from limner.core.errors import Forbidden, InvalidRequest, InvalidToken, LimnerError, MissingBearerToken
+from limner.core.errors import Forbidden, InvalidRequest, InvalidToken, LimnerError, MissingBearerToken, NotFound
 from limner.http import jsonbody
+from limner.http.job_runner import queue_webhook
+from limner.service import job_cancel, job_store
 from limner.service.accounting import CLIENT_CLOSED
+from limner.service.job_store import JobView
 
 
 def render(error: LimnerError) -> JSONResponse:
@@ -179,6 +183,37 @@ def usage_json(record: UsageRecord) -> dict[str, Any]:
     }
 
 
+def job_json(view: JobView) -> dict[str, Any]:
+    """An async job as an operator sees it: who, where it stands, and why it ended (never its request)."""
+    return {
+        "id": view.id,
+        "consumer": view.consumer,
+        "token_id": view.token_id,
+        "status": view.status,
+        "stopping": view.status == "running" and view.cancel_requested,
+        "error": view.error_code,
+        "error_message": view.error_message,
+        "created_at": _time(view.created_at),
+        "started_at": _time(view.started_at),
+        "finished_at": _time(view.finished_at),
+    }
+
+
+def cancelled_json(request: Request, views: list[JobView]) -> dict[str, Any]:
+    """What a cancellation did: queued jobs ended, running ones told to stop (here at once, on other
+    replicas within ``job_poll_seconds``; each refunded when it stops)."""
+    runner = request.app.state.limner.runner
+    stopping = [view.id for view in views if view.status == "running"]
+    if runner is not None:
+        for job_id in stopping:
+            runner.cancel_here(job_id)
+    return {
+        "data": [job_json(view) for view in views],
+        "cancelled": sum(view.status == "cancelled" for view in views),
+        "stopping": len(stopping),
+    }
+
+
 class ConsumerBody(BaseModel):
     name: str = Field(max_length=64)
     rpm: int | None = Field(None, ge=0, le=MAX_LIMIT)
@@ -290,9 +325,11 @@ async def create_token(body: TokenBody, db: Database = AdminDb) -> JSONResponse:
 
 
 @router.post("/tokens/{ident}/revoke")
-async def revoke_token(ident: str, db: Database = AdminDb) -> JSONResponse:
-    """Revoke a token by id or prefix, effective on the next request on every replica."""
-    return JSONResponse(token_json(await db.call(tokens.revoke_token, db, ident)))
+async def revoke_token(request: Request, ident: str, db: Database = AdminDb) -> JSONResponse:
+    """Revoke a token by id or prefix, effective on the next request on every replica; the async jobs it
+    submitted that have not finished are cancelled (``jobs``: as ``POST /admin/consumers/{name}/jobs/cancel``)."""
+    info, views = await db.call(job_cancel.revoke_token, db, ident, on_finished=queue_webhook)
+    return JSONResponse({**token_json(info), "jobs": cancelled_json(request, views)})
 
 
 @router.post("/tokens/{ident}/rotate", status_code=201)
@@ -303,6 +340,26 @@ async def rotate_token(ident: str, body: RotateBody | None = None, db: Database 
         tokens.rotate_token, db, ident, expires_at=tokens.parse_expiry(body.expires), label=body.label
     )
     return JSONResponse(issued_json(issued), status_code=201)
+
+
+@router.post("/consumers/{name}/jobs/cancel")
+async def cancel_consumer_jobs(request: Request, name: str, db: Database = AdminDb) -> JSONResponse:
+    """Cancel every async job of a consumer that has not finished: queued ones now, running ones refunded."""
+    await db.call(consumers.get_consumer, db, name)  # an unknown name is a 404, not an empty list
+    views = await db.call(job_cancel.cancel_jobs, db, consumer=name, on_finished=queue_webhook)
+    return JSONResponse(cancelled_json(request, views))
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(request: Request, job_id: str, db: Database = AdminDb) -> JSONResponse:
+    """Cancel one async job, whoever's it is (one already finished is answered as it is)."""
+    views = await db.call(job_cancel.cancel_jobs, db, job_ids=[job_id], on_finished=queue_webhook)
+    if views:
+        return JSONResponse(cancelled_json(request, views))
+    found = await db.call(job_store.find, db, job_id)
+    if found is None or not found.asynchronous:
+        raise NotFound(f"No async job with id '{job_id[:80]}'.", param="job_id")
+    return JSONResponse({"data": [job_json(found)], "cancelled": 0, "stopping": 0})
 
 
 @router.get("/usage")

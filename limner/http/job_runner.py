@@ -9,7 +9,7 @@ when the job is cancelled, which cancels the run like a client that left (its ho
 
 Every ``job_poll_seconds`` the runner records the progress of its jobs (step, model) in their rows,
 picks up cancellations asked on any replica, claims more jobs up to ``job_workers``, and recovers
-jobs of dead instances (``job_store.recover``); finished jobs past their expiry are purged. On a clean
+jobs of dead instances (``job_recovery.recover``); finished jobs past their expiry are purged. On a clean
 stop, its running jobs are cancelled and queued again for the next start or another replica.
 """
 
@@ -32,7 +32,7 @@ from limner.http.deps import AppState
 from limner.http.durable import RUNNER_SCOPE_KEY, SCHEME_HEADER, kept_headers
 from limner.http.job_views import job_body
 from limner.http.routing import failures_var
-from limner.service import job_store
+from limner.service import job_recovery, job_store
 from limner.service.accounting import delivery_var
 from limner.service.job_store import JobView, Progress, StoredResponse
 
@@ -138,14 +138,14 @@ class JobRunner:
         for job_id in await self.db.call(job_store.report, self.db, instance, progress):
             self.cancel_here(job_id)
         free = self.capacity - len(self.runs)
-        for view in await self.db.call(job_store.claim, self.db, instance, free):
+        for view in await self.db.call(job_store.claim, self.db, instance, free, on_finished=queue_webhook):
             run = _Run(view)
             self.runs[view.id] = run
             run.task = asyncio.create_task(self._execute(run), name=f"limner-job-{view.id}")
         self._polls += 1
         if self._polls % SWEEP_EVERY == 0:
             await self._recover()
-            await self.db.call(job_store.purge_expired, self.db)
+            await self.db.call(job_recovery.purge_expired, self.db)
 
     def _progress(self, run: _Run) -> Progress:
         live = self.state.jobs.get(run.view.consumer, run.view.id)
@@ -161,7 +161,7 @@ class JobRunner:
         await accounts.recover()
         dead = await self.db.call(leases.dead, self.db, accounts.options.lease_seconds, own=accounts.instance_id)
         recovered = await self.db.call(
-            job_store.recover, self.db, dead, max_attempts=self.max_attempts, on_finished=queue_webhook
+            job_recovery.recover, self.db, dead, max_attempts=self.max_attempts, on_finished=queue_webhook
         )
         if recovered.requeued or recovered.failed:
             log.warning(
@@ -194,7 +194,7 @@ class JobRunner:
                     "cancelled" if cancelled else "failed",
                     None,
                     "cancelled" if cancelled else "internal_error",
-                    "Cancelled by its owner." if cancelled else "The job ended without a response.",
+                    None if cancelled else "The job ended without a response.",  # cancelled: its canceller's reason
                 )
         except Exception:
             log.exception("job %s failed in the runner", view.id)
@@ -323,7 +323,7 @@ class JobRunner:
             await asyncio.wait(tasks, timeout=10)
         ids = [run.view.id for run in runs]
         if ids:
-            await self.db.call(job_store.requeue, self.db, ids, self.state.accounts.instance_id)
+            await self.db.call(job_recovery.requeue, self.db, ids, self.state.accounts.instance_id)
 
 
 def _message_in(response: StoredResponse) -> str | None:

@@ -43,7 +43,7 @@ from limner.http.job_runner import queue_webhook
 from limner.http.job_views import JobBody, JobList, job_body
 from limner.http.routing import ErrorRenderer, dialect_route
 from limner.http.streaming import HEARTBEAT_SECONDS, SSE_COMMENT, event_stream, sse
-from limner.service import job_store
+from limner.service import job_cancel, job_store
 from limner.service.job_store import FINISHED, JobView
 from limner.service.jobs import Job, JobState
 
@@ -157,7 +157,7 @@ async def cancel_job(request: Request, request_id: str) -> Response:
     db = state.accounts.db
     if await _durable_job(request, request_id) is None:
         raise NotFound(f"No job with id '{request_id}'.", param="request_id")
-    view = await db.call(job_store.cancel, db, get_consumer(request), request_id, on_finished=queue_webhook)
+    view = await db.call(job_cancel.cancel, db, get_consumer(request), request_id, on_finished=queue_webhook)
     if view is None:
         raise NotFound(f"No job with id '{request_id}'.", param="request_id")
     if view.status == "running":

@@ -3,7 +3,8 @@ transmitted over plain HTTP are immediately revoked": ImagineArt).
 
 A dialect marks its error renderer with ``@https_only``. A request that reaches such a dialect over plain
 HTTP from beyond this machine with a valid token gets that token revoked in the database (here at once,
-on every other replica within ``accounts_cache_seconds``) and a 401 ``invalid_token`` saying why. A
+on every other replica within ``accounts_cache_seconds``), its unfinished async jobs cancelled like any
+revoked token's (``limner.service.job_cancel``), and a 401 ``invalid_token`` saying why. A
 request counts as HTTPS when limner terminated TLS itself (``limner serve --tls-cert``), or when it came from one of
 ``LIMNER_TRUSTED_PROXIES`` with ``X-Forwarded-Proto: https``; that header from anyone else is ignored.
 The peer decides, not the bind: a request from a loopback address that no proxy relayed (no
@@ -25,11 +26,11 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
-from limner.accounts import tokens
 from limner.accounts.service import Accounts
 from limner.accounts.tokens import Principal
 from limner.core.errors import InvalidToken
 from limner.http import proxies
+from limner.service import job_cancel
 from limner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,10 @@ class Exposed:
         """Revoke the token now; the error to answer with."""
         token_id = self.principal.token_id
         if token_id is not None:
-            await self.accounts.db.call(tokens.revoke_token, self.accounts.db, str(token_id))
+            from limner.http.job_runner import queue_webhook  # the runner's module imports auth, which imports this
+
+            db = self.accounts.db
+            await db.call(job_cancel.revoke_token, db, str(token_id), on_finished=queue_webhook)
             log.warning("token %s of %s was sent over plain HTTP and is revoked", token_id, self.principal.consumer)
         return InvalidToken(
             "This API token was sent over plain HTTP, so it has been revoked: tokens must travel over HTTPS "

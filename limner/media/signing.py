@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-from limner.core.files import write_atomically
+from limner.core.files import make_private, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +80,7 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     path = Path(data_dir) / SECRET_FILE
     if write_atomically(path, secrets.token_bytes(SECRET_BYTES), mode=0o600, overwrite=False):
         logger.info("created a new media signing secret in %s", path)
-    if path.stat().st_mode & 0o077:
-        logger.warning("%s is readable by other users; chmod 600 it", path)
+    make_private(path)  # one made by hand (or by an older version) may be open to others
     secret = path.read_bytes()
     if len(secret) < MIN_SECRET_BYTES:
         raise ValueError(f"{path} holds {len(secret)} bytes; a signing secret needs at least {MIN_SECRET_BYTES}")

@@ -9,26 +9,28 @@ One row per request that must outlive its connection::
 
 A row is created before the client hears anything (the 202, or the first byte of a kept response),
 so an accepted job is never lost: a ``running`` row whose instance is dead is queued again, or failed
-once it was interrupted ``max_attempts`` times. Ownership is the instance id of the process running
-it (``limner.accounts.leases``), so only that process stores its result. Every function here is
-blocking; the server calls them through ``Database.call``.
+once it was interrupted ``max_attempts`` times (``limner.service.job_recovery``). Ownership is the
+instance id of the process running it (``limner.accounts.leases``), so only that process stores its
+result. A job whose token was revoked never starts: ``claim`` cancels it instead (``stop``, the one way
+to cancel a job, which ``limner.service.job_cancel`` uses for owners, operators and revocations).
+Every function here is blocking; the server calls them through ``Database.call``.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from limner.accounts.db import Database
-from limner.accounts.models import Instance, JobRecord, utcnow
+from limner.accounts.models import ApiToken, JobRecord, utcnow
 from limner.core.errors import InvalidRequest, QueueFull
 
 PENDING_RETRY_SECONDS = 5.0
@@ -36,6 +38,22 @@ JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 OnFinished = Callable[[Session, "JobView"], None]
 """Called inside the transaction that ends an async job (the webhook event is queued there)."""
+
+
+@dataclass(frozen=True)
+class CancelReason:
+    """Why a job was cancelled, as its ``error_message`` says it: before it started, or while it ran."""
+
+    queued: str
+    running: str
+
+
+OWNER = CancelReason("Cancelled by its owner before it started.", "Cancelled by its owner.")
+OPERATOR = CancelReason("Cancelled by an administrator before it started.", "Cancelled by an administrator.")
+REVOKED = CancelReason(
+    "Cancelled before it started: the token that submitted it was revoked.",
+    "Cancelled: the token that submitted it was revoked.",
+)
 
 
 def new_job_id() -> str:
@@ -95,7 +113,8 @@ class JobView:
         return self.status in FINISHED
 
 
-def _view(session: Session, row: JobRecord, *, with_response: bool = True) -> JobView:
+def view_of(session: Session, row: JobRecord, *, with_response: bool = True) -> JobView:
+    """The row as its owner sees it (``with_response``: with the kept response), inside ``session``."""
     response = None
     if with_response and row.response_status is not None:
         headers = [(str(name), str(value)) for name, value in json.loads(row.response_headers or "[]")]
@@ -178,7 +197,7 @@ def open_job(
                         session.flush()
                     elif row is not None:
                         same = row.fingerprint == fingerprint
-                        return Opened("existing" if same else "reused", _view(session, row))
+                        return Opened("existing" if same else "reused", view_of(session, row))
                 if asynchronous and max_pending is not None:
                     pending = session.scalar(
                         select(func.count())
@@ -219,7 +238,7 @@ def open_job(
                 )
                 session.add(row)
                 session.flush()
-                return Opened("new", _view(session, row))
+                return Opened("new", view_of(session, row))
         except IntegrityError:
             continue  # another replica inserted the same key between our read and our insert: read it
     raise RuntimeError("could not open a job row: the idempotency key kept changing hands")
@@ -231,13 +250,13 @@ def get(db: Database, consumer: str, job_id: str) -> JobView | None:
         row = session.get(JobRecord, job_id)
         if row is None or row.consumer != consumer:
             return None
-        return _view(session, row)
+        return view_of(session, row)
 
 
 def find(db: Database, job_id: str) -> JobView | None:
     with db.read() as session:
         row = session.get(JobRecord, job_id)
-        return None if row is None else _view(session, row)
+        return None if row is None else view_of(session, row)
 
 
 def listing(
@@ -259,7 +278,7 @@ def listing(
                 | ((JobRecord.created_at == anchor.created_at) & (JobRecord.id < anchor.id))
             )
         rows = session.scalars(query.order_by(JobRecord.created_at.desc(), JobRecord.id.desc()).limit(limit + 1)).all()
-        return [_view(session, row, with_response=False) for row in rows[:limit]], len(rows) > limit
+        return [view_of(session, row, with_response=False) for row in rows[:limit]], len(rows) > limit
 
 
 def request_of(db: Database, job_id: str) -> StoredRequest | None:
@@ -274,20 +293,29 @@ def request_of(db: Database, job_id: str) -> StoredRequest | None:
 # --- running -------------------------------------------------------------------------------------
 
 
-def claim(db: Database, instance_id: str, limit: int) -> list[JobView]:
+def claim(db: Database, instance_id: str, limit: int, *, on_finished: OnFinished | None = None) -> list[JobView]:
     """Take up to ``limit`` queued async jobs, oldest first, for ``instance_id`` (a conditional update per
-    job, so two replicas never take the same one)."""
+    job, so two replicas never take the same one). A job whose token was revoked meanwhile is cancelled
+    instead: it was accepted for a caller who may no longer spend the consumer's credits (a replica that
+    had not yet noticed the revocation may even have queued it after the revocation's own sweep)."""
     if limit <= 0:
         return []
     taken: list[JobView] = []
     with db.read() as session:
-        candidates = session.scalars(
-            select(JobRecord.id)
+        candidates = session.execute(
+            select(JobRecord.id, ApiToken.revoked_at)
+            .outerjoin(ApiToken, ApiToken.id == JobRecord.token_id)
             .where(JobRecord.status == "queued", JobRecord.asynchronous)
             .order_by(JobRecord.created_at, JobRecord.id)
             .limit(limit)
         ).all()
-    for job_id in candidates:
+    for job_id, revoked_at in candidates:
+        if revoked_at is not None:
+            with db.write() as session:
+                row = session.get(JobRecord, job_id)
+                if row is not None:
+                    stop(session, row, REVOKED, on_finished)
+            continue
         with db.write() as session:
             moved = session.execute(
                 update(JobRecord)
@@ -304,7 +332,7 @@ def claim(db: Database, instance_id: str, limit: int) -> list[JobView]:
             if moved.rowcount == 1:  # type: ignore[attr-defined]
                 row = session.get(JobRecord, job_id)
                 if row is not None:
-                    taken.append(_view(session, row))
+                    taken.append(view_of(session, row))
     return taken
 
 
@@ -360,7 +388,9 @@ def complete(
         row.expires_at = now + timedelta(seconds=ttl_seconds)
         row.body = None
         row.request_headers = "[]"
-        row.error_code, row.error_message = error_code, error_message
+        row.error_code = error_code
+        if error_message is not None or status != "cancelled":
+            row.error_message = error_message  # a cancelled run keeps the reason its canceller wrote (``stop``)
         if model is not None:
             row.model = model
         if status == "done" and row.total_steps:
@@ -373,7 +403,7 @@ def complete(
         if charge is not None:
             charge(session)
         if on_finished is not None and row.asynchronous:
-            on_finished(session, _view(session, row))
+            on_finished(session, view_of(session, row))
         return True
 
 
@@ -383,110 +413,17 @@ def forget(db: Database, job_id: str) -> None:
         session.execute(delete(JobRecord).where(JobRecord.id == job_id, JobRecord.asynchronous.is_(False)))
 
 
-def cancel(db: Database, consumer: str, job_id: str, *, on_finished: OnFinished | None = None) -> JobView | None:
-    """Cancel the consumer's job: a queued one at once, a running one by flagging it for its runner."""
-    now = utcnow()
-    with db.write() as session:
-        row = session.get(JobRecord, job_id)
-        if row is None or row.consumer != consumer:
-            return None
-        if row.status == "queued":
-            row.status, row.finished_at, row.body = "cancelled", now, None
-            row.error_code, row.error_message = "cancelled", "Cancelled by its owner before it started."
-            session.flush()
-            if on_finished is not None:
-                on_finished(session, _view(session, row))
-        elif row.status == "running":
-            row.cancel_requested = True
-        session.flush()
-        return _view(session, row)
-
-
-# --- recovery and expiry -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recovered:
-    requeued: list[str]
-    failed: list[str]
-    dropped_keys: int
-
-
-def recover(
-    db: Database, dead_instances: Collection[str], *, max_attempts: int, on_finished: OnFinished | None = None
-) -> Recovered:
-    """Jobs left running by instances that are gone: async ones queued again (or failed after
-    ``max_attempts`` runs), synchronous keys dropped (their client lost its connection with the server;
-    a retry runs afresh). Their credit holds are refunded by the accounts' own recovery.
-
-    Gone means listed in ``dead_instances`` (``leases.dead``) or without an ``instances`` row (forgotten
-    once its holds were refunded), checked in this very statement: a list of live instances read
-    earlier would miss a replica that registered since and already claimed a job, and take that job
-    from under it."""
-    requeued: list[str] = []
-    failed: list[str] = []
-    now = utcnow()
-    registered = select(Instance.id).where(Instance.id == JobRecord.instance_id).exists()
-    with db.write() as session:
-        orphans = session.scalars(
-            select(JobRecord).where(
-                JobRecord.status == "running",
-                JobRecord.instance_id.is_not(None),
-                JobRecord.instance_id.in_(list(dead_instances)) | ~registered,
-            )
-        ).all()
-        dropped = 0
-        for row in orphans:
-            if not row.asynchronous:
-                session.delete(row)
-                dropped += 1
-            elif row.cancel_requested:
-                row.status, row.finished_at, row.instance_id = "cancelled", now, None
-                row.error_code, row.error_message = "cancelled", "Cancelled by its owner; its server stopped."
-                row.body = None
-                failed.append(row.id)
-            elif row.attempts >= max_attempts:
-                row.status, row.finished_at, row.instance_id = "failed", now, None
-                row.error_code = "interrupted"
-                row.error_message = (
-                    f"The server running this job stopped {row.attempts} time(s); it was not retried again "
-                    "and nothing was charged."
-                )
-                row.body = None
-                failed.append(row.id)
-            else:
-                row.status, row.instance_id, row.step = "queued", None, 0
-                row.error_message = f"Attempt {row.attempts} was interrupted (its server stopped); queued again."
-                requeued.append(row.id)
+def stop(session: Session, row: JobRecord, reason: CancelReason, on_finished: OnFinished | None) -> None:
+    """Cancel one async job inside the caller's transaction: a queued one ends now (it holds no credits yet:
+    a job reserves when it starts), a running one is flagged for its runner, which stops it like a client
+    that left (its hold refunded) on whichever replica runs it. A finished job is left as it is."""
+    if row.status == "queued":
+        row.status, row.finished_at, row.body = "cancelled", utcnow(), None
+        row.error_code, row.error_message = "cancelled", reason.queued
         session.flush()
         if on_finished is not None:
-            for row in orphans:
-                if row.id in failed:
-                    on_finished(session, _view(session, row))
-    return Recovered(requeued, failed, dropped)
-
-
-def purge_expired(db: Database, now: datetime | None = None) -> int:
-    """Delete finished jobs and kept responses past their expiry (their webhook records go with them)."""
-    with db.write() as session:
-        gone = session.execute(
-            delete(JobRecord).where(JobRecord.expires_at <= (now or utcnow()), JobRecord.status.in_(list(FINISHED)))
-        )
-        return int(gone.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def requeue(db: Database, job_ids: list[str], instance_id: str | None) -> None:
-    """Give back jobs this instance stopped running because it is shutting down: queued again, and the
-    interrupted run does not count as an attempt."""
-    with db.write() as session:
-        session.execute(
-            update(JobRecord)
-            .where(JobRecord.id.in_(job_ids), JobRecord.status == "running", JobRecord.instance_id == instance_id)
-            .values(
-                status="queued",
-                instance_id=None,
-                step=0,
-                attempts=case((JobRecord.attempts > 0, JobRecord.attempts - 1), else_=0),
-            )
-            .execution_options(synchronize_session=False)
-        )
+            on_finished(session, view_of(session, row))
+    elif row.status == "running" and not row.cancel_requested:
+        row.cancel_requested = True
+        row.error_message = reason.running
+    session.flush()

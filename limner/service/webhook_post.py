@@ -17,11 +17,13 @@ import hmac
 import logging
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
 
+from limner.accounts.consumers import WEBHOOK_SECRET_PREFIX as SECRET_PREFIX
 from limner.accounts.models import utcnow
 from limner.core.errors import InvalidRequest
 from limner.media.fetch import Resolver, UnsafeHost, safe_url, system_resolver, vetted_addresses
@@ -30,8 +32,13 @@ log = logging.getLogger(__name__)
 
 PARAM = "Limner-Webhook-Url"
 MAX_URL_LENGTH = 2048
-SECRET_PREFIX = "whsec_"
 USER_AGENT = "limner-webhooks"
+
+
+def signatures(secrets: Sequence[str], event_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: one signature per secret, space-separated (a receiver accepts any
+    that matches, so both sides of a secret rotation verify during its grace period)."""
+    return " ".join(sign(secret, event_id, timestamp, body) for secret in secrets)
 
 
 def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
@@ -103,14 +110,14 @@ class WebhookPoster:
         self._resolver: Resolver = resolver or system_resolver
         self._ssl_context: ssl.SSLContext | None = None
 
-    async def post(self, url: str, event_id: str, body: bytes, secret: str) -> Outcome:
-        """One signed POST of ``body`` to ``url`` (checked again now), within ``timeout`` in all."""
+    async def post(self, url: str, event_id: str, body: bytes, secrets: Sequence[str]) -> Outcome:
+        """One POST of ``body`` to ``url`` (checked again now) signed with each of ``secrets``, within ``timeout``."""
         started = utcnow()
         status: int | None = None
         error: str | None = None
         try:
             async with asyncio.timeout(self.timeout):
-                status = await self._send(url, event_id, body, secret)
+                status = await self._send(url, event_id, body, secrets)
         except _Failed as failed:
             error = str(failed)
         except TimeoutError:
@@ -125,7 +132,7 @@ class WebhookPoster:
         transport = httpx.AsyncHTTPTransport(verify=self._ssl_context, retries=0)
         return httpx.AsyncClient(transport=transport, timeout=self.timeout, follow_redirects=False, trust_env=False)
 
-    async def _send(self, url: str, event_id: str, body: bytes, secret: str) -> int:
+    async def _send(self, url: str, event_id: str, body: bytes, secrets: Sequence[str]) -> int:
         target, addresses = await _vetted(url, self.allow_private, self._resolver)
         timestamp = int(time.time())
         headers = {
@@ -134,7 +141,7 @@ class WebhookPoster:
             "User-Agent": USER_AGENT,
             "webhook-id": event_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret, event_id, timestamp, body),
+            "webhook-signature": signatures(secrets, event_id, timestamp, body),
         }
         extensions = {"sni_hostname": target.raw_host.decode("ascii")} if target.scheme == "https" else {}
         for index, address in enumerate(addresses):

@@ -8,8 +8,9 @@ the same try at once; it POSTs each, records a ``WebhookAttempt``, then marks th
 after ``max_attempts``. A replica that dies mid-try leaves its lease to expire and the try is made again:
 delivery is at least once, and receivers drop duplicates by ``webhook-id``.
 
-Secrets are ``whsec_`` + HMAC-SHA256(server secret, ``limner-webhook:{consumer}:{version}``); rotating one
-bumps ``Consumer.webhook_secret_version``, so nothing secret is stored in the database.
+Each consumer's secret is its own, stored with it (``limner.service.webhook_secrets``): rotating the media
+signing key leaves it alone, and after a rotation of the webhook secret itself events are signed with the
+old one too for a grace period. Secrets are read at every try, so a retry carries the signatures of its time.
 
 URLs are checked like image URLs, at submission and again at every try (``limner.service.webhook_post``).
 Logs name scheme, host and path only: never a query string, never a secret.
@@ -18,12 +19,10 @@ Logs name scheme, host and path only: never a query string, never a secret.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import secrets as random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,9 +33,8 @@ from sqlalchemy.orm import Session
 from limner.accounts.db import Database
 from limner.accounts.models import Consumer, WebhookAttempt, WebhookDelivery, utcnow
 from limner.media.fetch import Resolver
-from limner.media.signing import load_or_create_secret
-from limner.service.webhook_post import SECRET_PREFIX, Outcome, WebhookPoster, check_webhook_url, sign
-from limner.settings import Settings
+from limner.service.webhook_post import Outcome, WebhookPoster, check_webhook_url, sign
+from limner.service.webhook_secrets import WebhookSecrets, server_secret
 
 __all__ = [
     "Outcome",
@@ -50,7 +48,6 @@ __all__ = [
     "enqueue",
     "event_body",
     "new_event_id",
-    "secret_version",
     "server_secret",
     "sign",
 ]
@@ -93,58 +90,17 @@ def enqueue(session: Session, *, job_id: str, consumer: str, url: str, event_typ
     )
 
 
-def server_secret(settings: Settings) -> bytes:
-    """The server's signing secret, exactly as the app builds it (configured, or kept in ``data_dir``)."""
-    if settings.signing_secret:
-        return settings.signing_secret.encode()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return load_or_create_secret(settings.data_dir)
-
-
-class WebhookSecrets:
-    """Each consumer's signing secret, derived from the server's own, so the database holds none."""
-
-    def __init__(self, server_secret: bytes) -> None:
-        if not server_secret:
-            raise ValueError("webhook secrets need a non-empty server secret")
-        self._key = server_secret
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> WebhookSecrets:
-        return cls(server_secret(settings))
-
-    def __repr__(self) -> str:
-        return "WebhookSecrets(...)"
-
-    def secret_for(self, consumer: str, version: int) -> str:
-        derived = hmac.new(self._key, f"limner-webhook:{consumer}:{version}".encode(), hashlib.sha256).digest()
-        return SECRET_PREFIX + base64.b64encode(derived).decode("ascii")
-
-    def current(self, session: Session, consumer: str) -> str:
-        return self.secret_for(consumer, secret_version(session, consumer))
-
-
-def secret_version(session: Session, consumer: str) -> int:
-    """The consumer's secret version; 1 for one with no row (the open ``local`` consumer)."""
-    version = session.scalar(select(Consumer.webhook_secret_version).where(Consumer.name == consumer))
-    return version or 1
-
-
 def consumer_webhook(session: Session, consumer: str) -> str | None:
     """Where the consumer's async jobs report when a request names no URL."""
     return session.scalar(select(Consumer.webhook_url).where(Consumer.name == consumer))
 
 
-def configure_consumer(
-    session: Session, consumer: Consumer, *, url: str | None = None, clear: bool = False, rotate: bool = False
-) -> None:
-    """Set (an already checked ``url``) or clear the default URL; ``rotate`` retires the current secret."""
+def configure_consumer(session: Session, consumer: Consumer, *, url: str | None = None, clear: bool = False) -> None:
+    """Set (an already checked ``url``) or clear the default URL (``WebhookSecrets.rotate`` replaces the secret)."""
     if clear:
         consumer.webhook_url = None
     elif url is not None:
         consumer.webhook_url = url
-    if rotate:
-        consumer.webhook_secret_version = (consumer.webhook_secret_version or 1) + 1
 
 
 def delivery_log(session: Session, job_id: str) -> list[dict[str, Any]]:
@@ -177,7 +133,8 @@ class _Claimed:
     event_id: str
     url: str
     payload: bytes
-    secret: str
+    secrets: list[str]
+    """What this try is signed with: the consumer's secret, and its previous one during a rotation's grace."""
     attempts: int
     """Tries made before this one."""
 
@@ -196,6 +153,7 @@ class WebhookSender:
         allow_private: bool,
         resolver: Resolver | None = None,
         batch: int = BATCH,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.secrets = secrets
@@ -203,6 +161,7 @@ class WebhookSender:
         self.retry_seconds = retry_seconds
         self.max_attempts = max_attempts
         self.batch = batch
+        self.clock = clock
         self.poster = WebhookPoster(timeout=timeout, allow_private=allow_private, resolver=resolver)
 
     def retry_delay(self, attempts: int) -> float:
@@ -214,7 +173,7 @@ class WebhookSender:
         claimed = await self.db.call(self._claim)
         if not claimed:
             return 0
-        outcomes = await asyncio.gather(*(self.poster.post(c.url, c.event_id, c.payload, c.secret) for c in claimed))
+        outcomes = await asyncio.gather(*(self.poster.post(c.url, c.event_id, c.payload, c.secrets) for c in claimed))
         await self.db.call(self._record, list(zip(claimed, outcomes, strict=True)))
         return len(claimed)
 
@@ -237,7 +196,7 @@ class WebhookSender:
 
     def _claim(self) -> list[_Claimed]:
         """Lease the due deliveries: each UPDATE succeeds for one replica only (the row is no longer due after)."""
-        now = utcnow()
+        now = self.clock()
         leased_until = now + timedelta(seconds=self.timeout + LEASE_MARGIN)
         pending = WebhookDelivery.state == "pending"
         with self.db.write() as session:
@@ -267,22 +226,8 @@ class WebhookSender:
             deliveries = session.scalars(
                 select(WebhookDelivery).where(WebhookDelivery.id.in_(ids)).order_by(WebhookDelivery.id)
             ).all()
-            names = {delivery.consumer for delivery in deliveries}
-            rows = session.execute(
-                select(Consumer.name, Consumer.webhook_secret_version).where(Consumer.name.in_(names))
-            )
-            versions = {name: version for name, version in rows}
-            return [
-                _Claimed(
-                    d.id,
-                    d.event_id,
-                    d.url,
-                    d.payload,
-                    self.secrets.secret_for(d.consumer, versions.get(d.consumer) or 1),
-                    d.attempts,
-                )
-                for d in deliveries
-            ]
+            signing = {name: self.secrets.signing(session, name, now) for name in {d.consumer for d in deliveries}}
+            return [_Claimed(d.id, d.event_id, d.url, d.payload, signing[d.consumer], d.attempts) for d in deliveries]
 
     def _record(self, results: list[tuple[_Claimed, Outcome]]) -> None:
         """Log each try and move its delivery on: delivered, due again later, or failed for good."""

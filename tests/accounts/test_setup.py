@@ -3,12 +3,15 @@ the ``limner tokens|credits|consumers|usage`` commands."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from pydantic import ValidationError
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from limner.accounts.db import VERSION_TABLE, Database, normalize_url
@@ -95,3 +98,41 @@ def test_cli_tokens_credits_consumers_and_usage(tmp_path: Path, monkeypatch: pyt
         assert len([t for t in tokens.list_tokens(accounts.db) if t.status() == "active"]) == 1
     finally:
         accounts.db.dispose()
+
+
+def test_the_data_directory_and_database_are_private(tmp_path: Path) -> None:
+    """The database holds prompts, results, request bodies and webhook URLs: 0600 in a 0700 directory,
+    like the signing key; a directory and database an older version left 0755 / 0644 are tightened."""
+    previous = os.umask(0o022)
+    try:
+        data_dir = tmp_path / "data"
+        data_dir.mkdir(mode=0o755)
+        old = tmp_path / "old.db"
+        old.write_bytes(b"")
+        old.chmod(0o644)
+        for name in ("old.db-wal", "old.db-shm"):
+            (tmp_path / name).write_bytes(b"")
+            (tmp_path / name).chmod(0o644)
+        older = Database(f"sqlite:///{old}")  # tightened before SQLite opens them (it deletes the -wal on close)
+        try:
+            assert [_mode(tmp_path / name) for name in ("old.db", "old.db-wal", "old.db-shm")] == [0o600] * 3
+        finally:
+            older.dispose()
+
+        accounts = Accounts.open(Settings(data_dir=data_dir))
+        try:
+            with accounts.db.write() as session:
+                session.execute(text("UPDATE accounts_version SET version = version + 1"))
+                files = sorted(path.name for path in data_dir.iterdir())
+                assert {"limner.db", "limner.db-wal", "limner.db-shm"} <= set(files), files
+                modes = {name: _mode(data_dir / name) for name in files}
+        finally:
+            accounts.db.dispose()
+        assert _mode(data_dir) == 0o700
+        assert modes == dict.fromkeys(files, 0o600), modes
+    finally:
+        os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)

@@ -8,10 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from standardwebhooks.webhooks import WebhookVerificationError
 from typer.testing import CliRunner, Result
 
+from limner.accounts.models import Consumer
+from limner.accounts.service import Accounts
 from limner.cli import app
+from limner.media.signing import load_or_create_secret
+from limner.service.webhook_secrets import WebhookSecrets
+from limner.settings import Settings
 from tests.support.webhook_receiver import Receiver, webhook_receiver
 
 
@@ -70,21 +76,30 @@ def test_the_test_event_verifies_with_the_shown_secret(data_dir: Path, receiver:
     assert payload["type"] == "webhook.test" and payload["data"]["consumer"] == "alice"
 
 
-def test_rotating_retires_the_old_secret(data_dir: Path, receiver: Receiver) -> None:
+def test_rotating_keeps_the_old_secret_for_the_grace_period(
+    data_dir: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert limner("consumers", "create", "alice").exit_code == 0
     old = shown_secret(limner("consumers", "webhook", "alice"))
 
     rotated = limner("consumers", "webhook", "alice", "--rotate-secret")
     new = shown_secret(rotated)
     assert new != old
-    assert "the previous secret no longer verifies" in rotated.stderr
+    [previous] = [line for line in rotated.stdout.splitlines() if line.startswith("previous secret")]
+    assert previous.startswith("previous secret, signed with too until ") and previous.endswith(f" UTC: {old}")
+    assert "events carry signatures by both secrets until then" in rotated.stderr
     assert shown_secret(limner("consumers", "webhook", "alice")) == new
 
     assert limner("webhooks", "test", receiver.url + "/ok", "--consumer", "alice").exit_code == 0
-    [got] = receiver.at("/ok")
-    assert got.verify(new)["type"] == "webhook.test"
+    monkeypatch.setenv("LIMNER_WEBHOOK_SECRET_GRACE_HOURS", "0")  # the grace period over
+    assert limner("webhooks", "test", receiver.url + "/ok", "--consumer", "alice").exit_code == 0
+    assert "previous secret" not in limner("consumers", "webhook", "alice").stdout
+
+    during, after = receiver.at("/ok")
+    assert during.verify(new)["type"] == during.verify(old)["type"] == "webhook.test"
+    assert after.verify(new)["type"] == "webhook.test"
     with pytest.raises(WebhookVerificationError, match="No matching signature found"):
-        got.verify(old)
+        after.verify(old)
 
 
 def test_the_local_consumer_needs_no_row(data_dir: Path, receiver: Receiver) -> None:
@@ -94,16 +109,40 @@ def test_the_local_consumer_needs_no_row(data_dir: Path, receiver: Receiver) -> 
     assert got.verify(secret)["data"]["consumer"] == "local"
 
 
-def test_the_secret_follows_the_configured_signing_secret(
+def test_rotating_the_signing_key_keeps_webhook_secrets(
     data_dir: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from_file = shown_secret(limner("consumers", "webhook", "local"))
+    """Webhook secrets are the consumers' own: a new media signing key (configured, or a new ``signing.key``)
+    leaves every one of them, including the open ``local`` consumer's, verifying as before."""
+    assert limner("consumers", "create", "alice").exit_code == 0
+    alice = shown_secret(limner("consumers", "webhook", "alice"))
+    local = shown_secret(limner("consumers", "webhook", "local"))
     assert (data_dir / "signing.key").exists()
+
     monkeypatch.setenv("LIMNER_SIGNING_SECRET", "a configured secret, the same on every replica")
-    configured = shown_secret(limner("consumers", "webhook", "local"))
-    assert configured != from_file
+    assert shown_secret(limner("consumers", "webhook", "alice")) == alice
+    assert shown_secret(limner("consumers", "webhook", "local")) == local
+    assert limner("webhooks", "test", receiver.url + "/ok", "--consumer", "alice").exit_code == 0
     assert limner("webhooks", "test", receiver.url + "/ok").exit_code == 0
-    receiver.at("/ok")[0].verify(configured)
+    first, second = receiver.at("/ok")
+    assert first.verify(alice)["data"]["consumer"] == "alice"
+    assert second.verify(local)["data"]["consumer"] == "local"
+
+
+def test_a_consumer_from_before_keeps_its_derived_secret(data_dir: Path, receiver: Receiver) -> None:
+    """An upgrade: a consumer whose secret was derived from the signing key gets the same one, stored."""
+    assert limner("consumers", "create", "older").exit_code == 0
+    accounts = Accounts.open(Settings(data_dir=data_dir))
+    try:
+        with accounts.db.write() as session:  # as migration 0005 leaves a consumer that existed before it
+            session.execute(update(Consumer).where(Consumer.name == "older").values(webhook_secret=None))
+    finally:
+        accounts.db.dispose()
+    derived = WebhookSecrets(load_or_create_secret(data_dir)).legacy_secret("older", 1)
+
+    assert shown_secret(limner("consumers", "webhook", "older")) == derived
+    (data_dir / "signing.key").write_bytes(b"r" * 32)  # the signing key rotated after the upgrade
+    assert shown_secret(limner("consumers", "webhook", "older")) == derived
 
 
 def test_private_urls_are_refused_unless_allowed(

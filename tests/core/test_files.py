@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from limner.core.files import write_atomically
+from limner.core.files import make_private, write_atomically
 
 
 def _mode(path: Path) -> int:
@@ -65,3 +66,38 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, mon
         write_atomically(path, b"new")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["meta.json"]
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask, whatever the test runner's: without ``make_private`` new files would be 0644."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_make_private_creates_owner_only_paths(tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    make_private(directory, create="directory")
+    make_private(directory / "limner.db", create="file")
+    assert (_mode(directory), _mode(directory / "limner.db")) == (0o700, 0o600)
+    assert (directory / "limner.db").read_bytes() == b""
+    (directory / "limner.db").write_bytes(b"kept")
+    make_private(directory / "limner.db", create="file")
+    assert (directory / "limner.db").read_bytes() == b"kept", "an existing file is never truncated"
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_make_private_tightens_what_an_older_version_left_open(tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    directory.mkdir(mode=0o755)
+    database = directory / "limner.db"
+    database.write_bytes(b"")
+    database.chmod(0o644)
+    assert (_mode(directory), _mode(database)) == (0o755, 0o644)
+    make_private(directory, create="directory")
+    make_private(database)
+    make_private(directory / "limner.db-wal")  # missing: nothing to do, no error
+    assert (_mode(directory), _mode(database)) == (0o700, 0o600)
+    assert not (directory / "limner.db-wal").exists()

@@ -59,7 +59,7 @@ def free_port() -> int:
 
 def test_webhook_receiver_verifies_and_prints_the_event(server: tuple[str, Settings]) -> None:
     url, settings = server
-    secret = WebhookSecrets(server_secret(settings)).secret_for("local", 1)
+    secret = WebhookSecrets(server_secret(settings)).legacy_secret("local", 1)
     port = free_port()
     receiver = subprocess.Popen(
         [sys.executable, "-u", str(EXAMPLES / "webhook_receiver.py"), str(port)],

@@ -221,40 +221,75 @@ async def test_redirects_are_not_followed(db: Database, receiver: Receiver) -> N
     assert receiver.at("/ok") == [] and delivery(db, event_id).state == "pending"
 
 
-async def test_rotation_retires_the_old_secret(db: Database, receiver: Receiver) -> None:
+async def test_a_rotation_signs_with_both_secrets_during_the_grace_period(db: Database, receiver: Receiver) -> None:
     owe(db, receiver.url + "/ok", job_id="job_1")
     await sender(db).deliver_due()
     old = secret_of(db)
+    rotated_at = utcnow()
     with db.write() as session:
-        consumer = consumers.find(session, "alice")
-        configure_consumer(session, consumer, rotate=True)
-    owe(db, receiver.url + "/ok", job_id="job_2")
-    await sender(db).deliver_due()
+        new = SECRETS.rotate(session, "alice", now=rotated_at)
+    assert new != old and new == secret_of(db) and new.startswith("whsec_")
 
-    before, after = receiver.at("/ok")
-    new = secret_of(db)
-    assert new != old and new == SECRETS.secret_for("alice", 2)
+    owe(db, receiver.url + "/ok", job_id="job_2")
+    await sender(db, clock=lambda: rotated_at + timedelta(hours=23, minutes=59)).deliver_due()
+    owe(db, receiver.url + "/ok", job_id="job_3")
+    await sender(db, clock=lambda: rotated_at + timedelta(hours=24)).deliver_due()
+
+    before, during, after = receiver.at("/ok")
     assert before.verify(old)["data"]["id"] == "job_1"
-    assert after.verify(new)["data"]["id"] == "job_2"
+    assert len(before.headers["webhook-signature"].split(" ")) == 1
+    assert len(during.headers["webhook-signature"].split(" ")) == 2, "v1,<new> v1,<old>"
+    assert during.verify(new)["data"]["id"] == during.verify(old)["data"]["id"] == "job_2", "a receiver on either"
+    assert after.verify(new)["data"]["id"] == "job_3"
+    assert len(after.headers["webhook-signature"].split(" ")) == 1
     with pytest.raises(WebhookVerificationError, match="No matching signature found"):
         after.verify(old)
 
 
-def test_secrets_are_derived_per_consumer_and_version() -> None:
-    secret = SECRETS.secret_for("alice", 1)
+async def test_secrets_do_not_follow_the_server_secret(db: Database, receiver: Receiver) -> None:
+    """A consumer's secret is its own, stored: a new media signing key signs its webhooks as before. One from
+    before secrets were stored keeps its derived secret, pinned at the first start (``pin_all``)."""
+    with db.write() as session:
+        consumers.ensure(session, "alice")
+        consumers.ensure(session, "older")
+        session.execute(  # as migration 0005 leaves a consumer that existed before it
+            update(Consumer).where(Consumer.name == "older").values(webhook_secret=None, webhook_secret_version=2)
+        )
+    alice = secret_of(db)
+    assert alice not in {SECRETS.legacy_secret("alice", n) for n in (1, 2)}, "random, not derived"
+    assert secret_of(db, "older") == SECRETS.legacy_secret("older", 2), "what it was before the upgrade"
+    assert SECRETS.pin_all(db) == 1 and SECRETS.pin_all(db) == 0
+
+    rotated_key = WebhookSecrets(b"the media signing key, rotated: 32+ bytes")
+    alices = owe(db, receiver.url + "/ok", job_id="job_1")
+    olders = owe(db, receiver.url + "/ok", job_id="job_2", consumer="older")
+    await WebhookSender(
+        db, rotated_key, timeout=5.0, retry_seconds=0.5, max_attempts=3, allow_private=True
+    ).deliver_due()
+
+    arrived = {r.headers["webhook-id"]: r for r in receiver.at("/ok")}
+    assert arrived[alices].verify(alice)["data"]["id"] == "job_1"
+    assert arrived[olders].verify(SECRETS.legacy_secret("older", 2))["data"]["id"] == "job_2"
+    with db.read() as session:
+        assert rotated_key.current(session, "alice") == alice
+        assert rotated_key.current(session, "older") == SECRETS.legacy_secret("older", 2)
+
+
+def test_legacy_secrets_are_derived_per_consumer_and_version() -> None:
+    secret = SECRETS.legacy_secret("alice", 1)
     assert secret.startswith("whsec_") and len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
-    assert secret == WebhookSecrets(b"a server secret of at least 32 bytes").secret_for("alice", 1)
+    assert secret == WebhookSecrets(b"a server secret of at least 32 bytes").legacy_secret("alice", 1)
     others = {
-        SECRETS.secret_for("bob", 1),
-        SECRETS.secret_for("alice", 2),
-        WebhookSecrets(b"x" * 32).secret_for("alice", 1),
+        SECRETS.legacy_secret("bob", 1),
+        SECRETS.legacy_secret("alice", 2),
+        WebhookSecrets(b"x" * 32).legacy_secret("alice", 1),
     }
     assert secret not in others and len(others) == 3
     assert "server secret" not in repr(SECRETS)
 
 
 def test_sign_matches_the_reference_library() -> None:
-    secret = SECRETS.secret_for("alice", 1)
+    secret = SECRETS.legacy_secret("alice", 1)
     body = b'{"type":"job.done"}'
     timestamp = int(utcnow().timestamp())
     headers = {"webhook-id": "msg_1", "webhook-timestamp": str(timestamp)}
@@ -265,11 +300,13 @@ def test_sign_matches_the_reference_library() -> None:
         Webhook(secret).verify(body + b" ", {**headers, "webhook-signature": signature})
 
 
-async def test_the_local_consumer_without_a_row_uses_version_one(db: Database, receiver: Receiver) -> None:
+async def test_the_local_consumer_without_a_row_keeps_its_secret(db: Database, receiver: Receiver) -> None:
     owe(db, receiver.url + "/ok", consumer="local")
     await sender(db).deliver_due()
     [got] = receiver.at("/ok")
-    assert got.verify(SECRETS.secret_for("local", 1))["type"] == "job.done"
+    assert got.verify(SECRETS.legacy_secret("local", 1))["type"] == "job.done"
+    with db.read() as session:  # stored on first use: a new server secret no longer changes it
+        assert WebhookSecrets(b"y" * 32).current(session, "local") == SECRETS.legacy_secret("local", 1)
 
 
 async def test_two_senders_never_send_the_same_try(db: Database, receiver: Receiver) -> None:
@@ -412,3 +449,34 @@ async def test_a_try_connects_to_the_vetted_address(
     assert delivery(db, event_id).state == "delivered"
     assert f"http://hooks.example:{port}/ok" in caplog.text
     assert "secret-query" not in caplog.text and secret_of(db) not in caplog.text
+
+
+def test_the_first_start_stores_older_consumers_secrets(tmp_path: Path) -> None:
+    """The upgrade: a server starting on a database from before stores each consumer's derived secret, so a
+    media signing key rotated afterwards leaves it alone."""
+    from fastapi.testclient import TestClient
+
+    from limner.app import create_app
+    from limner.service.webhooks import server_secret
+
+    settings = Settings(data_dir=tmp_path / "data", models=[])
+    accounts = Accounts.open(settings)
+    try:
+        with accounts.db.write() as session:
+            consumers.ensure(session, "older")
+            session.execute(update(Consumer).where(Consumer.name == "older").values(webhook_secret=None))
+    finally:
+        accounts.db.dispose()
+    derived = WebhookSecrets(server_secret(settings)).legacy_secret("older", 1)
+
+    with TestClient(create_app(settings)):
+        pass
+
+    accounts = Accounts.open(settings)
+    try:
+        with accounts.db.read() as session:
+            stored = session.scalar(select(Consumer.webhook_secret).where(Consumer.name == "older"))
+            assert stored == derived
+            assert WebhookSecrets(b"a rotated media signing key, 32 bytes").current(session, "older") == derived
+    finally:
+        accounts.db.dispose()
