@@ -233,14 +233,28 @@ IMAGES_OK = openapi.merge_responses(
 )
 
 
+DIALECT_PARAMETER: dict[str, Any] = {
+    "name": "Limner-Dialect",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "enum": list(RENDERERS)},
+    "description": "Which dialect's client is calling: its envelope for every error; imagineart on /v1/models: "
+    "only the models an ImagineArt client can select.",
+}
+
+
+def with_dialect_header(extra: dict[str, Any]) -> dict[str, Any]:
+    return {**extra, "parameters": [*extra.get("parameters", []), DIALECT_PARAMETER]}
+
+
 def build_router() -> APIRouter:
     router = APIRouter(route_class=SharedRoute, tags=["OpenAI", "ImagineArt"])
     router.add_api_route(
         "/v1/images/generations",
         create_image,
         methods=["POST"],
-        summary="Create images: OpenAI (JSON body) or ImagineArt (multipart body)",
-        openapi_extra=openapi.request_body(openai.GENERATION_BODY, imagineart.GENERATION_BODY),
+        summary="Create images: OpenAI (JSON body) or ImagineArt (multipart or urlencoded body)",
+        openapi_extra=with_dialect_header(openapi.request_body(openai.GENERATION_BODY, *imagineart.GENERATION_BODIES)),
         responses={**IMAGES_OK, **ERROR_RESPONSES},
     )
     router.add_api_route(
@@ -248,13 +262,19 @@ def build_router() -> APIRouter:
         edit_image,
         methods=["POST"],
         summary="Edit images: OpenAI (image / image[] parts) or ImagineArt (images parts)",
-        openapi_extra=openapi.request_body(openai.EDIT_BODY, imagineart.EDIT_BODY),
+        openapi_extra=with_dialect_header(openapi.request_body(openai.EDIT_BODY, imagineart.EDIT_BODY)),
         responses={**IMAGES_OK, **ERROR_RESPONSES},
     )
     router.add_api_route(
         "/v1/models",
         list_models,
         methods=["GET"],
-        responses={**openapi.ok("Every model, in both dialects' shapes.", SharedModelList), **ERROR_RESPONSES},
+        openapi_extra=with_dialect_header({}),
+        responses={
+            **openapi.ok(
+                "Every model, in both dialects' shapes (Limner-Dialect: imagineart: ImagineArt's two).", SharedModelList
+            ),
+            **ERROR_RESPONSES,
+        },
     )
     return router
