@@ -361,6 +361,8 @@ def parameters_schema(form: type[BaseModel], caps: Capabilities, model: str) -> 
 
 
 GENERATION_BODY = openapi.form_body(GenerationForm, name="ImagineArtGenerationForm")
+GENERATION_BODIES = openapi.form_variants(GENERATION_BODY, openapi.URLENCODED)
+"""Multipart, and urlencoded as the reference's httpx example sends it (``data=`` with no files)."""
 EDIT_BODY = openapi.form_body(
     EditForm,
     name="ImagineArtEditForm",
@@ -388,16 +390,16 @@ def build_router(*, images: bool = True, models: bool = True, probe: bool = Fals
     """``probe`` adds ``GET /health`` (the app already answers it at the root)."""
     router = APIRouter(route_class=dialect_route(render_error), tags=["ImagineArt"])
     if images:
-        for path, endpoint, body in (
-            ("/v1/images/generations", generate_image, GENERATION_BODY),
-            ("/v1/images/edits", edit_image, EDIT_BODY),
+        for path, endpoint, bodies in (
+            ("/v1/images/generations", generate_image, GENERATION_BODIES),
+            ("/v1/images/edits", edit_image, [EDIT_BODY]),
         ):
             router.add_api_route(
                 path,
                 endpoint,
                 methods=["POST"],
                 response_class=Response,  # the 200 is PNG bytes, not JSON
-                openapi_extra=openapi.request_body(body),
+                openapi_extra=openapi.request_body(*bodies),
                 responses={**IMAGE_OK, **ERROR_RESPONSES},
             )
     if models:

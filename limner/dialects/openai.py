@@ -15,7 +15,12 @@ edits. Fields that tune how a model works are accepted and applied where limner 
 (``complexity: high`` runs more denoising steps, ``quality`` and ``style`` reach upstream providers and
 prices; ``moderation`` and ``input_fidelity`` have nothing to steer in local engines), and reported where
 OpenAI reports them: ``quality``, ``background``, ``usage`` and ``safety_identifier`` on GPT image answers,
-``revised_prompt`` (the prompt the engine ran, after any style preset) on every ``dall-e-3`` image.
+``revised_prompt`` (the prompt the engine ran, after any style preset) on every ``dall-e-3`` image. Other
+models' answers repeat ``quality`` and ``background`` only where the request used a word OpenAI's answers
+use (``low`` ... ``max``; ``transparent``, ``opaque``): never ``hd``, ``standard`` or ``auto``.
+
+The JSON body of generations is validated strictly, as OpenAI does (no ``"2"`` for a number, no ``"true"``
+for a boolean); the forms of edits and variations carry every field as text and are read as such.
 """
 
 from __future__ import annotations
@@ -33,7 +38,14 @@ from limner.core.sizes import parse_size
 from limner.core.usage import reported_quality
 from limner.dialects.images import MAX_INPUT_IMAGES, uploads
 from limner.dialects.loras import LoraList, lora_choices
-from limner.dialects.openai_shapes import ImagesResponse, ModelList, ModelObject, OpenAIErrorResponse
+from limner.dialects.openai_shapes import (
+    REPORTED_BACKGROUNDS,
+    REPORTED_QUALITIES,
+    ImagesResponse,
+    ModelList,
+    ModelObject,
+    OpenAIErrorResponse,
+)
 from limner.dialects.openai_stream import StreamKind, stream_images
 from limner.http import openapi
 from limner.http.context import current_request_id
@@ -77,6 +89,11 @@ class _Params(BaseModel):
 
 
 class GenerationParams(_Params):
+    """The JSON body: typed as strictly as OpenAI types it (``"n": "2"``, ``2.0`` or ``true``, ``"stream":
+    "true"`` are 400s naming the field). Edits and variations are forms, whose fields arrive as text."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     prompt: str = Field(min_length=1, max_length=32000)
     style: Literal["vivid", "natural"] | None = None
     moderation: Literal["low", "auto"] | None = None
@@ -248,10 +265,10 @@ def render_result(
         body["quality"] = reported_quality(result.quality)
         body["background"] = "transparent" if result.transparent else "opaque"
         body["usage"] = usage_body(result.usage)
-    else:
-        if result.quality:
+    else:  # what was asked, where OpenAI publishes the word: never DALL-E's hd, standard or auto
+        if result.quality in REPORTED_QUALITIES:
             body["quality"] = result.quality
-        if result.background:
+        if result.background in REPORTED_BACKGROUNDS:
             body["background"] = result.background
     if safety_id:
         body["safety_identifier"] = safety_id

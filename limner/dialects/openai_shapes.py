@@ -3,10 +3,17 @@ dialect's routes document in OpenAPI. The dialect itself is ``limner.dialects.op
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
+
+ReportedQuality = Literal["low", "medium", "high", "xhigh", "max"]
+"""The ``quality`` words OpenAI's answers use (the SDK's ``ImagesResponse.quality``)."""
+ReportedBackground = Literal["transparent", "opaque"]
+"""The ``background`` words OpenAI's answers use (the SDK's ``ImagesResponse.background``)."""
+REPORTED_QUALITIES: tuple[str, ...] = get_args(ReportedQuality)
+REPORTED_BACKGROUNDS: tuple[str, ...] = get_args(ReportedBackground)
 
 
 class ImageObject(BaseModel):
@@ -51,11 +58,15 @@ class ImagesResponse(BaseModel):
     data: list[ImageObject]
     output_format: Literal["png", "jpeg", "webp"]
     size: str = Field(description="WIDTHxHEIGHT of the images.")
-    quality: str | SkipJsonSchema[None] = Field(
-        None, description="GPT image models: the quality that ran (low, medium, high, xhigh, max)."
+    quality: ReportedQuality | SkipJsonSchema[None] = Field(
+        None,
+        description="GPT image models: the quality that ran; other models: the one asked for, when OpenAI's "
+        "answers use that word.",
     )
-    background: str | SkipJsonSchema[None] = Field(
-        None, description="GPT image models: transparent when the images kept an alpha channel, else opaque."
+    background: ReportedBackground | SkipJsonSchema[None] = Field(
+        None,
+        description="GPT image models: transparent when the images kept an alpha channel, else opaque; other "
+        "models: the one asked for, unless auto.",
     )
     usage: Usage | SkipJsonSchema[None] = Field(None, description="GPT image models: the request in image tokens.")
     safety_identifier: str | SkipJsonSchema[None] = Field(

@@ -8,20 +8,27 @@ One route per shared path picks the dialect per request, then that dialect parse
                                  ImagineArt (its fields), else OpenAI (each then says what is missing)
     GET  /v1/models              OpenAI's list of every catalog name, each item also in ImagineArt's shape
                                  (``name``, ``modality``, ``parameters``, ``served_by``); the two ImagineArt
-                                 ids first, named as its reference names them. No body tells the callers
-                                 apart, and ImagineArt's own examples (curl, httpx, fetch) call it with their
-                                 token: a caller that is not evidently OpenAI's is taken for ImagineArt's,
-                                 so its HTTPS-only token rule applies (``models_renderer``)
+                                 ids first, named as its reference names them. A caller that says it is an
+                                 ImagineArt client (``Limner-Dialect: imagineart``) gets ImagineArt's own
+                                 list: the two models it can select, nothing that describes OpenAI's bodies.
+                                 ImagineArt's own examples (curl, httpx, fetch) call it with their token and
+                                 no such header: a caller that is not evidently OpenAI's is taken for
+                                 ImagineArt's, so its HTTPS-only token rule applies (``models_renderer``)
 
-Errors raised before a dialect is chosen (authentication, an unreadable body, an unknown content type,
-a wrong method) go to the dialect the request is evidently for: OpenAI's envelope for a JSON body or an
-official OpenAI SDK (which sends ``X-Stainless-Lang``), so its codes (``invalid_api_key``) are the same
-on every OpenAI path; otherwise ``render_either``: one envelope with OpenAI's and ImagineArt's fields
-(ImagineArt's ``code``), so both read it.
+A request says which dialect it is for with ``Limner-Dialect: openai`` or ``imagineart`` (limner's
+header; the references' own examples send nothing that tells a raw ImagineArt call from a raw OpenAI one).
+
+Errors go to the dialect the request is for: the one the route picked, once it has (a durable request's
+checks run the route first, so its queue-full 429 comes in the picked dialect's envelope); before that
+(authentication, an unreadable body, an unknown content type, a wrong method) the declared one, else
+OpenAI's for a JSON body or an official OpenAI SDK (which sends ``X-Stainless-Lang``), so its codes
+(``invalid_api_key``) are the same on every OpenAI path; otherwise ``render_either``: one envelope with
+OpenAI's and ImagineArt's fields (ImagineArt's ``code``), so both read it.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -40,6 +47,11 @@ from limner.http.routing import ErrorRenderer, FormBody, dialect_route, read_for
 from limner.http.transport import https_only
 
 IMAGINEART_EDIT_FIELDS = frozenset({"aspect_ratio", "resolution"})
+DIALECT_HEADER = "limner-dialect"
+"""``Limner-Dialect: openai | imagineart``: which dialect's client is calling (other values: not said)."""
+RENDERERS: dict[str, ErrorRenderer] = {openai.DIALECT: openai.render_error, imagineart.DIALECT: imagineart.render_error}
+PICKED = "limner_shared_renderer"
+"""Where a shared route notes, in the request's state, the envelope of the dialect it picked."""
 
 
 class EitherError(BaseModel):
@@ -83,9 +95,22 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+def declared_dialect(request: Request) -> str | None:
+    """The dialect the caller names in ``Limner-Dialect``, if it names one limner shares a path for."""
+    value = request.headers.get(DIALECT_HEADER, "").strip().lower()
+    return value if value in RENDERERS else None
+
+
 def renderer_for(request: Request) -> ErrorRenderer:
-    """The envelope for errors raised before a dialect is chosen: OpenAI's for a JSON body or an official
-    OpenAI SDK (every one sends ``X-Stainless-Lang``), else the combined one."""
+    """The envelope for this request's errors: the dialect the route picked, else the declared one, else
+    OpenAI's for a JSON body or an official OpenAI SDK (every one sends ``X-Stainless-Lang``), else the
+    combined one."""
+    chosen: ErrorRenderer | None = getattr(request.state, PICKED, None)
+    if chosen is not None:
+        return chosen
+    declared = declared_dialect(request)
+    if declared is not None:
+        return RENDERERS[declared]
     if "json" in _media_type(request) or "x-stainless-lang" in request.headers:
         return openai.render_error
     return render_either
@@ -103,10 +128,23 @@ def models_renderer(request: Request) -> ErrorRenderer:
     return render_either_https_only if render is render_either else render
 
 
-class SharedRoute(dialect_route(render_either)):  # type: ignore[misc]
-    """Authenticated like every dialect route; its early errors go to ``renderer_for``'s envelope."""
+def picked(request: Request, render: ErrorRenderer) -> ErrorRenderer:
+    """Note that the route chose ``render``'s dialect, for errors raised after it (durable's own)."""
+    setattr(request.state, PICKED, render)
+    return render
 
-    renderer_for = staticmethod(renderer_for)
+
+def _render_late(request: Request, error: LimnerError, request_id: str) -> Response:
+    return renderer_for(request)(error, request_id)
+
+
+class SharedRoute(dialect_route(render_either)):  # type: ignore[misc]
+    """Authenticated like every dialect route; its errors go to ``renderer_for``'s envelope, chosen when
+    each is rendered (an async request's queue-full 429 comes after the route picked its dialect)."""
+
+    @staticmethod
+    def renderer_for(request: Request) -> ErrorRenderer:
+        return functools.partial(_render_late, request)
 
 
 class SharedModelsRoute(SharedRoute):
@@ -119,9 +157,9 @@ async def create_image(request: Request) -> Response:
     """OpenAI (JSON) or ImagineArt (multipart) image generation, by content type."""
     media_type = _media_type(request)
     if media_type in FORM_TYPES:
-        return await rendered(imagineart.render_error, imagineart.generate_image(request))
+        return await rendered(picked(request, imagineart.render_error), imagineart.generate_image(request))
     if "json" in media_type:
-        return await rendered(openai.render_error, openai.create_image(request))
+        return await rendered(picked(request, openai.render_error), openai.create_image(request))
     return renderer_for(request)(
         InvalidRequest(
             f"Unsupported content type '{media_type or 'none'}': send application/json (OpenAI) "
@@ -148,15 +186,19 @@ async def edit_image(request: Request) -> Response:
     except LimnerError as error:
         return renderer_for(request)(error, current_request_id())
     if is_imagineart_edit(form):
-        return await rendered(imagineart.render_error, imagineart.edit_from_form(request, state, form))
-    return await rendered(openai.render_error, openai.edit_from_form(request, state, form))
+        render = picked(request, imagineart.render_error)
+        return await rendered(render, imagineart.edit_from_form(request, state, form))
+    return await rendered(picked(request, openai.render_error), openai.edit_from_form(request, state, form))
 
 
 async def list_models(request: Request) -> Response:
-    """Every catalog model, for OpenAI and ImagineArt clients alike; the ImagineArt models first."""
+    """Every catalog model, for OpenAI and ImagineArt clients alike, the ImagineArt models first; a declared
+    ImagineArt client gets only those two."""
 
     async def build() -> Response:
         state = get_state(request)
+        if declared_dialect(request) == imagineart.DIALECT:
+            return JSONResponse({"object": "list", "data": imagineart.models_payload(state)})
         first = {item["id"]: item for item in imagineart.models_payload(state)}
         data: list[dict[str, Any]] = list(first.values())
         data += [in_both_shapes(item, state) for item in openai.models_payload(state) if item["id"] not in first]
@@ -213,14 +255,28 @@ IMAGES_OK = openapi.merge_responses(
 )
 
 
+DIALECT_PARAMETER: dict[str, Any] = {
+    "name": "Limner-Dialect",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "enum": list(RENDERERS)},
+    "description": "Which dialect's client is calling: its envelope for every error; imagineart on /v1/models: "
+    "only the models an ImagineArt client can select.",
+}
+
+
+def with_dialect_header(extra: dict[str, Any]) -> dict[str, Any]:
+    return {**extra, "parameters": [*extra.get("parameters", []), DIALECT_PARAMETER]}
+
+
 def build_router() -> APIRouter:
     router = APIRouter(route_class=SharedRoute, tags=["OpenAI", "ImagineArt"])
     router.add_api_route(
         "/v1/images/generations",
         create_image,
         methods=["POST"],
-        summary="Create images: OpenAI (JSON body) or ImagineArt (multipart body)",
-        openapi_extra=openapi.request_body(openai.GENERATION_BODY, imagineart.GENERATION_BODY),
+        summary="Create images: OpenAI (JSON body) or ImagineArt (multipart or urlencoded body)",
+        openapi_extra=with_dialect_header(openapi.request_body(openai.GENERATION_BODY, *imagineart.GENERATION_BODIES)),
         responses={**IMAGES_OK, **ERROR_RESPONSES},
     )
     router.add_api_route(
@@ -228,14 +284,20 @@ def build_router() -> APIRouter:
         edit_image,
         methods=["POST"],
         summary="Edit images: OpenAI (image / image[] parts) or ImagineArt (images parts)",
-        openapi_extra=openapi.request_body(openai.EDIT_BODY, imagineart.EDIT_BODY),
+        openapi_extra=with_dialect_header(openapi.request_body(openai.EDIT_BODY, imagineart.EDIT_BODY)),
         responses={**IMAGES_OK, **ERROR_RESPONSES},
     )
     router.add_api_route(
         "/v1/models",
         list_models,
         methods=["GET"],
-        responses={**openapi.ok("Every model, in both dialects' shapes.", SharedModelList), **ERROR_RESPONSES},
+        openapi_extra=with_dialect_header({}),
+        responses={
+            **openapi.ok(
+                "Every model, in both dialects' shapes (Limner-Dialect: imagineart: ImagineArt's two).", SharedModelList
+            ),
+            **ERROR_RESPONSES,
+        },
         route_class_override=SharedModelsRoute,
     )
     return router

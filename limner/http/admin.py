@@ -37,6 +37,28 @@ from limner.service.accounting import CLIENT_CLOSED
 from limner.service.job_store import JobView
 
 
+class AdminError(BaseModel):
+    code: str
+    message: str
+    param: str | None
+
+
+class AdminErrorResponse(BaseModel):
+    """``{"error": {"code", "message", "param"}}``: every admin error."""
+
+    error: AdminError
+
+
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": AdminErrorResponse, "description": "Bad Request: an input the checks refuse."},
+    401: {"model": AdminErrorResponse, "description": "Unauthorized: no admin token, or a wrong one."},
+    403: {"model": AdminErrorResponse, "description": "Forbidden: the admin API is disabled (no LIMNER_ADMIN_TOKEN)."},
+}
+NO_SUCH: dict[int | str, dict[str, Any]] = {
+    404: {"model": AdminErrorResponse, "description": "Not Found: no such consumer or token."}
+}
+
+
 def render(error: LimnerError) -> JSONResponse:
     return JSONResponse(
         {"error": {"code": error.code, "message": error.message, "param": error.param}}, status_code=error.status
@@ -105,7 +127,7 @@ async def require_admin(
     return db
 
 
-router = APIRouter(prefix="/admin", tags=["Admin"], route_class=AdminRoute)
+router = APIRouter(prefix="/admin", tags=["Admin"], route_class=AdminRoute, responses=ADMIN_ERRORS)
 AdminDb = Depends(require_admin)
 
 
@@ -262,19 +284,19 @@ async def create_consumer(body: ConsumerBody, db: Database = AdminDb) -> JSONRes
     return JSONResponse(consumer_json(await db.call(consumers.get_consumer, db, body.name)), status_code=201)
 
 
-@router.get("/consumers/{name}")
+@router.get("/consumers/{name}", responses=NO_SUCH)
 async def show_consumer(name: str, db: Database = AdminDb) -> JSONResponse:
     """One consumer."""
     return JSONResponse(consumer_json(await db.call(consumers.get_consumer, db, name)))
 
 
-@router.patch("/consumers/{name}")
+@router.patch("/consumers/{name}", responses=NO_SUCH)
 async def update_limits(name: str, body: LimitsBody, db: Database = AdminDb) -> JSONResponse:
     """Change a consumer's per-model rate limits (0 returns to the server default)."""
     return JSONResponse(consumer_json(await db.call(consumers.set_limits, db, name, rpm=body.rpm, ipm=body.ipm)))
 
 
-@router.get("/consumers/{name}/credits")
+@router.get("/consumers/{name}/credits", responses=NO_SUCH)
 async def show_credits(name: str, limit: int = 50, db: Database = AdminDb) -> JSONResponse:
     """A consumer's balance and its newest ledger entries."""
     balance = await db.call(credits.balance, db, name)
@@ -289,14 +311,14 @@ async def show_credits(name: str, limit: int = 50, db: Database = AdminDb) -> JS
     )
 
 
-@router.post("/consumers/{name}/credits")
+@router.post("/consumers/{name}/credits", responses=NO_SUCH)
 async def grant_credits(name: str, body: GrantBody, db: Database = AdminDb) -> JSONResponse:
     """Add credits (metering starts with the first grant)."""
     balance = await db.call(credits.grant, db, name, to_micros(body.amount), note=body.note)
     return JSONResponse({"consumer": name, "balance": from_micros(balance), "metered": True})
 
 
-@router.delete("/consumers/{name}/credits")
+@router.delete("/consumers/{name}/credits", responses=NO_SUCH)
 async def unmeter(name: str, db: Database = AdminDb) -> JSONResponse:
     """Stop metering a consumer: unlimited credits from now on."""
     await db.call(credits.set_unmetered, db, name)
@@ -324,7 +346,7 @@ async def create_token(body: TokenBody, db: Database = AdminDb) -> JSONResponse:
     return JSONResponse(issued_json(issued), status_code=201)
 
 
-@router.post("/tokens/{ident}/revoke")
+@router.post("/tokens/{ident}/revoke", responses=NO_SUCH)
 async def revoke_token(request: Request, ident: str, db: Database = AdminDb) -> JSONResponse:
     """Revoke a token by id or prefix, effective on the next request on every replica; the async jobs it
     submitted that have not finished are cancelled (``jobs``: as ``POST /admin/consumers/{name}/jobs/cancel``)."""
@@ -332,7 +354,7 @@ async def revoke_token(request: Request, ident: str, db: Database = AdminDb) -> 
     return JSONResponse({**token_json(info), "jobs": cancelled_json(request, views)})
 
 
-@router.post("/tokens/{ident}/rotate", status_code=201)
+@router.post("/tokens/{ident}/rotate", status_code=201, responses=NO_SUCH)
 async def rotate_token(ident: str, body: RotateBody | None = None, db: Database = AdminDb) -> JSONResponse:
     """A new token for the same consumer; the old one stays active until you revoke it."""
     body = body or RotateBody()

@@ -25,6 +25,7 @@ import json
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request, Response
+from pydantic import BaseModel, Field
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -85,6 +86,20 @@ def _header(scope: Scope, name: bytes) -> str | None:
             decoded: str = value.decode("latin-1")
             return decoded
     return None
+
+
+class RefusedError(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error, as OpenAI's clients read it.")
+    param: None
+    code: str = Field(description="invalid_host or forbidden_origin.")
+    request_id: str
+
+
+class RefusedResponse(BaseModel):
+    """The neutral envelope of a request refused before routing, which every dialect's SDK reads."""
+
+    error: RefusedError
 
 
 def error_body(status: int, code: str, message: str) -> bytes:

@@ -6,13 +6,22 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from limner.core.errors import NotFound
+from limner.http import openapi
 from limner.http.deps import get_state
 from limner.media.store import mime_type_for
 
 router = APIRouter(tags=["Media"])
 
 
-@router.get("/media/{key}")
+@router.get(
+    "/media/{key}",
+    response_class=Response,
+    responses={
+        **openapi.ok("The image.", content={kind: {"schema": openapi.BINARY} for kind in openapi.IMAGE_TYPES}),
+        403: {"model": openapi.CodedErrorResponse, "description": "Forbidden: the link is invalid or has expired."},
+        404: {"model": openapi.CodedErrorResponse, "description": "Not Found: no such image (any more)."},
+    },
+)
 async def download_media(request: Request, key: str, expires: int = 0, signature: str = "") -> Response:
     """The image bytes, for anyone holding an unexpired signed link."""
     state = get_state(request)

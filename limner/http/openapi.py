@@ -5,12 +5,15 @@ out in the dialect's words; FastAPI therefore sees no body parameter and would d
 helpers turn the dialects' pydantic models into the pieces ``add_api_route`` takes instead:
 
 - ``request_body(json_body(Model), form_body(Form, files=...))`` is an ``openapi_extra`` with a
-  ``requestBody`` (several alternatives of one media type become ``oneOf``). Its schemas are
+  ``requestBody`` (several alternatives of one media type become ``anyOf``: the server takes a body that
+  matches any, and a ``oneOf`` of file parts is one that schema fuzzers cannot generate). Its schemas are
   ``$ref``s to ``#/components/schemas/<name>``; the schemas themselves ride along under
   ``x-limner-schemas`` until ``install(app)`` moves them into the document's components.
 - ``error_responses(Envelope, statuses(ERROR_MAP))`` documents a dialect's error envelope for every
   status it answers; ``ok(...)`` the 200 answer (a JSON model, bytes, server-sent events, headers).
-  FastAPI registers the models named in ``responses`` itself.
+  FastAPI registers the models named in ``responses`` itself. ``answered_outside(responses, ...)`` adds
+  what a dialect route answers without running: 405 for a method its path does not take, 403 for a
+  cross-site POST or DELETE.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
+URLENCODED = "application/x-www-form-urlencoded"
 EVENT_STREAM = "text/event-stream"
 REF = "#/components/schemas/{model}"
 SCHEMAS_KEY = "x-limner-schemas"
@@ -106,8 +110,13 @@ def form_body(
     return Body(media_type, name, {**defs, name: schema}, encoding)
 
 
+def form_variants(body: Body, *media_types: str) -> list[Body]:
+    """``body`` also as each of ``media_types`` (a form without files travels urlencoded as well)."""
+    return [body, *(Body(media_type, body.name, body.schemas, {}) for media_type in media_types)]
+
+
 def request_body(*bodies: Body, description: str | None = None) -> dict[str, Any]:
-    """An ``openapi_extra`` declaring ``bodies`` as the request body (alternatives of one media type: ``oneOf``)."""
+    """An ``openapi_extra`` declaring ``bodies`` as the request body (alternatives of one media type: ``anyOf``)."""
     content: dict[str, dict[str, Any]] = {}
     schemas: dict[str, dict[str, Any]] = {}
     for body in bodies:
@@ -115,7 +124,7 @@ def request_body(*bodies: Body, description: str | None = None) -> dict[str, Any
         if "schema" not in entry:
             entry["schema"] = body.ref
         else:
-            entry["schema"] = {"oneOf": [*entry["schema"].get("oneOf", [entry["schema"]]), body.ref]}
+            entry["schema"] = {"anyOf": [*entry["schema"].get("anyOf", [entry["schema"]]), body.ref]}
         if body.encoding:
             entry.setdefault("encoding", {}).update(body.encoding)
         schemas.update(body.schemas)
@@ -142,6 +151,52 @@ def error_responses(model: type[BaseModel], codes: Iterable[int]) -> dict[int | 
             response["headers"] = {"Retry-After": RETRY_AFTER}
         responses[code] = response
     return responses
+
+
+ALLOW = {"description": "The methods this path takes.", "schema": {"type": "string"}}
+
+
+def answered_outside(
+    responses: Mapping[int | str, dict[str, Any]], *, unsafe: bool, refused: type[BaseModel]
+) -> dict[int | str, dict[str, Any]]:
+    """``responses`` plus what a dialect route answers without running: 405 with ``Allow`` for a method its
+    path does not take, in the envelope of its 400 (``limner.dialects.unrouted``), and for an unsafe method
+    (POST, DELETE, ...) 403 for a cross-site ``Origin``, in ``refused``: the envelope of the answers given
+    before routing (``limner.http.guards``)."""
+    merged = dict(responses)
+    envelope = merged.get(400, {}).get("model")
+    if envelope is None:
+        return merged
+    merged.setdefault(
+        405,
+        {
+            "model": envelope,
+            "description": "Method Not Allowed (Allow names those taken).",
+            "headers": {"Allow": ALLOW},
+        },
+    )
+    if unsafe:
+        own = merged.get(403)
+        if own is None:
+            merged[403] = {"model": refused, "description": "Forbidden: a cross-site request."}
+        else:
+            merged[403] = {
+                **own,
+                "model": own["model"] | refused,
+                "description": f"{own['description']}, or a cross-site request.",
+            }
+    return dict(sorted(merged.items(), key=lambda item: str(item[0])))
+
+
+class CodedError(BaseModel):
+    code: str = Field(description="The machine-readable cause.")
+    message: str
+
+
+class CodedErrorResponse(BaseModel):
+    """``{"error": {"code", "message"}}``: the errors of limner's own routes (signed media, operator reads)."""
+
+    error: CodedError
 
 
 def header(description: str, kind: str = "string") -> dict[str, Any]:

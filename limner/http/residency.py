@@ -16,13 +16,22 @@ from dataclasses import asdict
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from limner.http import openapi
 from limner.http.deps import get_state
 from limner.http.metrics import refuse_without_metrics_token
 
 router = APIRouter(tags=["Ops"])
 
 
-@router.get("/limner/models")
+@router.get(
+    "/limner/models",
+    responses={
+        401: {
+            "model": openapi.CodedErrorResponse,
+            "description": "Unauthorized: LIMNER_METRICS_TOKEN is set and the request did not send it.",
+        }
+    },
+)
 async def list_model_residency(request: Request) -> Response:
     """Each catalog model: loaded or not, weight bytes held, requests in flight, seconds idle."""
     refused = refuse_without_metrics_token(request)

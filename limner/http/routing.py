@@ -20,11 +20,11 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from limner.core.errors import InvalidRequest, LimnerError
-from limner.http import jsonbody
+from limner.http import jsonbody, openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AuthenticatedRoute
 from limner.http.durable import ACCEPTED_RESPONSES, OPENAPI_PARAMETERS, durable
-from limner.http.guards import FORM_TYPES
+from limner.http.guards import FORM_TYPES, UNSAFE_METHODS, RefusedResponse
 from limner.http.transport import exposed_var, is_https_only
 from limner.service.accounting import CLIENT_CLOSED
 from limner.service.image_service import Checked
@@ -46,12 +46,18 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
 
     class DialectRoute(AuthenticatedRoute):
         def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-            if set(kwargs.get("methods") or ()) == {"POST"}:
+            post = set(kwargs.get("methods") or ()) == {"POST"}
+            if post:
                 endpoint = durable(endpoint)  # every image POST takes Idempotency-Key and Prefer: respond-async
                 extra = dict(kwargs.get("openapi_extra") or {})
                 extra["parameters"] = [*extra.get("parameters", []), *OPENAPI_PARAMETERS]
                 kwargs["openapi_extra"] = extra
                 kwargs["responses"] = {**ACCEPTED_RESPONSES, **(kwargs.get("responses") or {})}
+            kwargs["responses"] = openapi.answered_outside(
+                kwargs.get("responses") or {},
+                unsafe=bool(set(kwargs.get("methods") or ()) & UNSAFE_METHODS),
+                refused=RefusedResponse,
+            )
             super().__init__(path, endpoint, **kwargs)
 
         @staticmethod

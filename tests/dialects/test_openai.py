@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import typing
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from PIL import Image
 
 from limner.app import create_app
 from limner.core.models import EngineRequest, GeneratedImage
+from limner.dialects.openai_shapes import REPORTED_BACKGROUNDS, REPORTED_QUALITIES
 from limner.engines.catalog import DIALECT_DEFAULT_ALIASES, ModelEntry
 from limner.settings import Settings
 from tests.dialects.conftest import decode
@@ -89,6 +91,73 @@ def test_dalle_answers_keep_their_shape(client: TestClient) -> None:
     assert "usage" not in payload and "safety_identifier" not in payload
     dalle2 = client.post(URL, json={"model": "dall-e-2", "prompt": "a fox", "size": "64x64"}).json()
     assert "revised_prompt" not in dalle2["data"][0]
+
+
+def sdk_literals(field: str) -> set[str]:
+    """The values the ``openai`` SDK types ``ImagesResponse.<field>`` with."""
+    from openai.types import ImagesResponse
+
+    annotation = ImagesResponse.model_fields[field].annotation
+    return {value for arg in typing.get_args(annotation) for value in typing.get_args(arg)}
+
+
+def test_reported_words_are_the_sdks() -> None:
+    assert set(REPORTED_QUALITIES) == sdk_literals("quality") == {"low", "medium", "high", "xhigh", "max"}
+    assert set(REPORTED_BACKGROUNDS) == sdk_literals("background") == {"transparent", "opaque"}
+
+
+@pytest.mark.parametrize("model", ["dall-e-2", "dall-e-3"])
+@pytest.mark.parametrize(
+    ("fields", "reported"),
+    [
+        ({"quality": "hd"}, {}),
+        ({"quality": "standard"}, {}),
+        ({"quality": "auto", "background": "auto"}, {}),
+        ({"quality": "high", "background": "opaque"}, {"quality": "high", "background": "opaque"}),
+        ({"background": "transparent"}, {"background": "transparent"}),
+    ],
+)
+def test_dalle_answers_use_only_openais_published_words(
+    client: TestClient, model: str, fields: dict[str, str], reported: dict[str, str]
+) -> None:
+    response = client.post(URL, json={"model": model, "prompt": "a fox", "size": "64x64", **fields})
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    assert {name: payload[name] for name in ("quality", "background") if name in payload} == reported
+    assert payload.get("quality", "low") in sdk_literals("quality")
+    assert payload.get("background", "opaque") in sdk_literals("background")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("n", "2", "Invalid value for 'n' \"2\": Input should be a valid integer."),
+        ("n", 2.0, "Invalid value for 'n' 2.0: Input should be a valid integer."),
+        ("n", True, "Invalid value for 'n' true: Input should be a valid integer."),
+        ("stream", "true", "Invalid value for 'stream' \"true\": Input should be a valid boolean."),
+        ("seed", "7", "Invalid value for 'seed' \"7\": Input should be a valid integer."),
+    ],
+)
+def test_mistyped_json_is_refused_naming_the_field(client: TestClient, field: str, value: Any, message: str) -> None:
+    response = client.post(URL, json={"model": "dall-e-2", "prompt": "x", "size": "64x64", field: value})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": field,
+        "code": "invalid_value",
+    }
+
+
+def test_form_fields_are_still_read_from_text(client: TestClient) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buffer, "PNG")
+    fields = {"prompt": "x", "n": "2", "size": "64x64", "response_format": "b64_json", "seed": "7"}
+    for path in ("/v1/images/edits", "/v1/images/variations"):
+        data = {name: value for name, value in fields.items() if path.endswith("edits") or name != "prompt"}
+        response = client.post(path, data=data, files=[("image", ("a.png", buffer.getvalue(), "image/png"))])
+        assert response.status_code == 200, (path, response.text)
+        assert [item["seed"] for item in response.json()["data"]] == [7, 8]
 
 
 def test_edit_form_spelling_of_svg_is_refused_by_name(client: TestClient) -> None:

@@ -10,11 +10,13 @@ from fastapi.testclient import TestClient
 
 from limner.app import create_app
 from limner.dialects.shared_paths import is_imagineart_edit
+from limner.engines.catalog import ModelEntry
 from limner.http.routing import FormBody, Upload
 from limner.settings import Settings
 from tests.dialects.conftest import decode, image_bytes
 
 PNG = image_bytes((20, 120, 220), (64, 64))
+URL = "/v1/images/generations"
 
 
 def form(*files: str, **fields: str) -> FormBody:
@@ -125,6 +127,80 @@ def test_models_superset(client: TestClient, settings: Settings) -> None:
     assert params["properties"]["prompt"]["maxLength"] == 32000
     assert "xhigh" in params["properties"]["quality"]["enum"]
     assert client.get("/v1/models/text-to-image").json()["id"] == "text-to-image"
+
+
+def test_a_declared_imagineart_client_lists_only_what_it_can_select(client: TestClient) -> None:
+    response = client.get("/v1/models", headers={"Limner-Dialect": "imagineart"})
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert [item["id"] for item in data] == ["text-to-image", "image-edit"]
+    assert [item["name"] for item in data] == ["ImagineArt 2.0", "ImagineArt 2.0 Edit"]
+    assert {item["parameters"]["content_type"] for item in data} == {"multipart/form-data"}
+    assert len(client.get("/v1/models").json()["data"]) > 2, "undeclared callers still get every model"
+    assert len(client.get("/v1/models", headers={"Limner-Dialect": "openai"}).json()["data"]) > 2
+
+
+@pytest.mark.parametrize(
+    ("dialect", "fields", "code"),
+    [
+        ("imagineart", {"code", "message", "request_id"}, "unknown_request"),
+        ("openai", {"message", "type", "param", "code"}, "not_found"),
+        (None, {"message", "type", "param", "code", "request_id"}, "unknown_request"),
+    ],
+)
+def test_a_declared_client_gets_its_envelope_before_a_dialect_is_chosen(
+    client: TestClient, dialect: str | None, fields: set[str], code: str
+) -> None:
+    headers = {"Limner-Dialect": dialect} if dialect else {}
+    response = client.post("/v1/models", headers=headers)
+    assert response.status_code == 405
+    error = response.json()["error"]
+    assert set(error) == fields
+    assert (error["code"], error["message"]) == (code, "Method POST is not allowed on /v1/models; use GET.")
+
+
+@pytest.fixture
+def one_job_each(settings: Settings) -> Iterator[TestClient]:
+    """One async job per consumer, and a model slow enough to keep the first one pending."""
+    slow = ModelEntry(id="slow", engine="testpattern", options={"delay": 30.0}, max_queue=8)
+    tuned = settings.with_overrides(
+        models=[*settings.models, slow], job_queue_per_consumer=1, job_workers=1, job_poll_seconds=0.05
+    )
+    with TestClient(create_app(tuned)) as test_client:
+        yield test_client
+
+
+def test_imagineart_queue_full_answers_in_its_own_envelope(one_job_each: TestClient) -> None:
+    later = {"Prefer": "respond-async"}
+    first = one_job_each.post(URL, json={"prompt": "x", "model": "slow", "size": "64x64"}, headers=later)
+    assert first.status_code == 202, first.text
+    try:
+        refusals = [
+            one_job_each.post(URL, data={"prompt": "x", "resolution": "1K"}, headers=later),
+            one_job_each.post(
+                "/v1/images/edits",
+                data={"prompt": "x", "resolution": "1K"},
+                files=[("images", ("a.png", PNG, "image/png"))],
+                headers=later,
+            ),
+        ]
+        for refused in refusals:
+            assert refused.status_code == 429, refused.text
+            assert refused.headers["retry-after"] == "5"
+            assert refused.json() == {
+                "error": {
+                    "code": "rate_limited",
+                    "message": "You have 1 async jobs queued or running, the most one consumer may; "
+                    "submit more when some have finished.",
+                    "request_id": refused.headers["x-request-id"],
+                }
+            }
+        openai = one_job_each.post(URL, json={"prompt": "x", "size": "64x64"}, headers=later)
+        assert openai.status_code == 429
+        assert set(openai.json()["error"]) == {"message", "type", "param", "code"}
+        assert openai.json()["error"]["code"] == "rate_limit_exceeded"
+    finally:
+        assert one_job_each.delete(f"/v1/jobs/{first.json()['id']}").json()["status"] == "cancelled"
 
 
 # --- every dialect alone under its own prefix ---------------------------------------------------------------

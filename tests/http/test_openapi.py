@@ -148,7 +148,7 @@ def cases(doc: dict[str, Any], paths: dict[str, str]) -> list[Case]:
     found = []
     for path in paths:
         for media_type, entry in doc["paths"][path]["post"]["requestBody"]["content"].items():
-            for option in entry["schema"].get("oneOf", [entry["schema"]]):
+            for option in entry["schema"].get("anyOf", [entry["schema"]]):
                 found.append(Case(path, media_type, resolve(doc, option), ref_name(option)))
     return found
 
@@ -189,6 +189,8 @@ def without_first_required(case: Case) -> tuple[str, dict[str, Any]]:
 def send(client: TestClient, case: Case, body: dict[str, Any]) -> Answer:
     if case.media_type == openapi.JSON:
         return client.post(case.path, json=body)
+    if case.media_type == openapi.URLENCODED:
+        return client.post(case.path, data={name: str(value) for name, value in body.items()})
     assert case.media_type == openapi.MULTIPART
     parts: list[tuple[str, tuple[str | None, bytes | str, str | None]]] = []
     for name, value in body.items():
@@ -246,13 +248,17 @@ def test_each_image_route_documents_its_body_and_error_envelope(
     doc = request.getfixturevalue(app).get("/openapi.json").json()
     operation = doc["paths"][path]["post"]
     for entry in operation["requestBody"]["content"].values():
-        for option in entry["schema"].get("oneOf", [entry["schema"]]):
+        for option in entry["schema"].get("anyOf", [entry["schema"]]):
             schema = resolve(doc, option)
             assert schema["type"] == "object" and schema["properties"], option
     errors = {status: response for status, response in operation["responses"].items() if status.startswith("4")}
-    assert "400" in errors
-    for response in errors.values():
-        assert ref_name(response["content"]["application/json"]["schema"]) == envelope
+    assert {"400", "403", "405"} <= set(errors)
+    # a 403 may also be a cross-site request, refused before routing in the neutral envelope
+    allowed = {"403": ([envelope], [envelope, "RefusedResponse"], ["RefusedResponse"])}
+    for status, response in errors.items():
+        schema = response["content"]["application/json"]["schema"]
+        names = [ref_name(option) for option in schema.get("anyOf", [schema])]
+        assert names in allowed.get(status, ([envelope],)), (status, names)
     assert "Retry-After" in operation["responses"]["429"]["headers"]
 
 
@@ -262,10 +268,11 @@ def test_shared_paths_document_both_dialects(client: TestClient) -> None:
     content = generations["requestBody"]["content"]
     assert ref_name(content[openapi.JSON]["schema"]) == "OpenAIGenerationParams"
     assert ref_name(content[openapi.MULTIPART]["schema"]) == "ImagineArtGenerationForm"
+    assert ref_name(content[openapi.URLENCODED]["schema"]) == "ImagineArtGenerationForm"
     assert set(generations["responses"]["200"]["content"]) == {"application/json", "image/png", "text/event-stream"}
     edits = doc["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"]
     assert list(edits) == [openapi.MULTIPART]
-    assert [ref_name(option) for option in edits[openapi.MULTIPART]["schema"]["oneOf"]] == [
+    assert [ref_name(option) for option in edits[openapi.MULTIPART]["schema"]["anyOf"]] == [
         "OpenAIEditForm",
         "ImagineArtEditForm",
     ]
@@ -277,8 +284,10 @@ def test_shared_paths_document_both_dialects(client: TestClient) -> None:
         "ImagineArtErrorResponse",
         "EitherErrorResponse",
     ]
-    models = doc["paths"]["/v1/models"]["get"]["responses"]
-    assert ref_name(models["200"]["content"]["application/json"]["schema"]) == "SharedModelList"
+    models = doc["paths"]["/v1/models"]["get"]
+    assert ref_name(models["responses"]["200"]["content"]["application/json"]["schema"]) == "SharedModelList"
+    declared = next(parameter for parameter in models["parameters"] if parameter["name"] == "Limner-Dialect")
+    assert (declared["in"], declared["schema"]["enum"]) == ("header", ["openai", "imagineart"])
 
 
 def test_undecided_errors_match_the_shared_envelope(client: TestClient) -> None:
@@ -296,7 +305,8 @@ def test_documented_bodies_are_what_the_server_accepts(
     app_client: TestClient = request.getfixturevalue(app)
     doc = app_client.get("/openapi.json").json()
     all_cases = cases(doc, paths)
-    assert len(all_cases) == 8, [str(case) for case in all_cases]  # six routes; the shared ones twice
+    # six routes; generations three ways where ImagineArt is (JSON, multipart, urlencoded), edits two
+    assert len(all_cases) == 9, [str(case) for case in all_cases]
     for case in all_cases:
         body = minimal(case)
         check_answer(doc, case, send(app_client, case, body), 200)
@@ -351,6 +361,148 @@ def test_non_image_routes_document_their_answers(client: TestClient, prefixed: T
         assert ref_name(schema) == model
         answer = prefixed.get(path)
         assert answer.status_code == 200 and violations(prefixed_doc, schema, answer.json()) == [], answer.text
+
+
+# --- answers given outside a handler, and by limner's own routes ------------------------------------------------
+
+ADMIN = "admin-" + "f" * 32
+
+
+def documented_error(doc: dict[str, Any], path: str, method: str, response: Answer, status: int) -> dict[str, Any]:
+    """``response``'s error, once its status is documented for ``method path``, its body covered by that
+    status's schema and every header it names sent."""
+    assert response.status_code == status, response.text
+    responses = doc["paths"][path][method]["responses"]
+    assert str(status) in responses, f"{method.upper()} {path}: {status} is not documented"
+    documented = responses[str(status)]
+    assert violations(doc, documented["content"]["application/json"]["schema"], response.json()) == [], response.text
+    for name in documented.get("headers", {}):
+        assert name.lower() in response.headers, f"{method.upper()} {path}: header {name} documented but not sent"
+    body = response.json()
+    return body["error"] if isinstance(body["error"], dict) else {"message": body["error"], "code": body["code"]}
+
+
+@pytest.mark.parametrize(
+    ("app", "method", "path", "documented", "code"),
+    [
+        ("client", "GET", "/v1/images/generations", ("post", "/v1/images/generations"), "unknown_request"),
+        ("client", "PUT", "/v1/images/edits", ("post", "/v1/images/edits"), "unknown_request"),
+        ("client", "POST", "/v1/models", ("get", "/v1/models"), "unknown_request"),
+        ("client", "GET", "/v1/images/variations", ("post", "/v1/images/variations"), "not_found"),
+        ("client", "DELETE", "/v1/models/dall-e-2", ("get", "/v1/models/{model_id}"), "not_found"),
+        ("client", "GET", "/v1/generation/images", ("post", "/v1/generation/images"), "not_found"),
+        ("client", "GET", "/api/v1/generate-image", ("post", "/api/v1/generate-image"), "unknown_request"),
+        ("client", "POST", "/v1/jobs/job_x/result", ("get", "/v1/jobs/{request_id}/result"), "not_found"),
+        (
+            "prefixed",
+            "GET",
+            "/imagineart/v1/images/generations",
+            ("post", "/imagineart/v1/images/generations"),
+            "unknown_request",
+        ),
+    ],
+)
+def test_a_wrong_method_is_a_documented_405(
+    request: pytest.FixtureRequest, app: str, method: str, path: str, documented: tuple[str, str], code: str
+) -> None:
+    app_client: TestClient = request.getfixturevalue(app)
+    doc = app_client.get("/openapi.json").json()
+    response = app_client.request(method, path)
+    error = documented_error(doc, documented[1], documented[0], response, 405)
+    allow = documented[0].upper()
+    assert response.headers["allow"] == allow
+    assert (error["code"], error["message"]) == (code, f"Method {method} is not allowed on {path}; use {allow}.")
+
+
+@pytest.mark.parametrize(
+    ("app", "path", "body"),
+    [
+        ("prefixed", "/imagineart/v1/images/generations", {"data": {"prompt": "x"}}),
+        ("client", "/v1/generation/images", {"json": {"model": CATALOG_MODEL, "prompt": "x"}}),
+        ("client", "/v1/images/generations", {"json": {"prompt": "x"}}),
+    ],
+)
+def test_a_cross_site_post_is_a_documented_403(
+    request: pytest.FixtureRequest, app: str, path: str, body: dict[str, Any]
+) -> None:
+    app_client: TestClient = request.getfixturevalue(app)
+    doc = app_client.get("/openapi.json").json()
+    response = app_client.post(path, headers={"Origin": "https://elsewhere.example"}, **body)
+    error = documented_error(doc, path, "post", response, 403)
+    assert (error["code"], error["message"]) == (
+        "forbidden_origin",
+        "Requests from the web origin 'https://elsewhere.example' are not allowed: add it to LIMNER_CORS_ORIGINS "
+        "to let its pages call this server.",
+    )
+
+
+def test_signed_media_refusals_are_documented(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    forged = client.get("/media/nothing.png", params={"expires": 1, "signature": "x"})
+    error = documented_error(doc, "/media/{key}", "get", forged, 403)
+    assert (error["code"], error["message"]) == ("forbidden", "This link is invalid or has expired.")
+    gone = client.get(client.app.state.limner.signer.path_for("nothing.png"))  # type: ignore[attr-defined]
+    error = documented_error(doc, "/media/{key}", "get", gone, 404)
+    assert (error["code"], error["message"]) == ("not_found", "No such image.")
+    assert set(doc["paths"]["/media/{key}"]["get"]["responses"]["200"]["content"]) == set(openapi.IMAGE_TYPES)
+
+
+def test_admin_and_operator_refusals_are_documented(settings: Settings, client: TestClient) -> None:
+    disabled = client.get("/admin/consumers")
+    error = documented_error(client.get("/openapi.json").json(), "/admin/consumers", "get", disabled, 403)
+    assert (error["code"], error["message"]) == (
+        "forbidden",
+        "The admin API is disabled: set LIMNER_ADMIN_TOKEN to enable it.",
+    )
+    tuned = settings.with_overrides(admin_token=ADMIN, metrics_token="metrics-" + "e" * 32)
+    for admin in make_client(tuned):
+        doc = admin.get("/openapi.json").json()
+        bearer = {"Authorization": f"Bearer {ADMIN}"}
+        cases: list[tuple[str, str, Answer, int, str, str]] = [
+            (
+                "/admin/consumers",
+                "get",
+                admin.get("/admin/consumers"),
+                401,
+                "missing_bearer_token",
+                "Missing bearer token: send 'Authorization: Bearer <admin token>'.",
+            ),
+            (
+                "/admin/consumers",
+                "get",
+                admin.get("/admin/consumers", headers={"Authorization": "Bearer nope"}),
+                401,
+                "invalid_token",
+                "Invalid admin token.",
+            ),
+            (
+                "/admin/consumers/{name}",
+                "get",
+                admin.get("/admin/consumers/nobody", headers=bearer),
+                404,
+                "unknown_request",
+                "No consumer named 'nobody'.",
+            ),
+            (
+                "/admin/consumers",
+                "post",
+                admin.post("/admin/consumers", json={"name": "x" * 65}, headers=bearer),
+                400,
+                "invalid_request",
+                "Invalid 'name': String should have at most 64 characters.",
+            ),
+            (
+                "/limner/models",
+                "get",
+                admin.get("/limner/models"),
+                401,
+                "invalid_token",
+                "Send 'Authorization: Bearer <metrics token>'.",
+            ),
+        ]
+        for path, method, response, status, code, message in cases:
+            error = documented_error(doc, path, method, response, status)
+            assert (error["code"], error["message"]) == (code, message)
 
 
 def test_docs_page_still_loads(client: TestClient) -> None:
