@@ -195,6 +195,10 @@ class ModelInfo:
     owned_by: str
     display_name: str
     loras: tuple[LoraInfo, ...] = ()
+    precision: str | None = None
+    """A local model's dtype ("auto", "float32", ...); None for upstream models."""
+    quantization: str | None = None
+    """A local model's quantised weights ("none", "int8-weight (denoiser)", ...); None for upstream models."""
 
 
 @dataclass(frozen=True)

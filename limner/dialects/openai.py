@@ -345,6 +345,8 @@ async def create_variation(request: Request) -> Response:
 def model_object(model_id: str, state: AppState) -> dict[str, Any]:
     info = state.service.describe(model_id)
     item: dict[str, Any] = {"id": model_id, "object": "model", "created": state.started, "owned_by": info.owned_by}
+    if info.precision is not None:  # limner extension: a local model's precision and quantised weights
+        item |= {"precision": info.precision, "quantization": info.quantization}
     if info.loras:  # limner extension: the model's LoRA adapters
         item["loras"] = [
             {"name": lora.name, "weight": lora.weight, "description": lora.description} for lora in info.loras

@@ -20,6 +20,7 @@ from limner.core.errors import ModelNotFound
 from limner.core.models import Capabilities
 from limner.engines.base import Engine
 from limner.engines.families import SAMPLERS, family_named
+from limner.engines.quantization import DEFAULT_QUANTIZED, Component, Quantization
 from limner.media.fetch import DEFAULT_MAX_BYTES
 from limner.media.inputs import DEFAULT_MAX_PIXELS
 
@@ -179,6 +180,14 @@ class ModelEntry(BaseModel):
     vae_tiling: bool | None = Field(None, description="Decode in tiles; unset: only for sizes past the family's")
     cpu_offload: bool | None = Field(None, description="CUDA only: weights in RAM, each model on the GPU as it runs")
     compile: bool = Field(False, description="CUDA only: torch.compile the denoiser (slow first call)")
+    quantization: Quantization = Field(
+        "none",
+        description="Quantised weights (limner.engines.quantization): int8-weight or int8-dynamic on any device, "
+        "fp8-weight or int4-weight on CUDA",
+    )
+    quantize: list[Component] = Field(
+        default_factory=lambda: list(DEFAULT_QUANTIZED), description="The components quantization applies to"
+    )
 
     # Where a local model runs: in this process, or as a Ray Serve deployment (limner.engines.ray_serve)
     runtime: Literal["local", "ray"] = Field("local", description="local: in the API process; ray: on Ray Serve")
@@ -188,6 +197,14 @@ class ModelEntry(BaseModel):
     ray_actor_options: dict[str, Any] = Field(
         default_factory=dict, description="Ray actor options per replica, e.g. {num_gpus = 1, num_cpus = 2}"
     )
+
+    def precision_fields(self) -> dict[str, str]:
+        """``precision`` and ``quantization`` for a local model's listings (empty for an upstream one)."""
+        if self.engine not in LOCAL_ENGINES:
+            return {}
+        components = "+".join(self.quantize)
+        quantization = self.quantization if self.quantization == "none" else f"{self.quantization} ({components})"
+        return {"precision": self.dtype, "quantization": quantization}
 
     @property
     def admitted(self) -> int:

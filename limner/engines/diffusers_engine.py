@@ -56,6 +56,7 @@ from limner.engines.diffusers_loading import (
 )
 from limner.engines.diffusers_tuning import Samplers, auto_dtype, check_device, load_refiner, place, set_vae_tiling
 from limner.engines.families import same_base
+from limner.engines.quantization import check_quantization, quantize
 from limner.engines.step_hooks import Cancelled, step_arguments
 
 
@@ -76,6 +77,10 @@ class DiffusersEngine(Engine):
         self.loras = LoraSet(settings.loras)
         allowed = settings.samplers if settings.samplers is not None else self.family.samplers if self.family else ()
         self.samplers = Samplers(tuple(allowed))
+        self.precision: str | None = None
+        """The dtype the pipeline computes in, once loaded ("float32", "bfloat16", ...)."""
+        self.quantized: list[str] = []
+        """The pipeline attributes whose weights ``settings.quantization`` quantised, once loaded."""
 
     @property
     def loaded(self) -> bool:
@@ -149,12 +154,14 @@ class DiffusersEngine(Engine):
             raise ModelNotAvailable("Local models need torch and diffusers: pip install 'limner[local]'.")
         device = resolve_device(settings.device)
         check_device(settings, device)
+        check_quantization(settings.quantization, device)
         dtype = resolve_dtype(settings.dtype, device, auto_dtype(self.family, device))
         try:
             load = load_single_file if path.is_file() else load_directory
             pipe = load(path, settings, dtype)
             if settings.scheduler:
                 pipe.scheduler = scheduler_class(settings.scheduler).from_config(pipe.scheduler.config)
+            self.quantized = quantize(pipe, settings.quantization, settings.quantize)
             place(pipe, settings, device)
             self._refiner = load_refiner(settings, pipe, dtype, device)
         except LimnerError:
@@ -162,6 +169,7 @@ class DiffusersEngine(Engine):
         except Exception as exc:
             raise ModelNotAvailable(f"Could not load the model at {path}: {exc}") from exc
         self._device = device
+        self.precision = str(dtype).removeprefix("torch.")
         self._tasks = task_pipelines(pipe)
         if self.family is not None and not self.family.text_to_image:
             self._tasks["generate"] = None  # a refiner only finishes images

@@ -48,6 +48,8 @@ class DiffusersSettings:
     cpu_offload: bool = False  # CUDA only: keep weights in RAM, move each model to the GPU while it runs
     vae_tiling: bool | None = None  # None: tiles only for sizes well past the family's own
     compile: bool = False  # CUDA only: torch.compile the denoiser
+    quantization: str = "none"  # see limner.engines.quantization
+    quantize: tuple[str, ...] = ("denoiser",)  # the components quantization applies to
     family: str | None = None  # see limner.engines.families; None: detected from the configs
     loras: tuple[LoraSpec, ...] = ()
     samplers: tuple[str, ...] | None = None  # the samplers requests may pick; None: the family's

@@ -41,6 +41,10 @@ class ModelResidency:
     in_flight: int
     idle_seconds: float | None
     """Seconds since its last request ended; None when it has not served one."""
+    precision: str | None = None
+    """A local model's dtype as its entry asks for it ("auto": float32 on the CPU, half on CUDA); None upstream."""
+    quantization: str | None = None
+    """A local model's quantised weights (``limner.engines.quantization``); None upstream."""
 
 
 class Residency:
@@ -158,6 +162,7 @@ class Residency:
                     resident_bytes=engine.resident_bytes if engine is not None else 0,
                     in_flight=self.in_flight(entry.id),
                     idle_seconds=None if last is None or self.in_flight(entry.id) else now - last,
+                    **entry.precision_fields(),
                 )
             )
         return report

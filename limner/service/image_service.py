@@ -102,7 +102,7 @@ class ImageService:
         """One model by id or alias (``ModelNotFound`` otherwise), without building its engine."""
         entry = self.catalog.resolve(name)
         loras = tuple(LoraInfo(lora.name, lora.weight, lora.description) for lora in entry.loras)
-        return ModelInfo(entry.id, entry.owned_by, entry.display_name, loras)
+        return ModelInfo(entry.id, entry.owned_by, entry.display_name, loras, **entry.precision_fields())
 
     def capabilities(self, name: str) -> Capabilities:
         """What a model's engine accepts (builds the engine if it was not built yet; loads no weights)."""

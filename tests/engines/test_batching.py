@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -14,6 +13,7 @@ from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.base import Engine
 from limner.engines.batching import BatchingEngine
 from limner.engines.testpattern import TestPatternEngine as PatternEngine
+from tests.support.images import pixels
 
 
 class CountingEngine(PatternEngine):
@@ -230,9 +230,3 @@ async def test_a_running_batch_whose_callers_all_left_is_cancelled() -> None:
     assert inner.cancelled and inner.rows_per_step == [2, 2]
     follow_up = await engine.generate(req("next", [9]))  # the engine is free again
     assert [image.seed for image in follow_up] == [9]
-
-
-def pixels(data: bytes) -> bytes:
-    from PIL import Image
-
-    return Image.open(io.BytesIO(data)).tobytes()

@@ -20,6 +20,7 @@ from limner.engines.base import Engine
 from limner.engines.catalog import Catalog, ModelEntry
 from limner.engines.residency import MB, Residency
 from limner.settings import Settings
+from tests.support.images import pixels
 from tests.support.tiny_diffusers import build_tiny_sd
 from tests.support.waiting import until
 
@@ -182,6 +183,6 @@ async def test_a_diffusers_model_unloads_when_idle_and_serves_the_next_request(t
         assert not engine.loaded and engine.resident_bytes == 0
         second = await state.service.run(request, "r2")
         assert engine.loaded
-        assert second.images[0].data == first.images[0].data
+        assert pixels(second.images[0].data) == pixels(first.images[0].data)
     finally:
         await state.catalog.aclose()
