@@ -14,10 +14,8 @@ from limner.accounts.models import JobRecord
 from limner.accounts.service import Accounts
 from limner.cli import app
 from limner.service import job_store
-from limner.service.job_store import StoredRequest
 from limner.settings import Settings
-
-REQUEST = StoredRequest("POST", "/v1/images/generations", "", [], b"{}")
+from tests.support.queued_jobs import queue_job
 
 
 @pytest.fixture
@@ -34,21 +32,6 @@ def limner(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
 
-def queue(accounts: Accounts, consumer: str, token_id: int | None) -> str:
-    opened = job_store.open_job(
-        accounts.db,
-        consumer=consumer,
-        token_id=token_id,
-        key=None,
-        fingerprint="0" * 64,
-        request=REQUEST,
-        asynchronous=True,
-        ttl_seconds=3600,
-        instance_id=None,
-    )
-    return opened.job.id
-
-
 def state(accounts: Accounts, job_id: str) -> tuple[str, bool, str | None]:
     with accounts.db.read() as session:
         row = session.get(JobRecord, job_id)
@@ -57,9 +40,9 @@ def state(accounts: Accounts, job_id: str) -> tuple[str, bool, str | None]:
 
 
 def test_cancel_a_consumers_jobs_and_one_by_id(accounts: Accounts) -> None:
-    running = queue(accounts, "alice", None)
+    running = queue_job(accounts.db, "alice", None)
     job_store.claim(accounts.db, "instance-a", 1)
-    queued, bobs = queue(accounts, "alice", None), queue(accounts, "bob", None)
+    queued, bobs = queue_job(accounts.db, "alice", None), queue_job(accounts.db, "bob", None)
     tokens.create_token(accounts.db, "alice")
     tokens.create_token(accounts.db, "bob")
 
@@ -82,7 +65,7 @@ def test_cancel_a_consumers_jobs_and_one_by_id(accounts: Accounts) -> None:
 
 def test_revoking_a_token_cancels_its_jobs(accounts: Accounts) -> None:
     revoked, kept = tokens.create_token(accounts.db, "alice"), tokens.create_token(accounts.db, "alice")
-    mine, other = queue(accounts, "alice", revoked.id), queue(accounts, "alice", kept.id)
+    mine, other = queue_job(accounts.db, "alice", revoked.id), queue_job(accounts.db, "alice", kept.id)
 
     result = limner("tokens", "revoke", str(revoked.id))
 

@@ -15,10 +15,9 @@ from limner.accounts.models import JobRecord
 from limner.accounts.service import Accounts
 from limner.core.errors import InvalidRequest
 from limner.service import job_cancel, job_recovery, job_store
-from limner.service.job_store import JobView, StoredRequest
+from limner.service.job_store import JobView
 from limner.settings import Settings
-
-REQUEST = StoredRequest("POST", "/v1/images/generations", "", [("content-type", "application/json")], b"{}")
+from tests.support.queued_jobs import queue_job
 
 
 @pytest.fixture
@@ -26,21 +25,6 @@ def db(tmp_path: Path) -> Iterator[Database]:
     accounts = Accounts.open(Settings(data_dir=tmp_path / "data"))
     yield accounts.db
     accounts.db.dispose()
-
-
-def queue(db: Database, consumer: str, token_id: int | None) -> str:
-    opened = job_store.open_job(
-        db,
-        consumer=consumer,
-        token_id=token_id,
-        key=None,
-        fingerprint="0" * 64,
-        request=REQUEST,
-        asynchronous=True,
-        ttl_seconds=3600,
-        instance_id=None,
-    )
-    return opened.job.id
 
 
 def row(db: Database, job_id: str) -> JobRecord:
@@ -52,9 +36,9 @@ def row(db: Database, job_id: str) -> JobRecord:
 
 def test_a_revoked_tokens_job_is_cancelled_not_claimed(db: Database) -> None:
     revoked, kept = tokens.create_token(db, "alice"), tokens.create_token(db, "alice")
-    first = queue(db, "alice", revoked.id)
+    first = queue_job(db, "alice", revoked.id)
     tokens.revoke_token(db, str(revoked.id))  # as a replica that had not yet noticed, queueing after the sweep
-    second = queue(db, "alice", kept.id)
+    second = queue_job(db, "alice", kept.id)
     ended: list[JobView] = []
 
     taken = job_store.claim(db, "instance-a", 4, on_finished=lambda _session, view: ended.append(view))
@@ -73,8 +57,8 @@ def test_a_revoked_tokens_job_is_cancelled_not_claimed(db: Database) -> None:
 
 def test_revoking_cancels_only_that_tokens_unfinished_jobs(db: Database) -> None:
     revoked, kept = tokens.create_token(db, "alice"), tokens.create_token(db, "alice")
-    running, queued = queue(db, "alice", revoked.id), queue(db, "alice", revoked.id)
-    other = queue(db, "alice", kept.id)
+    running, queued = queue_job(db, "alice", revoked.id), queue_job(db, "alice", revoked.id)
+    other = queue_job(db, "alice", kept.id)
     assert [view.id for view in job_store.claim(db, "instance-a", 1)] == [running]
 
     info, views = job_cancel.revoke_token(db, revoked.prefix)
@@ -91,7 +75,7 @@ def test_revoking_cancels_only_that_tokens_unfinished_jobs(db: Database) -> None
 
 
 def test_a_flagged_job_whose_server_died_ends_with_its_reason(db: Database) -> None:
-    job_id = queue(db, "alice", None)
+    job_id = queue_job(db, "alice", None)
     job_store.claim(db, "instance-gone", 1)
     job_cancel.cancel_jobs(db, consumer="alice")
 
@@ -103,9 +87,9 @@ def test_a_flagged_job_whose_server_died_ends_with_its_reason(db: Database) -> N
 
 
 def test_the_owners_cancel_keeps_its_words(db: Database) -> None:
-    running = queue(db, "alice", None)
+    running = queue_job(db, "alice", None)
     job_store.claim(db, "instance-gone", 1)
-    queued = queue(db, "alice", None)
+    queued = queue_job(db, "alice", None)
     assert job_cancel.cancel(db, "bob", queued) is None, "another consumer's job is not found"
     first = job_cancel.cancel(db, "alice", queued)
     assert first is not None and (first.status, first.error_message) == (
