@@ -17,7 +17,8 @@ prices; ``moderation`` and ``input_fidelity`` have nothing to steer in local eng
 OpenAI reports them: ``quality``, ``background``, ``usage`` and ``safety_identifier`` on GPT image answers,
 ``revised_prompt`` (the prompt the engine ran, after any style preset) on every ``dall-e-3`` image. Other
 models' answers repeat ``quality`` and ``background`` only where the request used a word OpenAI's answers
-use (``low`` ... ``max``; ``transparent``, ``opaque``): never ``hd``, ``standard`` or ``auto``.
+use (``low`` ... ``max``; ``transparent``, ``opaque``): never ``hd``, ``standard`` or ``auto``; and
+``background`` says what was delivered (``opaque`` where the model made no transparency).
 
 The JSON body of generations is validated strictly, as OpenAI does (no ``"2"`` for a number, no ``"true"``
 for a boolean); the forms of edits and variations carry every field as text and are read as such.
@@ -268,8 +269,8 @@ def render_result(
     else:  # what was asked, where OpenAI publishes the word: never DALL-E's hd, standard or auto
         if result.quality in REPORTED_QUALITIES:
             body["quality"] = result.quality
-        if result.background in REPORTED_BACKGROUNDS:
-            body["background"] = result.background
+        if result.background in REPORTED_BACKGROUNDS:  # what was delivered: an engine without alpha is opaque
+            body["background"] = "transparent" if result.transparent else "opaque"
     if safety_id:
         body["safety_identifier"] = safety_id
     return JSONResponse(body)
