@@ -39,13 +39,14 @@ from limner.core.errors import InvalidRequest, NotFound
 from limner.http import openapi
 from limner.http.deps import AppState, get_consumer, get_state
 from limner.http.durable import replay
-from limner.http.job_runner import queue_webhook
-from limner.http.job_views import JobBody, JobList, job_body
+from limner.http.job_views import JobBody, JobList
 from limner.http.routing import ErrorRenderer, dialect_route
 from limner.http.streaming import HEARTBEAT_SECONDS, SSE_COMMENT, event_stream, sse
 from limner.service import job_cancel, job_store
+from limner.service.job_object import job_body
 from limner.service.job_store import FINISHED, JobView
 from limner.service.jobs import Job, JobState
+from limner.service.webhooks import queue_webhook
 
 STATUSES = frozenset({"queued", "running", *FINISHED})
 CANCEL_WAIT_SECONDS = 10.0
