@@ -125,6 +125,15 @@ def configure_consumer(session: Session, consumer: Consumer, *, url: str | None 
         consumer.webhook_url = url
 
 
+def job_deliveries(db: Database, job_id: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """Where the job's events went (None: nowhere) and each of them (``delivery_log`` entries carry no URL)."""
+    with db.read() as session:
+        url = session.scalar(
+            select(WebhookDelivery.url).where(WebhookDelivery.job_id == job_id).order_by(WebhookDelivery.id).limit(1)
+        )
+        return url, delivery_log(session, job_id)
+
+
 def delivery_log(session: Session, job_id: str) -> list[dict[str, Any]]:
     """The job's events, each with every try: what ``GET /v1/jobs/{id}`` shows as ``webhook.deliveries``."""
     deliveries = session.scalars(
