@@ -7,19 +7,19 @@ effect on the running server's next request: no restart, no cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 
 from limner.accounts import consumers, credits, tokens, usage
 from limner.accounts.db import Database
 from limner.accounts.models import LedgerEntry, from_micros, to_micros
-from limner.core.errors import LimnerError
-
-T = TypeVar("T")
+from limner.cli.database import run
+from limner.cli.jobs import report
+from limner.cli.webhooks import consumer_webhook_settings
+from limner.service.job_cancel import revoke_token
+from limner.service.webhooks import queue_webhook
 
 tokens_app = typer.Typer(help="Bearer tokens: create, list, revoke, rotate.", no_args_is_help=True)
 credits_app = typer.Typer(help="Consumer balances: grant, show, unlimited.", no_args_is_help=True)
@@ -29,28 +29,6 @@ usage_app = typer.Typer(help="What each consumer used.")
 Rpm = Annotated[int | None, typer.Option("--rpm", help="Requests per minute per model (0: server default)")]
 Ipm = Annotated[int | None, typer.Option("--ipm", help="Images per minute per model (0: server default)")]
 Expires = Annotated[str | None, typer.Option("--expires", help="30d, 12h, 90m, an ISO date; default: never")]
-
-
-@contextmanager
-def database() -> Iterator[Database]:
-    from limner.accounts.service import Accounts
-    from limner.settings import load_settings
-
-    accounts = Accounts.open(load_settings())
-    try:
-        yield accounts.db
-    finally:
-        accounts.db.dispose()
-
-
-def run(action: Callable[[Database], T]) -> T:
-    """Run ``action`` on the database; limner errors become a message and exit status 1."""
-    try:
-        with database() as db:
-            return action(db)
-    except LimnerError as error:
-        typer.echo(f"error: {error.message}", err=True)
-        raise typer.Exit(1) from None
 
 
 def _when(value: datetime | None) -> str:
@@ -118,10 +96,6 @@ def tokens_list(
 @tokens_app.command("revoke")
 def tokens_revoke(ident: Annotated[str, typer.Argument(help="Token id or prefix (lim_...)")]) -> None:
     """Revoke a token; refused from the next request on, and its unfinished async jobs cancelled."""
-    from limner.cli.jobs import report
-    from limner.http.job_runner import queue_webhook
-    from limner.service.job_cancel import revoke_token
-
     info, views = run(lambda db: revoke_token(db, ident, on_finished=queue_webhook))
     typer.echo(f"revoked token {info.id} ({info.prefix}) of {info.consumer}")
     typer.echo(report(views))
@@ -218,8 +192,6 @@ def consumers_webhook(
     ] = False,
 ) -> None:
     """Show or set a consumer's default webhook URL and its signing secret (whsec_...)."""
-    from limner.cli.webhooks import consumer_webhook_settings
-
     if url is not None and clear:
         typer.echo("error: give --url or --clear, not both", err=True)
         raise typer.Exit(1)

@@ -11,9 +11,12 @@ from typing import Annotated
 
 import typer
 
+from limner.accounts import consumers
 from limner.accounts.db import Database
-from limner.cli.accounts import run
+from limner.cli.database import run
+from limner.service import job_cancel
 from limner.service.job_store import JobView
+from limner.service.webhooks import queue_webhook
 
 jobs_app = typer.Typer(help="Async jobs: cancel a consumer's, or some by id.", no_args_is_help=True)
 
@@ -33,10 +36,6 @@ def jobs_cancel(
     ] = None,
 ) -> None:
     """Cancel async jobs that have not finished: a consumer's (--consumer), or these ids."""
-    from limner.accounts import consumers
-    from limner.http.job_runner import queue_webhook
-    from limner.service import job_cancel
-
     if not job_ids and consumer is None:
         typer.echo("error: name job ids, or a consumer with --consumer", err=True)
         raise typer.Exit(1)

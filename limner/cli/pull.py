@@ -52,36 +52,54 @@ def pull(
     from limner.engines.registry import default_factories
     from limner.pull import PullError
     from limner.pull import pull as run_pull
-    from limner.pull.catalog_file import catalog_fields, upsert_model
+    from limner.pull.adapters import lora_fields, pull_lora
+    from limner.pull.catalog_file import catalog_fields, upsert_lora, upsert_model
     from limner.settings import config_path, load_settings
 
     if engine not in default_factories():
         _fail(f"unknown engine {engine!r}: expected one of {', '.join(sorted(default_factories()))}")
     settings = load_settings()
-    target = models_dir or settings.models_dir or settings.data_dir / "models"
-    if lora_for is not None:
-        if lora_for not in {entry.id for entry in settings.models}:
-            _fail(f"model '{lora_for}' is not in the catalog ({config_path()}): pull or add the base model first")
-        _pull_lora(source, lora_for, target, name, weight, weight_name, revision, sha256, endpoint, allow_http_loopback)
-        return
+    target = (models_dir or settings.models_dir or settings.data_dir / "models").expanduser().resolve()
+    if lora_for is not None and lora_for not in {entry.id for entry in settings.models}:
+        _fail(f"model '{lora_for}' is not in the catalog ({config_path()}): pull or add the base model first")
+    config_file = config_path()
     try:
-        result = run_pull(
-            source,
-            models_dir=target.expanduser().resolve(),
-            name=name,
-            revision=revision,
-            variant=None if variant.lower() == "none" else variant,
-            sha256=sha256,
-            config_repo=config,
-            endpoint=endpoint,
-            allow_http_loopback=allow_http_loopback,
-        )
-        config_file = config_path()
-        action = upsert_model(config_file, catalog_fields(result, engine=engine, single_file_class=single_file_class))
+        if lora_for is not None:
+            result = pull_lora(
+                source,
+                models_dir=target,
+                name=name,
+                weight_name=weight_name,
+                revision=revision,
+                sha256=sha256,
+                endpoint=endpoint,
+                allow_http_loopback=allow_http_loopback,
+            )
+            action = upsert_lora(config_file, lora_for, lora_fields(result, weight=weight))
+        else:
+            result = run_pull(
+                source,
+                models_dir=target,
+                name=name,
+                revision=revision,
+                variant=None if variant.lower() == "none" else variant,
+                sha256=sha256,
+                config_repo=config,
+                endpoint=endpoint,
+                allow_http_loopback=allow_http_loopback,
+            )
+            fields = catalog_fields(result, engine=engine, single_file_class=single_file_class)
+            action = upsert_model(config_file, fields)
     except (PullError, ValueError) as error:
         _fail(str(error))
-    where = f" @ {result.commit[:12]}" if result.commit else ""
     state = "pulled" if result.downloaded else "already up to date:"
+    if lora_for is not None:
+        typer.echo(f"{state} {result.source} -> {result.path} ({_size(result.size)})")
+        typer.echo(f"{action} LoRA '{result.model_id}' of model '{lora_for}' in {config_file}")
+        shown = weight if weight is not None else 1.0
+        typer.echo(f'use it: "loras": [{{"name": "{result.model_id}", "weight": {shown}}}]')
+        return
+    where = f" @ {result.commit[:12]}" if result.commit else ""
     typer.echo(f"{state} {result.source}{where} -> {result.path} ({result.files} files, {_size(result.size)})")
     if result.config_dir is not None:
         typer.echo(f"configs: {result.config_dir}")
@@ -90,43 +108,6 @@ def pull(
     defaults = f"; defaults: {result.family.note}" if result.family else ""
     typer.echo(f"{action} model '{result.model_id}' in {config_file} (engine {engine}{defaults})")
     typer.echo(f'try: limner generate "a red apple" --model {result.model_id}')
-
-
-def _pull_lora(
-    source: str,
-    model: str,
-    target: Path,
-    name: str | None,
-    weight: float | None,
-    weight_name: str | None,
-    revision: str | None,
-    sha256: str | None,
-    endpoint: str | None,
-    allow_http_loopback: bool,
-) -> None:
-    from limner.pull import PullError
-    from limner.pull.adapters import lora_fields, pull_lora
-    from limner.pull.catalog_file import upsert_lora
-    from limner.settings import config_path
-
-    try:
-        result = pull_lora(
-            source,
-            models_dir=target.expanduser().resolve(),
-            name=name,
-            weight_name=weight_name,
-            revision=revision,
-            sha256=sha256,
-            endpoint=endpoint,
-            allow_http_loopback=allow_http_loopback,
-        )
-        action = upsert_lora(config_path(), model, lora_fields(result, weight=weight))
-    except (PullError, ValueError) as error:
-        _fail(str(error))
-    state = "pulled" if result.downloaded else "already up to date:"
-    typer.echo(f"{state} {result.source} -> {result.path} ({_size(result.size)})")
-    typer.echo(f"{action} LoRA '{result.model_id}' of model '{model}' in {config_path()}")
-    typer.echo(f'use it: "loras": [{{"name": "{result.model_id}", "weight": {weight if weight is not None else 1.0}}}]')
 
 
 def _fail(message: str) -> NoReturn:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from limner.accounts import consumers
 from limner.accounts.db import Database
-from limner.cli.accounts import run
+from limner.cli.database import run
 from limner.core.errors import LimnerError
 from limner.media.fetch import safe_url
 from limner.service.webhooks import (

@@ -280,7 +280,6 @@ class StoredImage:
     height: int
     seed: int | None = None
     text: str | None = None
-    revised_prompt: str | None = None
 
     @property
     def file_size(self) -> int:

@@ -251,9 +251,8 @@ def render_result(
             if response_format == "url"
             else {"b64_json": base64.b64encode(image.data).decode()}
         )
-        revised = image.revised_prompt or (result.prompt if model == "dall-e-3" else None)
-        if revised:
-            item["revised_prompt"] = revised
+        if model == "dall-e-3" and result.prompt:  # the prompt the engine ran, after any style preset
+            item["revised_prompt"] = result.prompt
         item["seed"] = image.seed
         data.append(item)
     body: dict[str, Any] = {

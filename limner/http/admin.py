@@ -31,10 +31,10 @@ from limner.accounts.models import MAX_MICROS, MICROS, LedgerEntry, UsageRecord,
 from limner.accounts.tokens import IssuedToken, TokenInfo
 from limner.core.errors import Forbidden, InvalidRequest, InvalidToken, LimnerError, MissingBearerToken, NotFound
 from limner.http import jsonbody
-from limner.http.job_runner import queue_webhook
 from limner.service import job_cancel, job_store
 from limner.service.accounting import CLIENT_CLOSED
 from limner.service.job_store import JobView
+from limner.service.webhooks import queue_webhook
 
 
 class AdminError(BaseModel):

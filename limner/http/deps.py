@@ -8,9 +8,9 @@ Authentication: every route built by ``limner.http.routing.dialect_route`` is an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from limner.accounts.service import Accounts
 from limner.core.errors import LimnerError
@@ -76,14 +76,9 @@ def get_consumer(request: Request) -> str:
     return principal.consumer
 
 
-StateDep = Annotated[AppState, Depends(get_state)]
-ConsumerDep = Annotated[str, Depends(get_consumer)]
-
 __all__ = [
     "AppState",
     "AuthenticatedRoute",
-    "ConsumerDep",
-    "StateDep",
     "authenticate",
     "get_consumer",
     "get_state",

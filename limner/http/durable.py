@@ -39,11 +39,13 @@ from limner.http import jsonbody
 from limner.http.auth import RUNNER_PRINCIPAL, current_principal
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_state
-from limner.http.job_views import JobBody, job_body
+from limner.http.failures import failures_var
+from limner.http.job_views import JobBody
 from limner.http.key_waits import RETRY_SECONDS, Watch
-from limner.service import job_store
+from limner.service import job_store, webhooks
 from limner.service.accounting import delivery_var
 from limner.service.image_service import Checked, checking_only
+from limner.service.job_object import job_body
 from limner.service.job_store import JobView, StoredRequest, StoredResponse
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -359,8 +361,6 @@ class _Durable:
         return None
 
     async def _webhook_url(self) -> str | None:
-        from limner.service import webhooks
-
         if self.webhook is None:
             return None
         return await webhooks.check_webhook_url(self.webhook, allow_private=self.state.settings.webhook_allow_private)
@@ -389,8 +389,6 @@ class _Durable:
 
     async def _run_kept(self, job: JobView) -> Response:
         """Run the endpoint once for this key; keep (and charge) its response, or free the key."""
-        from limner.http.routing import failures_var  # routing imports this module: import at call time
-
         failures: list[LimnerError] = []
         token = failures_var.set(failures)  # errors a dialect renders inside the endpoint (shared paths)
         try:

@@ -22,7 +22,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message
 
 from limner.accounts import leases
@@ -30,11 +29,11 @@ from limner.accounts.tokens import Principal
 from limner.core.errors import LimnerError
 from limner.http.deps import AppState
 from limner.http.durable import RUNNER_SCOPE_KEY, SCHEME_HEADER, kept_headers
-from limner.http.job_views import job_body
-from limner.http.routing import failures_var
+from limner.http.failures import failures_var
 from limner.service import job_recovery, job_store
 from limner.service.accounting import delivery_var
 from limner.service.job_store import JobView, Progress, StoredResponse
+from limner.service.webhooks import queue_webhook
 
 log = logging.getLogger(__name__)
 
@@ -54,28 +53,6 @@ class _Run:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
     """Cancelled because this process stops: queue it again rather than end it."""
-
-
-def webhook_event(status: str) -> str:
-    return f"job.{status}"
-
-
-def queue_webhook(session: Session, view: JobView) -> None:
-    """Inside the transaction that ends an async job: queue its webhook event, if it has a URL
-    (its own, or its consumer's default)."""
-    from limner.service import webhooks
-
-    url = view.webhook_url or webhooks.consumer_webhook(session, view.consumer)
-    if url is None:
-        return
-    webhooks.enqueue(
-        session,
-        job_id=view.id,
-        consumer=view.consumer,
-        url=url,
-        event_type=webhook_event(view.status),
-        data=job_body(view),
-    )
 
 
 class JobRunner:

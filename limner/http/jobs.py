@@ -33,19 +33,19 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, RootModel
 from pydantic.json_schema import SkipJsonSchema
-from sqlalchemy import select
 
 from limner.core.errors import InvalidRequest, NotFound
 from limner.http import openapi
-from limner.http.deps import AppState, get_consumer, get_state
+from limner.http.deps import get_consumer, get_state
 from limner.http.durable import replay
-from limner.http.job_runner import queue_webhook
-from limner.http.job_views import JobBody, JobList, job_body
+from limner.http.job_views import JobBody, JobList
 from limner.http.routing import ErrorRenderer, dialect_route
 from limner.http.streaming import HEARTBEAT_SECONDS, SSE_COMMENT, event_stream, sse
-from limner.service import job_cancel, job_store
+from limner.service import job_cancel, job_store, webhooks
+from limner.service.job_object import job_body
 from limner.service.job_store import FINISHED, JobView
 from limner.service.jobs import Job, JobState
+from limner.service.webhooks import queue_webhook
 
 STATUSES = frozenset({"queued", "running", *FINISHED})
 CANCEL_WAIT_SECONDS = 10.0
@@ -114,23 +114,11 @@ async def _body(request: Request, view: JobView, *, with_result: bool = True) ->
     state = get_state(request)
     url, deliveries = None, None
     if view.webhook_url is not None or view.finished:
-        url, deliveries = await state.accounts.db.call(_delivery_log, state, view.id)
+        url, deliveries = await state.accounts.db.call(webhooks.job_deliveries, state.accounts.db, view.id)
     body = job_body(view, live=state.jobs.get(view.consumer, view.id), with_result=with_result, deliveries=deliveries)
     if body["webhook"] is None and url is not None:  # the consumer's default URL: named by its deliveries
         body["webhook"] = {"url": url, "deliveries": deliveries}
     return body
-
-
-def _delivery_log(state: AppState, job_id: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """Where the job's events went (None: nowhere) and each of them (``delivery_log`` entries carry no URL)."""
-    from limner.accounts.models import WebhookDelivery
-    from limner.service import webhooks
-
-    with state.accounts.db.read() as session:
-        url = session.scalar(
-            select(WebhookDelivery.url).where(WebhookDelivery.job_id == job_id).order_by(WebhookDelivery.id).limit(1)
-        )
-        return url, webhooks.delivery_log(session, job_id)
 
 
 async def get_job(request: Request, request_id: str) -> Response:

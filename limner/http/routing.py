@@ -7,7 +7,6 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,6 +23,7 @@ from limner.http import jsonbody, openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AuthenticatedRoute
 from limner.http.durable import ACCEPTED_RESPONSES, OPENAPI_PARAMETERS, durable
+from limner.http.failures import failures_var
 from limner.http.guards import FORM_TYPES, UNSAFE_METHODS, RefusedResponse
 from limner.http.transport import exposed_var, is_https_only
 from limner.service.accounting import CLIENT_CLOSED
@@ -32,8 +32,6 @@ from limner.service.image_service import Checked
 log = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-failures_var: ContextVar[list[LimnerError] | None] = ContextVar("limner_failures", default=None)
-"""Where ``rendered`` notes each error it renders, when someone listens (the job runner: a failed job's code)."""
 ErrorRenderer = Callable[[LimnerError, str], Response]
 
 

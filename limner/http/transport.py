@@ -31,6 +31,7 @@ from limner.accounts.tokens import Principal
 from limner.core.errors import InvalidToken
 from limner.http import proxies
 from limner.service import job_cancel
+from limner.service.webhooks import queue_webhook
 from limner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,6 @@ class Exposed:
         """Revoke the token now; the error to answer with."""
         token_id = self.principal.token_id
         if token_id is not None:
-            from limner.http.job_runner import queue_webhook  # the runner's module imports auth, which imports this
-
             db = self.accounts.db
             await db.call(job_cancel.revoke_token, db, str(token_id), on_finished=queue_webhook)
             log.warning("token %s of %s was sent over plain HTTP and is revoked", token_id, self.principal.consumer)

@@ -25,10 +25,11 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from limner.engines.families import family_for
+from limner.engines.families import Family, family_for
 from limner.pull.catalog_file import PullResult
 from limner.pull.download import DownloadError, download_url, is_loopback_url
 from limner.pull.files import canonicalize
@@ -106,25 +107,48 @@ def pull_repo(
     if not _REPO_ID.match(repo_id):
         raise PullError(f"{repo_id!r} is neither a hub repo id (owner/name) nor an https URL of a .safetensors file.")
     model_id = check_id(name or repo_id.rsplit("/", 1)[-1].lower())
-    stage, final = _stage_dir(models_dir, model_id), _target(models_dir, model_id)
+    stage, final = stage_dir(models_dir, model_id), target_dir(models_dir, model_id)
     hub = Hub(endpoint, token)
-    with translated(endpoint, repo_id, revision):
+
+    def pipeline() -> Plan:
         plan = hub.plan(repo_id, revision, stage, variant=variant)
         if plan is None:
             raise PullError(
                 f"{repo_id} is not a diffusers pipeline (it has no model_index.json); for a single checkpoint pass "
                 f"its URL: {endpoint}/{repo_id}/resolve/{revision or 'main'}/<file>.safetensors"
             )
+        return plan
+
+    plan, downloaded = pull_plan(hub, repo_id, revision, pipeline, stage, final)
+    return pulled(model_id, repo_id, final, plan.commit, downloaded=downloaded, path=final, family=family_for(repo_id))
+
+
+def pull_plan(
+    hub: Hub,
+    repo_id: str,
+    revision: str | None,
+    make_plan: Callable[[], Plan],
+    stage: Path,
+    final: Path,
+    **header: str,
+) -> tuple[Plan, bool]:
+    """The one path of every hub pull, a model's or a LoRA's: ``make_plan`` picks the files at a commit; unless
+    ``final`` already holds exactly those, they are fetched into ``stage`` (unchanged files of the previous pull
+    linked, not downloaded again), verified, recorded in the manifest (with ``header``) and swapped in.
+
+    Returns the plan, and whether anything was downloaded."""
+    with translated(hub.endpoint, repo_id, revision):
+        plan = make_plan()
         if _up_to_date(final, plan):
             shutil.rmtree(stage, ignore_errors=True)
-            return _result(model_id, repo_id, final, plan.commit, downloaded=False)
+            return plan, False
         _seed_from_previous(final, stage, plan)
         hub.fetch(plan, stage)
     canonicalize(stage, plan.wanted)
     _prune(stage, set(plan.wanted.values()))
-    _write_manifest(stage, {"source": repo_id, "endpoint": endpoint, "revision": revision}, plan)
+    _write_manifest(stage, {"source": repo_id, "endpoint": hub.endpoint, "revision": revision, **header}, plan)
     _install(stage, final)
-    return _result(model_id, repo_id, final, plan.commit, downloaded=True)
+    return plan, True
 
 
 def _up_to_date(final: Path, plan: Plan) -> bool:
@@ -174,17 +198,20 @@ def _write_manifest(stage: Path, header: dict[str, Any], plan: Plan) -> None:
     _save_manifest(stage, {**header, "commit": plan.commit, "files": files})
 
 
-def _result(model_id: str, source: str, final: Path, commit: str, *, downloaded: bool) -> PullResult:
+def pulled(
+    model_id: str, source: str, final: Path, commit: str, *, downloaded: bool, path: Path, family: Family | None
+) -> PullResult:
+    """What a hub pull installed in ``final``, as its manifest records it; ``path`` is what the catalog points at."""
     files = _read_manifest(final).get("files", {})
     return PullResult(
         model_id=model_id,
         source=source,
-        path=final.resolve(),
+        path=path.resolve(),
         files=len(files),
         size=sum(int(info["size"]) for info in files.values()),
         commit=commit,
         downloaded=downloaded,
-        family=family_for(source),
+        family=family,
     )
 
 
@@ -216,7 +243,7 @@ def pull_url(
     if url.startswith("http://") and not (allow_http_loopback and is_loopback_url(url)):
         raise PullError(f"refusing plain http for {url}: use https, so the file cannot be swapped on the way.")
     model_id = check_id(name or filename.removesuffix(".safetensors").lower())
-    stage, final = _stage_dir(models_dir, model_id), _target(models_dir, model_id)
+    stage, final = stage_dir(models_dir, model_id), target_dir(models_dir, model_id)
     hub_file = _hub_file(url, endpoint)
     huggingface_hub_module(online=hub_file is not None)
     previous = _read_manifest(final)
@@ -317,11 +344,11 @@ def check_id(model_id: str) -> str:
 # --- shared helpers ---
 
 
-def _stage_dir(models_dir: Path, model_id: str) -> Path:
+def stage_dir(models_dir: Path, model_id: str) -> Path:
     return models_dir / f".{model_id}.partial"
 
 
-def _target(models_dir: Path, model_id: str) -> Path:
+def target_dir(models_dir: Path, model_id: str) -> Path:
     """``models_dir/<id>``, refused if something not made by ``limner pull`` is there: a pull replaces it whole."""
     target = models_dir / model_id
     if target.exists() and not (target / MANIFEST).is_file():

@@ -2,8 +2,8 @@
 
 An adapter repo holds one weights file (``pytorch_lora_weights.safetensors`` or a single ``.safetensors``),
 not a pipeline, so only that file is fetched, checked against the hub's sha256 and its safetensors header,
-and installed under ``<models>/loras/<name>/`` with the same stage-then-rename as models. The catalog gets a
-``[[models.loras]]`` table under the base model's entry; requests then name it in ``loras``.
+and installed under ``<models>/loras/<name>/`` by the same path as a model's (``limner.pull.pull_plan``).
+The catalog gets a ``[[models.loras]]`` table under the base model's entry; requests then name it in ``loras``.
 """
 
 from __future__ import annotations
@@ -13,19 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from limner.pull import (
-    _install,
-    _prune,
-    _read_manifest,
-    _stage_dir,
-    _target,
-    _up_to_date,
-    _write_manifest,
-    check_id,
-    pull_url,
-)
+from limner.pull import check_id, pull_plan, pull_url, pulled, stage_dir, target_dir
 from limner.pull.catalog_file import PullResult
-from limner.pull.hub import Hub, Plan, PullError, resolve_endpoint, translated
+from limner.pull.hub import Hub, Plan, PullError, resolve_endpoint
 
 LORA_DIR = "loras"
 PREFERRED = "pytorch_lora_weights.safetensors"
@@ -62,35 +52,17 @@ def pull_lora(
         raise PullError("--sha256 is for a single-file URL; a hub repo brings its own checksums")
     endpoint = resolve_endpoint(endpoint)
     lora_id = check_id(name or source.rsplit("/", 1)[-1].lower())
-    stage, final = _stage_dir(root, lora_id), _target(root, lora_id)
+    stage, final = stage_dir(root, lora_id), target_dir(root, lora_id)
     hub = Hub(endpoint, token)
-    with translated(endpoint, source, revision):
-        commit = hub.api.model_info(source, revision=revision).sha
-        if commit is None:
-            raise PullError(f"{endpoint} gave no commit for {source}; is it a Hugging Face hub?")
-        listing = hub.api.list_repo_tree(source, recursive=True, revision=commit)
-        tree = {entry.path: entry for entry in listing if isinstance(entry, hub.hf.RepoFile)}
+
+    def adapter() -> Plan:
+        commit, tree = hub.files(source, revision)
         chosen = weights_file(source, tree, weight_name)
-        plan = Plan(source, commit, tree, {chosen: chosen})
-        downloaded = not _up_to_date(final, plan)
-        if downloaded:
-            hub.fetch(plan, stage)
-    if downloaded:
-        _prune(stage, {chosen})
-        _write_manifest(stage, {"source": source, "endpoint": endpoint, "revision": revision, "kind": "lora"}, plan)
-        _install(stage, final)
-    else:
-        shutil.rmtree(stage, ignore_errors=True)
-    files = _read_manifest(final).get("files", {})
-    return PullResult(
-        model_id=lora_id,
-        source=source,
-        path=(final / chosen).resolve(),
-        files=len(files),
-        size=sum(int(info["size"]) for info in files.values()),
-        commit=commit,
-        downloaded=downloaded,
-    )
+        return Plan(source, commit, tree, {chosen: chosen})
+
+    plan, downloaded = pull_plan(hub, source, revision, adapter, stage, final, kind="lora")
+    (chosen,) = plan.wanted
+    return pulled(lora_id, source, final, plan.commit, downloaded=downloaded, path=final / chosen, family=None)
 
 
 def weights_file(repo: str, tree: dict[str, Any], weight_name: str | None) -> str:

@@ -58,11 +58,7 @@ class Hub:
         self, repo_id: str, revision: str | None, target: Path, *, variant: str | None = None, weights: bool = True
     ) -> Plan | None:
         """Resolve the commit, list its files, read ``model_index.json``; None if the repo is no pipeline."""
-        commit = self.api.model_info(repo_id, revision=revision).sha
-        if commit is None:
-            raise PullError(f"{self.endpoint} gave no commit for {repo_id}; is it a Hugging Face hub?")
-        listing = self.api.list_repo_tree(repo_id, recursive=True, revision=commit)
-        tree = {entry.path: entry for entry in listing if isinstance(entry, self.hf.RepoFile)}
+        commit, tree = self.files(repo_id, revision)
         if "model_index.json" not in tree:
             return None
         index = self.hf.hf_hub_download(
@@ -73,6 +69,14 @@ class Hub:
         except ValueError as exc:
             raise PullError(f"{repo_id}'s model_index.json does not parse ({exc})") from exc
         return Plan(repo_id, commit, tree, select_files(tree, components, variant=variant, weights=weights))
+
+    def files(self, repo_id: str, revision: str | None) -> tuple[str, dict[str, Any]]:
+        """The commit ``revision`` resolves to, and every file at that commit by path."""
+        commit = self.api.model_info(repo_id, revision=revision).sha
+        if commit is None:
+            raise PullError(f"{self.endpoint} gave no commit for {repo_id}; is it a Hugging Face hub?")
+        listing = self.api.list_repo_tree(repo_id, recursive=True, revision=commit)
+        return commit, {entry.path: entry for entry in listing if isinstance(entry, self.hf.RepoFile)}
 
     def fetch(self, plan: Plan, target: Path) -> None:
         """Download the planned files into ``target`` (files already there are kept) and verify them all."""

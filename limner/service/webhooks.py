@@ -33,6 +33,8 @@ from sqlalchemy.orm import Session
 from limner.accounts.db import Database
 from limner.accounts.models import Consumer, WebhookAttempt, WebhookDelivery, utcnow
 from limner.media.fetch import Resolver
+from limner.service.job_object import job_body
+from limner.service.job_store import JobView
 from limner.service.webhook_post import Outcome, WebhookPoster, check_webhook_url, sign
 from limner.service.webhook_secrets import WebhookSecrets, server_secret
 
@@ -95,12 +97,41 @@ def consumer_webhook(session: Session, consumer: str) -> str | None:
     return session.scalar(select(Consumer.webhook_url).where(Consumer.name == consumer))
 
 
+def webhook_event(status: str) -> str:
+    return f"job.{status}"
+
+
+def queue_webhook(session: Session, view: JobView) -> None:
+    """Inside the transaction that ends an async job: queue its webhook event, if it has a URL
+    (its own, or its consumer's default). Every path that ends jobs passes this as ``on_finished``."""
+    url = view.webhook_url or consumer_webhook(session, view.consumer)
+    if url is None:
+        return
+    enqueue(
+        session,
+        job_id=view.id,
+        consumer=view.consumer,
+        url=url,
+        event_type=webhook_event(view.status),
+        data=job_body(view),
+    )
+
+
 def configure_consumer(session: Session, consumer: Consumer, *, url: str | None = None, clear: bool = False) -> None:
     """Set (an already checked ``url``) or clear the default URL (``WebhookSecrets.rotate`` replaces the secret)."""
     if clear:
         consumer.webhook_url = None
     elif url is not None:
         consumer.webhook_url = url
+
+
+def job_deliveries(db: Database, job_id: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """Where the job's events went (None: nowhere) and each of them (``delivery_log`` entries carry no URL)."""
+    with db.read() as session:
+        url = session.scalar(
+            select(WebhookDelivery.url).where(WebhookDelivery.job_id == job_id).order_by(WebhookDelivery.id).limit(1)
+        )
+        return url, delivery_log(session, job_id)
 
 
 def delivery_log(session: Session, job_id: str) -> list[dict[str, Any]]:

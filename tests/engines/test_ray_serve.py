@@ -120,7 +120,8 @@ def test_a_ray_model_streams_openai_partial_images(ray_cluster: None, tmp_path: 
 
 
 async def test_a_client_that_leaves_cancels_the_work_on_the_replica(ray_cluster: None, tmp_path: Path) -> None:
-    entry = on_ray("slow-ray", "testpattern", options={"delay": 60.0}, max_concurrency=2)
+    # 600 pretend steps over 60 s: progress from the replica every 0.1 s shows the request has landed there
+    entry = on_ray("slow-ray", "testpattern", options={"delay": 60.0}, default_steps=600, max_concurrency=2)
     state = build_state(Settings(data_dir=tmp_path, models=[entry], default_model="slow-ray"))
     engine = state.catalog.built().get("slow-ray") or state.catalog.engine(entry)
     assert isinstance(engine, RayServeEngine)
@@ -129,8 +130,7 @@ async def test_a_client_that_leaves_cancels_the_work_on_the_replica(ray_cluster:
     task = asyncio.create_task(
         state.service.run(ImageRequest(prompt="x", model="slow-ray", size=SizeSpec(64, 64)), "r1")
     )
-    await until(lambda: getattr(state.jobs.get("local", "r1"), "state", None) == "running", what="the job runs")
-    await asyncio.sleep(0.5)  # the request crosses to the replica; cancellation before it lands is also fine
+    await until(lambda: getattr(state.jobs.get("local", "r1"), "step", 0) >= 1, 60, what="the replica runs the job")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

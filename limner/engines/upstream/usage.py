@@ -9,6 +9,7 @@ so accounting can record provider costs without knowing engine classes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -45,6 +46,10 @@ class CallStats:
 
     requests: int = 0
     retries: int = 0
+
+
+current_stats: ContextVar[CallStats] = ContextVar("limner_upstream_call")
+"""Counters of the ``generate`` call in progress; fanned-out tasks share them (context is copied)."""
 
 
 @runtime_checkable
