@@ -38,10 +38,11 @@ from sqlalchemy import select
 from limner.core.errors import InvalidRequest, NotFound
 from limner.http import openapi
 from limner.http.deps import AppState, get_consumer, get_state
+from limner.http.dialect import ErrorRenderer, Errors
 from limner.http.durable import replay
 from limner.http.job_runner import queue_webhook
 from limner.http.job_views import JobBody, JobList, job_body
-from limner.http.routing import ErrorRenderer, dialect_route
+from limner.http.routing import dialect_route
 from limner.http.streaming import HEARTBEAT_SECONDS, SSE_COMMENT, event_stream, sse
 from limner.service import job_cancel, job_store
 from limner.service.job_store import FINISHED, JobView
@@ -245,7 +246,7 @@ def build_router(
 ) -> APIRouter:
     """The jobs routes, their errors in ``render_error``'s envelope (the app passes OpenAI's), documented
     by ``error_responses``."""
-    router = APIRouter(route_class=dialect_route(render_error), tags=["Jobs"])
+    router = APIRouter(route_class=dialect_route(Errors(render_error)), tags=["Jobs"])
     errors = error_responses or {}
     router.add_api_route(
         "/v1/jobs/{request_id}",
