@@ -241,45 +241,15 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
 
 
 def _mount_dialects(app: FastAPI, settings: Settings) -> None:
-    """Mount every dialect named in ``settings.mounts`` (dialect -> path prefix; '' is the root).
+    """Mount every dialect named in ``settings.mounts`` (dialect -> path prefix; '' is the root), as
+    ``limner.dialects.registry`` lists them; limner's own jobs routes stay at the root.
 
-    ========== ============================================================================
-    dialect    routes, under its prefix
-    ========== ============================================================================
-    (always)   GET /v1/jobs/{request_id}, GET /v1/jobs/{request_id}/preview (limner's own, at the root)
-    openai     POST /v1/images/generations (JSON), POST /v1/images/edits,
-               POST /v1/images/variations, GET /v1/models, GET /v1/models/{id}
-    aigne      POST /api/images/generations
-    aiml       POST /v1/generation/images, GET /v1/media/images/{path-encoded}
-    milady     POST /api/v1/generate-image
-    imagineart POST /v1/images/generations (multipart), POST /v1/images/edits, GET /v1/models,
-               GET /health (prefixed mounts only: the root already has it)
-    ========== ============================================================================
-
-    When openai and imagineart share a prefix (the default), their three common paths are one
-    route each that picks the dialect per request (``limner.dialects.shared_paths``). A path under
-    ImagineArt's ``<prefix>/v1/`` that no route matches is a 404 ``unknown_request`` in its envelope
-    (in the envelope both SDKs read when shared), and a wrong method on any dialect path a 405 in that
-    dialect's envelope (``limner.dialects.unrouted``); other dialects' 404s are unchanged.
+    A path under ImagineArt's ``<prefix>/v1/`` that no route matches is a 404 ``unknown_request`` in its
+    envelope (in the envelope both SDKs read when shared), and a wrong method on any dialect path a 405 in
+    that dialect's envelope (``limner.dialects.unrouted``); other dialects' 404s are unchanged.
     """
-    from limner.dialects import aigne, aiml, imagineart, milady, openai, shared_paths, unrouted
+    from limner.dialects import registry, unrouted
 
-    mounts = settings.mounts
-    shared = "openai" in mounts and "imagineart" in mounts and mounts["openai"] == mounts["imagineart"]
-    if shared:
-        app.include_router(shared_paths.build_router(), prefix=mounts["openai"])
-    if "openai" in mounts:
-        app.include_router(openai.build_router(images=not shared, models=not shared), prefix=mounts["openai"])
-    if "imagineart" in mounts:
-        prefix = mounts["imagineart"]
-        app.include_router(
-            imagineart.build_router(images=not shared, models=not shared, probe=bool(prefix)), prefix=prefix
-        )
-    if "aigne" in mounts:
-        app.include_router(aigne.build_router(), prefix=mounts["aigne"])
-    if "aiml" in mounts:
-        app.include_router(aiml.build_router(), prefix=mounts["aiml"])
-    if "milady" in mounts:
-        app.include_router(milady.build_router(), prefix=mounts["milady"])
-
-    unrouted.install(app, mounts)
+    for router, prefix in registry.routers(settings.mounts):
+        app.include_router(router, prefix=prefix)
+    unrouted.install(app, settings.mounts)

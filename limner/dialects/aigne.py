@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from limner.core.errors import LimnerError
 from limner.core.models import ImageRequest, SizeSpec
 from limner.core.sizes import parse_size
 from limner.dialects import openai
@@ -17,6 +18,7 @@ from limner.dialects.openai import render_error, render_result
 from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import get_consumer, get_state
+from limner.http.dialect import Envelope, Mount, TokenPolicy
 from limner.http.routing import dialect_route, read_json
 
 DIALECT = "aigne"
@@ -69,8 +71,8 @@ async def create_image(request: Request) -> Response:
     return render_result(result, params.response_format, request, state, model=params.model)
 
 
-def build_router() -> APIRouter:
-    router = APIRouter(route_class=dialect_route(render_error), tags=["AIGNE Hub"])
+def build_router(envelope: Envelope) -> APIRouter:
+    router = APIRouter(route_class=dialect_route(envelope), tags=["AIGNE Hub"])
     router.add_api_route(
         "/api/images/generations",
         create_image,
@@ -79,3 +81,20 @@ def build_router() -> APIRouter:
         responses={**openapi.ok("The images (URLs last one hour).", openai.ImagesResponse), **openai.ERROR_RESPONSES},
     )
     return router
+
+
+class Aigne:
+    """AIGNE Hub: OpenAI's error envelope and table, tokens over any transport."""
+
+    name = DIALECT
+    tokens: TokenPolicy = "any"
+    errors = openai.ERROR_MAP
+
+    def render_error(self, error: LimnerError, request_id: str) -> Response:
+        return render_error(error, request_id)
+
+    def routes(self, mount: Mount) -> APIRouter:
+        return build_router(self)
+
+
+AIGNE = Aigne()

@@ -51,6 +51,7 @@ from limner.dialects.loras import LoraList, lora_choices
 from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state
+from limner.http.dialect import Envelope, Mount, TokenPolicy
 from limner.http.errors import error_response, lookup
 from limner.http.jobs import job_status
 from limner.http.routing import dialect_route, read_json
@@ -294,8 +295,8 @@ IMAGE_OK = openapi.ok(
 )
 
 
-def build_router() -> APIRouter:
-    router = APIRouter(route_class=dialect_route(render_error), tags=["AI.ML"])
+def build_router(envelope: Envelope) -> APIRouter:
+    router = APIRouter(route_class=dialect_route(envelope), tags=["AI.ML"])
     router.add_api_route(
         "/v1/generation/images",
         generate_image,
@@ -310,3 +311,20 @@ def build_router() -> APIRouter:
         responses={**openapi.ok("A presigned download URL.", AimlMediaUrl), **ERROR_RESPONSES},
     )
     return router
+
+
+class Aiml:
+    """AI.ML: its error envelope, tokens over any transport."""
+
+    name = DIALECT
+    tokens: TokenPolicy = "any"
+    errors = ERROR_MAP
+
+    def render_error(self, error: LimnerError, request_id: str) -> Response:
+        return render_error(error, request_id)
+
+    def routes(self, mount: Mount) -> APIRouter:
+        return build_router(self)
+
+
+AIML = Aiml()

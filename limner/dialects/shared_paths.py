@@ -13,7 +13,7 @@ One route per shared path picks the dialect per request, then that dialect parse
                                  list: the two models it can select, nothing that describes OpenAI's bodies.
                                  ImagineArt's own examples (curl, httpx, fetch) call it with their token and
                                  no such header: a caller that is not evidently OpenAI's is taken for
-                                 ImagineArt's, so its HTTPS-only token rule applies (``models_renderer``)
+                                 ImagineArt's, so its HTTPS-only token rule applies (``models_envelope``)
 
 A request says which dialect it is for with ``Limner-Dialect: openai`` or ``imagineart`` (limner's
 header; the references' own examples send nothing that tells a raw ImagineArt call from a raw OpenAI one).
@@ -28,7 +28,7 @@ OpenAI's and ImagineArt's fields (ImagineArt's ``code``), so both read it.
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -41,15 +41,15 @@ from limner.dialects import imagineart, openai
 from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_state
+from limner.http.dialect import Envelope, Errors, TokenPolicy
 from limner.http.errors import error_response, lookup
 from limner.http.guards import FORM_TYPES
-from limner.http.routing import ErrorRenderer, FormBody, dialect_route, read_form, rendered
-from limner.http.transport import https_only
+from limner.http.routing import FormBody, dialect_route, read_form, rendered
 
 IMAGINEART_EDIT_FIELDS = frozenset({"aspect_ratio", "resolution"})
 DIALECT_HEADER = "limner-dialect"
 """``Limner-Dialect: openai | imagineart``: which dialect's client is calling (other values: not said)."""
-RENDERERS: dict[str, ErrorRenderer] = {openai.DIALECT: openai.render_error, imagineart.DIALECT: imagineart.render_error}
+DIALECTS: dict[str, Envelope] = {openai.DIALECT: openai.OPENAI, imagineart.DIALECT: imagineart.IMAGINEART}
 PICKED = "limner_shared_renderer"
 """Where a shared route notes, in the request's state, the envelope of the dialect it picked."""
 
@@ -91,6 +91,12 @@ def render_either(error: LimnerError, request_id: str) -> Response:
     return error_response(body, status, error)
 
 
+EITHER = Errors(render_either)
+"""The combined envelope, for a caller that is evidently neither dialect's."""
+EITHER_HTTPS_ONLY = Errors(render_either, tokens="https-only")
+"""The combined envelope for a caller that may be ImagineArt's: its token follows ImagineArt's HTTPS-only rule."""
+
+
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
@@ -98,69 +104,72 @@ def _media_type(request: Request) -> str:
 def declared_dialect(request: Request) -> str | None:
     """The dialect the caller names in ``Limner-Dialect``, if it names one limner shares a path for."""
     value = request.headers.get(DIALECT_HEADER, "").strip().lower()
-    return value if value in RENDERERS else None
+    return value if value in DIALECTS else None
 
 
-def renderer_for(request: Request) -> ErrorRenderer:
+def envelope_for(request: Request) -> Envelope:
     """The envelope for this request's errors: the dialect the route picked, else the declared one, else
     OpenAI's for a JSON body or an official OpenAI SDK (every one sends ``X-Stainless-Lang``), else the
     combined one."""
-    chosen: ErrorRenderer | None = getattr(request.state, PICKED, None)
+    chosen: Envelope | None = getattr(request.state, PICKED, None)
     if chosen is not None:
         return chosen
     declared = declared_dialect(request)
     if declared is not None:
-        return RENDERERS[declared]
+        return DIALECTS[declared]
     if "json" in _media_type(request) or "x-stainless-lang" in request.headers:
-        return openai.render_error
-    return render_either
+        return openai.OPENAI
+    return EITHER
 
 
-@https_only
-def render_either_https_only(error: LimnerError, request_id: str) -> Response:
-    """``render_either`` for a caller that may be ImagineArt's: its token follows ImagineArt's HTTPS-only rule."""
-    return render_either(error, request_id)
-
-
-def models_renderer(request: Request) -> ErrorRenderer:
+def models_envelope(request: Request) -> Envelope:
     """``GET /v1/models``: OpenAI's envelope for an evident OpenAI caller; anyone else may be ImagineArt's."""
-    render = renderer_for(request)
-    return render_either_https_only if render is render_either else render
+    envelope = envelope_for(request)
+    return EITHER_HTTPS_ONLY if envelope is EITHER else envelope
 
 
-def picked(request: Request, render: ErrorRenderer) -> ErrorRenderer:
-    """Note that the route chose ``render``'s dialect, for errors raised after it (durable's own)."""
-    setattr(request.state, PICKED, render)
-    return render
+def picked(request: Request, dialect: Envelope) -> Envelope:
+    """Note that the route chose ``dialect``, for errors raised after it (durable's own)."""
+    setattr(request.state, PICKED, dialect)
+    return dialect
 
 
-def _render_late(request: Request, error: LimnerError, request_id: str) -> Response:
-    return renderer_for(request)(error, request_id)
+@dataclass(frozen=True)
+class ChosenWhenRendered:
+    """``envelope_for``'s envelope, chosen when an error is rendered rather than when the request arrived (an
+    async request's queue-full 429 comes after the route picked its dialect). Its own token policy is
+    "any": the route applies the picked dialect's when it picks one (``rendered``)."""
+
+    request: Request
+    tokens: TokenPolicy = "any"
+
+    def render_error(self, error: LimnerError, request_id: str) -> Response:
+        return envelope_for(self.request).render_error(error, request_id)
 
 
-class SharedRoute(dialect_route(render_either)):  # type: ignore[misc]
-    """Authenticated like every dialect route; its errors go to ``renderer_for``'s envelope, chosen when
-    each is rendered (an async request's queue-full 429 comes after the route picked its dialect)."""
+class SharedRoute(dialect_route(EITHER)):  # type: ignore[misc]
+    """Authenticated like every dialect route; its errors go to ``envelope_for``'s envelope, chosen when
+    each is rendered."""
 
     @staticmethod
-    def renderer_for(request: Request) -> ErrorRenderer:
-        return functools.partial(_render_late, request)
+    def envelope_for(request: Request) -> Envelope:
+        return ChosenWhenRendered(request)
 
 
 class SharedModelsRoute(SharedRoute):
     """The models list: an ImagineArt caller's token sent over plain HTTP is revoked before it runs."""
 
-    renderer_for = staticmethod(models_renderer)
+    envelope_for = staticmethod(models_envelope)
 
 
 async def create_image(request: Request) -> Response:
     """OpenAI (JSON) or ImagineArt (multipart) image generation, by content type."""
     media_type = _media_type(request)
     if media_type in FORM_TYPES:
-        return await rendered(picked(request, imagineart.render_error), imagineart.generate_image(request))
+        return await rendered(picked(request, imagineart.IMAGINEART), imagineart.generate_image(request))
     if "json" in media_type:
-        return await rendered(picked(request, openai.render_error), openai.create_image(request))
-    return renderer_for(request)(
+        return await rendered(picked(request, openai.OPENAI), openai.create_image(request))
+    return envelope_for(request).render_error(
         InvalidRequest(
             f"Unsupported content type '{media_type or 'none'}': send application/json (OpenAI) "
             "or multipart/form-data (ImagineArt)."
@@ -184,11 +193,11 @@ async def edit_image(request: Request) -> Response:
     try:
         form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
     except LimnerError as error:
-        return renderer_for(request)(error, current_request_id())
+        return envelope_for(request).render_error(error, current_request_id())
     if is_imagineart_edit(form):
-        render = picked(request, imagineart.render_error)
-        return await rendered(render, imagineart.edit_from_form(request, state, form))
-    return await rendered(picked(request, openai.render_error), openai.edit_from_form(request, state, form))
+        dialect = picked(request, imagineart.IMAGINEART)
+        return await rendered(dialect, imagineart.edit_from_form(request, state, form))
+    return await rendered(picked(request, openai.OPENAI), openai.edit_from_form(request, state, form))
 
 
 async def list_models(request: Request) -> Response:
@@ -204,7 +213,7 @@ async def list_models(request: Request) -> Response:
         data += [in_both_shapes(item, state) for item in openai.models_payload(state) if item["id"] not in first]
         return JSONResponse({"object": "list", "data": data})
 
-    return await rendered(models_renderer(request), build())
+    return await rendered(models_envelope(request), build())
 
 
 def in_both_shapes(item: dict[str, Any], state: AppState) -> dict[str, Any]:
@@ -259,7 +268,7 @@ DIALECT_PARAMETER: dict[str, Any] = {
     "name": "Limner-Dialect",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "enum": list(RENDERERS)},
+    "schema": {"type": "string", "enum": list(DIALECTS)},
     "description": "Which dialect's client is calling: its envelope for every error; imagineart on /v1/models: "
     "only the models an ImagineArt client can select.",
 }

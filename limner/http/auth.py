@@ -24,7 +24,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from limner.accounts.tokens import Principal, principal_var
 from limner.core.errors import LimnerError
-from limner.http.transport import is_https_only, note_transport
+from limner.http.dialect import https_only
+from limner.http.transport import note_transport
 
 PUBLIC_ATTR = "__limner_public__"
 RUNNER_PRINCIPAL = "limner.job_principal"
@@ -63,8 +64,8 @@ async def authenticate(
     request.state.principal = principal
     principal_var.set(principal)
     exposed = note_transport(request, state.settings, state.accounts, principal)
-    renderer_for = getattr(request.scope.get("route"), "renderer_for", None)
-    if exposed is not None and renderer_for is not None and is_https_only(renderer_for(request)):
+    envelope_for = getattr(request.scope.get("route"), "envelope_for", None)
+    if exposed is not None and envelope_for is not None and https_only(envelope_for(request)):
         refused = await exposed.revoke()
         state.metrics.errors.labels(refused.code).inc()
         raise refused

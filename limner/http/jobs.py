@@ -37,9 +37,10 @@ from pydantic.json_schema import SkipJsonSchema
 from limner.core.errors import InvalidRequest, NotFound
 from limner.http import openapi
 from limner.http.deps import get_consumer, get_state
+from limner.http.dialect import ErrorRenderer, Errors
 from limner.http.durable import replay
 from limner.http.job_views import JobBody, JobList
-from limner.http.routing import ErrorRenderer, dialect_route
+from limner.http.routing import dialect_route
 from limner.http.streaming import HEARTBEAT_SECONDS, SSE_COMMENT, event_stream, sse
 from limner.service import job_cancel, job_store, webhooks
 from limner.service.job_object import job_body
@@ -233,7 +234,7 @@ def build_router(
 ) -> APIRouter:
     """The jobs routes, their errors in ``render_error``'s envelope (the app passes OpenAI's), documented
     by ``error_responses``."""
-    router = APIRouter(route_class=dialect_route(render_error), tags=["Jobs"])
+    router = APIRouter(route_class=dialect_route(Errors(render_error)), tags=["Jobs"])
     errors = error_responses or {}
     router.add_api_route(
         "/v1/jobs/{request_id}",

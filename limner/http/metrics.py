@@ -15,10 +15,11 @@ from limner.service.metrics import Metrics
 
 
 def dialect_label(scope: Scope) -> str:
-    """The dialect module that served a request (``shared_paths`` when it picked one per request)."""
+    """The dialect whose module served a request (``shared_paths`` when it picked one per request); a dialect
+    package's modules (``limner.dialects.openai.routes``) count as the dialect."""
     module = getattr(scope.get("endpoint"), "__module__", "") or ""
     if module.startswith("limner.dialects."):
-        return module.removeprefix("limner.dialects.")
+        return module.removeprefix("limner.dialects.").split(".", 1)[0]
     return "-"
 
 

@@ -31,6 +31,7 @@ from limner.core.models import Capabilities, SizeSpec
 from limner.core.sizes import resolve_size, shape_for
 from limner.core.styles import PRESETS
 from limner.http.deps import get_state
+from limner.http.dialect import Errors
 from limner.http.errors import error_response
 from limner.http.routing import dialect_route
 
@@ -189,7 +190,7 @@ def build_router() -> APIRouter:
     router.add_route("/", root_page, methods=EVERY_METHOD, include_in_schema=False)  # 404 unless a browser
     router.add_api_route("/playground", playground_page, methods=["GET", "HEAD"])
     router.add_api_route("/playground/assets/{name}", playground_asset, methods=["GET", "HEAD"])
-    api = APIRouter(route_class=dialect_route(render_error), include_in_schema=False)
+    api = APIRouter(route_class=dialect_route(Errors(render_error)), include_in_schema=False)
     api.add_api_route("/playground/models", list_playground_models, methods=["GET"])
     router.include_router(api)
     return router

@@ -1,5 +1,6 @@
-"""What every dialect shares: a route class that renders errors in the dialect's own envelope,
-and parsing of JSON and multipart bodies into pydantic models with errors that name the field."""
+"""What every dialect shares: a route class that renders errors in the dialect's own envelope (and keeps its
+token policy, ``limner.http.dialect``), and parsing of JSON and multipart bodies into pydantic models with
+errors that name the field."""
 
 from __future__ import annotations
 
@@ -22,25 +23,26 @@ from limner.core.errors import InvalidRequest, LimnerError
 from limner.http import jsonbody, openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AuthenticatedRoute
+from limner.http.dialect import Envelope, ErrorRenderer, https_only
 from limner.http.durable import ACCEPTED_RESPONSES, OPENAPI_PARAMETERS, durable
 from limner.http.failures import failures_var
 from limner.http.guards import FORM_TYPES, UNSAFE_METHODS, RefusedResponse
-from limner.http.transport import exposed_var, is_https_only
+from limner.http.transport import exposed_var
 from limner.service.accounting import CLIENT_CLOSED
 from limner.service.image_service import Checked
 
 log = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-ErrorRenderer = Callable[[LimnerError, str], Response]
 
 
-def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
-    """An ``APIRoute`` class whose errors, expected or not, come out in ``render``'s envelope.
+def dialect_route(envelope: Envelope) -> type[APIRoute]:
+    """An ``APIRoute`` class whose errors, expected or not, come out in ``envelope`` (a dialect, usually).
 
-    Its routes authenticate the caller first (``AuthenticatedRoute``), so auth errors use that envelope too;
-    its POST routes take ``Idempotency-Key`` and ``Prefer: respond-async`` (``limner.http.durable``).
-    A subclass may pick the envelope per request by overriding ``renderer_for``."""
+    Its routes authenticate the caller first (``AuthenticatedRoute``), so auth errors use that envelope too,
+    and a token sent over plain HTTP to an HTTPS-only dialect is revoked; its POST routes take
+    ``Idempotency-Key`` and ``Prefer: respond-async`` (``limner.http.durable``).
+    A subclass may pick the envelope per request by overriding ``envelope_for``."""
 
     class DialectRoute(AuthenticatedRoute):
         def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
@@ -59,29 +61,35 @@ def dialect_route(render: ErrorRenderer) -> type[APIRoute]:
             super().__init__(path, endpoint, **kwargs)
 
         @staticmethod
-        def renderer_for(request: Request) -> ErrorRenderer:
-            """This route's envelope, also for errors raised before it runs (a wrong method: see ``app.py``)."""
-            return render
+        def envelope_for(request: Request) -> Envelope:
+            """This route's envelope, also for errors raised before it runs (a wrong method: see ``unrouted``)."""
+            return envelope
+
+        @classmethod
+        def renderer_for(cls, request: Request) -> ErrorRenderer:
+            """``envelope_for``'s render function."""
+            return cls.envelope_for(request).render_error
 
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
             async def handle(request: Request) -> Response:
-                return await rendered(self.renderer_for(request), handler(request))
+                return await rendered(self.envelope_for(request), handler(request))
 
             return handle
 
     return DialectRoute
 
 
-async def rendered(render: ErrorRenderer, call: Awaitable[Response]) -> Response:
-    """Await ``call``; any error, expected or not, becomes a response in ``render``'s envelope.
+async def rendered(envelope: Envelope, call: Awaitable[Response]) -> Response:
+    """Await ``call``; any error, expected or not, becomes a response in ``envelope``.
 
     Routes that pick a dialect per request (see ``shared_paths``) use this directly; when they pick an
     HTTPS-only dialect for a token sent over plain HTTP, the token is revoked instead of the call made.
     """
+    render = envelope.render_error
     exposed = exposed_var.get()
-    if exposed is not None and is_https_only(render):
+    if exposed is not None and https_only(envelope):
         if isinstance(call, Coroutine):
             call.close()
         return render(await exposed.revoke(), current_request_id())

@@ -1,7 +1,7 @@
 """Tokens sent over plain HTTP, for dialects whose reference revokes them ("Use HTTPS exclusively. Tokens
 transmitted over plain HTTP are immediately revoked": ImagineArt).
 
-A dialect marks its error renderer with ``@https_only``. A request that reaches such a dialect over plain
+A dialect declares ``tokens = "https-only"`` (``limner.http.dialect``). A request that reaches such a dialect over plain
 HTTP from beyond this machine with a valid token gets that token revoked in the database (here at once,
 on every other replica within ``accounts_cache_seconds``), its unfinished async jobs cancelled like any
 revoked token's (``limner.service.job_cancel``), and a 401 ``invalid_token`` saying why. A
@@ -19,10 +19,8 @@ where a shared path picks the dialect after reading the body, ``limner.http.rout
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from fastapi import Request
 
@@ -35,19 +33,6 @@ from limner.service.webhooks import queue_webhook
 from limner.settings import Settings
 
 log = logging.getLogger(__name__)
-
-HTTPS_ONLY_ATTR = "__limner_https_only__"
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def https_only(render: F) -> F:
-    """Mark a dialect's error renderer: its tokens must never travel over plain HTTP."""
-    setattr(render, HTTPS_ONLY_ATTR, True)
-    return render
-
-
-def is_https_only(render: object) -> bool:
-    return bool(getattr(render, HTTPS_ONLY_ATTR, False))
 
 
 def over_plain_http(request: Request, settings: Settings) -> bool:

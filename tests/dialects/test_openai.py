@@ -15,7 +15,7 @@ from PIL import Image
 
 from limner.app import create_app
 from limner.core.models import EngineRequest, GeneratedImage
-from limner.dialects.openai_shapes import REPORTED_BACKGROUNDS, REPORTED_QUALITIES
+from limner.dialects.openai.protocol import REPORTED_BACKGROUNDS, REPORTED_QUALITIES
 from limner.engines.catalog import DIALECT_DEFAULT_ALIASES, ModelEntry
 from limner.settings import Settings
 from tests.dialects.conftest import decode

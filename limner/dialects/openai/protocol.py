@@ -1,12 +1,79 @@
-"""OpenAI's answer shapes (images, usage, errors, models), as the ``openai`` SDK types them: what the
-dialect's routes document in OpenAPI. The dialect itself is ``limner.dialects.openai``."""
+"""OpenAI Images' wire models: the request bodies (fields as the ``openai`` SDK sends them, limner's
+extensions fenced), and the answer shapes (images, usage, errors, models) as the SDK types them, which the
+dialect's routes document in OpenAPI."""
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
+
+from limner.dialects.loras import LoraList
+
+DIALECT = "openai"
+DEFAULT_MODEL = "dall-e-2"
+GPT_IMAGE_PREFIXES = ("gpt-image", "chatgpt-image")
+ResponseFormat = Literal["url", "b64_json"]
+
+
+def is_gpt_image(model: str) -> bool:
+    """OpenAI's GPT image family (``gpt-image-*``, ``chatgpt-image-latest``): base64 by default, and answers
+    that report ``quality``, ``background`` and ``usage``."""
+    return model.startswith(GPT_IMAGE_PREFIXES)
+
+
+class ImageParams(BaseModel):
+    """The fields generations, edits and variations share."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    n: int | None = Field(None, ge=1, le=10)
+    size: str | None = None
+    response_format: ResponseFormat | None = None
+    output_format: Literal["png", "jpeg", "webp", "gif", "svg"] | None = None
+    output_compression: int | None = Field(None, ge=0, le=100)
+    background: Literal["transparent", "opaque", "auto"] | None = None
+    quality: Literal["auto", "high", "medium", "low", "xhigh", "max", "hd", "standard"] | None = None
+    complexity: Literal["low", "medium", "high"] | None = None
+    frame_count: int | None = Field(None, ge=2, le=16)
+    frame_duration_ms: int | None = Field(None, ge=0)
+    svg: dict[str, Any] | None = None
+    safety_identifier: str | None = Field(None, max_length=512)
+    user: str | None = None
+    stream: bool | None = None
+    partial_images: int | None = Field(None, ge=0, le=3)
+    # limner extensions
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    negative_prompt: str | None = Field(None, max_length=4000)
+    steps: int | None = Field(None, ge=1, le=150)
+    guidance_scale: float | None = Field(None, ge=0, le=30)
+    style_preset: str | None = None
+    loras: LoraList | None = None
+    scheduler: str | None = Field(None, max_length=64)
+
+
+class GenerationParams(ImageParams):
+    """The JSON body: typed as strictly as OpenAI types it (``"n": "2"``, ``2.0`` or ``true``, ``"stream":
+    "true"`` are 400s naming the field). Edits and variations are forms, whose fields arrive as text."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str = Field(min_length=1, max_length=32000)
+    style: Literal["vivid", "natural"] | None = None
+    moderation: Literal["low", "auto"] | None = None
+
+
+class EditParams(ImageParams):
+    prompt: str = Field(min_length=1, max_length=32000)
+    input_fidelity: Literal["high", "low"] | None = None
+    strength: float | None = Field(None, ge=0, le=1)
+
+
+class VariationParams(ImageParams):
+    pass
+
 
 ReportedQuality = Literal["low", "medium", "high", "xhigh", "max"]
 """The ``quality`` words OpenAI's answers use (the SDK's ``ImagesResponse.quality``)."""
@@ -92,6 +159,9 @@ class ModelObject(BaseModel):
     object: Literal["model"]
     created: int
     owned_by: str
+    # limner extensions, for local models
+    precision: str | None = Field(None, description="The dtype its entry asks for (auto, float32, bfloat16, ...)")
+    quantization: str | None = Field(None, description="Its quantised weights: none, or a mode and the components")
 
 
 class ModelList(BaseModel):
