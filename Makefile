@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.limner-installed
 FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 
-.PHONY: setup examples serve test lint typecheck check bench train clean cluster
+.PHONY: setup examples serve docs test lint typecheck check bench train clean cluster
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ serve: setup
 # PostgreSQL, Redis, an S3-compatible store, a Ray head and two API replicas (:8001, :8002), all on loopback.
 cluster: setup
 	$(BIN)/limner dev cluster
+
+# The documentation site (mkdocs.yml over docs/) into site/: pages excerpt README.md, the API reference is
+# generated from the server's OpenAPI document.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 test: setup examples
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider

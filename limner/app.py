@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 from limner import __version__
 from limner.accounts.service import Accounts
 from limner.core.files import make_private
+from limner.core.tracing import configure_tracing
 from limner.dialects import openai
 from limner.engines import threads
 from limner.engines.catalog import Catalog, EngineFactory
@@ -47,6 +49,9 @@ from limner.service.media_access import MediaAccess
 from limner.service.metrics import Metrics
 from limner.service.webhooks import WebhookSecrets, WebhookSender, server_secret
 from limner.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi.telemetry import TelemetryConfig  # FastAPI before 0.16x takes the argument as an unused extra
 
 log = logging.getLogger("limner")
 
@@ -211,13 +216,22 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
             await state.store.aclose()
             await state.accounts.aclose()
 
-    app = FastAPI(title="limner", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    # FastAPI's own telemetry stays off: its server span would record query strings, and a media link's
+    # ``signature`` is not among the parameters it redacts. limner's span (limner.http.tracing) never does.
+    telemetry: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(
+        title="limner", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, telemetry=telemetry
+    )
     app.state.limner = state
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(SettleAfterResponse)
     guards.install(app, settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(RequestIdMiddleware)
+    if configure_tracing():  # OTEL_* variables; off: no middleware, no spans
+        from limner.http.tracing import TracingMiddleware
+
+        app.add_middleware(TracingMiddleware)  # outside the request id: the access line carries the trace id
     app.add_middleware(DrainUnreadBody)  # outermost: logs and metrics time the answer, not the drain
 
     ops = APIRouter(tags=["Ops"])

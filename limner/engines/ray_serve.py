@@ -167,6 +167,15 @@ def deployment_for(entry: ModelEntry) -> Any:
     )
 
 
+def application(args: dict[str, Any]) -> Any:
+    """A Ray Serve application builder, for a Serve config (KubeRay's ``RayService``): ``import_path:
+    limner.engines.ray_serve:application`` with ``args: {model: {...}}``, a ``[[models]]`` entry as in
+    ``limner.toml``, deploys that model ahead of traffic as ``limner ray deploy`` would. Name the application
+    ``limner-<id>`` (``app_name``): API replicas look it up by that name and use it as it is."""
+    entry = ModelEntry.model_validate(args["model"])
+    return deployment_for(entry).bind(entry.model_dump_json())
+
+
 class RayServeEngine(Engine):
     """An entry's engine, running on Ray Serve; see the module docstring."""
 

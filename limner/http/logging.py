@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 from types import TracebackType
 
+from limner.core.tracing import current_trace_id
 from limner.http.context import RequestIdFilter
 
 CONTROLS = {
@@ -53,13 +55,21 @@ def indented(text: str) -> str:
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``, ``request_id``
+    and ``trace_id`` (the current span's, null while tracing is off), and ``exc`` for a traceback.
+
+    Only those fields: never a record's other attributes, so nothing a caller passed along (a header, a
+    token) reaches the line unless the message itself names it, and no message of limner's does."""
+
     def format(self, record: logging.LogRecord) -> str:
+        request_id = getattr(record, "request_id", "-")
         payload = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
+            "request_id": None if request_id == "-" else request_id,
+            "trace_id": current_trace_id(),
         }
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)

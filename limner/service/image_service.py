@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from limner.core.models import Capabilities, ImageRequest, ImageResult, LoraInfo, ModelInfo
+from limner.core.tracing import annotate, span
 from limner.core.usage import count_usage
 from limner.engines.catalog import Catalog, ModelEntry
 from limner.engines.residency import Residency
@@ -125,9 +126,15 @@ class ImageService:
             self.check(request)
         job = self.jobs.open(request_id, request.consumer, request.model, listener)
         try:
-            async with self.gate.open(request, request_id) as ticket:
-                result = await self._run(request, request_id, ticket, job)
-                ticket.deliver(result)
+            attributes: dict[str, str | int] = {
+                "limner.model": request.model,
+                "limner.request_id": request_id,
+                "limner.n": request.n,
+            }
+            with span("limner.image", attributes):
+                async with self.gate.open(request, request_id) as ticket:
+                    result = await self._run(request, request_id, ticket, job)
+                    ticket.deliver(result)
         except BaseException as exc:
             self.jobs.finish(job, exc)
             raise
@@ -140,9 +147,11 @@ class ImageService:
 
     async def _run(self, request: ImageRequest, request_id: str, ticket: Ticket, job: Job) -> ImageResult:
         started = time.perf_counter()
-        plan = plan_request(self.catalog, request)
-        job.model = plan.entry.id
-        await ticket.admit(plan.entry, n=request.n)
+        with span("limner.plan") as planning:
+            plan = plan_request(self.catalog, request)
+            job.model = plan.entry.id
+            annotate(planning, {"limner.model": plan.entry.id})
+            await ticket.admit(plan.entry, n=request.n)
         decoding = time.perf_counter()
         async with self.inputs.decoded(plan) as inputs:
             decoded = time.perf_counter()
@@ -156,16 +165,21 @@ class ImageService:
             engine_request = self.generator.engine_request(plan, sizes, seeds, (mode, images, mask), job, render)
             inputs_seconds = decoded - decoding
             stages = {"prepare": time.perf_counter() - started - inputs_seconds, "inputs": inputs_seconds}
-            generated = await self.generator.run(plan.entry, engine_request, job, stages)
+            with span("limner.generate", {"limner.model": plan.entry.id}) as generating:
+                generated = await self.generator.run(plan.entry, engine_request, job, stages)
+                annotate(generating, _seconds(stages, "queue", "engine", "denoise", "decode"))
             input_sizes = [source.size for source in inputs.images]
-            encoded = await self.finisher.run(generated, plan, sizes, stages, inputs.ingredients())
+            with span("limner.finish") as finishing:
+                encoded = await self.finisher.run(generated, plan, sizes, stages, inputs.ingredients())
+                annotate(finishing, _seconds(stages, "upscale", "encode", "sign"))
         usage = None
         if request.report_usage:
             usage = await asyncio.to_thread(
                 count_usage, plan.prompt, input_sizes, sizes.output, request.n, request.quality
             )
         storing = time.perf_counter()
-        stored, storage_error = await self.storer.run(encoded, request)
+        with span("limner.store"):
+            stored, storage_error = await self.storer.run(encoded, request)
         stages["store"] = time.perf_counter() - storing
         if self.stages is not None:
             self.stages(plan.entry.id, stages)
@@ -184,3 +198,8 @@ class ImageService:
             transparent=any(keeps_alpha(one.item.image, request.output_format, request.background) for one in encoded),
             usage=usage,
         )
+
+
+def _seconds(stages: dict[str, float], *names: str) -> dict[str, float]:
+    """Span attributes for the named stages that ran (``limner.queue_seconds``...)."""
+    return {f"limner.{name}_seconds": stages[name] for name in names if name in stages}

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
+from opentelemetry.trace import SpanKind
 
 from limner.accounts.consumers import WEBHOOK_SECRET_PREFIX as SECRET_PREFIX
 from limner.accounts.models import utcnow
 from limner.core.errors import InvalidRequest
+from limner.core.tracing import annotate, fail, span
 from limner.media.fetch import Resolver, UnsafeHost, safe_url, system_resolver, vetted_addresses
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,14 @@ def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
     key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
     mac = hmac.new(key, f"{event_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return "v1," + base64.b64encode(mac).decode("ascii")
+
+
+def _host(url: str) -> str:
+    """The host a webhook URL names, for its span; '' for one that is not a URL."""
+    try:
+        return httpx.URL(url[:MAX_URL_LENGTH]).host
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return ""
 
 
 class _Failed(Exception):
@@ -115,13 +125,19 @@ class WebhookPoster:
         started = utcnow()
         status: int | None = None
         error: str | None = None
-        try:
-            async with asyncio.timeout(self.timeout):
-                status = await self._send(url, event_id, body, secrets)
-        except _Failed as failed:
-            error = str(failed)
-        except TimeoutError:
-            error = f"timed out after {self.timeout:g} s"
+        attributes = {"http.request.method": "POST", "server.address": _host(url), "limner.webhook_id": event_id}
+        with span("webhook POST", attributes, kind=SpanKind.CLIENT) as delivering:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    status = await self._send(url, event_id, body, secrets)
+            except _Failed as failed:
+                error = str(failed)
+            except TimeoutError:
+                error = f"timed out after {self.timeout:g} s"
+            if status is not None:
+                annotate(delivering, {"http.response.status_code": status})
+            if error is not None or status is None or not 200 <= status < 300:
+                fail(delivering, error or f"HTTP {status}")
         outcome = Outcome(status, error, started, utcnow())
         log.info("webhook %s to %s: %s", event_id, safe_url(url), error or f"HTTP {status}")
         return outcome

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
+from opentelemetry.trace import SpanKind
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from limner.core.errors import LimnerError, ModelAuthError, ModelError, ModelNotAvailable, RateLimited, Timeout
+from limner.core.tracing import annotate, span
 from limner.engines.catalog import ModelEntry
 from limner.engines.upstream.credentials import Credential
 from limner.engines.upstream.resilience import CircuitBreaker, backoff_delay, parse_retry_after, redact
@@ -176,26 +178,30 @@ class ProviderCalls:
             )
         current_stats.get().requests += 1
         request = self._request(method, url, headers, kwargs)
-        try:
-            async with asyncio.timeout(self.entry.timeout):
-                response = await self.client.send(request, stream=True)
-                try:
-                    body = await self._read(response)
-                finally:
-                    await response.aclose()
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            self.breaker.failure()
-            if isinstance(exc, httpx.ConnectTimeout):
-                raise Transient(ModelError(f"Could not connect to provider '{self.provider}' in time.")) from None
-            raise Timeout(f"Provider '{self.provider}' did not answer within {self.entry.timeout:g} s.") from None
-        except httpx.TransportError as exc:
-            self.breaker.failure()
-            log.info("provider %s: %s on %s %s", self.provider, type(exc).__name__, method, request.url.path)
-            reason = f"Could not reach provider '{self.provider}' ({type(exc).__name__})."
-            raise Transient(ModelError(reason)) from None
-        result = httpx.Response(response.status_code, headers=response.headers, content=body, request=request)
-        self._check(result)
-        return result
+        host = request.url.host
+        attributes = {"limner.provider": self.provider, "http.request.method": method, "server.address": host}
+        with span(f"{self.provider} {method}", attributes, kind=SpanKind.CLIENT) as calling:
+            try:
+                async with asyncio.timeout(self.entry.timeout):
+                    response = await self.client.send(request, stream=True)
+                    try:
+                        body = await self._read(response)
+                    finally:
+                        await response.aclose()
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                self.breaker.failure()
+                if isinstance(exc, httpx.ConnectTimeout):
+                    raise Transient(ModelError(f"Could not connect to provider '{self.provider}' in time.")) from None
+                raise Timeout(f"Provider '{self.provider}' did not answer within {self.entry.timeout:g} s.") from None
+            except httpx.TransportError as exc:
+                self.breaker.failure()
+                log.info("provider %s: %s on %s %s", self.provider, type(exc).__name__, method, request.url.path)
+                reason = f"Could not reach provider '{self.provider}' ({type(exc).__name__})."
+                raise Transient(ModelError(reason)) from None
+            result = httpx.Response(response.status_code, headers=response.headers, content=body, request=request)
+            annotate(calling, {"http.response.status_code": response.status_code})
+            self._check(result)
+            return result
 
     async def _read(self, response: httpx.Response) -> bytes:
         body = bytearray()

@@ -18,6 +18,7 @@ from PIL import Image
 from limner.core.errors import QueueFull, UnsupportedOperation
 from limner.core.imaging import compose_layout
 from limner.core.models import ImageInput, MediaRef, Mode, SourceImage
+from limner.core.tracing import span
 from limner.media.inputs import ImageLoader
 from limner.media.provenance import SIGNED_FORMATS, Ingredient
 from limner.service.media_access import MediaAccess
@@ -87,14 +88,15 @@ class InputStage:
         held = 0
         try:
             images: list[SourceImage] = []
-            for item in request.images:
-                source, size = await self._decode(item, plan, request.consumer)
-                held += size
-                images.append(source)
             mask = None
-            if request.mask is not None:
-                mask, size = await self._decode(request.mask, plan, request.consumer)
-                held += size
+            with span("limner.inputs", {"limner.input_images": len(request.images) + (request.mask is not None)}):
+                for item in request.images:
+                    source, size = await self._decode(item, plan, request.consumer)
+                    held += size
+                    images.append(source)
+                if request.mask is not None:
+                    mask, size = await self._decode(request.mask, plan, request.consumer)
+                    held += size
             yield Inputs(images, mask)
         finally:
             self.memory.give(held)
