@@ -110,7 +110,7 @@ class Bench:
         return self.provider.url + "/v1"
 
     def _limner_env(self) -> dict[str, str]:
-        home = self.root / "limner"
+        home = self.root / "limner-home"  # not "limner": python -m run here would import that folder
         if not home.exists():
             home.mkdir()
             entry = {

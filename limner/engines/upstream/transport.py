@@ -7,10 +7,10 @@ pooled connections that was a tenth of a gateway's CPU. ``FastStreams`` answers 
 the socket it kept at connect time, with one poll object per connection, and sends a request's head with
 its body in one write.
 
-Everything is built from public API: httpcore's pool takes the network backend as a constructor argument,
-and ``ProviderTransport`` is an ``httpx.AsyncBaseTransport`` over that pool (the same translation httpx's
-own transport makes: requests to httpcore's, responses and errors back to httpx's). TLS, timeouts,
-keep-alive and HTTP/1.1 are httpcore's, unchanged.
+httpcore's pool takes the network backend as a constructor argument, and ``ProviderTransport`` is an
+``httpx.AsyncBaseTransport`` over that pool (the same translation httpx's own transport makes: requests to
+httpcore's, responses and errors back to httpx's); the pool is ``LeanPool`` (``lean_pool.py``, the one
+isolated seam on httpcore's internals). TLS, timeouts, keep-alive and HTTP/1.1 are httpcore's, unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from typing import Any
 
 import httpcore
 import httpx
+
+from limner.engines.upstream.lean_pool import LeanPool
 
 SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
@@ -149,7 +151,7 @@ class ProviderTransport(httpx.AsyncBaseTransport):
     """httpx's transport contract over an httpcore pool of ``FastStreams`` connections."""
 
     def __init__(self, limits: httpx.Limits) -> None:
-        self._pool = httpcore.AsyncConnectionPool(
+        self._pool = LeanPool(
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
