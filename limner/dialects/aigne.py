@@ -8,7 +8,6 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from limner.core.errors import LimnerError
 from limner.core.models import ImageRequest, SizeSpec
 from limner.core.sizes import parse_size
 from limner.dialects import openai
@@ -18,7 +17,7 @@ from limner.dialects.openai import render_error, render_result
 from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import get_consumer, get_state
-from limner.http.dialect import Envelope, Mount, TokenPolicy
+from limner.http.dialect import Envelope, VendorDialect
 from limner.http.routing import dialect_route, read_json
 
 DIALECT = "aigne"
@@ -83,18 +82,5 @@ def build_router(envelope: Envelope) -> APIRouter:
     return router
 
 
-class Aigne:
-    """AIGNE Hub: OpenAI's error envelope and table, tokens over any transport."""
-
-    name = DIALECT
-    tokens: TokenPolicy = "any"
-    errors = openai.ERROR_MAP
-
-    def render_error(self, error: LimnerError, request_id: str) -> Response:
-        return render_error(error, request_id)
-
-    def routes(self, mount: Mount) -> APIRouter:
-        return build_router(self)
-
-
-AIGNE = Aigne()
+AIGNE = VendorDialect(DIALECT, openai.ERROR_MAP, render_error, lambda dialect, _mount: build_router(dialect))
+"""AIGNE Hub: OpenAI's error envelope and table, tokens over any transport."""

@@ -51,7 +51,7 @@ from limner.dialects.loras import LoraList, lora_choices
 from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state
-from limner.http.dialect import Envelope, Mount, TokenPolicy
+from limner.http.dialect import Envelope, VendorDialect
 from limner.http.errors import error_response, lookup
 from limner.http.jobs import job_status
 from limner.http.routing import dialect_route, read_json
@@ -313,18 +313,5 @@ def build_router(envelope: Envelope) -> APIRouter:
     return router
 
 
-class Aiml:
-    """AI.ML: its error envelope, tokens over any transport."""
-
-    name = DIALECT
-    tokens: TokenPolicy = "any"
-    errors = ERROR_MAP
-
-    def render_error(self, error: LimnerError, request_id: str) -> Response:
-        return render_error(error, request_id)
-
-    def routes(self, mount: Mount) -> APIRouter:
-        return build_router(self)
-
-
-AIML = Aiml()
+AIML = VendorDialect(DIALECT, ERROR_MAP, render_error, lambda dialect, _mount: build_router(dialect))
+"""AI.ML: its error envelope, tokens over any transport."""

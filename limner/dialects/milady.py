@@ -29,7 +29,7 @@ from limner.dialects.loras import LoraList, lora_choices
 from limner.http import openapi
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state
-from limner.http.dialect import Envelope, Mount, TokenPolicy
+from limner.http.dialect import Envelope, VendorDialect
 from limner.http.errors import error_response, lookup
 from limner.http.routing import dialect_route, read_json, validate
 from limner.http.urls import absolute
@@ -216,18 +216,5 @@ def build_router(envelope: Envelope) -> APIRouter:
     return router
 
 
-class Milady:
-    """Milady: its error envelope (a status per code), tokens over any transport."""
-
-    name = DIALECT
-    tokens: TokenPolicy = "any"
-    errors = ERROR_STATUS
-
-    def render_error(self, error: LimnerError, request_id: str) -> Response:
-        return render_error(error, request_id)
-
-    def routes(self, mount: Mount) -> APIRouter:
-        return build_router(self)
-
-
-MILADY = Milady()
+MILADY = VendorDialect(DIALECT, ERROR_STATUS, render_error, lambda dialect, _mount: build_router(dialect))
+"""Milady: its error envelope (a status per code), tokens over any transport."""

@@ -64,6 +64,24 @@ class Dialect(Envelope, Protocol):
 
 
 @dataclass(frozen=True)
+class VendorDialect:
+    """A ``Dialect`` made of its parts: its name, error table and envelope, token policy, and a function that
+    builds its router for a mount (given the dialect itself, which its routes render errors through)."""
+
+    name: str
+    errors: Mapping[str, int | tuple[Any, ...]]
+    render: ErrorRenderer
+    router: Callable[[VendorDialect, Mount], APIRouter]
+    tokens: TokenPolicy = "any"
+
+    def render_error(self, error: LimnerError, request_id: str) -> Response:
+        return self.render(error, request_id)
+
+    def routes(self, mount: Mount) -> APIRouter:
+        return self.router(self, mount)
+
+
+@dataclass(frozen=True)
 class Errors:
     """An ``Envelope`` from a render function: for routes that belong to no dialect, or an envelope a route
     picks per request."""

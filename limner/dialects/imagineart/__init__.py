@@ -27,9 +27,8 @@ and errors), ``listing`` (``GET /v1/models``), ``routes`` (endpoints); ``IMAGINE
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 
-from limner.core.errors import LimnerError
 from limner.dialects.imagineart.listing import flat_properties, model_schema, models_payload
 from limner.dialects.imagineart.protocol import (
     DIALECT,
@@ -49,7 +48,7 @@ from limner.dialects.imagineart.routes import (
     edit_from_form,
     generate_image,
 )
-from limner.http.dialect import Mount, TokenPolicy
+from limner.http.dialect import Mount, VendorDialect
 
 __all__ = [
     "DIALECT",
@@ -76,21 +75,12 @@ __all__ = [
 ]
 
 
-class ImagineArt:
-    """The ImagineArt 2.0 dialect: its error envelope; its tokens over HTTPS only, as the reference says
-    ("Use HTTPS exclusively. Tokens transmitted over plain HTTP are immediately revoked")."""
-
-    name = DIALECT
-    tokens: TokenPolicy = "https-only"
-    errors = ERROR_MAP
-
-    def render_error(self, error: LimnerError, request_id: str) -> Response:
-        return render_error(error, request_id)
-
-    def routes(self, mount: Mount) -> APIRouter:
-        """Generations, edits and the model list are the shared router's when OpenAI shares the prefix;
-        ``GET /health`` only under a prefix (the app answers it at the root)."""
-        return build_router(self, images=not mount.shared, models=not mount.shared, probe=bool(mount.prefix))
+def _routes(dialect: VendorDialect, mount: Mount) -> APIRouter:
+    """Generations, edits and the model list are the shared router's when OpenAI shares the prefix;
+    ``GET /health`` only under a prefix (the app answers it at the root)."""
+    return build_router(dialect, images=not mount.shared, models=not mount.shared, probe=bool(mount.prefix))
 
 
-IMAGINEART = ImagineArt()
+IMAGINEART = VendorDialect(DIALECT, ERROR_MAP, render_error, _routes, tokens="https-only")
+"""The ImagineArt 2.0 dialect: its error envelope; its tokens over HTTPS only, as the reference says
+("Use HTTPS exclusively. Tokens transmitted over plain HTTP are immediately revoked")."""

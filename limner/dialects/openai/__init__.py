@@ -30,9 +30,8 @@ errors), ``stream`` (server-sent events), ``routes`` (endpoints); ``OPENAI`` is 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 
-from limner.core.errors import LimnerError
 from limner.dialects.openai.protocol import (
     DEFAULT_MODEL,
     DIALECT,
@@ -52,7 +51,7 @@ from limner.dialects.openai.routes import (
     create_image,
     edit_from_form,
 )
-from limner.http.dialect import Mount, TokenPolicy
+from limner.http.dialect import Mount, VendorDialect
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -78,19 +77,10 @@ __all__ = [
 ]
 
 
-class OpenAI:
-    """The OpenAI Images dialect: OpenAI's error envelope, tokens over any transport."""
-
-    name = DIALECT
-    tokens: TokenPolicy = "any"
-    errors = ERROR_MAP
-
-    def render_error(self, error: LimnerError, request_id: str) -> Response:
-        return render_error(error, request_id)
-
-    def routes(self, mount: Mount) -> APIRouter:
-        """Generations, edits and the model list are the shared router's when ImagineArt shares the prefix."""
-        return build_router(self, images=not mount.shared, models=not mount.shared)
+def _routes(dialect: VendorDialect, mount: Mount) -> APIRouter:
+    """Generations, edits and the model list are the shared router's when ImagineArt shares the prefix."""
+    return build_router(dialect, images=not mount.shared, models=not mount.shared)
 
 
-OPENAI = OpenAI()
+OPENAI = VendorDialect(DIALECT, ERROR_MAP, render_error, _routes)
+"""The OpenAI Images dialect: OpenAI's error envelope, tokens over any transport."""
