@@ -104,7 +104,7 @@ class FinishStage:
             and item.image.size == sizes.output
             and not request.watermark
             and not plan.styled
-            and (item.image.mode == "RGB" or keeps_alpha(item.image, "png", request.background))
+            and keeps_alpha_as_sent(item.image, request.background)
         )
 
     def _finish_one(
@@ -117,7 +117,8 @@ class FinishStage:
         scaled = time.perf_counter()
         sent = source_of(generated.image)  # a provider's bytes, where they were kept
         sent_format = signed_format(sent) if sent is not None and self.credentials is not None else None
-        if sent is not None and sent_format == MIME_BY_FORMAT[request.output_format] and item.image is generated.image:
+        untouched = item.image is generated.image and keeps_alpha_as_sent(item.image, request.background)
+        if sent is not None and sent_format == MIME_BY_FORMAT[request.output_format] and untouched:
             return Encoded(item, sent, sent_format), scaled - started, 0.0, 0.0  # its own credentials, untouched
         metadata = image_metadata(plan, sizes, item.seed) if self.embed_metadata and request.embed_metadata else None
         source = sent if item.image is generated.image and request.output_format == "png" else None
@@ -158,6 +159,11 @@ class FinishStage:
         except ProvenanceError:
             log.exception("signing Content Credentials failed")
             raise ServiceUnavailable("Content Credentials could not be signed; the image was not delivered.") from None
+
+
+def keeps_alpha_as_sent(image: Image.Image, background: str | None) -> bool:
+    """Whether ``image`` can go out with the alpha it came with: it has none, or ``background`` keeps it."""
+    return image.mode == "RGB" or keeps_alpha(image, "png", background)
 
 
 def finish(item: GeneratedImage, plan: Plan, sizes: SizePlan) -> GeneratedImage:

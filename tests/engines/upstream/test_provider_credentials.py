@@ -39,3 +39,23 @@ def test_a_signed_provider_image_keeps_its_credentials(fakes: dict[str, Fake], t
     assert report.state == "Valid" and report.agents == ["signed-provider"]
     assert report.actions == ["c2pa.opened", "c2pa.edited"] and report.ingredients == ["provider image"]
     assert Image.open(io.BytesIO(resized)).size == (512, 512)
+
+
+def test_a_signed_provider_image_that_must_be_flattened_is_signed_again(fakes: dict[str, Fake], tmp_path: Path) -> None:
+    """Delivered as sent only when nothing changes: an RGBA image asked for on an opaque background is
+    flattened, so limner signs the result, with the provider's image as its parent."""
+    provider = load_credentials(tmp_path / "provider")
+    buffer = io.BytesIO()
+    Image.new("RGBA", (1024, 1024), (30, 90, 200, 100)).save(buffer, "PNG")
+    signed = provider.sign(buffer.getvalue(), "image/png", Made(model="provider-model"))
+    fakes["openai"].control.set(None, served=signed)
+    entry = fakes["openai"].entry(id="signed-provider", upstream_model="gpt-image-1")
+    settings = Settings(data_dir=tmp_path / "limner", models=[entry], default_model="signed-provider")
+    with live_server(create_app(settings)) as url:
+        body = {"model": "signed-provider", "prompt": "x", "background": "opaque", "response_format": "b64_json"}
+        response = httpx.post(url + "/v1/images/generations", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    flattened = base64.b64decode(response.json()["data"][0]["b64_json"])
+    assert flattened != signed and Image.open(io.BytesIO(flattened)).mode == "RGB"
+    report = read(flattened, "image/png")
+    assert report.state == "Valid" and report.ingredients == ["provider image"]
