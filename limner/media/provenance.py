@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime
 import importlib
 import io
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -363,7 +362,3 @@ def describe(report: Report) -> str:
     if report.ingredients:
         lines.append(f"ingredients: {', '.join(report.ingredients)}")
     return "\n".join(lines)
-
-
-def as_json(report: Report) -> str:
-    return json.dumps(report.__dict__, indent=2)

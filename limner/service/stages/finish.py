@@ -6,7 +6,11 @@ small plain PNG that needs none of it keeps its bytes, with the metadata spliced
 
 Then each image gets its Content Credentials (``limner.media.provenance``): a signed manifest saying it was
 made by the model, from which inputs. A provider's image that arrived with credentials of its own and needs
-no change goes out byte for byte; changed, it is the parent ingredient of limner's manifest."""
+no change goes out byte for byte; changed, it is the parent ingredient of limner's manifest.
+
+With an invisible watermark configured (``limner.media.watermark``), every final image gets it after styling
+and before encoding (its time counts as ``upscale``), so the manifest signs the marked pixels; JPEGs then keep
+full-resolution colour, where the mark lives."""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from limner.core.sizes import SizePlan, fit_to_size
 from limner.engines.upstream.payloads import INLINE_BYTES
 from limner.media.encode import MIME_BY_FORMAT, encode_image, keeps_alpha, reuse_png, source_of
 from limner.media.provenance import ContentCredentials, Ingredient, Made, ProvenanceError, signed_format
+from limner.media.watermark import InvisibleWatermark
 from limner.service.stages.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -48,11 +53,14 @@ class FinishStage:
         embed_metadata: bool = True,
         credentials: ContentCredentials | None = None,
         include_prompt: bool = False,
+        watermark: InvisibleWatermark | None = None,
     ) -> None:
         self.embed_metadata = embed_metadata
         self.credentials = credentials
         """Signs every image (``limner.media.provenance``); None: Content Credentials are off."""
         self.include_prompt = include_prompt
+        self.watermark = watermark
+        """Hides its payload in every final image's pixels; None: no invisible watermark."""
 
     async def run(
         self,
@@ -67,7 +75,11 @@ class FinishStage:
         started = time.perf_counter()
         finish_one = functools.partial(self._finish_one, plan=plan, sizes=sizes, ingredients=ingredients)
         try:
-            if self.credentials is None and all(self._as_sent(item, plan, sizes) for item in items):
+            if (
+                self.credentials is None
+                and self.watermark is None
+                and all(self._as_sent(item, plan, sizes) for item in items)
+            ):
                 # Splicing text chunks into a small PNG costs less than the hop to a thread and back.
                 done = [finish_one(item) for item in items]
             else:
@@ -114,6 +126,10 @@ class FinishStage:
         request = plan.request
         started = time.perf_counter()
         item = finish(generated, plan, sizes)
+        if self.watermark is not None:
+            marked = self.watermark.apply(item.image)
+            if marked is not item.image:  # a provider's own URL no longer shows what limner delivers
+                item = replace(item, image=marked, source_url=None)
         scaled = time.perf_counter()
         sent = source_of(generated.image)  # a provider's bytes, where they were kept
         sent_format = signed_format(sent) if sent is not None and self.credentials is not None else None
@@ -132,6 +148,7 @@ class FinishStage:
                 compression=request.output_compression,
                 metadata=metadata,
                 background=request.background,
+                full_chroma=self.watermark is not None,
             )
         encoded = time.perf_counter()
         if self.credentials is not None:
