@@ -120,7 +120,8 @@ def _manifest(made: Made) -> dict[str, Any]:
     for index, _ in enumerate(made.ingredients):
         action = "c2pa.opened" if index == 0 else "c2pa.placed"
         actions.append({"action": action, "parameters": {"ingredientIds": [_ingredient_id(index)]}})
-    actions.append({"action": "c2pa.edited" if made.ingredients else "c2pa.created", **made_here})
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    actions.append({"action": "c2pa.edited" if made.ingredients else "c2pa.created", "when": when, **made_here})
     if made.prompt is not None:
         actions[-1]["parameters"] = {"description": made.prompt}
     return {
@@ -137,9 +138,15 @@ class Report:
     state: str | None = None
     """``Valid`` (signature and binding hold, signer not on a trust list), ``Trusted``, or ``Invalid``."""
     signer: str | None = None
+    """The signing certificate's issuer (its organisation); ``signer_name`` is its common name."""
+    signer_name: str | None = None
+    when: str | None = None
+    """When it was made: the signing time from a time-stamp authority, else the time its last action names."""
     generator: str | None = None
     actions: list[str] = field(default_factory=list)
     agents: list[str] = field(default_factory=list)
+    source_types: list[str] = field(default_factory=list)
+    """Digital source types the actions name, short (``trainedAlgorithmicMedia``: made by a model)."""
     ingredients: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -162,15 +169,21 @@ def read(data: bytes, mime_type: str) -> Report:
     ]
     failures = [item.get("code", "") for item in results.get("activeManifest", {}).get("failure", [])]
     generator: dict[str, Any] = next(iter(manifest.get("claim_generator_info", [])), {})
+    signature: dict[str, Any] = manifest.get("signature_info") or {}
+    times = [str(action["when"]) for action in actions if action.get("when")]
+    sources = [str(action["digitalSourceType"]) for action in actions if action.get("digitalSourceType")]
     return Report(
         present=True,
         state=state,
-        signer=(manifest.get("signature_info") or {}).get("issuer"),
+        signer=signature.get("issuer"),
+        signer_name=signature.get("common_name"),
+        when=signature.get("time") or (times[-1] if times else None),
         generator=f"{generator.get('name')}/{generator.get('version')}" if generator else None,
         actions=[str(action.get("action")) for action in actions],
         agents=[
             str((action.get("softwareAgent") or {}).get("name")) for action in actions if action.get("softwareAgent")
         ],
+        source_types=list(dict.fromkeys(source.rsplit("/", 1)[-1] for source in sources)),
         ingredients=[str(item.get("title")) for item in manifest.get("ingredients", [])],
         failures=failures,
     )
@@ -179,14 +192,20 @@ def read(data: bytes, mime_type: str) -> Report:
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 
 
+def image_format(data: bytes) -> str | None:
+    """The MIME type of a PNG, JPEG or WebP file by its first bytes (the formats that carry credentials)."""
+    mime_type = next((mime for magic, mime in _MAGIC if data.startswith(magic)), None)
+    if mime_type is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        mime_type = "image/webp"
+    return mime_type
+
+
 def signed_format(data: bytes) -> str | None:
     """The MIME type of ``data`` when it carries Content Credentials (valid or not), else None: such bytes
     are never altered in passing. A cheap look for the JUMBF label first, the library's reader to be sure."""
     if b"c2pa" not in data:
         return None
-    mime_type = next((mime for magic, mime in _MAGIC if data.startswith(magic)), None)
-    if mime_type is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        mime_type = "image/webp"
+    mime_type = image_format(data)
     if mime_type is None:
         return None
     try:
@@ -353,10 +372,13 @@ def describe(report: Report) -> str:
     lines = [
         f"Content Credentials: {report.state}"
         + (f" (failures: {', '.join(report.failures)})" if report.failures else ""),
-        f"signed by: {report.signer or 'unknown'}",
+        f"signed by: {report.signer or 'unknown'}" + (f" ({report.signer_name})" if report.signer_name else ""),
+        f"made at: {report.when or 'unknown'}",
         f"made with: {report.generator or 'unknown'}",
         f"actions: {', '.join(report.actions) or 'none'}",
     ]
+    if report.source_types:
+        lines.append(f"digital source type: {', '.join(report.source_types)}")
     if report.agents:
         lines.append(f"software agents: {', '.join(dict.fromkeys(report.agents))}")
     if report.ingredients:

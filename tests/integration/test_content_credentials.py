@@ -109,6 +109,7 @@ def test_provenance_check_reports_what_a_file_carries(signing_server: str, tmp_p
     assert run.returncode == 0, run.stderr
     assert "Content Credentials: Valid" in run.stdout and "actions: c2pa.created" in run.stdout
     assert "software agents: pattern" in run.stdout and "untrusted" in run.stdout
+    assert "digital source type: trainedAlgorithmicMedia" in run.stdout and "made at: 20" in run.stdout
     tampered = bytearray(signed.read_bytes())
     tampered[-40] ^= 1
     (tmp_path / "tampered.png").write_bytes(bytes(tampered))
