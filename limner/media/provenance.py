@@ -9,11 +9,16 @@ breaks it. The prompt is left out unless the operator asks (``include_prompt``).
 Signing uses the operator's certificate chain and private key (the algorithm follows the key), or a
 development chain made on first start in the data directory, named untrusted: validators show such an
 image as validly signed by an unknown signer. No thumbnail is embedded: the manifest adds about 3 KB.
+
+The library never goes to the network here (``OFFLINE``): an image may name a remote manifest in its XMP,
+and the library would fetch that URL while reading it or taking it as an ingredient; so would OCSP checks
+of a certificate the image carries. Every reader and builder in limner uses ``offline_context``.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib
 import io
 import logging
@@ -38,6 +43,11 @@ DEV_CHAIN_FILE = "c2pa-dev-untrusted-chain.pem"
 DEV_KEY_FILE = "c2pa-dev-untrusted-key.pem"
 DEV_ORGANIZATION = "limner development certificate (untrusted)"
 SIGNED_FORMATS = ("image/png", "image/jpeg", "image/webp")
+OFFLINE: dict[str, Any] = {
+    "core": {"allowed_network_hosts": []},
+    "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
+}
+"""C2PA library settings that keep it off the network (see the module doc)."""
 RemoteSign = Callable[[bytes], bytes]
 """Signs the bytes it is given with the key of the configured certificate (an HSM or KMS): raw signature back."""
 
@@ -86,7 +96,7 @@ class ContentCredentials:
             self._signer = c2pa.Signer.from_info(info)
         else:
             raise ProvenanceError("a C2PA signer needs the certificate's private key or a remote signer")
-        self._context = c2pa.Context.from_dict({"builder": {"thumbnail": {"enabled": False}}})
+        self._context = c2pa.Context.from_dict({**OFFLINE, "builder": {"thumbnail": {"enabled": False}}})
 
     def sign(self, data: bytes, mime_type: str, made: Made) -> bytes:
         """``data`` with a signed manifest saying how it was made; formats C2PA cannot carry come back as they are.
@@ -107,6 +117,12 @@ class ContentCredentials:
         except c2pa.C2paError as exc:
             raise ProvenanceError(f"the C2PA library could not sign the image: {exc}") from exc
         return signed.getvalue()
+
+
+@functools.cache
+def offline_context() -> c2pa.Context:
+    """One library context for every reader: ``OFFLINE`` (shared, as the signer's is, between threads)."""
+    return c2pa.Context.from_dict(OFFLINE)
 
 
 def _ingredient_id(index: int) -> str:
@@ -154,7 +170,7 @@ class Report:
 def read(data: bytes, mime_type: str) -> Report:
     """The active manifest of ``data``, checked: signature, hard binding and ingredients."""
     try:
-        reader = c2pa.Reader(mime_type, io.BytesIO(data))
+        reader = c2pa.Reader(mime_type, io.BytesIO(data), context=offline_context())
     except c2pa.C2paError:
         return Report(present=False)
     with reader:
@@ -209,7 +225,7 @@ def signed_format(data: bytes) -> str | None:
     if mime_type is None:
         return None
     try:
-        with c2pa.Reader(mime_type, io.BytesIO(data)):
+        with c2pa.Reader(mime_type, io.BytesIO(data), context=offline_context()):
             return mime_type
     except c2pa.C2paError:
         return None

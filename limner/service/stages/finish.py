@@ -29,6 +29,7 @@ from limner.core.models import GeneratedImage
 from limner.core.sizes import SizePlan, fit_to_size
 from limner.engines.upstream.payloads import INLINE_BYTES
 from limner.media.encode import MIME_BY_FORMAT, encode_image, keeps_alpha, reuse_png, source_of
+from limner.media.ingredients import bare_ingredient, checked_ingredient
 from limner.media.provenance import ContentCredentials, Ingredient, Made, ProvenanceError, signed_format
 from limner.media.watermark import InvisibleWatermark
 from limner.service.stages.plan import Plan
@@ -73,6 +74,10 @@ class FinishStage:
         """Every image finished, encoded and signed; ``stages`` gets the wall time, shared between ``upscale``,
         ``encode`` and ``sign`` in proportion to the time the images spent in each."""
         started = time.perf_counter()
+        checking = 0.0
+        if self.credentials is not None and ingredients:
+            ingredients = await asyncio.to_thread(_checked, ingredients)
+            checking = time.perf_counter() - started
         finish_one = functools.partial(self._finish_one, plan=plan, sizes=sizes, ingredients=ingredients)
         try:
             if (
@@ -87,11 +92,12 @@ class FinishStage:
         except OSError as exc:  # a provider's PNG is decompressed only here, if at all (``open_plain_png``)
             model = plan.entry.id
             raise ModelError(f"Model '{model}' returned an image that could not be decoded.") from exc
-        wall = time.perf_counter() - started
+        wall = time.perf_counter() - started - checking
         parts = [sum(one[1] for one in done), sum(one[2] for one in done), sum(one[3] for one in done)]
         total = sum(parts)
         for stage, part in zip(("upscale", "encode", "sign"), parts, strict=True):
             stages[stage] = wall * part / total if total > 0 else 0.0
+        stages["sign"] += checking
         return [one[0] for one in done]
 
     def preview(self, image: Image.Image, plan: Plan, sizes: SizePlan) -> tuple[bytes, str, tuple[int, int]]:
@@ -152,15 +158,16 @@ class FinishStage:
             )
         encoded = time.perf_counter()
         if self.credentials is not None:
-            parents = [Ingredient(sent, sent_format, "provider image")] if sent and sent_format else []
+            parents = [checked_ingredient(sent, sent_format, "provider image")] if sent and sent_format else []
             prompt = plan.prompt if self.include_prompt else None
             made = Made(model=plan.entry.id, ingredients=[*parents, *ingredients], prompt=prompt)
             data = self._sign(data, mime, made)
         return Encoded(item, data, mime), scaled - started, encoded - scaled, time.perf_counter() - encoded
 
     def _sign(self, data: bytes, mime: str, made: Made) -> bytes:
-        """Signed; where the library refuses an input as an ingredient (a malformed manifest inside it), signed
-        without ingredients; where it refuses altogether, a 503: an image is never delivered unsigned."""
+        """Signed; where the library still refuses an input's own manifest (``_checked`` let it through), the
+        inputs stay ingredients without their manifests, then, as a last resort, are left out; where it
+        refuses altogether, a 503: an image is never delivered unsigned."""
         assert self.credentials is not None
         try:
             return self.credentials.sign(data, mime, made)
@@ -170,12 +177,22 @@ class FinishStage:
                 raise ServiceUnavailable(
                     "Content Credentials could not be signed; the image was not delivered."
                 ) from None
+            log.warning("signing with the inputs' own credentials failed; signing without them", exc_info=True)
+        bare = [bare_ingredient(one, "its Content Credentials could not be used") for one in made.ingredients]
+        try:
+            return self.credentials.sign(data, mime, replace(made, ingredients=bare))
+        except ProvenanceError:
             log.warning("signing with the inputs as ingredients failed; signing without them", exc_info=True)
         try:
             return self.credentials.sign(data, mime, replace(made, ingredients=()))
         except ProvenanceError:
             log.exception("signing Content Credentials failed")
             raise ServiceUnavailable("Content Credentials could not be signed; the image was not delivered.") from None
+
+
+def _checked(ingredients: Sequence[Ingredient]) -> list[Ingredient]:
+    """Each input as ``limner.media.ingredients`` lets it be one (once a request, in a worker thread)."""
+    return [checked_ingredient(one.data, one.mime_type, one.title) for one in ingredients]
 
 
 def keeps_alpha_as_sent(image: Image.Image, background: str | None) -> bool:
