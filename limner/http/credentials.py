@@ -16,7 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from limner.core.errors import InvalidRequest
 from limner.http.routing import read_json
+from limner.media.manifest_store import store_size
 from limner.media.provenance import Report, image_format, read, signed_format
+
+MAX_STORE_BYTES = 8 << 20
+"""The largest manifest store read here: limner's own results carry at most 1 MiB per input's."""
 
 
 class CredentialsBody(BaseModel):
@@ -32,8 +36,15 @@ async def read_credentials(request: Request) -> Response:
         data = base64.b64decode(body.image, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest("'image' is not base64: send the image's bytes in base64.", param="image") from None
-    if image_format(data) is None:
+    mime_type = image_format(data)
+    if mime_type is None:
         raise InvalidRequest("'image' is not a PNG, JPEG or WebP image.", param="image")
+    if (size := store_size(data, mime_type)) > MAX_STORE_BYTES:
+        raise InvalidRequest(
+            f"'image' carries {size // 1024} KB of Content Credentials, more than the "
+            f"{MAX_STORE_BYTES // 1024} KB this reader reads.",
+            param="image",
+        )
     report = await asyncio.to_thread(_report, data)
     return JSONResponse({**asdict(report), "trusted": report.state == "Trusted"})
 

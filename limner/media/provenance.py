@@ -44,10 +44,11 @@ DEV_KEY_FILE = "c2pa-dev-untrusted-key.pem"
 DEV_ORGANIZATION = "limner development certificate (untrusted)"
 SIGNED_FORMATS = ("image/png", "image/jpeg", "image/webp")
 OFFLINE: dict[str, Any] = {
-    "core": {"allowed_network_hosts": []},
+    "core": {"allowed_network_hosts": [], "max_decompressed_manifest_size_in_mb": 16},
     "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
 }
-"""C2PA library settings that keep it off the network (see the module doc)."""
+"""C2PA library settings that keep it off the network (see the module doc), and a compressed manifest from
+inflating past 16 MB."""
 RemoteSign = Callable[[bytes], bytes]
 """Signs the bytes it is given with the key of the configured certificate (an HSM or KMS): raw signature back."""
 

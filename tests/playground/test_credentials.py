@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import io
 import re
+import struct
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -79,11 +81,20 @@ def test_the_reader_answers_what_it_is_sent(settings: Settings) -> None:
         def read(body: object) -> httpx.Response:
             return client.post("/playground/credentials", json=body, headers=auth)
 
+        # a PNG whose caBX chunk holds 9 MiB (the size is read from the chunk header, never parsed)
+        big = bytearray(base64.b64decode(png(Image.new("RGB", (8, 8)))))
+        store = b"\0" * (9 << 20)
+        big[33:33] = struct.pack(">I", len(store)) + b"caBX" + store + struct.pack(">I", zlib.crc32(b"caBX" + store))
+        heavy = base64.b64encode(bytes(big)).decode()
         plain = read({"image": png(Image.new("RGB", (8, 8)))})
         assert plain.status_code == 200 and plain.json()["present"] is False
         for body, message in [
             ({"image": "not base64!"}, "'image' is not base64: send the image's bytes in base64."),
             ({"image": base64.b64encode(b"GIF89a....").decode()}, "'image' is not a PNG, JPEG or WebP image."),
+            (
+                {"image": heavy},
+                "'image' carries 9216 KB of Content Credentials, more than the 8192 KB this reader reads.",
+            ),
             ({}, "Missing required parameter: 'image'."),
             ({"image": "", "extra": 1}, "Unrecognized request argument supplied: 'extra'."),
         ]:
