@@ -69,9 +69,10 @@ class InvisibleWatermark:
             raise WatermarkError(f"unknown invisible watermark method {method!r}; use one of {', '.join(METHODS)}")
         try:
             import imwatermark
-        except ImportError:
+        except ImportError as exc:  # the package, or a system library opencv loads (libGL: make setup)
             raise WatermarkError(
-                "the invisible watermark needs the invisible-watermark package: pip install 'limner[watermark]'"
+                f"the invisible watermark needs the invisible-watermark package: pip install 'limner[watermark]' "
+                f"({exc})"
             ) from None
         self._library: Any = imwatermark
 
