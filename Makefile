@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[local,dev]'
+	$(BIN)/python -m pip install -q -e '.[local,dev,watermark]'
 	touch $(STAMP)
 
 # The emoji font is the built-in model's training material (tests render a few glyphs from it).
@@ -36,7 +36,16 @@ browser:
 	   (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null 2>&1 || \
 	  echo "note: could not install chromium; the browser tests will be skipped"
 
-setup: $(STAMP) $(FONT) services browser
+# opencv-python, which the invisible watermark (limner[watermark]) pulls in, loads libGL and GLib from the
+# system. Instant when both are present; without them the watermark tests skip and the setting says why.
+.PHONY: cv-libs
+cv-libs:
+	-@(ldconfig -p | grep -q 'libGL.so.1 ' && ldconfig -p | grep -q 'libglib-2.0.so.0 ') || \
+	  (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq libgl1 && \
+	   (apt-get install -y -qq libglib2.0-0t64 || apt-get install -y -qq libglib2.0-0)) >/dev/null 2>&1 || \
+	  echo "note: could not install libgl1/GLib; the invisible watermark tests will be skipped"
+
+setup: $(STAMP) $(FONT) services browser cv-libs
 
 # node-fetch for the reference services' JavaScript examples (tests/examples); skipped without npm.
 EXAMPLES := tests/examples

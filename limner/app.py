@@ -43,6 +43,7 @@ from limner.media.own_links import OwnMediaLinks
 from limner.media.provenance import ContentCredentials, load_credentials
 from limner.media.signing import UrlSigner
 from limner.media.store import LocalMediaStore, MediaStore
+from limner.media.watermark import InvisibleWatermark
 from limner.service.accounting import AccountsGate
 from limner.service.image_service import ImageService, ServiceOptions
 from limner.service.media_access import MediaAccess
@@ -96,6 +97,13 @@ def content_credentials(settings: Settings) -> ContentCredentials | None:
     )
 
 
+def invisible_watermark(settings: Settings) -> InvisibleWatermark | None:
+    """The pixel watermark from the settings; ``WatermarkError`` (startup stops) when its package is missing."""
+    if settings.invisible_watermark == "off":
+        return None
+    return InvisibleWatermark(settings.invisible_watermark_payload, settings.invisible_watermark)
+
+
 def build_state(settings: Settings, factories: dict[str, EngineFactory] | None = None) -> AppState:
     """Everything a request needs, built bottom-up: media, catalog, accounts, then the service over them."""
     make_private(settings.data_dir, create="directory")
@@ -130,6 +138,7 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
             input_memory=settings.input_memory_mb * 2**20,
             credentials=content_credentials(settings),
             credentials_include_prompt=settings.c2pa_include_prompt,
+            watermark=invisible_watermark(settings),
         ),
         gate=AccountsGate(accounts, catalog, metrics),
         residency=Residency(

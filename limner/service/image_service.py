@@ -25,6 +25,7 @@ from limner.engines.slots import ModelSlots
 from limner.media.encode import keeps_alpha
 from limner.media.inputs import ImageLoader
 from limner.media.provenance import ContentCredentials
+from limner.media.watermark import InvisibleWatermark
 from limner.service.gate import Gate, OpenGate, Ticket
 from limner.service.jobs import Job, JobRegistry, Listener
 from limner.service.media_access import MediaAccess
@@ -62,6 +63,8 @@ class ServiceOptions:
     credentials: ContentCredentials | None = None
     """Signs every image with a C2PA manifest; None: Content Credentials off."""
     credentials_include_prompt: bool = False
+    watermark: InvisibleWatermark | None = None
+    """Hides a payload in every finished image's pixels; None: no invisible watermark."""
 
 
 class ImageService:
@@ -91,7 +94,10 @@ class ImageService:
         self.inputs = InputStage(media, loader, InputMemory(options.input_memory))
         self.generator = GenerateStage(catalog, self.jobs, self.residency, options.request_timeout)
         self.finisher = FinishStage(
-            options.embed_metadata, options.credentials, include_prompt=options.credentials_include_prompt
+            options.embed_metadata,
+            options.credentials,
+            include_prompt=options.credentials_include_prompt,
+            watermark=options.watermark,
         )
         self.storer = StoreStage(media)
 
