@@ -183,7 +183,7 @@ class ModelEntry(BaseModel):
     quantization: Quantization = Field(
         "none",
         description="Quantised weights (limner.engines.quantization): int8-weight or int8-dynamic on any device, "
-        "fp8-weight or int4-weight on CUDA",
+        "fp8-weight, int4-weight or nf4 on CUDA; a .gguf path is a GGUF denoiser, quantised already",
     )
     quantize: list[Component] = Field(
         default_factory=lambda: list(DEFAULT_QUANTIZED), description="The components quantization applies to"
@@ -204,6 +204,8 @@ class ModelEntry(BaseModel):
             return {}
         components = "+".join(self.quantize)
         quantization = self.quantization if self.quantization == "none" else f"{self.quantization} ({components})"
+        if self.path is not None and self.path.suffix.lower() == ".gguf":
+            quantization = "gguf (denoiser)" + ("" if self.quantization == "none" else f", {quantization}")
         return {"precision": self.dtype, "quantization": quantization}
 
     @property

@@ -56,6 +56,7 @@ from limner.engines.diffusers_loading import (
 )
 from limner.engines.diffusers_tuning import Samplers, auto_dtype, check_device, load_refiner, place, set_vae_tiling
 from limner.engines.families import same_base
+from limner.engines.gguf_loading import is_gguf
 from limner.engines.quantization import check_quantization, quantize
 from limner.engines.step_hooks import Cancelled, step_arguments
 
@@ -154,7 +155,7 @@ class DiffusersEngine(Engine):
             raise ModelNotAvailable("Local models need torch and diffusers: pip install 'limner[local]'.")
         device = resolve_device(settings.device)
         check_device(settings, device)
-        check_quantization(settings.quantization, device)
+        check_quantization(settings.quantization, device, settings.quantize, gguf=is_gguf(path))
         dtype = resolve_dtype(settings.dtype, device, auto_dtype(self.family, device))
         try:
             load = load_single_file if path.is_file() else load_directory

@@ -16,7 +16,7 @@ def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None, max_imag
     from limner.engines.diffusers_engine import DiffusersEngine, DiffusersSettings
 
     if entry.path is None:
-        raise ValueError(f"model '{entry.id}' needs a 'path' to a diffusers directory or a .safetensors file")
+        raise ValueError(f"model '{entry.id}' needs a 'path' to a diffusers directory, a .safetensors or a .gguf file")
     return DiffusersEngine(
         DiffusersSettings(
             path=entry.path,
