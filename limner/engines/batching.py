@@ -96,6 +96,7 @@ def batch_key(request: EngineRequest) -> tuple[Any, ...] | None:
         request.effort,
         request.loras,  # adapters change the model itself: only requests using the same set share a call
         request.scheduler,
+        request.exact,  # the cache is taken off for the whole call
     )
 
 

@@ -19,6 +19,7 @@ from limner.builtin import BUILTIN_MODEL_DIR
 from limner.core.errors import ModelNotFound
 from limner.core.models import Capabilities
 from limner.engines.base import Engine
+from limner.engines.denoise_cache import DenoiseCache
 from limner.engines.families import SAMPLERS, family_named
 from limner.engines.quantization import DEFAULT_QUANTIZED, Component, Quantization
 from limner.media.fetch import DEFAULT_MAX_BYTES
@@ -188,6 +189,15 @@ class ModelEntry(BaseModel):
     quantize: list[Component] = Field(
         default_factory=lambda: list(DEFAULT_QUANTIZED), description="The components quantization applies to"
     )
+    cache: DenoiseCache = Field(
+        "none",
+        description="A denoising cache (limner.engines.denoise_cache): first-block or taylorseer, on denoisers "
+        "with diffusers' cache hooks (FLUX); requests with exact = true run without it",
+    )
+    cache_threshold: float | None = Field(
+        None, gt=0, description="first-block: relative change of the first block below which the rest is reused"
+    )
+    cache_interval: int | None = Field(None, ge=2, description="taylorseer: steps between full computations")
 
     # Where a local model runs: in this process, or as a Ray Serve deployment (limner.engines.ray_serve)
     runtime: Literal["local", "ray"] = Field("local", description="local: in the API process; ray: on Ray Serve")
@@ -275,6 +285,9 @@ class ModelEntry(BaseModel):
             raise ValueError(f"model '{self.id}' lists a LoRA name twice: {names}")
         if self.family is not None:
             family_named(self.family)
+        for knob, kind in (("cache_threshold", "first-block"), ("cache_interval", "taylorseer")):
+            if getattr(self, knob) is not None and self.cache != kind:
+                raise ValueError(f"model '{self.id}': {knob} is for cache = '{kind}', and its cache is '{self.cache}'")
         unknown = sorted(set(self.schedulers or ()) - set(SAMPLERS))
         if unknown:
             raise ValueError(f"model '{self.id}': unknown schedulers {unknown}; expected some of {sorted(SAMPLERS)}")

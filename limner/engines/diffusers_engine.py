@@ -39,6 +39,7 @@ from limner.core.errors import InvalidRequest, LimnerError, ModelError, ModelNot
 from limner.core.models import Capabilities, EngineRequest, EngineTimings, GeneratedImage, Mode, ProgressCallback
 from limner.engines.adapters import LoraSet
 from limner.engines.base import Engine
+from limner.engines.denoise_cache import Cache
 from limner.engines.diffusers_loading import (
     DiffusersSettings,
     Pipeline,
@@ -82,6 +83,7 @@ class DiffusersEngine(Engine):
         """The dtype the pipeline computes in, once loaded ("float32", "bfloat16", ...)."""
         self.quantized: list[str] = []
         """The pipeline attributes whose weights ``settings.quantization`` quantised, once loaded."""
+        self.cache = Cache(settings.cache, settings.cache_threshold, settings.cache_interval)
 
     @property
     def loaded(self) -> bool:
@@ -136,6 +138,7 @@ class DiffusersEngine(Engine):
             self._resident_bytes = 0
             self._tasks.clear()
             self._refiner = None
+            self.cache.detach()
             self.loras.reset()
             if pipe is not None and self.settings.cpu_offload:
                 pipe.remove_all_hooks()
@@ -163,6 +166,7 @@ class DiffusersEngine(Engine):
             if settings.scheduler:
                 pipe.scheduler = scheduler_class(settings.scheduler).from_config(pipe.scheduler.config)
             self.quantized = quantize(pipe, settings.quantization, settings.quantize)
+            self.cache.attach(pipe)  # before any compile, so the compiled graph includes its hooks
             place(pipe, settings, device)
             self._refiner = load_refiner(settings, pipe, dtype, device)
         except LimnerError:
@@ -200,7 +204,8 @@ class DiffusersEngine(Engine):
             refine = self._refiner is not None and task == "generate"
             started = time.perf_counter()
             try:
-                images = self._refined(kwargs, generators) if refine else pipe(**kwargs).images
+                with self.cache.off(request.exact):
+                    images = self._refined(kwargs, generators) if refine else pipe(**kwargs).images
             except Cancelled:
                 raise
             except torch.OutOfMemoryError as exc:

@@ -54,6 +54,9 @@ class DiffusersSettings:
     compile: bool = False  # CUDA only: torch.compile the denoiser
     quantization: str = "none"  # see limner.engines.quantization
     quantize: tuple[str, ...] = ("denoiser",)  # the components quantization applies to
+    cache: str = "none"  # a denoising cache, see limner.engines.denoise_cache
+    cache_threshold: float | None = None  # first-block: the relative change below which blocks are reused
+    cache_interval: int | None = None  # taylorseer: steps between full computations
     family: str | None = None  # see limner.engines.families; None: detected from the configs
     loras: tuple[LoraSpec, ...] = ()
     samplers: tuple[str, ...] | None = None  # the samplers requests may pick; None: the family's
