@@ -121,6 +121,10 @@ class BatchingEngine(Engine):
         return self.inner.loaded
 
     @property
+    def loading(self) -> bool:
+        return self.inner.loading
+
+    @property
     def resident_bytes(self) -> int:
         return self.inner.resident_bytes
 

@@ -180,7 +180,11 @@ class ModelEntry(BaseModel):
     attention_slicing: bool | None = None
     vae_tiling: bool | None = Field(None, description="Decode in tiles; unset: only for sizes past the family's")
     cpu_offload: bool | None = Field(None, description="CUDA only: weights in RAM, each model on the GPU as it runs")
-    compile: bool = Field(False, description="CUDA only: torch.compile the denoiser (slow first call)")
+    compile: bool = Field(
+        False,
+        description="torch.compile the denoiser (regionally where diffusers can) while the model loads, with a warm-up "
+        "image; compiled code is kept in <data_dir>/compile-cache for the next start",
+    )
     quantization: Quantization = Field(
         "none",
         description="Quantised weights (limner.engines.quantization): int8-weight or int8-dynamic on any device, "

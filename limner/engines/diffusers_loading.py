@@ -51,7 +51,8 @@ class DiffusersSettings:
     attention_slicing: bool = False
     cpu_offload: bool = False  # CUDA only: keep weights in RAM, move each model to the GPU while it runs
     vae_tiling: bool | None = None  # None: tiles only for sizes well past the family's own
-    compile: bool = False  # CUDA only: torch.compile the denoiser
+    compile: bool = False  # torch.compile the denoiser at load (limner.engines.compiling)
+    compile_cache: Path | None = None  # where compiled code is kept across restarts (<data_dir>/compile-cache)
     quantization: str = "none"  # see limner.engines.quantization
     quantize: tuple[str, ...] = ("denoiser",)  # the components quantization applies to
     cache: str = "none"  # a denoising cache, see limner.engines.denoise_cache
@@ -77,8 +78,18 @@ def module_bytes(pipe: Pipeline) -> int:
         for tensor in (*component.parameters(), *component.buffers()):
             if id(tensor) not in seen:
                 seen.add(id(tensor))
-                total += tensor.numel() * tensor.element_size()
+                total += tensor_bytes(tensor)
     return total
+
+
+def tensor_bytes(tensor: Any) -> int:
+    """Bytes a tensor holds; a quantised one (torchao's int8 weights: a tensor subclass over int8 data and
+    scales) is the sum of the tensors inside it, not its logical size in its nominal dtype."""
+    flatten = getattr(tensor, "__tensor_flatten__", None)
+    if flatten is None:
+        return int(tensor.numel() * tensor.element_size())
+    names, _ = flatten()
+    return sum(tensor_bytes(getattr(tensor, name)) for name in names)
 
 
 def quiet_progress_bars() -> None:
