@@ -110,7 +110,7 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
     secret = server_secret(settings)
     signer = UrlSigner(secret, default_ttl=settings.url_ttl_seconds)
     store = media_store(settings)
-    catalog = Catalog(settings.models, factories or default_factories())
+    catalog = Catalog(settings.models, factories or default_factories(settings.data_dir))
     loader = ImageLoader(
         ImageDecoder(
             max_bytes=settings.max_upload_bytes,

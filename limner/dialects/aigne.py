@@ -39,6 +39,7 @@ class AigneParams(BaseModel):
     negative_prompt: str | None = Field(None, max_length=4000)
     loras: LoraList | None = None
     scheduler: str | None = Field(None, max_length=64)
+    exact: bool = False
 
 
 async def create_image(request: Request) -> Response:
@@ -62,6 +63,7 @@ async def create_image(request: Request) -> Response:
         report_usage=openai.is_gpt_image(params.model),
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,
+        exact=params.exact,
         consumer=get_consumer(request),
     )
     result = await state.service.run(image_request, current_request_id())

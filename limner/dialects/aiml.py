@@ -79,9 +79,10 @@ class GenerationParams(BaseModel):
     size: str | None = None
     stream: StrictBool = False
     watermark: StrictBool = False
-    # limner extensions: LoRA adapters and the sampler of a local model
+    # limner extensions: LoRA adapters, the sampler and exact results (no denoising cache) of a local model
     loras: LoraList | None = None
     scheduler: str | None = Field(None, max_length=64)
+    exact: StrictBool = False
 
 
 class AimlImage(BaseModel):
@@ -192,6 +193,7 @@ def to_image_request(params: GenerationParams, consumer: str) -> ImageRequest:
         links=params.response_format != "b64_json",
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,
+        exact=params.exact,
         consumer=consumer,
     )
 

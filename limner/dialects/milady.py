@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from pydantic.json_schema import SkipJsonSchema
 
 from limner.core.errors import InsufficientCredits, InvalidImage, InvalidRequest, LimnerError, retry_after_seconds
@@ -59,6 +59,7 @@ class GenerateImageParams(BaseModel):
     # limner extensions
     loras: LoraList | None = None
     scheduler: StrictStr | None = None
+    exact: StrictBool = False
 
 
 class MiladyImage(BaseModel):
@@ -172,6 +173,7 @@ def to_image_request(params: GenerateImageParams, consumer: str) -> ImageRequest
         permanent_links=True,
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,
+        exact=params.exact,
     )
 
 

@@ -19,6 +19,7 @@ from limner.builtin import BUILTIN_MODEL_DIR
 from limner.core.errors import ModelNotFound
 from limner.core.models import Capabilities
 from limner.engines.base import Engine
+from limner.engines.denoise_cache import DenoiseCache
 from limner.engines.families import SAMPLERS, family_named
 from limner.engines.quantization import DEFAULT_QUANTIZED, Component, Quantization
 from limner.media.fetch import DEFAULT_MAX_BYTES
@@ -179,15 +180,28 @@ class ModelEntry(BaseModel):
     attention_slicing: bool | None = None
     vae_tiling: bool | None = Field(None, description="Decode in tiles; unset: only for sizes past the family's")
     cpu_offload: bool | None = Field(None, description="CUDA only: weights in RAM, each model on the GPU as it runs")
-    compile: bool = Field(False, description="CUDA only: torch.compile the denoiser (slow first call)")
+    compile: bool = Field(
+        False,
+        description="torch.compile the denoiser (regionally where diffusers can) while the model loads, with a warm-up "
+        "image; compiled code is kept in <data_dir>/compile-cache for the next start",
+    )
     quantization: Quantization = Field(
         "none",
         description="Quantised weights (limner.engines.quantization): int8-weight or int8-dynamic on any device, "
-        "fp8-weight or int4-weight on CUDA",
+        "fp8-weight, int4-weight or nf4 on CUDA; a .gguf path is a GGUF denoiser, quantised already",
     )
     quantize: list[Component] = Field(
         default_factory=lambda: list(DEFAULT_QUANTIZED), description="The components quantization applies to"
     )
+    cache: DenoiseCache = Field(
+        "none",
+        description="A denoising cache (limner.engines.denoise_cache): first-block or taylorseer, on denoisers "
+        "with diffusers' cache hooks (FLUX); requests with exact = true run without it",
+    )
+    cache_threshold: float | None = Field(
+        None, gt=0, description="first-block: relative change of the first block below which the rest is reused"
+    )
+    cache_interval: int | None = Field(None, ge=2, description="taylorseer: steps between full computations")
 
     # Where a local model runs: in this process, or as a Ray Serve deployment (limner.engines.ray_serve)
     runtime: Literal["local", "ray"] = Field("local", description="local: in the API process; ray: on Ray Serve")
@@ -204,6 +218,8 @@ class ModelEntry(BaseModel):
             return {}
         components = "+".join(self.quantize)
         quantization = self.quantization if self.quantization == "none" else f"{self.quantization} ({components})"
+        if self.path is not None and self.path.suffix.lower() == ".gguf":
+            quantization = "gguf (denoiser)" + ("" if self.quantization == "none" else f", {quantization}")
         return {"precision": self.dtype, "quantization": quantization}
 
     @property
@@ -273,6 +289,9 @@ class ModelEntry(BaseModel):
             raise ValueError(f"model '{self.id}' lists a LoRA name twice: {names}")
         if self.family is not None:
             family_named(self.family)
+        for knob, kind in (("cache_threshold", "first-block"), ("cache_interval", "taylorseer")):
+            if getattr(self, knob) is not None and self.cache != kind:
+                raise ValueError(f"model '{self.id}': {knob} is for cache = '{kind}', and its cache is '{self.cache}'")
         unknown = sorted(set(self.schedulers or ()) - set(SAMPLERS))
         if unknown:
             raise ValueError(f"model '{self.id}': unknown schedulers {unknown}; expected some of {sorted(SAMPLERS)}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import logging
 import math
 import threading
 import time
@@ -39,6 +40,8 @@ from limner.core.errors import InvalidRequest, LimnerError, ModelError, ModelNot
 from limner.core.models import Capabilities, EngineRequest, EngineTimings, GeneratedImage, Mode, ProgressCallback
 from limner.engines.adapters import LoraSet
 from limner.engines.base import Engine
+from limner.engines.compiling import check_compiler, use_cache_dir
+from limner.engines.denoise_cache import Cache
 from limner.engines.diffusers_loading import (
     DiffusersSettings,
     Pipeline,
@@ -56,8 +59,11 @@ from limner.engines.diffusers_loading import (
 )
 from limner.engines.diffusers_tuning import Samplers, auto_dtype, check_device, load_refiner, place, set_vae_tiling
 from limner.engines.families import same_base
+from limner.engines.gguf_loading import is_gguf
 from limner.engines.quantization import check_quantization, quantize
 from limner.engines.step_hooks import Cancelled, step_arguments
+
+log = logging.getLogger(__name__)
 
 
 class DiffusersEngine(Engine):
@@ -81,10 +87,19 @@ class DiffusersEngine(Engine):
         """The dtype the pipeline computes in, once loaded ("float32", "bfloat16", ...)."""
         self.quantized: list[str] = []
         """The pipeline attributes whose weights ``settings.quantization`` quantised, once loaded."""
+        self.cache = Cache(settings.cache, settings.cache_threshold, settings.cache_interval)
+        self._loading = False
+        self.warm_up_seconds: float | None = None
+        """How long the compiling warm-up took at the last load (``compile = true``), for logs and benchmarks."""
 
     @property
     def loaded(self) -> bool:
         return self._pipe is not None
+
+    @property
+    def loading(self) -> bool:
+        """True while the weights load and, with ``compile``, while the warm-up image compiles the denoiser."""
+        return self._loading
 
     @property
     def resident_bytes(self) -> int:
@@ -126,7 +141,11 @@ class DiffusersEngine(Engine):
     def _ensure_loaded(self) -> Pipeline:
         with self._lock:
             if self._pipe is None:
-                self._pipe = self._load_sync()
+                self._loading = True
+                try:
+                    self._pipe = self._load_sync()
+                finally:
+                    self._loading = False
             return self._pipe
 
     def _unload(self) -> None:
@@ -135,6 +154,7 @@ class DiffusersEngine(Engine):
             self._resident_bytes = 0
             self._tasks.clear()
             self._refiner = None
+            self.cache.detach()
             self.loras.reset()
             if pipe is not None and self.settings.cpu_offload:
                 pipe.remove_all_hooks()
@@ -154,7 +174,10 @@ class DiffusersEngine(Engine):
             raise ModelNotAvailable("Local models need torch and diffusers: pip install 'limner[local]'.")
         device = resolve_device(settings.device)
         check_device(settings, device)
-        check_quantization(settings.quantization, device)
+        check_quantization(settings.quantization, device, settings.quantize, gguf=is_gguf(path))
+        if settings.compile:
+            check_compiler(device)
+            use_cache_dir(settings.compile_cache)
         dtype = resolve_dtype(settings.dtype, device, auto_dtype(self.family, device))
         try:
             load = load_single_file if path.is_file() else load_directory
@@ -162,6 +185,7 @@ class DiffusersEngine(Engine):
             if settings.scheduler:
                 pipe.scheduler = scheduler_class(settings.scheduler).from_config(pipe.scheduler.config)
             self.quantized = quantize(pipe, settings.quantization, settings.quantize)
+            self.cache.attach(pipe)  # before any compile, so the compiled graph includes its hooks
             place(pipe, settings, device)
             self._refiner = load_refiner(settings, pipe, dtype, device)
         except LimnerError:
@@ -179,7 +203,27 @@ class DiffusersEngine(Engine):
         self.samplers.reset(pipe.scheduler)
         self.capabilities = loaded_capabilities(self.capabilities, pipe, self._tasks, self.family)
         self._resident_bytes = module_bytes(pipe)
+        if settings.compile:
+            self._warm_up()
         return pipe
+
+    def _warm_up(self) -> None:
+        """Compile now rather than in a caller's request: one image at the default size (``compiling``)."""
+        import torch
+
+        pipe = self._tasks.get("generate")
+        if pipe is None:  # an image-to-image-only model (a refiner) compiles on its first request
+            return
+        width, height = self.capabilities.default_size
+        request = EngineRequest(mode=Mode.GENERATE, prompt="warm-up", width=width, height=height, seeds=[0], steps=2)
+        generators = [torch.Generator(device=self._device).manual_seed(0)]
+        started = time.perf_counter()
+        try:
+            pipe(**self._call_arguments(pipe, request, generators, threading.Event()))
+        except Exception as exc:
+            raise ModelNotAvailable(f"compile: the warm-up image failed ({type(exc).__name__}: {exc})") from exc
+        self.warm_up_seconds = time.perf_counter() - started
+        log.info("compiled the denoiser in a %.1f s warm-up at %dx%d", self.warm_up_seconds, width, height)
 
     def _generate_sync(self, request: EngineRequest, cancel: threading.Event) -> list[GeneratedImage]:
         import torch
@@ -199,7 +243,8 @@ class DiffusersEngine(Engine):
             refine = self._refiner is not None and task == "generate"
             started = time.perf_counter()
             try:
-                images = self._refined(kwargs, generators) if refine else pipe(**kwargs).images
+                with self.cache.off(request.exact):
+                    images = self._refined(kwargs, generators) if refine else pipe(**kwargs).images
             except Cancelled:
                 raise
             except torch.OutOfMemoryError as exc:

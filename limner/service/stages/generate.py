@@ -85,6 +85,7 @@ class GenerateStage:
             preview_every=every if previews else 0,
             loras=plan.loras,
             scheduler=request.scheduler,
+            exact=request.exact,
         )
 
     async def run(
