@@ -184,6 +184,7 @@ async def _prepare_models(state: AppState) -> None:
 
 def create_app(settings: Settings | None = None, *, factories: dict[str, EngineFactory] | None = None) -> FastAPI:
     settings = settings or Settings()
+    traced = configure_tracing()  # OTEL_* variables; before the state, whose database and Redis clients it traces
     state = build_state(settings, factories)
 
     @asynccontextmanager
@@ -237,7 +238,7 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
     guards.install(app, settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(RequestIdMiddleware)
-    if configure_tracing():  # OTEL_* variables; off: no middleware, no spans
+    if traced:  # off: no middleware, no spans
         from limner.http.tracing import TracingMiddleware
 
         app.add_middleware(TracingMiddleware)  # outside the request id: the access line carries the trace id
