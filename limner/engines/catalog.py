@@ -232,6 +232,14 @@ class ModelEntry(BaseModel):
         return self.step_batching and self.runtime == "local" and self.engine in ("builtin", "diffusers")
 
     price_per_image: float = 0.0
+    cache_results: bool | None = Field(
+        None,
+        description="Answer a repeated seeded request from the result cache; unset: on for local models, off for "
+        "upstream providers",
+    )
+    cache_price_per_image: float | None = Field(
+        None, ge=0, description="Credits per image answered from the result cache; unset: the usual price"
+    )
     price_scale: dict[str, float] = Field(default_factory=dict)
     """Multipliers of ``price_per_image`` by output size (``"1792x1024"``) or quality (``"hd"``); both apply."""
     owned_by: str = "limner"

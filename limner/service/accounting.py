@@ -221,11 +221,14 @@ class AccountTicket:
         if not limits.unlimited:
             await accounts.limiter.acquire(f"{consumer}|{entry.id}", n, limits)
 
-    async def reserve(self, *, width: int, height: int) -> None:
+    async def reserve(self, *, width: int, height: int, cached: bool = False) -> None:
         accounts, entry, policy = self.gate.accounts, self.entry, self.policy
         if entry is None or policy is None:
             raise LimnerError("Internal error: credits reserved before the request was admitted.")
-        self.price = _micros(entry.price_for(self.n, width, height, self.request.quality))
+        if cached and entry.cache_price_per_image is not None:
+            self.price = _micros(entry.cache_price_per_image * self.n)
+        else:
+            self.price = _micros(entry.price_for(self.n, width, height, self.request.quality))
         if self.price > 0 and policy.consumer_id is not None and policy.balance is not None:
             # Shielded: a reservation that completes after its client left must still be found and refunded.
             ask = credits.Ask(

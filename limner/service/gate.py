@@ -23,8 +23,9 @@ class Ticket(Protocol):
     async def admit(self, entry: ModelEntry, *, n: int) -> None:
         """Check the rate limits for ``n`` images of this model, or raise (429, ...)."""
 
-    async def reserve(self, *, width: int, height: int) -> None:
-        """Hold the price of the admitted images at this size, or raise (402)."""
+    async def reserve(self, *, width: int, height: int, cached: bool = False) -> None:
+        """Hold the price of the admitted images at this size (``cached``: answered from the result cache,
+        at the model's cache price where it has one), or raise (402)."""
 
     def deliver(self, result: ImageResult) -> None:
         """The images exist and are about to be returned: charge for them when the ticket closes."""
@@ -44,7 +45,7 @@ class _OpenTicket:
     async def admit(self, entry: ModelEntry, *, n: int) -> None:
         return None
 
-    async def reserve(self, *, width: int, height: int) -> None:
+    async def reserve(self, *, width: int, height: int, cached: bool = False) -> None:
         return None
 
     def deliver(self, result: ImageResult) -> None:
