@@ -152,6 +152,10 @@ class ImageRequest:
     """LoRA adapters of the model to apply, in order; the service checks them against the catalog."""
     scheduler: str | None = None
     """A sampler from the model's allow-list (``euler``, ``dpmpp_2m``, ...); None: the model's own."""
+    priority: int | None = None
+    """Asked-for queue priority (``Limner-Priority``), capped at the consumer's maximum; None: 0."""
+    start_deadline: float | None = None
+    """Seconds the request may wait to start (``Limner-Start-Deadline``); None: the consumer's default."""
 
     @property
     def mode(self) -> Mode:

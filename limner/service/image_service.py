@@ -151,11 +151,12 @@ class ImageService:
 
     async def _run(self, request: ImageRequest, request_id: str, ticket: Ticket, job: Job) -> ImageResult:
         started = time.perf_counter()
+        arrived = asyncio.get_running_loop().time()
         with span("limner.plan") as planning:
             plan = plan_request(self.catalog, request)
             job.model = plan.entry.id
             annotate(planning, {"limner.model": plan.entry.id})
-            await ticket.admit(plan.entry, n=request.n)
+            admission = await ticket.admit(plan.entry, n=request.n, loras=tuple(lora.name for lora in plan.loras))
         decoding = time.perf_counter()
         async with self.inputs.decoded(plan) as inputs:
             decoded = time.perf_counter()
@@ -177,7 +178,7 @@ class ImageService:
                 job.total_steps = None
             else:
                 with span("limner.generate", {"limner.model": plan.entry.id}) as generating:
-                    generated = await self.generator.run(plan.entry, engine_request, job, stages)
+                    generated = await self.generator.run(plan.entry, engine_request, job, stages, admission, arrived)
                     annotate(generating, _seconds(stages, "queue", "engine", "denoise", "decode"))
                 with span("limner.finish") as finishing:
                     encoded = await self.finisher.run(generated, plan, sizes, stages, inputs.ingredients())
