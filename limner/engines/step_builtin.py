@@ -7,14 +7,14 @@ encoder, draws its noise per seed as the pipeline does, and decodes by shuffling
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from PIL import Image
 
 from limner.builtin.pipeline import NATIVE_SIZE, UNSHUFFLE, predicted_clean, tensor_to_images
 from limner.core.models import EngineRequest
-from limner.engines.step_unet import PipelineSteps
+from limner.engines.step_unet import PipelineSteps, split
 from limner.engines.stepping import Tensor, Trajectory
 
 BUILTIN_PIPELINE_CLASS = "EmojiDiffusionPipeline"
@@ -63,10 +63,12 @@ class BuiltinSteps(PipelineSteps):
                 sample, timesteps, encoder_hidden_states=embeddings[:, None, :], class_labels=embeddings
             ).sample
 
-    def decode(self, trajectory: Trajectory) -> list[Image.Image]:
+    def decode(self, trajectories: Sequence[Trajectory]) -> list[list[Image.Image]]:
+        import torch
         import torch.nn.functional as F
 
-        return tensor_to_images(F.pixel_shuffle(trajectory.latents, UNSHUFFLE).float())
+        latents = torch.cat([t.latents for t in trajectories])
+        return split(tensor_to_images(F.pixel_shuffle(latents, UNSHUFFLE).float()), trajectories)
 
     def preview(self, trajectory: Trajectory) -> list[Image.Image] | None:
         import torch.nn.functional as F

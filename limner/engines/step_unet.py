@@ -9,7 +9,7 @@ image-to-image and inpainting, an SDXL refiner, LCM's guidance embedding (``time
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +62,7 @@ class PipelineSteps(ABC):
     def model(self, sample: Tensor, timesteps: Tensor, cond: dict[str, Tensor]) -> Tensor: ...
 
     @abstractmethod
-    def decode(self, trajectory: Trajectory) -> list[Image.Image]: ...
+    def decode(self, trajectories: Sequence[Trajectory]) -> list[list[Image.Image]]: ...
 
     @abstractmethod
     def preview(self, trajectory: Trajectory) -> list[Image.Image] | None: ...
@@ -132,11 +132,13 @@ class UNetSteps(PipelineSteps):
                 return_dict=False,
             )[0]
 
-    def decode(self, trajectory: Trajectory) -> list[Image.Image]:
-        images = decode_latents(self.pipe, trajectory.latents)
+    def decode(self, trajectories: Sequence[Trajectory]) -> list[list[Image.Image]]:
+        import torch
+
+        images = decode_latents(self.pipe, torch.cat([t.latents for t in trajectories]))
         if images is None:
             raise ValueError("the pipeline's VAE could not decode its latents")
-        return images
+        return split(images, trajectories)
 
     def preview(self, trajectory: Trajectory) -> list[Image.Image] | None:
         return decode_latents(self.pipe, trajectory.latents)
@@ -150,6 +152,15 @@ def unet_steps(pipe: Any, samplers: Samplers, loras: LoraSet, defaults: StepDefa
     if getattr(unet.config, "time_cond_proj_dim", None) is not None:
         return None
     return UNetSteps(pipe, samplers, loras, defaults)
+
+
+def split(images: list[Image.Image], trajectories: Sequence[Trajectory]) -> list[list[Image.Image]]:
+    """Images decoded together, back to their trajectories (``n`` each, in order)."""
+    parts, start = [], 0
+    for trajectory in trajectories:
+        parts.append(images[start : start + trajectory.request.n])
+        start += trajectory.request.n
+    return parts
 
 
 def call_defaults(pipe: Any) -> dict[str, Any]:

@@ -89,8 +89,8 @@ class StepFunction(Protocol):
     def model(self, sample: Tensor, timesteps: Tensor, cond: dict[str, Tensor]) -> Tensor:
         """One denoiser call over stacked rows (``timesteps`` one per row)."""
 
-    def decode(self, trajectory: Trajectory) -> list[Image.Image]:
-        """The finished trajectory's images."""
+    def decode(self, trajectories: Sequence[Trajectory]) -> list[list[Image.Image]]:
+        """The finished trajectories' images, decoded in one call (one trajectory's when ``invariant``)."""
 
     def preview(self, trajectory: Trajectory) -> list[Image.Image] | None:
         """Cheap images of where the trajectory stands after its last step; None if the family has none."""
@@ -248,17 +248,27 @@ class SteppingEngine(Engine):
         import torch
 
         trajectories = [member.trajectory for member in group if member.trajectory is not None]
-        finished = []
+        finished: list[tuple[_Member, list[GeneratedImage]]] = []
         with torch.inference_mode():
             steps.prepare(trajectories[0].request)
-            parts = [[t] for t in trajectories] if self.invariant else [trajectories]
-            for part in parts:
+            for part in self._parts(trajectories):
                 self._denoise(steps, part)
-            for member, trajectory in zip(group, trajectories, strict=True):
+            done: list[Trajectory] = []
+            for trajectory in trajectories:
                 _report(steps, trajectory)
                 if trajectory.done:
-                    finished.append((member, _decoded(steps, trajectory)))
+                    done.append(trajectory)
+            member_of = {id(member.trajectory): member for member in group}
+            for part in self._parts(done):
+                answers = _decoded(steps, part)
+                finished += [(member_of[id(t)], images) for t, images in zip(part, answers, strict=True)]
         return finished
+
+    def _parts(self, trajectories: list[Trajectory]) -> list[list[Trajectory]]:
+        """One model call for all, or (``invariant``) one per trajectory; none for none."""
+        if not trajectories:
+            return []
+        return [[one] for one in trajectories] if self.invariant else [trajectories]
 
     def _denoise(self, steps: StepFunction, trajectories: Sequence[Trajectory]) -> None:
         import torch
@@ -304,14 +314,18 @@ def _report(steps: StepFunction, trajectory: Trajectory) -> None:
         request.preview(trajectory.index, images)
 
 
-def _decoded(steps: StepFunction, trajectory: Trajectory) -> list[GeneratedImage]:
+def _decoded(steps: StepFunction, trajectories: list[Trajectory]) -> list[list[GeneratedImage]]:
     denoised = time.perf_counter()
-    images = steps.decode(trajectory)
-    timings = EngineTimings(denoise=denoised - trajectory.started, decode=time.perf_counter() - denoised)
-    return [
-        GeneratedImage(image=image, seed=seed, timings=timings)
-        for image, seed in zip(images, trajectory.request.seeds, strict=True)
-    ]
+    decoded = steps.decode(trajectories)
+    seconds = time.perf_counter() - denoised
+    answers = []
+    for trajectory, images in zip(trajectories, decoded, strict=True):
+        timings = EngineTimings(denoise=denoised - trajectory.started, decode=seconds)
+        seeds = trajectory.request.seeds
+        answers.append(
+            [GeneratedImage(image, seed, timings=timings) for image, seed in zip(images, seeds, strict=True)]
+        )
+    return answers
 
 
 def _set_error(member: _Member, exc: BaseException) -> None:
