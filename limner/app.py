@@ -48,6 +48,7 @@ from limner.service.accounting import AccountsGate
 from limner.service.image_service import ImageService, ServiceOptions
 from limner.service.media_access import MediaAccess
 from limner.service.metrics import Metrics
+from limner.service.stages.cache import ResultCache
 from limner.service.webhooks import WebhookSecrets, WebhookSender, server_secret
 from limner.settings import Settings
 
@@ -147,6 +148,7 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
             budget_bytes=settings.model_memory_budget_mb * 2**20,
         ),
         stages=metrics.observe_stages,
+        cache=ResultCache(settings.result_cache_bytes, observe=metrics.observe_cache),
     )
     metrics.watch_queues(service.queues)
     return AppState(

@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     fetch_timeout: float = 10.0
     fetch_max_redirects: int = 3
     request_timeout: float = 300.0
+    result_cache_bytes: int = Field(
+        256 * 2**20,
+        ge=0,
+        description="Bytes of finished images kept for repeated seeded requests (limner.service.stages.cache); 0: off",
+    )
 
     log_level: str = "INFO"
     log_format: str = "text"

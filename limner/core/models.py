@@ -154,6 +154,10 @@ class ImageRequest:
     """A sampler from the model's allow-list (``euler``, ``dpmpp_2m``, ...); None: the model's own."""
     exact: bool = False
     """Run without the model's denoising cache, if it has one: the pixels the full computation gives."""
+    priority: int | None = None
+    """Asked-for queue priority (``Limner-Priority``), capped at the consumer's maximum; None: 0."""
+    start_deadline: float | None = None
+    """Seconds the request may wait to start (``Limner-Start-Deadline``); None: the consumer's default."""
 
     @property
     def mode(self) -> Mode:

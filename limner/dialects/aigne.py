@@ -19,6 +19,7 @@ from limner.http.context import current_request_id
 from limner.http.deps import get_consumer, get_state
 from limner.http.dialect import Envelope, VendorDialect
 from limner.http.routing import dialect_route, read_json
+from limner.http.scheduling import read_scheduling
 
 DIALECT = "aigne"
 
@@ -66,7 +67,7 @@ async def create_image(request: Request) -> Response:
         exact=params.exact,
         consumer=get_consumer(request),
     )
-    result = await state.service.run(image_request, current_request_id())
+    result = await state.service.run(read_scheduling(request, image_request), current_request_id())
     if not openai.is_gpt_image(params.model):
         result.quality = None  # its default "standard" is no answer field of DALL-E's
     return render_result(result, params.response_format, request, state, model=params.model)

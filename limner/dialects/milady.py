@@ -32,6 +32,7 @@ from limner.http.deps import AppState, get_consumer, get_state
 from limner.http.dialect import Envelope, VendorDialect
 from limner.http.errors import error_response, lookup
 from limner.http.routing import dialect_route, read_json, validate
+from limner.http.scheduling import read_scheduling
 from limner.http.urls import absolute
 
 DIALECT = "milady"
@@ -196,7 +197,7 @@ async def generate_image(request: Request) -> Response:
     """Generate 1-4 images from a prompt, optionally transforming a source image."""
     state = get_state(request)
     params = parse((await read_json(request, _AnyObject)).model_dump())
-    image_request = to_image_request(params, get_consumer(request))
+    image_request = read_scheduling(request, to_image_request(params, get_consumer(request)))
     if params.sourceImage is not None:
         image_request.images = encoded([params.sourceImage], label="sourceImage", param="sourceImage")
     result = await state.service.run(image_request, current_request_id())

@@ -166,6 +166,17 @@ class ModelEntry(BaseModel):
     batch_window_ms: float = 0.0
     """Local engines: join compatible text-to-image requests arriving within this window into one call."""
     max_batch_images: int = 8
+    """Local engines: images in one batch (request-level or step-level)."""
+    step_batching: bool = Field(
+        True,
+        description="The built-in model and SD 1.x/2.x/SDXL (turbo too): text-to-image requests join and leave a "
+        "running batch between denoising steps (limner.engines.stepping); false: request-level batching only",
+    )
+    batch_invariant: bool = Field(
+        False,
+        description="Step-level batching: one denoiser call per request within each step, so pixels are bit for "
+        "bit those made alone (batched matrix kernels round differently by batch size), at the batched call's cost",
+    )
 
     # Local diffusers models: family, adapters, samplers, memory
     family: str | None = Field(
@@ -228,9 +239,23 @@ class ModelEntry(BaseModel):
         On Ray, Ray Serve admits and queues (per replica, with its own backpressure), so limner does not."""
         if self.runtime == "ray":
             return (self.ray_max_replicas or self.ray_replicas) * (self.max_queue + self.max_concurrency * 64)
-        return self.max_concurrency * (self.max_batch_images if self.batch_window_ms > 0 else 1)
+        batching = self.batch_window_ms > 0 or self.steps_in_batches
+        return self.max_concurrency * (self.max_batch_images if batching else 1)
+
+    @property
+    def steps_in_batches(self) -> bool:
+        """Whether this entry's engine gets step-level batching (its requests join a running batch)."""
+        return self.step_batching and self.runtime == "local" and self.engine in ("builtin", "diffusers")
 
     price_per_image: float = 0.0
+    cache_results: bool | None = Field(
+        None,
+        description="Answer a repeated seeded request from the result cache; unset: on for local models, off for "
+        "upstream providers",
+    )
+    cache_price_per_image: float | None = Field(
+        None, ge=0, description="Credits per image answered from the result cache; unset: the usual price"
+    )
     price_scale: dict[str, float] = Field(default_factory=dict)
     """Multipliers of ``price_per_image`` by output size (``"1792x1024"``) or quality (``"hd"``); both apply."""
     owned_by: str = "limner"

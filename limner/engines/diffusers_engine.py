@@ -61,7 +61,10 @@ from limner.engines.diffusers_tuning import Samplers, auto_dtype, check_device, 
 from limner.engines.families import same_base
 from limner.engines.gguf_loading import is_gguf
 from limner.engines.quantization import check_quantization, quantize
+from limner.engines.step_builtin import BUILTIN_PIPELINE_CLASS, BuiltinSteps
 from limner.engines.step_hooks import Cancelled, step_arguments
+from limner.engines.step_unet import PipelineSteps, StepDefaults, call_defaults, unet_steps
+from limner.engines.stepping import StepFunction
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class DiffusersEngine(Engine):
         self._device: Any = None  # torch.device once loaded
         self._resident_bytes = 0
         self._refiner: Pipeline | None = None
+        self._steps: PipelineSteps | None = None
         self.family = planned_family(settings)
         self.capabilities = planned_capabilities(settings, self.family)
         self.loras = LoraSet(settings.loras)
@@ -112,7 +116,7 @@ class DiffusersEngine(Engine):
     async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
         if self._pipe is None and not self.settings.path.expanduser().exists():
             raise ModelNotAvailable(f"Model path {self.settings.path.expanduser()} does not exist.")
-        self._check(request)  # fail fast, before any weights are read
+        self.check(request)  # fail fast, before any weights are read
         if request.n == 0:
             return []
         cancel = threading.Event()
@@ -130,6 +134,43 @@ class DiffusersEngine(Engine):
             await asyncio.get_running_loop().run_in_executor(executor, self._unload)
         finally:
             executor.shutdown(wait=False)
+
+    def step_function(self) -> StepFunction | None:
+        """The loaded pipeline's step function for step-level batching (``limner.engines.stepping``); None
+        while unloaded, with an SDXL refiner, and for pipelines that only run whole (SD 3, FLUX, custom)."""
+        if self._pipe is None or self._refiner is not None or (self.settings.native_size and not self._builtin):
+            return None
+        if self._steps is None or self._steps.pipe is not self._tasks.get("generate"):
+            pipe, defaults = self._tasks.get("generate"), self._step_defaults()
+            steps = BuiltinSteps if self._builtin else unet_steps
+            self._steps = steps(pipe, self.samplers, self.loras, defaults)
+        return self._steps
+
+    async def in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` in the engine's worker thread holding the pipeline lock (step-level batching's calls)."""
+
+        def locked() -> Any:
+            with self._lock:
+                return fn(*args)
+
+        return await self._run(locked)
+
+    def _step_defaults(self) -> StepDefaults:
+        settings, family = self.settings, self.family
+        steps = settings.default_steps or (family.steps if family else None)
+        guidance = next(
+            (g for g in (settings.default_guidance, family.guidance if family else None) if g is not None), None
+        )
+        pipe = self._tasks.get("generate")
+        fallback = call_defaults(pipe)
+        return StepDefaults(
+            steps=steps or fallback.get("num_inference_steps", 50),
+            guidance=guidance if guidance is not None else fallback.get("guidance_scale", 7.5),
+        )
+
+    @property
+    def _builtin(self) -> bool:
+        return type(self._tasks.get("generate")).__name__ == BUILTIN_PIPELINE_CLASS
 
     # --- worker thread ---
 
@@ -155,6 +196,7 @@ class DiffusersEngine(Engine):
             self._tasks.clear()
             self._refiner = None
             self.cache.detach()
+            self._steps = None
             self.loras.reset()
             if pipe is not None and self.settings.cpu_offload:
                 pipe.remove_all_hooks()
@@ -230,7 +272,7 @@ class DiffusersEngine(Engine):
 
         base = self._ensure_loaded()
         with self._lock:
-            self._check(request)  # capabilities are exact now that the pipeline is loaded
+            self.check(request)  # capabilities are exact now that the pipeline is loaded
             task = "inpaint" if request.mask is not None else "edit" if request.mode is Mode.EDIT else "generate"
             pipe = self._tasks.get(task)
             if pipe is None:  # _check already refused, unless the pipeline vanished in between
@@ -337,7 +379,7 @@ class DiffusersEngine(Engine):
 
     # --- checks ---
 
-    def _check(self, request: EngineRequest) -> None:
+    def check(self, request: EngineRequest) -> None:
         caps = self.capabilities
         if request.mode not in caps.modes:
             raise UnsupportedOperation(f"This model does not support {request.mode.value} requests.", param="image")

@@ -66,20 +66,25 @@ def _builtin(entry: ModelEntry, *, data_dir: Path | None = None) -> Engine:
 
 
 def batched(factory: EngineFactory) -> EngineFactory:
-    """Wrap a local engine factory so entries with ``batch_window_ms`` get micro-batching."""
+    """Wrap a local engine factory: entries with ``batch_window_ms`` get request-level micro-batching, and
+    those with ``step_batching`` step-level batching over it (for the requests their pipeline can step)."""
 
     def build(entry: ModelEntry) -> Engine:
-        engine = factory(entry)
-        if entry.batch_window_ms <= 0:
-            return engine
-        from limner.engines.batching import BatchingEngine
+        engine = request_level = factory(entry)
+        if entry.batch_window_ms > 0:
+            from limner.engines.batching import BatchingEngine
 
-        return BatchingEngine(
-            engine,
-            window=entry.batch_window_ms / 1000,
-            max_images=entry.max_batch_images,
-            concurrency=entry.max_concurrency,
-        )
+            request_level = BatchingEngine(
+                engine,
+                window=entry.batch_window_ms / 1000,
+                max_images=entry.max_batch_images,
+                concurrency=entry.max_concurrency,
+            )
+        if not (entry.steps_in_batches and hasattr(engine, "step_function")):
+            return request_level
+        from limner.engines.stepping import SteppingEngine
+
+        return SteppingEngine(engine, request_level, max_images=entry.max_batch_images, invariant=entry.batch_invariant)
 
     return build
 
