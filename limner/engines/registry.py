@@ -13,6 +13,7 @@ BUILTIN_PIPELINE = "limner.builtin.pipeline:EmojiDiffusionPipeline"
 
 def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None, max_images: int = 4) -> Engine:
     from limner.engines.adapters import specs_for
+    from limner.engines.controls import control_specs, reference_spec
     from limner.engines.diffusers_engine import DiffusersEngine, DiffusersSettings
 
     if entry.path is None:
@@ -40,6 +41,8 @@ def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None, max_imag
             quantize=tuple(entry.quantize),
             family=entry.family,
             loras=specs_for(entry),
+            controls=control_specs(entry),
+            ip_adapter=reference_spec(entry),
             samplers=tuple(entry.schedulers) if entry.schedulers is not None else None,
             refiner=entry.refiner,
             refiner_start=entry.refiner_start,

@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
+from limner.dialects.controls import ControlList, ReferenceList
 from limner.dialects.loras import LoraList
 
 DIALECT = "openai"
@@ -52,6 +53,8 @@ class ImageParams(BaseModel):
     style_preset: str | None = None
     loras: LoraList | None = None
     scheduler: str | None = Field(None, max_length=64)
+    controls: ControlList | None = None
+    reference_images: ReferenceList | None = None
 
 
 class GenerationParams(ImageParams):

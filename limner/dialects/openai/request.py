@@ -8,6 +8,7 @@ from typing import cast
 from limner.core.errors import InvalidRequest, UnsupportedOperation
 from limner.core.models import ImageRequest, OutputFormat, SizeSpec
 from limner.core.sizes import parse_size
+from limner.dialects.controls import control_choices, reference_choices
 from limner.dialects.loras import lora_choices
 from limner.dialects.openai.protocol import DEFAULT_MODEL, DIALECT, ImageParams, ResponseFormat, is_gpt_image
 
@@ -69,6 +70,8 @@ def to_request(params: ImageParams, consumer: str, prompt: str) -> ImageRequest:
         report_usage=bool(params.stream) or is_gpt_image(model),
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,
+        controls=control_choices(params.controls),
+        reference_images=reference_choices(params.reference_images),
     )
 
 
