@@ -47,6 +47,7 @@ class ControlModels:
     ) -> Pipeline:
         """``pipe`` (the task's pipeline) with ``controls`` attached, derived once per task and set of names."""
         names = tuple(control.name for control in controls)
+        _check_unet(pipe, "controls")
         derived = self._pipes.get((task, names))
         if derived is None:
             models = [self._model(name, pipe, dtype, device) for name in names]
@@ -105,6 +106,16 @@ def _with_adapters(task: str, pipe: Pipeline, models: list[Any]) -> Pipeline:
     adapter = models[0] if len(models) == 1 else MultiAdapter(models)
     derived: Pipeline = cls.from_pipe(pipe, adapter=adapter)
     return derived
+
+
+def _check_unet(pipe: Pipeline, param: str) -> None:
+    """Controls and the IP-Adapter here are UNet ones (SD 1.x, SDXL); SD 3 and FLUX models have their own kinds."""
+    if getattr(pipe, "unet", None) is None:
+        what = "Controls" if param == "controls" else "Reference images"
+        raise InvalidRequest(
+            f"{what} run on Stable Diffusion 1.x and SDXL models; this model's pipeline is {type(pipe).__name__}.",
+            param=param,
+        )
 
 
 def _check_fit(name: str, kind: str, control: Any, unet: Any) -> None:
@@ -170,6 +181,7 @@ class ReferenceModel:
             raise InvalidRequest("This model takes no reference images.", param="reference_images")
         if self._refused:
             raise InvalidRequest(self._refused, param="reference_images")
+        _check_unet(pipe, "reference_images")
         if "ip_adapter_image" not in call_parameters(pipe):
             raise InvalidRequest(
                 f"This model's pipeline ({type(pipe).__name__}) takes no reference images with these controls.",

@@ -23,7 +23,7 @@ from limner.engines.controls import ControlSpec, ReferenceSpec
 from limner.engines.diffusers_engine import DiffusersEngine, DiffusersSettings
 from tests.support.tiny_controls import build_tiny_controlnet, build_tiny_ip_adapter, build_tiny_t2i_adapter
 from tests.support.tiny_diffusers import build_tiny_sd
-from tests.support.tiny_families import build_tiny_sdxl
+from tests.support.tiny_families import build_tiny_sd3, build_tiny_sdxl
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -220,3 +220,20 @@ def test_controlled_requests_never_join_a_batch() -> None:
     assert batch_key(request()) is not None
     assert batch_key(request(control("canny"))) is None
     assert batch_key(request(references=(EngineReference(photo(), 1.0),))) is None
+
+
+async def test_sd3_models_refuse_unet_controls_and_references(
+    files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sd3 = build_tiny_sd3(tmp_path_factory.mktemp("sd3") / "sd3")
+    engine = _engine(sd3, (ControlSpec("canny", files["canny"]),), ReferenceSpec(files["ip"], files["encoder"]))
+    try:
+        with pytest.raises(InvalidRequest, match="Controls run on Stable Diffusion 1.x and SDXL models") as control:
+            await engine.generate(request(EngineControl("canny", shape(), 1.0)))
+        with pytest.raises(InvalidRequest, match="Reference images run on Stable Diffusion 1.x and SDXL") as ref:
+            await engine.generate(request(references=(EngineReference(photo(), 1.0),)))
+        plain = pixels(await engine.generate(request()))
+    finally:
+        await engine.aclose()
+    assert (control.value.param, ref.value.param) == ("controls", "reference_images")
+    assert plain.shape == (64, 64, 3)
