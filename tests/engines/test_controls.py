@@ -228,9 +228,9 @@ async def test_sd3_models_refuse_unet_controls_and_references(
     sd3 = build_tiny_sd3(tmp_path_factory.mktemp("sd3") / "sd3")
     engine = _engine(sd3, (ControlSpec("canny", files["canny"]),), ReferenceSpec(files["ip"], files["encoder"]))
     try:
-        with pytest.raises(InvalidRequest, match="Controls run on Stable Diffusion 1.x and SDXL models") as control:
+        with pytest.raises(InvalidRequest, match=r"Controls run on Stable Diffusion 1\.x and SDXL models") as control:
             await engine.generate(request(EngineControl("canny", shape(), 1.0)))
-        with pytest.raises(InvalidRequest, match="Reference images run on Stable Diffusion 1.x and SDXL") as ref:
+        with pytest.raises(InvalidRequest, match=r"Reference images run on Stable Diffusion 1\.x and SDXL") as ref:
             await engine.generate(request(references=(EngineReference(photo(), 1.0),)))
         plain = pixels(await engine.generate(request()))
     finally:
