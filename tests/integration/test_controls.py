@@ -13,6 +13,7 @@ import base64
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ MAX_PIXELS = 100_000
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ModelEntry]]:
     from tests.support.tiny_controls import build_tiny_controlnet, build_tiny_ip_adapter, build_tiny_t2i_adapter
     from tests.support.tiny_diffusers import build_tiny_sd
     from tests.support.tiny_families import build_tiny_sdxl
@@ -68,12 +69,20 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         default_steps=2,
         controls=[ControlEntry(name="sd-canny", path=build_tiny_controlnet(sd, root / "sd-canny"), kind="canny")],
     )
-    settings = Settings(
-        data_dir=root / "data", models=[xl, one], default_model="tiny-sdxl", max_image_pixels=MAX_PIXELS
-    )
-    with TestClient(create_app(settings), base_url="http://127.0.0.1") as test_client:  # a loopback Host
-        yield test_client
+    yield [xl, one]
     torch.set_num_threads(threads)
+
+
+def app_for(models: list[ModelEntry], data_dir: Path) -> Any:
+    settings = Settings(data_dir=data_dir, models=models, default_model="tiny-sdxl", max_image_pixels=MAX_PIXELS)
+    return create_app(settings)
+
+
+@pytest.fixture(scope="module")
+def client(models: list[ModelEntry], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    app = app_for(models, tmp_path_factory.mktemp("data"))
+    with TestClient(app, base_url="http://127.0.0.1") as test_client:  # a loopback Host
+        yield test_client
 
 
 def png(image: Image.Image) -> bytes:
@@ -334,3 +343,35 @@ def test_malformed_controls_are_400s(client: TestClient) -> None:
     assert response.status_code == 400 and response.json()["error"]["param"] == "reference_images"
     response = client.post("/api/v1/generate-image", json={"prompt": "a fox", "controls": "canny"})
     assert response.status_code == 400 and "controls" in response.json()["error"]
+
+
+def test_the_openai_sdk_sends_controls_and_reads_refusals(
+    models: list[ModelEntry], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import openai as sdk
+
+    from tests.support.live_server import live_server
+
+    with live_server(app_for(models, tmp_path_factory.mktemp("sdk-data"))) as base:
+        client = sdk.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+
+        def generate(**extra: Any) -> np.ndarray:
+            result = client.images.generate(
+                model="dall-e-2",
+                prompt="a fox",
+                size="64x64",
+                response_format="b64_json",
+                extra_body={"seed": 3} | extra,
+            )
+            assert result.data and result.data[0].b64_json
+            return pixels(base64.b64decode(result.data[0].b64_json))
+
+        plain = generate()
+        steered = generate(controls=[{"name": "canny", "image": circle()}])
+        referenced = generate(reference_images=[{"image": photo()}])
+        assert np.abs(steered - plain).mean() > 2 and np.abs(referenced - plain).mean() > 2
+        with pytest.raises(sdk.BadRequestError) as refused:
+            generate(controls=[{"name": "nope", "image": circle()}])
+    assert refused.value.status_code == 400
+    assert (refused.value.code, refused.value.param) == ("invalid_value", "controls")
+    assert "Unknown control 'nope' for model 'tiny-sdxl'" in refused.value.message
