@@ -202,8 +202,8 @@ class DiffusersEngine(Engine):
             if request.controls:
                 loads = self.controls.loads
                 pipe = self.controls.pipeline(task, pipe, request.controls, self._dtype, self._device)
-                if self.controls.loads != loads:
-                    self._resident_bytes = module_bytes(base) + _bytes_of(self.controls.models.values())
+                if self.controls.loads != loads:  # control models add weights: count them once, when they arrive
+                    self._resident_bytes = self._measure(base)
             self._prepare(base, pipe, request)
             # One generator per image: a seed gives the same noise alone or anywhere in a batch.
             generators = [torch.Generator(device=self._device).manual_seed(seed) for seed in request.seeds]
@@ -239,11 +239,15 @@ class DiffusersEngine(Engine):
         loads = self.loras.loads
         self.loras.apply(base, request.loras)
         if self.loras.loads != loads:  # adapters add weights: count them once, when they arrive
-            self._resident_bytes = module_bytes(base)
+            self._resident_bytes = self._measure(base)
         self.references.apply(base, pipe, request.references, self._dtype, self._device)
         if hasattr(pipe, "scheduler"):
             pipe.scheduler = self.samplers.pick(request.scheduler)
         set_vae_tiling(pipe, self.settings, self.family, request.width * request.height)
+
+    def _measure(self, base: Pipeline) -> int:
+        """The pipeline's weights and the control models kept beside it."""
+        return module_bytes(base) + _bytes_of(self.controls.models.values())
 
     def _refined(self, kwargs: dict[str, Any], generators: list[Any]) -> list[Any]:
         """SDXL's ensemble of experts: the base denoises the first steps, the refiner the rest."""
@@ -303,7 +307,8 @@ class DiffusersEngine(Engine):
         kwargs |= {name: value for name, value in optional.items() if value is not None and name in params}
         kwargs |= step_arguments(params, request, steps, cancel)
         if request.controls:
-            kwargs |= control_arguments(pipe, request.controls, (request.width, request.height))
+            made = settings.native_size or (request.width, request.height)  # the size the pipeline makes
+            kwargs |= control_arguments(pipe, request.controls, made)
         if request.references:
             kwargs |= reference_arguments(request.references)
         return kwargs
