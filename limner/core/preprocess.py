@@ -15,6 +15,7 @@ from PIL import Image, ImageFilter
 PREPROCESSORS = ("canny", "none")
 CANNY_LOW = 100.0
 CANNY_HIGH = 200.0
+TAN_22_5 = 0.41421356
 HYSTERESIS_ROUNDS = 256
 """Rounds of growing strong edges into weak ones; more than any real edge needs, bounded all the same."""
 
@@ -48,19 +49,18 @@ def canny(image: Image.Image, low: float = CANNY_LOW, high: float = CANNY_HIGH) 
 
 def _ridge(magnitude: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
     """Where the gradient magnitude is a maximum across the edge (its direction rounded to 45 degrees)."""
-    angle = (np.rad2deg(np.arctan2(gy, gx)) + 180) % 180
     m = np.pad(magnitude, 1)
     center = m[1:-1, 1:-1]
-    neighbours = {  # (one side, the other side) along the gradient
-        0: (m[1:-1, 2:], m[1:-1, :-2]),
-        45: (m[2:, 2:], m[:-2, :-2]),
-        90: (m[2:, 1:-1], m[:-2, 1:-1]),
-        135: (m[2:, :-2], m[:-2, 2:]),
-    }
-    sector = (np.round(angle / 45) % 4 * 45).astype(int)
-    keep = np.zeros(magnitude.shape, dtype=bool)
-    for direction, (ahead, behind) in neighbours.items():
-        keep |= (sector == direction) & (center > ahead) & (center >= behind)
+    ax, ay = np.abs(gx), np.abs(gy)
+    horizontal = ay <= TAN_22_5 * ax  # the gradient points along x: compare left and right
+    vertical = ax <= TAN_22_5 * ay
+    diagonal = ~(horizontal | vertical)
+    falling = diagonal & (gx * gy > 0)  # down-right in image rows
+    rising = diagonal & ~falling
+    keep = horizontal & (center > m[1:-1, 2:]) & (center >= m[1:-1, :-2])
+    keep |= falling & (center > m[2:, 2:]) & (center >= m[:-2, :-2])
+    keep |= vertical & (center > m[2:, 1:-1]) & (center >= m[:-2, 1:-1])
+    keep |= rising & (center > m[2:, :-2]) & (center >= m[:-2, 2:])
     return keep
 
 
