@@ -28,6 +28,7 @@ class Mode(StrEnum):
     EDIT = "edit"  # one source image (with an optional mask)
     COMPOSE = "compose"  # several source images into one new image
     VARIATION = "variation"  # one source image, no prompt
+    UPSCALE = "upscale"  # one source image made larger by an upscaler model (``/v1/images/upscale``)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,20 @@ class LoraInfo:
     description: str = ""
 
 
+UPSCALE_FACTORS = (2, 4)
+"""The factors an upscale may ask for (``UpscaleChoice.scale``)."""
+
+
+@dataclass(frozen=True)
+class UpscaleChoice:
+    """An upscale asked for: by an upscaler of the catalog (None: the built-in, weight-free one), by ``scale``,
+    then on generations optionally refined by the generating model at strength ``refine`` ("hires fix")."""
+
+    model: str | None = None
+    scale: int = 2
+    refine: float | None = None
+
+
 @dataclass(frozen=True)
 class SizeSpec:
     """What the client asked for, before it is snapped to what a model accepts.
@@ -152,9 +167,16 @@ class ImageRequest:
     """LoRA adapters of the model to apply, in order; the service checks them against the catalog."""
     scheduler: str | None = None
     """A sampler from the model's allow-list (``euler``, ``dpmpp_2m``, ...); None: the model's own."""
+    upscale: UpscaleChoice | None = None
+    """On generations and edits: the images upscaled (and refined) before they are finished. With
+    ``upscale_only``: the whole request, ``model`` being the upscaler."""
+    upscale_only: bool = False
+    """The request upscales its one image (``/v1/images/upscale``) and generates nothing."""
 
     @property
     def mode(self) -> Mode:
+        if self.upscale_only:
+            return Mode.UPSCALE
         if self.variation:
             return Mode.VARIATION
         if len(self.images) > 1:
@@ -234,6 +256,8 @@ class EngineRequest:
     """LoRA adapters to apply, checked against the catalog, each with its weight filled in."""
     scheduler: str | None = None
     """A sampler name from the model's allow-list; None: the model's own."""
+    scale: int = 1
+    """``Mode.UPSCALE``: the factor to enlarge ``images[0]`` by (``width``/``height`` are the result's)."""
 
     @property
     def n(self) -> int:

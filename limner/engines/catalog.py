@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from limner.builtin import BUILTIN_MODEL_DIR
-from limner.core.errors import ModelNotFound
+from limner.core.errors import InvalidRequest, ModelNotFound
 from limner.core.models import Capabilities
 from limner.engines.base import Engine
 from limner.engines.families import SAMPLERS, family_named
@@ -81,7 +81,10 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
 """What an ``engine = "builtin"`` entry leaves unset: the shipped directory and the settings it was trained for."""
 
 
-LOCAL_ENGINES = ("builtin", "diffusers", "testpattern")
+LOCAL_ENGINES = ("builtin", "diffusers", "testpattern", "upscaler")
+BUILTIN_UPSCALER_ID = "lanczos"
+"""The upscaler every server has without configuring one: Lanczos and an unsharp mask, no weights
+(``limner.engines.upscaler``). A catalog entry of this id replaces it (to price it, say)."""
 LORA_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
@@ -141,7 +144,7 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
-    engine: str = Field(description="builtin | diffusers | testpattern | an upstream provider")
+    engine: str = Field(description="builtin | diffusers | testpattern | upscaler | an upstream provider")
     aliases: list[str] = Field(default_factory=list)
     name: str | None = None
     description: str = ""
@@ -296,6 +299,17 @@ class ModelEntry(BaseModel):
 EngineFactory = Callable[[ModelEntry], Engine]
 
 
+def builtin_upscaler() -> ModelEntry:
+    """The weight-free upscaler's entry, for servers whose catalog names none of that id."""
+    return ModelEntry(
+        id=BUILTIN_UPSCALER_ID,
+        engine="upscaler",
+        name="Lanczos and unsharp mask",
+        description="limner's built-in upscaler: Lanczos resampling then an unsharp mask; no weights.",
+        max_concurrency=2,
+    )
+
+
 def default_models() -> list[ModelEntry]:
     """The catalog of a fresh install: the built-in model, answering to every dialect's default name."""
     return [
@@ -327,6 +341,7 @@ class Catalog:
                     raise ValueError(f"model '{entry.id}' falls back to unknown model '{name}'")
                 if self._by_name[name] is entry:
                     raise ValueError(f"model '{entry.id}' lists itself among its fallbacks")
+        self._builtin_upscaler = builtin_upscaler()
         self._engines: dict[str, Engine] = {}
         self._built: dict[str, Engine] = {}
         """The factories' engines; ``_engines`` may wrap them (fallbacks), and only these are closed."""
@@ -342,6 +357,27 @@ class Catalog:
                 name, [e.id for e in self.entries] + [a for e in self.entries for a in e.aliases], param=param
             )
         return entry
+
+    def upscaler(self, name: str | None, *, param: str) -> ModelEntry:
+        """The upscaler called ``name`` (None: the built-in one): a catalog entry of ``engine = "upscaler"``, or
+        the built-in one where the catalog has no entry of its id; anything else is refused naming ``param``."""
+        name = name or BUILTIN_UPSCALER_ID
+        entry = self._by_name.get(name)
+        if entry is None and name == BUILTIN_UPSCALER_ID:
+            entry = self._builtin_upscaler
+        upscalers = self.upscaler_names()
+        if entry is None:
+            raise ModelNotFound(name, upscalers, param=param)
+        if entry.engine != "upscaler":
+            raise InvalidRequest(
+                f"Model '{name}' is not an upscaler; the upscalers here are: {', '.join(upscalers)}.", param=param
+            )
+        return entry
+
+    def upscaler_names(self) -> list[str]:
+        """The built-in upscaler's id and every upscaler entry's id and aliases."""
+        names = [name for entry in self.entries if entry.engine == "upscaler" for name in (entry.id, *entry.aliases)]
+        return names if BUILTIN_UPSCALER_ID in names else [BUILTIN_UPSCALER_ID, *names]
 
     def lora_owners(self, name: str) -> list[str]:
         """The ids of the models that offer a LoRA called ``name``."""

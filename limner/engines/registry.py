@@ -81,6 +81,12 @@ def _testpattern(entry: ModelEntry) -> Engine:
     return TestPatternEngine(delay=entry.options.delay, steps=entry.default_steps)
 
 
+def _upscaler(entry: ModelEntry) -> Engine:
+    from limner.engines.upscaler import UpscalerEngine
+
+    return UpscalerEngine(entry.path, entry.device)
+
+
 def _upstream(target: str) -> EngineFactory:
     def build(entry: ModelEntry) -> Engine:
         module, _, name = target.partition(":")
@@ -95,6 +101,7 @@ def default_factories() -> dict[str, EngineFactory]:
         "builtin": on_ray(batched(_builtin)),
         "diffusers": on_ray(batched(_diffusers)),
         "testpattern": on_ray(batched(_testpattern)),
+        "upscaler": _upscaler,
     }
     factories.update({name: _upstream(target) for name, target in UPSTREAM_PROVIDERS.items()})
     return factories

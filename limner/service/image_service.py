@@ -1,6 +1,7 @@
 """``ImageService`` runs one canonical request end to end, as stages that read top to bottom:
 
-    plan → admit (rate limits) → decode inputs → hold credits → generate → finish (and sign) → store → deliver
+    plan → admit (rate limits) → decode inputs → hold credits → generate → [upscale] → finish (and sign)
+    → store → deliver
 
 The order is the point: cheap checks first (model, counts, modes), then admission, and only then the
 expensive work a refused request must never cost (fetching and decoding input images), then the credit
@@ -16,7 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import NoReturn
 
-from limner.core.models import Capabilities, ImageRequest, ImageResult, LoraInfo, ModelInfo
+from limner.core.models import Capabilities, ImageRequest, ImageResult, LoraInfo, Mode, ModelInfo
 from limner.core.tracing import annotate, span
 from limner.core.usage import count_usage
 from limner.engines.catalog import Catalog, ModelEntry
@@ -34,6 +35,7 @@ from limner.service.stages.generate import GenerateStage
 from limner.service.stages.inputs import InputMemory, InputStage, engine_sources
 from limner.service.stages.plan import Plan, plan_request
 from limner.service.stages.store import StoreStage
+from limner.service.stages.upscale import UpscaleStage, check_source, upscaled_sizes
 
 SEED_LIMIT = 2**32
 DEFAULT_INPUT_MEMORY = 1024 * 2**20
@@ -90,6 +92,7 @@ class ImageService:
         """Told where each finished request's time went (``limner.service.metrics.STAGES``); None: not timed."""
         self.inputs = InputStage(media, loader, InputMemory(options.input_memory))
         self.generator = GenerateStage(catalog, self.jobs, self.residency, options.request_timeout)
+        self.upscaler = UpscaleStage(catalog, self.generator)
         self.finisher = FinishStage(
             options.embed_metadata, options.credentials, include_prompt=options.credentials_include_prompt
         )
@@ -153,11 +156,16 @@ class ImageService:
             annotate(planning, {"limner.model": plan.entry.id})
             await ticket.admit(plan.entry, n=request.n)
         decoding = time.perf_counter()
+        upscaling = request.mode is Mode.UPSCALE
         async with self.inputs.decoded(plan) as inputs:
             decoded = time.perf_counter()
+            for source in inputs.images:
+                check_source(plan, source)
             mode, images = engine_sources(plan, inputs)
             sizes = plan.sizes(inputs.first)  # "auto" follows the first image, not a layout of several
-            await ticket.reserve(width=sizes.output[0], height=sizes.output[1])
+            upscale = request.upscale if plan.upscaler is not None and not upscaling else None
+            delivered = upscaled_sizes(sizes, upscale.scale) if upscale else sizes
+            await ticket.reserve(width=delivered.output[0], height=delivered.output[1])
             base_seed = request.seed if request.seed is not None else secrets.randbits(31)
             seeds = [(base_seed + index) % SEED_LIMIT for index in range(request.n)]
             mask = inputs.mask.image if inputs.mask else None
@@ -168,6 +176,9 @@ class ImageService:
             with span("limner.generate", {"limner.model": plan.entry.id}) as generating:
                 generated = await self.generator.run(plan.entry, engine_request, job, stages)
                 annotate(generating, _seconds(stages, "queue", "engine", "denoise", "decode"))
+            if plan.upscaler is not None and not upscaling:
+                with span("limner.upscale", {"limner.upscaler": plan.upscaler.id}):
+                    generated, sizes = await self.upscaler.run(generated, plan, sizes, job, stages)
             input_sizes = [source.size for source in inputs.images]
             with span("limner.finish") as finishing:
                 encoded = await self.finisher.run(generated, plan, sizes, stages, inputs.ingredients())

@@ -4,9 +4,10 @@ dialect's routes document in OpenAPI."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+import json
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from limner.dialects.loras import LoraList
@@ -21,6 +22,28 @@ def is_gpt_image(model: str) -> bool:
     """OpenAI's GPT image family (``gpt-image-*``, ``chatgpt-image-latest``): base64 by default, and answers
     that report ``quality``, ``background`` and ``usage``."""
     return model.startswith(GPT_IMAGE_PREFIXES)
+
+
+class UpscaleOption(BaseModel):
+    """limner extension on generations and edits: the images upscaled by ``model`` (unset: the built-in
+    upscaler) ``scale`` times, then refined by the generating model at strength ``refine`` ("hires fix").
+    Typed strictly in forms too, which carry it as JSON text."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str | None = Field(None, max_length=256)
+    scale: int = 2
+    refine: float | None = None
+
+
+def _json_text(value: Any) -> Any:
+    """A multipart field is text: an object field arrives as the JSON it holds (anything else is left to fail)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 class ImageParams(BaseModel):
@@ -52,6 +75,7 @@ class ImageParams(BaseModel):
     style_preset: str | None = None
     loras: LoraList | None = None
     scheduler: str | None = Field(None, max_length=64)
+    upscale: Annotated[UpscaleOption, BeforeValidator(_json_text)] | None = None
 
 
 class GenerationParams(ImageParams):
@@ -73,6 +97,20 @@ class EditParams(ImageParams):
 
 class VariationParams(ImageParams):
     pass
+
+
+class UpscaleParams(BaseModel):
+    """``/v1/images/upscale`` (limner extension, after LocalAI's): one image, as a multipart file or, in a JSON
+    body, as base64, a data URL or an http(s) URL in ``image``; ``model`` an upscaler (unset: the built-in one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str | SkipJsonSchema[None] = Field(None, description="JSON bodies: base64, a data URL or an http(s) URL.")
+    model: str | None = Field(None, max_length=256)
+    scale: int = Field(2, description="2 or 4.")
+    response_format: ResponseFormat | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    output_compression: int | None = Field(None, ge=0, le=100)
 
 
 ReportedQuality = Literal["low", "medium", "high", "xhigh", "max"]

@@ -6,10 +6,18 @@ from __future__ import annotations
 from typing import cast
 
 from limner.core.errors import InvalidRequest, UnsupportedOperation
-from limner.core.models import ImageRequest, OutputFormat, SizeSpec
+from limner.core.models import ImageRequest, OutputFormat, SizeSpec, UpscaleChoice
 from limner.core.sizes import parse_size
 from limner.dialects.loras import lora_choices
-from limner.dialects.openai.protocol import DEFAULT_MODEL, DIALECT, ImageParams, ResponseFormat, is_gpt_image
+from limner.dialects.openai.protocol import (
+    DEFAULT_MODEL,
+    DIALECT,
+    ImageParams,
+    ResponseFormat,
+    UpscaleOption,
+    UpscaleParams,
+    is_gpt_image,
+)
 
 DELIVERED_FORMATS = ("png", "jpeg", "webp")
 
@@ -69,6 +77,26 @@ def to_request(params: ImageParams, consumer: str, prompt: str) -> ImageRequest:
         report_usage=bool(params.stream) or is_gpt_image(model),
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,
+        upscale=upscale_choice(params.upscale),
+    )
+
+
+def upscale_choice(option: UpscaleOption | None) -> UpscaleChoice | None:
+    return UpscaleChoice(option.model, option.scale, option.refine) if option else None
+
+
+def upscale_request(params: UpscaleParams, consumer: str) -> ImageRequest:
+    """An upscale: its model is the upscaler (empty: the built-in one); the image is the route's to add."""
+    return ImageRequest(
+        prompt="",
+        model=params.model or "",
+        dialect=DIALECT,
+        output_format=params.output_format or "png",
+        output_compression=params.output_compression,
+        consumer=consumer,
+        links=(params.response_format or "url") == "url",
+        upscale=UpscaleChoice(params.model, params.scale),
+        upscale_only=True,
     )
 
 

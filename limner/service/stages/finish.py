@@ -78,8 +78,8 @@ class FinishStage:
         wall = time.perf_counter() - started
         parts = [sum(one[1] for one in done), sum(one[2] for one in done), sum(one[3] for one in done)]
         total = sum(parts)
-        for stage, part in zip(("upscale", "encode", "sign"), parts, strict=True):
-            stages[stage] = wall * part / total if total > 0 else 0.0
+        for stage, part in zip(("upscale", "encode", "sign"), parts, strict=True):  # after any upscale stage's
+            stages[stage] = stages.get(stage, 0.0) + (wall * part / total if total > 0 else 0.0)
         return [one[0] for one in done]
 
     def preview(self, image: Image.Image, plan: Plan, sizes: SizePlan) -> tuple[bytes, str, tuple[int, int]]:

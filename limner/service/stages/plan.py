@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from limner.core.errors import InvalidRequest, UnsupportedOperation
-from limner.core.models import Capabilities, ImageRequest, LoraChoice, Mode
+from limner.core.models import UPSCALE_FACTORS, Capabilities, ImageRequest, LoraChoice, Mode
 from limner.core.sizes import SizePlan, input_pixels, resolve_size
 from limner.core.styles import StylePreset, get_style
 from limner.engines.adapters import resolve_loras
@@ -38,9 +38,16 @@ class Plan:
     """Steps the request will run, as far as is known before it runs (progress, metadata)."""
     input_pixels: int
     """At most this many pixels of each input image are kept (``limner.core.sizes.input_pixels``)."""
+    upscaler: ModelEntry | None = None
+    """The upscaler an upscale request runs, or a generation's ``upscale`` runs after it; None: no upscale."""
 
     def sizes(self, first_image: Image.Image | None) -> SizePlan:
-        """Output and generation sizes; ``auto`` follows the first input image's shape."""
+        """Output and generation sizes; ``auto`` follows the first input image's shape. An upscale's result
+        is its image ``scale`` times larger."""
+        upscale = self.request.upscale
+        if self.request.mode is Mode.UPSCALE and upscale is not None and first_image is not None:
+            output = (first_image.width * upscale.scale, first_image.height * upscale.scale)
+            return SizePlan(output, output)
         return resolve_size(self.request.size, self.caps, first_image=first_image)
 
     @property
@@ -51,9 +58,12 @@ class Plan:
 
 def plan_request(catalog: Catalog, request: ImageRequest) -> Plan:
     """The plan for ``request``, or the error that refuses it (model, counts, modes, style, adapters, size)."""
+    if request.mode is Mode.UPSCALE:
+        return _plan_upscale(catalog, request)
     entry = catalog.resolve(request.model)
     caps = catalog.capabilities(entry)
     check_request(request, caps)
+    upscaler = check_upscale(catalog, request, caps)
     style = get_style(request.style)
     loras = resolve_loras(entry, request.loras, catalog)
     # Without images this is the final size (an invalid one is refused here); with images the area is the
@@ -72,6 +82,31 @@ def plan_request(catalog: Catalog, request: ImageRequest) -> Plan:
         steps=steps,
         expected_steps=steps or entry.default_steps or caps.default_steps,
         input_pixels=input_pixels(unshaped),
+        upscaler=upscaler,
+    )
+
+
+def _plan_upscale(catalog: Catalog, request: ImageRequest) -> Plan:
+    """An upscale request's plan: its model is the upscaler, its one image is kept whole up to the size
+    whose result the upscaler can make."""
+    entry = catalog.upscaler(request.model, param="model")
+    caps = catalog.capabilities(entry)
+    upscaler = check_upscale(catalog, request, caps)
+    if len(request.images) != 1 or request.mask is not None:
+        raise InvalidRequest("An upscale takes exactly one image and no mask.", param="image")
+    scale = request.upscale.scale if request.upscale else 1
+    return Plan(
+        request=request,
+        entry=entry,
+        caps=caps,
+        style=get_style(None),
+        loras=(),
+        prompt="",
+        negative_prompt=None,
+        steps=None,
+        expected_steps=None,
+        input_pixels=caps.max_pixels // (scale * scale),
+        upscaler=upscaler,
     )
 
 
@@ -95,3 +130,28 @@ def _steps(request: ImageRequest, entry: ModelEntry, caps: Capabilities) -> int 
         return request.steps
     default = entry.default_steps or caps.default_steps
     return default * HIGH_EFFORT_STEPS_FACTOR if default else None
+
+
+def check_upscale(catalog: Catalog, request: ImageRequest, caps: Capabilities) -> ModelEntry | None:
+    """The upscaler ``request`` asks for, checked (factor, refine strength, the model's image-to-image);
+    None when it asks for no upscale. ``param`` names the field as the dialects spell it."""
+    choice = request.upscale
+    if choice is None:
+        return None
+    only = request.mode is Mode.UPSCALE
+    prefix = "" if only else "upscale."
+    entry = catalog.upscaler(request.model if only else choice.model, param=f"{prefix}model")
+    if choice.scale not in UPSCALE_FACTORS:
+        factors = " or ".join(str(factor) for factor in UPSCALE_FACTORS)
+        raise InvalidRequest(f"scale must be {factors}; got {choice.scale}.", param=f"{prefix}scale")
+    if choice.refine is None or choice.refine == 0 or only:
+        return entry
+    if not 0 < choice.refine <= 1:
+        raise InvalidRequest(f"refine must be between 0 and 1; got {choice.refine:g}.", param="upscale.refine")
+    if Mode.EDIT not in caps.modes or caps.native_size is not None:
+        raise UnsupportedOperation(
+            f"Model '{request.model}' cannot refine an upscaled image (it has no image-to-image at any size); "
+            "omit upscale.refine.",
+            param="upscale.refine",
+        )
+    return entry
