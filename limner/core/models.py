@@ -108,6 +108,18 @@ class UpscaleChoice:
 
 
 @dataclass(frozen=True)
+class Expand:
+    """Outpainting: the canvas grows by these many pixels on each side, or (``aspect_ratio``, "16:9") to that
+    shape, evenly on the two sides it needs; the model paints the new area, the image's own pixels stay."""
+
+    left: int = 0
+    right: int = 0
+    top: int = 0
+    bottom: int = 0
+    aspect_ratio: str | None = None
+
+
+@dataclass(frozen=True)
 class SizeSpec:
     """What the client asked for, before it is snapped to what a model accepts.
 
@@ -172,6 +184,8 @@ class ImageRequest:
     ``upscale_only``: the whole request, ``model`` being the upscaler."""
     upscale_only: bool = False
     """The request upscales its one image (``/v1/images/upscale``) and generates nothing."""
+    expand: Expand | None = None
+    """On edits: outpaint the one image onto a larger canvas (``limner.service.stages.outpaint``)."""
 
     @property
     def mode(self) -> Mode:
@@ -206,6 +220,9 @@ class Capabilities:
     native_size: tuple[int, int] | None = None
     """When set, the engine always generates at this size and limner scales to the request."""
     default_steps: int | None = None
+    transparency: bool = True
+    """Whether the engine can deliver alpha when asked (``background: "transparent"``); a model whose engine
+    cannot is refused such a request unless its catalog entry has a matting model (``limner.engines.matting``)."""
     extras: dict[str, str] = field(default_factory=dict)
 
 

@@ -20,6 +20,7 @@ from limner.core.errors import InvalidRequest, ModelNotFound
 from limner.core.models import Capabilities
 from limner.engines.base import Engine
 from limner.engines.families import SAMPLERS, family_named
+from limner.engines.matting import Matting
 from limner.engines.quantization import DEFAULT_QUANTIZED, Component, Quantization
 from limner.media.fetch import DEFAULT_MAX_BYTES
 from limner.media.inputs import DEFAULT_MAX_PIXELS
@@ -138,6 +139,18 @@ class LoraEntry(BaseModel):
     repo: str | None = Field(None, description="The hub repository it was pulled from, if any")
 
 
+class MattingEntry(BaseModel):
+    """A local model's background remover (a ``[models.matting]`` table): an ONNX network whose foreground
+    map becomes the alpha of images asked for with a transparent background (``limner.engines.matting``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(description="An .onnx file: one RGB image in (N, 3, H, W), one foreground map out")
+    size: int | None = Field(None, ge=16, le=4096, description="Input side when the file leaves it open")
+    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406), description="Per-channel mean it was trained with")
+    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225), description="Per-channel deviation likewise")
+
+
 class ModelEntry(BaseModel):
     """One catalog entry (a ``[[models]]`` table in ``limner.toml``)."""
 
@@ -178,6 +191,9 @@ class ModelEntry(BaseModel):
     loras: list[LoraEntry] = Field(default_factory=list)
     refiner: Path | None = Field(None, description="SDXL: a refiner directory that finishes text-to-image images")
     refiner_start: float = Field(0.8, gt=0, lt=1, description="The fraction of steps the base model runs")
+    matting: MattingEntry | None = Field(
+        None, description="Makes background: transparent real for a model without alpha"
+    )
     schedulers: list[str] | None = Field(None, description="Samplers requests may pick; unset: the family's list")
     attention_slicing: bool | None = None
     vae_tiling: bool | None = Field(None, description="Decode in tiles; unset: only for sizes past the family's")
@@ -342,6 +358,7 @@ class Catalog:
                 if self._by_name[name] is entry:
                     raise ValueError(f"model '{entry.id}' lists itself among its fallbacks")
         self._builtin_upscaler = builtin_upscaler()
+        self._mattings: dict[str, Matting] = {}
         self._engines: dict[str, Engine] = {}
         self._built: dict[str, Engine] = {}
         """The factories' engines; ``_engines`` may wrap them (fallbacks), and only these are closed."""
@@ -378,6 +395,30 @@ class Catalog:
         """The built-in upscaler's id and every upscaler entry's id and aliases."""
         names = [name for entry in self.entries if entry.engine == "upscaler" for name in (entry.id, *entry.aliases)]
         return names if BUILTIN_UPSCALER_ID in names else [BUILTIN_UPSCALER_ID, *names]
+
+    def matting(self, entry: ModelEntry) -> Matting | None:
+        """``entry``'s background remover (made once, loaded on first use); None where it has none."""
+        if entry.matting is None:
+            return None
+        matting = self._mattings.get(entry.id)
+        if matting is None:
+            spec = entry.matting
+            matting = self._mattings[entry.id] = Matting(spec.path, spec.size, spec.mean, spec.std)
+        return matting
+
+    def transparent_models(self) -> list[str]:
+        """The ids of the models that can deliver a transparent background: by their engine, or a matting model."""
+        able = []
+        for entry in self.entries:
+            if entry.engine == "upscaler":
+                continue
+            try:
+                transparency = entry.matting is not None or self.capabilities(entry).transparency
+            except Exception:  # an engine that cannot even be built is not one to recommend
+                transparency = False
+            if transparency:
+                able.append(entry.id)
+        return able
 
     def lora_owners(self, name: str) -> list[str]:
         """The ids of the models that offer a LoRA called ``name``."""

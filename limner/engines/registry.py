@@ -11,7 +11,9 @@ from limner.engines.ray_serve import on_ray
 BUILTIN_PIPELINE = "limner.builtin.pipeline:EmojiDiffusionPipeline"
 
 
-def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None, max_images: int = 4) -> Engine:
+def _diffusers(
+    entry: ModelEntry, *, pipeline_class: str | None = None, max_images: int = 4, transparency: bool = False
+) -> Engine:
     from limner.engines.adapters import specs_for
     from limner.engines.diffusers_engine import DiffusersEngine, DiffusersSettings
 
@@ -43,6 +45,7 @@ def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None, max_imag
             samplers=tuple(entry.schedulers) if entry.schedulers is not None else None,
             refiner=entry.refiner,
             refiner_start=entry.refiner_start,
+            transparency=transparency,
         )
     )
 
@@ -53,7 +56,8 @@ def _flag(typed: bool | None, legacy: object) -> bool:
 
 
 def _builtin(entry: ModelEntry) -> Engine:
-    return _diffusers(entry, pipeline_class=BUILTIN_PIPELINE, max_images=10)  # 32x32: every dialect's n fits
+    # 32x32: every dialect's n fits; it paints emoji on transparency itself
+    return _diffusers(entry, pipeline_class=BUILTIN_PIPELINE, max_images=10, transparency=True)
 
 
 def batched(factory: EngineFactory) -> EngineFactory:

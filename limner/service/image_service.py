@@ -1,7 +1,7 @@
 """``ImageService`` runs one canonical request end to end, as stages that read top to bottom:
 
-    plan → admit (rate limits) → decode inputs → hold credits → generate → [upscale] → finish (and sign)
-    → store → deliver
+    plan → admit (rate limits) → decode inputs → [outpaint canvas] → hold credits → generate → [upscale]
+    → finish (and sign) → store → deliver
 
 The order is the point: cheap checks first (model, counts, modes), then admission, and only then the
 expensive work a refused request must never cost (fetching and decoding input images), then the credit
@@ -14,10 +14,11 @@ import asyncio
 import secrets
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from limner.core.models import Capabilities, ImageRequest, ImageResult, LoraInfo, Mode, ModelInfo
+from limner.core.sizes import SizePlan
 from limner.core.tracing import annotate, span
 from limner.core.usage import count_usage
 from limner.engines.catalog import Catalog, ModelEntry
@@ -33,6 +34,7 @@ from limner.service.metrics import StageObserver
 from limner.service.stages.finish import FinishStage
 from limner.service.stages.generate import GenerateStage
 from limner.service.stages.inputs import InputMemory, InputStage, engine_sources
+from limner.service.stages.outpaint import make_canvas, restore
 from limner.service.stages.plan import Plan, plan_request
 from limner.service.stages.store import StoreStage
 from limner.service.stages.upscale import UpscaleStage, check_source, upscaled_sizes
@@ -162,20 +164,29 @@ class ImageService:
             for source in inputs.images:
                 check_source(plan, source)
             mode, images = engine_sources(plan, inputs)
-            sizes = plan.sizes(inputs.first)  # "auto" follows the first image, not a layout of several
+            mask = inputs.mask.image if inputs.mask else None
+            canvas = make_canvas(request.expand, images[0], plan.caps) if request.expand else None
+            if canvas is not None:  # outpainting: the model inpaints the grown canvas
+                images, mask = [canvas.image], canvas.mask
+                sizes = SizePlan(canvas.size, plan.sizes(canvas.image).generate)
+            else:
+                sizes = plan.sizes(inputs.first)  # "auto" follows the first image, not a layout of several
             upscale = request.upscale if plan.upscaler is not None and not upscaling else None
             delivered = upscaled_sizes(sizes, upscale.scale) if upscale else sizes
             await ticket.reserve(width=delivered.output[0], height=delivered.output[1])
             base_seed = request.seed if request.seed is not None else secrets.randbits(31)
             seeds = [(base_seed + index) % SEED_LIMIT for index in range(request.n)]
-            mask = inputs.mask.image if inputs.mask else None
             render = lambda image: self.finisher.preview(image, plan, sizes)  # noqa: E731
             engine_request = self.generator.engine_request(plan, sizes, seeds, (mode, images, mask), job, render)
+            if canvas is not None and request.strength is None:
+                engine_request = replace(engine_request, strength=1.0)  # the new area is painted from noise
             inputs_seconds = decoded - decoding
             stages = {"prepare": time.perf_counter() - started - inputs_seconds, "inputs": inputs_seconds}
             with span("limner.generate", {"limner.model": plan.entry.id}) as generating:
                 generated = await self.generator.run(plan.entry, engine_request, job, stages)
                 annotate(generating, _seconds(stages, "queue", "engine", "denoise", "decode"))
+            if canvas is not None:
+                generated = restore(generated, canvas)
             if plan.upscaler is not None and not upscaling:
                 with span("limner.upscale", {"limner.upscaler": plan.upscaler.id}):
                     generated, sizes = await self.upscaler.run(generated, plan, sizes, job, stages)

@@ -89,10 +89,24 @@ class GenerationParams(ImageParams):
     moderation: Literal["low", "auto"] | None = None
 
 
+class ExpandOption(BaseModel):
+    """limner extension on edits (outpainting): pixels to add on each side, or an ``aspect_ratio`` ("16:9") to
+    grow to; a JSON object in the form's ``expand`` field."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    left: int = 0
+    right: int = 0
+    top: int = 0
+    bottom: int = 0
+    aspect_ratio: str | None = Field(None, max_length=16)
+
+
 class EditParams(ImageParams):
     prompt: str = Field(min_length=1, max_length=32000)
     input_fidelity: Literal["high", "low"] | None = None
     strength: float | None = Field(None, ge=0, le=1)
+    expand: Annotated[ExpandOption, BeforeValidator(_json_text)] | None = None
 
 
 class VariationParams(ImageParams):

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import cast
 
 from limner.core.errors import InvalidRequest, UnsupportedOperation
-from limner.core.models import ImageRequest, OutputFormat, SizeSpec, UpscaleChoice
+from limner.core.models import Expand, ImageRequest, OutputFormat, SizeSpec, UpscaleChoice
 from limner.core.sizes import parse_size
 from limner.dialects.loras import lora_choices
 from limner.dialects.openai.protocol import (
     DEFAULT_MODEL,
     DIALECT,
+    ExpandOption,
     ImageParams,
     ResponseFormat,
     UpscaleOption,
@@ -79,6 +80,12 @@ def to_request(params: ImageParams, consumer: str, prompt: str) -> ImageRequest:
         scheduler=params.scheduler,
         upscale=upscale_choice(params.upscale),
     )
+
+
+def expand_of(option: ExpandOption | None) -> Expand | None:
+    if option is None:
+        return None
+    return Expand(option.left, option.right, option.top, option.bottom, option.aspect_ratio)
 
 
 def upscale_choice(option: UpscaleOption | None) -> UpscaleChoice | None:

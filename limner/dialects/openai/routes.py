@@ -22,7 +22,13 @@ from limner.dialects.openai.protocol import (
     VariationParams,
 )
 from limner.dialects.openai.render import ERROR_MAP, error_body, model_object, models_payload, render_result
-from limner.dialects.openai.request import response_format_for, safety_identifier, to_request, upscale_request
+from limner.dialects.openai.request import (
+    expand_of,
+    response_format_for,
+    safety_identifier,
+    to_request,
+    upscale_request,
+)
 from limner.dialects.openai.stream import StreamKind, stream_images
 from limner.http import openapi
 from limner.http.context import current_request_id
@@ -79,6 +85,7 @@ async def edit_from_form(request: Request, state: AppState, form: FormBody) -> R
     image_request.images = images
     image_request.mask = masks[0] if masks else None
     image_request.strength = params.strength
+    image_request.expand = expand_of(params.expand)
     return await _answer(request, state, params, image_request, "image_edit")
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from PIL import Image
 
 from limner.core.errors import ModelError, ServiceUnavailable
-from limner.core.imaging import add_watermark
+from limner.core.imaging import add_watermark, has_alpha
 from limner.core.models import GeneratedImage
 from limner.core.sizes import SizePlan, fit_to_size
 from limner.engines.upstream.payloads import INLINE_BYTES
@@ -104,6 +104,7 @@ class FinishStage:
             and item.image.size == sizes.output
             and not request.watermark
             and not plan.styled
+            and plan.matting is None
             and keeps_alpha_as_sent(item.image, request.background)
         )
 
@@ -167,14 +168,17 @@ def keeps_alpha_as_sent(image: Image.Image, background: str | None) -> bool:
 
 
 def finish(item: GeneratedImage, plan: Plan, sizes: SizePlan) -> GeneratedImage:
-    """``item`` at the output size, styled and watermarked; a provider's image at its own URL as it is."""
+    """``item`` at the output size, styled, its background cut out where asked (``Plan.matting``) and
+    watermarked; a provider's image at its own URL as it is."""
     request = plan.request
-    changed = request.keep_media or plan.styled or request.watermark
+    changed = request.keep_media or plan.styled or request.watermark or plan.matting is not None
     if item.source_url and plan.entry.pass_through_urls and not changed:
         return item
     image = fit_to_size(item.image, *sizes.output)
     if plan.styled and plan.style.postprocess is not None:
         image = plan.style.postprocess(image)
+    if plan.matting is not None and not has_alpha(image):
+        image = plan.matting.cut_out(image)
     if request.watermark:
         image = add_watermark(image)
     return GeneratedImage(image=image, seed=item.seed, text=item.text)

@@ -15,6 +15,8 @@ from limner.core.sizes import SizePlan, input_pixels, resolve_size
 from limner.core.styles import StylePreset, get_style
 from limner.engines.adapters import resolve_loras
 from limner.engines.catalog import Catalog, ModelEntry
+from limner.engines.matting import Matting
+from limner.service.stages.outpaint import check_expand
 
 HIGH_EFFORT_STEPS_FACTOR = 2
 """``effort="high"`` runs this many times the model's default denoising steps."""
@@ -40,6 +42,8 @@ class Plan:
     """At most this many pixels of each input image are kept (``limner.core.sizes.input_pixels``)."""
     upscaler: ModelEntry | None = None
     """The upscaler an upscale request runs, or a generation's ``upscale`` runs after it; None: no upscale."""
+    matting: Matting | None = None
+    """Cuts the background out of each image (``background: "transparent"`` on a model without alpha)."""
 
     def sizes(self, first_image: Image.Image | None) -> SizePlan:
         """Output and generation sizes; ``auto`` follows the first input image's shape. An upscale's result
@@ -64,6 +68,8 @@ def plan_request(catalog: Catalog, request: ImageRequest) -> Plan:
     caps = catalog.capabilities(entry)
     check_request(request, caps)
     upscaler = check_upscale(catalog, request, caps)
+    matting = check_background(catalog, entry, caps, request)
+    check_expand(request, caps)
     style = get_style(request.style)
     loras = resolve_loras(entry, request.loras, catalog)
     # Without images this is the final size (an invalid one is refused here); with images the area is the
@@ -81,8 +87,9 @@ def plan_request(catalog: Catalog, request: ImageRequest) -> Plan:
         negative_prompt=negative,
         steps=steps,
         expected_steps=steps or entry.default_steps or caps.default_steps,
-        input_pixels=input_pixels(unshaped),
+        input_pixels=caps.max_pixels if request.expand else input_pixels(unshaped),  # kept whole: see outpaint
         upscaler=upscaler,
+        matting=matting,
     )
 
 
@@ -155,3 +162,19 @@ def check_upscale(catalog: Catalog, request: ImageRequest, caps: Capabilities) -
             param="upscale.refine",
         )
     return entry
+
+
+def check_background(catalog: Catalog, entry: ModelEntry, caps: Capabilities, request: ImageRequest) -> Matting | None:
+    """A transparent background is delivered, or refused: by the model's own alpha, by its matting model
+    (returned), or a 400 naming ``background`` and the models that can, never an opaque image in its place."""
+    if request.background != "transparent":
+        return None
+    matting = catalog.matting(entry)
+    if matting is not None or caps.transparency:
+        return matting
+    able = catalog.transparent_models()
+    raise UnsupportedOperation(
+        f"Model '{request.model}' cannot make a transparent background (it paints no alpha and has no matting "
+        f"model); models that can: {', '.join(able) or 'none on this server'}.",
+        param="background",
+    )
