@@ -99,6 +99,11 @@ class ModelUpscaler:
             return 0
         return sum(param.numel() * param.element_size() for param in self._model.model.parameters())
 
+    @property
+    def parameters(self) -> int:
+        """The loaded network's parameter count (0 before it is loaded)."""
+        return 0 if self._model is None else sum(param.numel() for param in self._model.model.parameters())
+
     def __call__(self, image: Image.Image) -> Image.Image:
         """One pass of the model: an RGB image ``native`` times larger."""
         import torch
