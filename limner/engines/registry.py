@@ -88,7 +88,7 @@ def _testpattern(entry: ModelEntry) -> Engine:
 def _upscaler(entry: ModelEntry) -> Engine:
     from limner.engines.upscaler import UpscalerEngine
 
-    return UpscalerEngine(entry.path, entry.device)
+    return UpscalerEngine(entry.path, entry.device, steps=entry.default_steps)
 
 
 def _upstream(target: str) -> EngineFactory:

@@ -2,7 +2,8 @@
 
 A catalog entry with ``engine = "upscaler"`` is one: ``path`` a ``.pth`` / ``.safetensors`` file of an
 ESRGAN-, SwinIR-, HAT- or similar architecture (loaded by spandrel, which reads the architecture and its
-factor from the weights), or nothing, for the built-in filter (Lanczos resampling then an unsharp mask:
+factor from the weights), a directory of diffusers' 4x upscaler (``StableDiffusionUpscalePipeline``,
+``default_steps`` its denoising steps), or nothing, for the built-in filter (Lanczos resampling then an unsharp mask:
 no weights, no torch, any factor). A model trained for another factor than the one asked for runs as many
 times as it takes to reach it, and the result is resampled to exactly ``scale`` times the input.
 
@@ -131,11 +132,69 @@ class ModelUpscaler:
         return larger
 
 
+class DiffusionUpscaler(ModelUpscaler):
+    """diffusers' 4x upscaler (``StableDiffusionUpscalePipeline``, a directory): a diffusion model that
+    denoises the larger image, conditioned on the smaller; ``steps`` and ``noise_level`` as its model card
+    suggests. Inputs are padded to a multiple of 8 (its UNet halves them) and the padding cut off after."""
+
+    MULTIPLE = 8
+
+    def __init__(self, path: Path, device: str = "auto", steps: int = 20, noise_level: int = 20) -> None:
+        super().__init__(path, device)
+        self.steps = steps
+        self.noise_level = noise_level
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from diffusers import StableDiffusionUpscalePipeline
+
+        auto = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            pipe = StableDiffusionUpscalePipeline.from_pretrained(self.path, local_files_only=True)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelNotAvailable(f"Upscaler directory {self.path.name} could not be loaded: {exc}") from exc
+        pipe.set_progress_bar_config(disable=True)
+        self._model = pipe.to(auto if self.device == "auto" else self.device)
+        self.native = 4
+
+    @property
+    def resident_bytes(self) -> int:
+        if self._model is None:
+            return 0
+        modules = (self._model.unet, self._model.vae, self._model.text_encoder)
+        return sum(param.numel() * param.element_size() for module in modules for param in module.parameters())
+
+    @property
+    def parameters(self) -> int:
+        if self._model is None:
+            return 0
+        modules = (self._model.unet, self._model.vae, self._model.text_encoder)
+        return sum(param.numel() for module in modules for param in module.parameters())
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        pad_x, pad_y = -width % self.MULTIPLE, -height % self.MULTIPLE
+        pixels = np.pad(np.asarray(image.convert("RGB")), ((0, pad_y), (0, pad_x), (0, 0)), mode="edge")
+        result = self._model(
+            prompt="",
+            image=Image.fromarray(pixels, "RGB"),
+            num_inference_steps=self.steps,
+            noise_level=self.noise_level,
+        ).images[0]
+        return result.crop((0, 0, width * self.native, height * self.native))
+
+
 class UpscalerEngine(Engine):
     """The engine of an ``engine = "upscaler"`` entry: ``Mode.UPSCALE`` only, one image a call."""
 
-    def __init__(self, path: Path | None, device: str = "auto", max_pixels: int = MAX_OUTPUT_PIXELS) -> None:
-        self.model = ModelUpscaler(path, device) if path is not None else None
+    def __init__(
+        self, path: Path | None, device: str = "auto", max_pixels: int = MAX_OUTPUT_PIXELS, steps: int | None = None
+    ) -> None:
+        self.model: ModelUpscaler | None = None
+        if path is not None:
+            self.model = DiffusionUpscaler(path, device, steps or 20) if path.is_dir() else ModelUpscaler(path, device)
         self.capabilities = Capabilities(
             modes=frozenset({Mode.UPSCALE}),
             max_images=1,

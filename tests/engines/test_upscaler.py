@@ -14,6 +14,7 @@ from limner.core.errors import ModelNotAvailable
 from limner.core.models import EngineRequest, Mode
 from limner.engines import spandrel_import
 from limner.engines.upscaler import ModelUpscaler, UpscalerEngine, filter_upscale
+from tests.support.tiny_diffusers import build_tiny_x4_upscaler
 from tests.support.tiny_upscalers import write_upscaler
 
 
@@ -77,3 +78,20 @@ def test_spandrel_imports_without_leaving_a_stand_in_behind() -> None:
     lama = sys.modules["spandrel.architectures.LaMa.__arch.LaMa"]
     with pytest.raises(RuntimeError, match="needs torchvision"):
         lama.rotate(torch.zeros(1), 0)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+async def test_diffusers_4x_upscaler_directory(tmp_path: Path, scale: int) -> None:
+    engine = UpscalerEngine(build_tiny_x4_upscaler(tmp_path / "x4"), steps=2)
+    source = Image.new("RGB", (12, 10), (30, 160, 60))  # not a multiple of 8: padded, then cut back
+    request = EngineRequest(Mode.UPSCALE, "", 12 * scale, 10 * scale, [0], images=[source], scale=scale)
+    (result,) = await engine.generate(request)
+    assert (result.image.mode, result.image.size) == ("RGB", (12 * scale, 10 * scale))
+    assert engine.resident_bytes > 0
+
+
+def test_a_directory_that_is_no_upscaler_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    engine = UpscalerEngine(tmp_path / "empty")
+    with pytest.raises(ModelNotAvailable, match="Upscaler directory empty could not be loaded"):
+        engine.upscale(Image.new("RGB", (8, 8)), 2)
