@@ -213,3 +213,8 @@ def test_generation_upscale_refusals(
     body = {"prompt": "a fox", "model": model, "upscale": upscale}
     assert_error(client.post("/v1/images/generations", json=body), status, code, param, words)
     assert recorder.requests == []  # refused before the model ran
+
+
+def test_an_upscaler_is_no_model_to_generate_with(client: TestClient, recorder: RecordingEngine) -> None:
+    response = client.post("/v1/images/generations", json={"model": "esrgan-x4", "prompt": "a fox"})
+    assert_error(response, 400, "invalid_value", "model", "Model 'esrgan-x4' is an upscaler: send images to")

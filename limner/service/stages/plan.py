@@ -65,6 +65,11 @@ def plan_request(catalog: Catalog, request: ImageRequest) -> Plan:
     if request.mode is Mode.UPSCALE:
         return _plan_upscale(catalog, request)
     entry = catalog.resolve(request.model)
+    if entry.engine == "upscaler":
+        raise InvalidRequest(
+            f"Model '{request.model}' is an upscaler: send images to /v1/images/upscale, or name it in upscale.model.",
+            param="model",
+        )
     caps = catalog.capabilities(entry)
     check_request(request, caps)
     upscaler = check_upscale(catalog, request, caps)
