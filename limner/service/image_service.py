@@ -37,7 +37,7 @@ from limner.service.stages.inputs import InputMemory, InputStage, engine_sources
 from limner.service.stages.outpaint import make_canvas, restore
 from limner.service.stages.plan import Plan, plan_request
 from limner.service.stages.store import StoreStage
-from limner.service.stages.upscale import UpscaleStage, check_source, upscaled_sizes
+from limner.service.stages.upscale import UpscaleStage, check_final, check_source, upscaled_sizes
 
 SEED_LIMIT = 2**32
 DEFAULT_INPUT_MEMORY = 1024 * 2**20
@@ -172,6 +172,8 @@ class ImageService:
             else:
                 sizes = plan.sizes(inputs.first)  # "auto" follows the first image, not a layout of several
             upscale = request.upscale if plan.upscaler is not None and not upscaling else None
+            if upscale is not None and plan.upscaler is not None:
+                check_final(plan, sizes, self.catalog.capabilities(plan.upscaler))
             delivered = upscaled_sizes(sizes, upscale.scale) if upscale else sizes
             await ticket.reserve(width=delivered.output[0], height=delivered.output[1])
             base_seed = request.seed if request.seed is not None else secrets.randbits(31)

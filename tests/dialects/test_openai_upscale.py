@@ -34,6 +34,12 @@ class NativeSizeEngine(RecordingEngine):
     capabilities = replace(testpattern.TestPatternEngine.capabilities, native_size=(32, 32))
 
 
+class SmallEngine(RecordingEngine):
+    """A model that paints at most 512x512."""
+
+    capabilities = replace(testpattern.TestPatternEngine.capabilities, max_side=512, max_pixels=512 * 512)
+
+
 def png(size: tuple[int, int], mode: str = "RGB") -> bytes:
     """A picture with structure: a red left half and a blue right half (and a transparent top row in RGBA)."""
     image = Image.new(mode, size, (200, 30, 30, 255) if mode == "RGBA" else (200, 30, 30))
@@ -57,10 +63,13 @@ def client(settings: Settings, tmp_path: Path, recorder: RecordingEngine) -> Ite
         ModelEntry(id="esrgan-x4", engine="upscaler", path=write_upscaler(tmp_path / "x4.pth", scale=4)),
         ModelEntry(id="esrgan-x2", engine="upscaler", path=write_upscaler(tmp_path / "x2.safetensors", scale=2)),
         ModelEntry(id="sticker", engine="native"),
+        ModelEntry(id="small", engine="small"),
     ]
     app = create_app(
         settings.with_overrides(models=models, default_model="rec"),
-        factories=factories(recording=lambda e: recorder, native=lambda e: NativeSizeEngine()),
+        factories=factories(
+            recording=lambda e: recorder, native=lambda e: NativeSizeEngine(), small=lambda e: SmallEngine()
+        ),
     )
     consumer_from_header(app)
     with TestClient(app) as test_client:
@@ -218,3 +227,18 @@ def test_generation_upscale_refusals(
 def test_an_upscaler_is_no_model_to_generate_with(client: TestClient, recorder: RecordingEngine) -> None:
     response = client.post("/v1/images/generations", json={"model": "esrgan-x4", "prompt": "a fox"})
     assert_error(response, 400, "invalid_value", "model", "Model 'esrgan-x4' is an upscaler: send images to")
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "upscale", "words"),
+    [
+        ("rec", "2048x2048", {"scale": 4}, "would be 8192x8192; the upscaler makes images of at most 16777216 pixels"),
+        ("small", "512x256", {"scale": 2, "refine": 0.2}, "'small' makes images of at most 262144 pixels and 512"),
+    ],
+)
+def test_an_upscale_past_the_limits_is_refused_before_the_model_runs(
+    client: TestClient, recorder: RecordingEngine, model: str, size: str, upscale: dict[str, Any], words: str
+) -> None:
+    body = {"model": model, "prompt": "a fox", "size": size, "upscale": upscale}
+    assert_error(client.post("/v1/images/generations", json=body), 400, "invalid_value", "upscale.scale", words)
+    assert recorder.requests == []

@@ -14,7 +14,7 @@ import time
 from dataclasses import replace
 
 from limner.core.errors import InvalidRequest
-from limner.core.models import GeneratedImage, Mode, SourceImage
+from limner.core.models import Capabilities, GeneratedImage, Mode, SourceImage
 from limner.core.sizes import SizePlan, fit_to_size
 from limner.engines.catalog import Catalog
 from limner.service.jobs import Job
@@ -25,6 +25,25 @@ from limner.service.stages.plan import Plan
 def upscaled_sizes(sizes: SizePlan, scale: int) -> SizePlan:
     width, height = sizes.output
     return SizePlan((width * scale, height * scale), (width * scale, height * scale))
+
+
+def check_final(plan: Plan, sizes: SizePlan, upscaler_caps: Capabilities) -> None:
+    """The upscaled size, once the output size is known: within what the upscaler makes, and, to be refined,
+    within what the generating model paints; refused naming ``upscale.scale`` before any credit is held."""
+    choice = plan.request.upscale
+    if choice is None or plan.request.mode is Mode.UPSCALE:
+        return
+    width, height = upscaled_sizes(sizes, choice.scale).output
+    limits = [("the upscaler", upscaler_caps.max_pixels, upscaler_caps.max_side)]
+    if choice.refine:
+        limits.append((f"model '{plan.request.model}'", plan.caps.max_pixels, plan.caps.max_side))
+    for who, pixels, side in limits:
+        if width * height > pixels or max(width, height) > side:
+            raise InvalidRequest(
+                f"Upscaled {choice.scale}x the images would be {width}x{height}; {who} makes images of at most "
+                f"{pixels} pixels and {side} a side. Ask for a smaller size or scale.",
+                param="upscale.scale",
+            )
 
 
 def check_source(plan: Plan, source: SourceImage) -> None:
