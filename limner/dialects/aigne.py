@@ -19,6 +19,7 @@ from limner.http.context import current_request_id
 from limner.http.deps import get_consumer, get_state
 from limner.http.dialect import Envelope, VendorDialect
 from limner.http.routing import dialect_route, read_json
+from limner.http.scheduling import read_scheduling
 
 DIALECT = "aigne"
 
@@ -39,6 +40,7 @@ class AigneParams(BaseModel):
     negative_prompt: str | None = Field(None, max_length=4000)
     loras: LoraList | None = None
     scheduler: str | None = Field(None, max_length=64)
+    exact: bool = False
 
 
 async def create_image(request: Request) -> Response:
@@ -62,9 +64,10 @@ async def create_image(request: Request) -> Response:
         report_usage=openai.is_gpt_image(params.model),
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,
+        exact=params.exact,
         consumer=get_consumer(request),
     )
-    result = await state.service.run(image_request, current_request_id())
+    result = await state.service.run(read_scheduling(request, image_request), current_request_id())
     if not openai.is_gpt_image(params.model):
         result.quality = None  # its default "standard" is no answer field of DALL-E's
     return render_result(result, params.response_format, request, state, model=params.model)

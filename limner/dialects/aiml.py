@@ -55,6 +55,7 @@ from limner.http.dialect import Envelope, VendorDialect
 from limner.http.errors import error_response, lookup
 from limner.http.jobs import job_status
 from limner.http.routing import dialect_route, read_json
+from limner.http.scheduling import read_scheduling
 from limner.http.streaming import event_stream, job_events, sse, start_job
 from limner.http.urls import absolute
 from limner.service.jobs import JobEvent
@@ -79,9 +80,10 @@ class GenerationParams(BaseModel):
     size: str | None = None
     stream: StrictBool = False
     watermark: StrictBool = False
-    # limner extensions: LoRA adapters and the sampler of a local model
+    # limner extensions: LoRA adapters, the sampler and exact results (no denoising cache) of a local model
     loras: LoraList | None = None
     scheduler: str | None = Field(None, max_length=64)
+    exact: StrictBool = False
 
 
 class AimlImage(BaseModel):
@@ -192,6 +194,7 @@ def to_image_request(params: GenerationParams, consumer: str) -> ImageRequest:
         links=params.response_format != "b64_json",
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,
+        exact=params.exact,
         consumer=consumer,
     )
 
@@ -240,7 +243,7 @@ async def generate_image(request: Request) -> Response:
     """Generate an image from text, edit one image, or compose several into a new one."""
     state = get_state(request)
     params = await read_json(request, GenerationParams)
-    image_request = to_image_request(params, get_consumer(request))
+    image_request = read_scheduling(request, to_image_request(params, get_consumer(request)))
     image_request.images = encoded([source_for(ref) for ref in references(params.image)], param="image")
     if params.stream:
         running = await start_job(state.service, image_request, current_request_id())

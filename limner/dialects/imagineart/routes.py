@@ -19,10 +19,12 @@ from limner.dialects.imagineart.protocol import (
 from limner.dialects.imagineart.render import ERROR_MAP, render_result
 from limner.dialects.imagineart.request import edit_request, form_fields, generation_request, load_images
 from limner.http import openapi
+from limner.http.access import visible_models
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state, public
 from limner.http.dialect import Envelope
 from limner.http.routing import FormBody, dialect_route, read_form, validate
+from limner.http.scheduling import read_scheduling
 
 
 async def generate_image(request: Request) -> Response:
@@ -37,7 +39,9 @@ async def generate_from_form(request: Request, state: AppState, form: FormBody) 
         names = ", ".join(sorted(form.files))
         raise InvalidRequest(f"Generations take no files (got {names}); use /v1/images/edits.", param=names)
     params = validate(GenerationForm, form_fields(form))
-    result = await state.service.run(generation_request(params, get_consumer(request)), current_request_id())
+    result = await state.service.run(
+        read_scheduling(request, generation_request(params, get_consumer(request))), current_request_id()
+    )
     return render_result(result)
 
 
@@ -53,13 +57,16 @@ async def edit_from_form(request: Request, state: AppState, form: FormBody) -> R
     fields.pop("images", None)  # text parts named images: load_images says what is wrong with them
     params = validate(EditForm, fields)
     images = load_images(form)
-    result = await state.service.run(edit_request(params, images, get_consumer(request)), current_request_id())
+    result = await state.service.run(
+        read_scheduling(request, edit_request(params, images, get_consumer(request))), current_request_id()
+    )
     return render_result(result)
 
 
 async def list_models(request: Request) -> Response:
     """The two models and the parameters each accepts."""
-    return JSONResponse({"object": "list", "data": models_payload(get_state(request))})
+    visible = await visible_models(request)
+    return JSONResponse({"object": "list", "data": models_payload(get_state(request), visible)})
 
 
 @public

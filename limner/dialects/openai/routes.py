@@ -31,17 +31,19 @@ from limner.dialects.openai.request import (
 )
 from limner.dialects.openai.stream import StreamKind, stream_images
 from limner.http import openapi
+from limner.http.access import check_visible, visible_models
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_consumer, get_state
 from limner.http.dialect import Envelope
 from limner.http.routing import FormBody, dialect_route, read_form, read_json, validate
+from limner.http.scheduling import read_scheduling
 
 
 async def create_image(request: Request) -> Response:
     """Create images from a prompt (``stream: true``: server-sent events, see ``stream``)."""
     state = get_state(request)
     params = await read_json(request, GenerationParams)
-    image_request = to_request(params, get_consumer(request), params.prompt)
+    image_request = read_scheduling(request, to_request(params, get_consumer(request), params.prompt))
     image_request.rendering_style = params.style
     return await _answer(request, state, params, image_request, "image_generation")
 
@@ -81,7 +83,7 @@ async def edit_from_form(request: Request, state: AppState, form: FormBody) -> R
     if len(images) > MAX_INPUT_IMAGES:
         raise InvalidRequest(f"At most {MAX_INPUT_IMAGES} images can be edited at once.", param="image")
     masks = uploads(form, "mask", label="mask")
-    image_request = to_request(params, get_consumer(request), params.prompt)
+    image_request = read_scheduling(request, to_request(params, get_consumer(request), params.prompt))
     image_request.images = images
     image_request.mask = masks[0] if masks else None
     image_request.strength = params.strength
@@ -97,7 +99,7 @@ async def create_variation(request: Request) -> Response:
     images = uploads(form, "image")
     if len(images) != 1:
         raise InvalidRequest("Variations take exactly one 'image' file.", param="image")
-    image_request = to_request(params, get_consumer(request), "")
+    image_request = read_scheduling(request, to_request(params, get_consumer(request), ""))
     image_request.images = images
     image_request.variation = True
     result = await state.service.run(image_request, current_request_id())
@@ -128,12 +130,13 @@ async def upscale_image(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     """Every model id and alias in the catalog."""
     state = get_state(request)
-    return JSONResponse({"object": "list", "data": models_payload(state)})
+    return JSONResponse({"object": "list", "data": models_payload(state, await visible_models(request))})
 
 
 async def retrieve_model(request: Request, model_id: str) -> Response:
     """One model by id or alias."""
     state = get_state(request)
+    await check_visible(request, model_id)
     return JSONResponse(model_object(model_id, state))
 
 
