@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[local,dev,watermark]'
+	# spandrel (upscaler files) without its torchvision: none imports beside the pinned CPU torch on x86_64,
+	# and a broken one breaks transformers (limner.engines.spandrel_import explains how spandrel runs without).
+	$(BIN)/python -m pip install -q --no-deps 'spandrel>=0.4.2'
 	touch $(STAMP)
 
 # The emoji font is the built-in model's training material (tests render a few glyphs from it).

@@ -28,6 +28,7 @@ class Mode(StrEnum):
     EDIT = "edit"  # one source image (with an optional mask)
     COMPOSE = "compose"  # several source images into one new image
     VARIATION = "variation"  # one source image, no prompt
+    UPSCALE = "upscale"  # one source image made larger by an upscaler model (``/v1/images/upscale``)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,32 @@ class LoraInfo:
     name: str
     weight: float
     description: str = ""
+
+
+UPSCALE_FACTORS = (2, 4)
+"""The factors an upscale may ask for (``UpscaleChoice.scale``)."""
+
+
+@dataclass(frozen=True)
+class UpscaleChoice:
+    """An upscale asked for: by an upscaler of the catalog (None: the built-in, weight-free one), by ``scale``,
+    then on generations optionally refined by the generating model at strength ``refine`` ("hires fix")."""
+
+    model: str | None = None
+    scale: int = 2
+    refine: float | None = None
+
+
+@dataclass(frozen=True)
+class Expand:
+    """Outpainting: the canvas grows by these many pixels on each side, or (``aspect_ratio``, "16:9") to that
+    shape, evenly on the two sides it needs; the model paints the new area, the image's own pixels stay."""
+
+    left: int = 0
+    right: int = 0
+    top: int = 0
+    bottom: int = 0
+    aspect_ratio: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,9 +224,18 @@ class ImageRequest:
     """Controls of the model (ControlNets or T2I-Adapters) with their images; the service checks them."""
     reference_images: list[ReferenceChoice] = field(default_factory=list)
     """Images whose look the result follows (the model's IP-Adapter); the service checks them."""
+    upscale: UpscaleChoice | None = None
+    """On generations and edits: the images upscaled (and refined) before they are finished. With
+    ``upscale_only``: the whole request, ``model`` being the upscaler."""
+    upscale_only: bool = False
+    """The request upscales its one image (``/v1/images/upscale``) and generates nothing."""
+    expand: Expand | None = None
+    """On edits: outpaint the one image onto a larger canvas (``limner.service.stages.outpaint``)."""
 
     @property
     def mode(self) -> Mode:
+        if self.upscale_only:
+            return Mode.UPSCALE
         if self.variation:
             return Mode.VARIATION
         if len(self.images) > 1:
@@ -229,6 +265,9 @@ class Capabilities:
     native_size: tuple[int, int] | None = None
     """When set, the engine always generates at this size and limner scales to the request."""
     default_steps: int | None = None
+    transparency: bool = True
+    """Whether the engine can deliver alpha when asked (``background: "transparent"``); a model whose engine
+    cannot is refused such a request unless its catalog entry has a matting model (``limner.engines.matting``)."""
     extras: dict[str, str] = field(default_factory=dict)
 
 
@@ -310,6 +349,8 @@ class EngineRequest:
     """Controls to steer with, checked against the catalog, each with its image decoded."""
     references: tuple[EngineReference, ...] = ()
     """Reference images for the model's IP-Adapter, decoded."""
+    scale: int = 1
+    """``Mode.UPSCALE``: the factor to enlarge ``images[0]`` by (``width``/``height`` are the result's)."""
 
     @property
     def n(self) -> int:

@@ -16,11 +16,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from limner.builtin import BUILTIN_MODEL_DIR
-from limner.core.errors import ModelNotFound
+from limner.core.errors import InvalidRequest, ModelNotFound
 from limner.core.models import Capabilities
 from limner.engines.base import Engine
 from limner.engines.denoise_cache import DenoiseCache
 from limner.engines.families import SAMPLERS, family_named
+from limner.engines.matting import Matting
 from limner.engines.quantization import DEFAULT_QUANTIZED, Component, Quantization
 from limner.media.fetch import DEFAULT_MAX_BYTES
 from limner.media.inputs import DEFAULT_MAX_PIXELS
@@ -82,7 +83,10 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
 """What an ``engine = "builtin"`` entry leaves unset: the shipped directory and the settings it was trained for."""
 
 
-LOCAL_ENGINES = ("builtin", "diffusers", "testpattern")
+LOCAL_ENGINES = ("builtin", "diffusers", "testpattern", "upscaler")
+BUILTIN_UPSCALER_ID = "lanczos"
+"""The upscaler every server has without configuring one: Lanczos and an unsharp mask, no weights
+(``limner.engines.upscaler``). A catalog entry of this id replaces it (to price it, say)."""
 LORA_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
@@ -174,13 +178,25 @@ class ReferenceEntry(BaseModel):
     description: str = ""
 
 
+class MattingEntry(BaseModel):
+    """A local model's background remover (a ``[models.matting]`` table): an ONNX network whose foreground
+    map becomes the alpha of images asked for with a transparent background (``limner.engines.matting``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(description="An .onnx file: one RGB image in (N, 3, H, W), one foreground map out")
+    size: int | None = Field(None, ge=16, le=4096, description="Input side when the file leaves it open")
+    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406), description="Per-channel mean it was trained with")
+    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225), description="Per-channel deviation likewise")
+
+
 class ModelEntry(BaseModel):
     """One catalog entry (a ``[[models]]`` table in ``limner.toml``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str
-    engine: str = Field(description="builtin | diffusers | testpattern | an upstream provider")
+    engine: str = Field(description="builtin | diffusers | testpattern | upscaler | an upstream provider")
     aliases: list[str] = Field(default_factory=list)
     name: str | None = None
     description: str = ""
@@ -227,6 +243,9 @@ class ModelEntry(BaseModel):
     ip_adapter: ReferenceEntry | None = Field(None, description="The IP-Adapter that reads reference images")
     refiner: Path | None = Field(None, description="SDXL: a refiner directory that finishes text-to-image images")
     refiner_start: float = Field(0.8, gt=0, lt=1, description="The fraction of steps the base model runs")
+    matting: MattingEntry | None = Field(
+        None, description="Makes background: transparent real for a model without alpha"
+    )
     schedulers: list[str] | None = Field(None, description="Samplers requests may pick; unset: the family's list")
     attention_slicing: bool | None = None
     vae_tiling: bool | None = Field(None, description="Decode in tiles; unset: only for sizes past the family's")
@@ -388,6 +407,17 @@ class ModelEntry(BaseModel):
 EngineFactory = Callable[[ModelEntry], Engine]
 
 
+def builtin_upscaler() -> ModelEntry:
+    """The weight-free upscaler's entry, for servers whose catalog names none of that id."""
+    return ModelEntry(
+        id=BUILTIN_UPSCALER_ID,
+        engine="upscaler",
+        name="Lanczos and unsharp mask",
+        description="limner's built-in upscaler: Lanczos resampling then an unsharp mask; no weights.",
+        max_concurrency=2,
+    )
+
+
 def default_models() -> list[ModelEntry]:
     """The catalog of a fresh install: the built-in model, answering to every dialect's default name."""
     return [
@@ -419,6 +449,8 @@ class Catalog:
                     raise ValueError(f"model '{entry.id}' falls back to unknown model '{name}'")
                 if self._by_name[name] is entry:
                     raise ValueError(f"model '{entry.id}' lists itself among its fallbacks")
+        self._builtin_upscaler = builtin_upscaler()
+        self._mattings: dict[str, Matting] = {}
         self._engines: dict[str, Engine] = {}
         self._built: dict[str, Engine] = {}
         """The factories' engines; ``_engines`` may wrap them (fallbacks), and only these are closed."""
@@ -434,6 +466,51 @@ class Catalog:
                 name, [e.id for e in self.entries] + [a for e in self.entries for a in e.aliases], param=param
             )
         return entry
+
+    def upscaler(self, name: str | None, *, param: str) -> ModelEntry:
+        """The upscaler called ``name`` (None: the built-in one): a catalog entry of ``engine = "upscaler"``, or
+        the built-in one where the catalog has no entry of its id; anything else is refused naming ``param``."""
+        name = name or BUILTIN_UPSCALER_ID
+        entry = self._by_name.get(name)
+        if entry is None and name == BUILTIN_UPSCALER_ID:
+            entry = self._builtin_upscaler
+        upscalers = self.upscaler_names()
+        if entry is None:
+            raise ModelNotFound(name, upscalers, param=param)
+        if entry.engine != "upscaler":
+            raise InvalidRequest(
+                f"Model '{name}' is not an upscaler; the upscalers here are: {', '.join(upscalers)}.", param=param
+            )
+        return entry
+
+    def upscaler_names(self) -> list[str]:
+        """The built-in upscaler's id and every upscaler entry's id and aliases."""
+        names = [name for entry in self.entries if entry.engine == "upscaler" for name in (entry.id, *entry.aliases)]
+        return names if BUILTIN_UPSCALER_ID in names else [BUILTIN_UPSCALER_ID, *names]
+
+    def matting(self, entry: ModelEntry) -> Matting | None:
+        """``entry``'s background remover (made once, loaded on first use); None where it has none."""
+        if entry.matting is None:
+            return None
+        matting = self._mattings.get(entry.id)
+        if matting is None:
+            spec = entry.matting
+            matting = self._mattings[entry.id] = Matting(spec.path, spec.size, spec.mean, spec.std)
+        return matting
+
+    def transparent_models(self) -> list[str]:
+        """The ids of the models that can deliver a transparent background: by their engine, or a matting model."""
+        able = []
+        for entry in self.entries:
+            if entry.engine == "upscaler":
+                continue
+            try:
+                transparency = entry.matting is not None or self.capabilities(entry).transparency
+            except Exception:  # an engine that cannot even be built is not one to recommend
+                transparency = False
+            if transparency:
+                able.append(entry.id)
+        return able
 
     def lora_owners(self, name: str) -> list[str]:
         """The ids of the models that offer a LoRA called ``name``."""

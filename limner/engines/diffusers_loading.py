@@ -66,6 +66,7 @@ class DiffusersSettings:
     samplers: tuple[str, ...] | None = None  # the samplers requests may pick; None: the family's
     refiner: Path | None = None  # SDXL: a refiner directory run on the last steps of text-to-image
     refiner_start: float = 0.8
+    transparency: bool = False  # whether the pipeline paints alpha itself (the built-in one); else matting only
 
 
 def module_bytes(pipe: Pipeline) -> int:
@@ -308,6 +309,7 @@ def planned_capabilities(settings: DiffusersSettings, family: Family | None = No
         max_side=2048,
         size_multiple=multiple,
         native_size=settings.native_size,
+        transparency=settings.transparency,
         default_steps=settings.default_steps or (family.steps if family else None),
         extras={"engine": "diffusers", **({"family": family.name} if family else {})},
     )

@@ -15,7 +15,12 @@ BUILTIN_PIPELINE = "limner.builtin.pipeline:EmojiDiffusionPipeline"
 
 
 def _diffusers(
-    entry: ModelEntry, *, pipeline_class: str | None = None, max_images: int = 4, data_dir: Path | None = None
+    entry: ModelEntry,
+    *,
+    pipeline_class: str | None = None,
+    max_images: int = 4,
+    data_dir: Path | None = None,
+    transparency: bool = False,
 ) -> Engine:
     from limner.engines.adapters import specs_for
     from limner.engines.controls import control_specs, reference_spec
@@ -55,6 +60,7 @@ def _diffusers(
             samplers=tuple(entry.schedulers) if entry.schedulers is not None else None,
             refiner=entry.refiner,
             refiner_start=entry.refiner_start,
+            transparency=transparency,
         )
     )
 
@@ -65,7 +71,8 @@ def _flag(typed: bool | None, legacy: object) -> bool:
 
 
 def _builtin(entry: ModelEntry, *, data_dir: Path | None = None) -> Engine:
-    return _diffusers(entry, pipeline_class=BUILTIN_PIPELINE, max_images=10, data_dir=data_dir)  # 32x32: any n fits
+    # 32x32: any n fits; it paints emoji on transparency itself
+    return _diffusers(entry, pipeline_class=BUILTIN_PIPELINE, max_images=10, data_dir=data_dir, transparency=True)
 
 
 def batched(factory: EngineFactory) -> EngineFactory:
@@ -98,6 +105,12 @@ def _testpattern(entry: ModelEntry) -> Engine:
     return TestPatternEngine(delay=entry.options.delay, steps=entry.default_steps)
 
 
+def _upscaler(entry: ModelEntry) -> Engine:
+    from limner.engines.upscaler import UpscalerEngine
+
+    return UpscalerEngine(entry.path, entry.device, steps=entry.default_steps)
+
+
 def _upstream(target: str) -> EngineFactory:
     def build(entry: ModelEntry) -> Engine:
         module, _, name = target.partition(":")
@@ -113,6 +126,7 @@ def default_factories(data_dir: Path | None = None) -> dict[str, EngineFactory]:
         "builtin": on_ray(batched(partial(_builtin, data_dir=data_dir))),
         "diffusers": on_ray(batched(partial(_diffusers, data_dir=data_dir))),
         "testpattern": on_ray(batched(_testpattern)),
+        "upscaler": _upscaler,
     }
     factories.update({name: _upstream(target) for name, target in UPSTREAM_PROVIDERS.items()})
     return factories

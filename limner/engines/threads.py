@@ -26,7 +26,7 @@ from limner.engines.catalog import ModelEntry
 
 log = logging.getLogger(__name__)
 
-TORCH_ENGINES = frozenset({"builtin", "diffusers"})
+TORCH_ENGINES = frozenset({"builtin", "diffusers", "upscaler"})
 """Catalog engines that run torch in this process (upstream providers and the test pattern do not)."""
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 """Where cgroups are mounted: v2's unified tree, or one directory per v1 controller (``cpu,cpuacct``)."""

@@ -1,6 +1,7 @@
 """``ImageService`` runs one canonical request end to end, as stages that read top to bottom:
 
-    plan → admit (rate limits) → decode inputs → hold credits → generate → finish (and sign) → store → deliver
+    plan → admit (rate limits) → decode inputs → [outpaint canvas] → hold credits → generate → [upscale]
+    → finish (and sign) → store → deliver
 
 The order is the point: cheap checks first (model, counts, modes), then admission, and only then the
 expensive work a refused request must never cost (fetching and decoding input images), then the credit
@@ -13,10 +14,11 @@ import asyncio
 import secrets
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
-from limner.core.models import Capabilities, ControlInfo, ImageRequest, ImageResult, LoraInfo, ModelInfo
+from limner.core.models import Capabilities, ControlInfo, ImageRequest, ImageResult, LoraInfo, Mode, ModelInfo
+from limner.core.sizes import SizePlan
 from limner.core.tracing import annotate, span
 from limner.core.usage import count_usage
 from limner.engines.catalog import Catalog, ModelEntry
@@ -34,8 +36,10 @@ from limner.service.stages.cache import ResultCache
 from limner.service.stages.finish import FinishStage
 from limner.service.stages.generate import GenerateStage
 from limner.service.stages.inputs import InputMemory, InputStage, engine_sources
+from limner.service.stages.outpaint import make_canvas, restore
 from limner.service.stages.plan import Plan, plan_request
 from limner.service.stages.store import StoreStage
+from limner.service.stages.upscale import UpscaleStage, check_final, check_source, upscaled_sizes
 
 SEED_LIMIT = 2**32
 DEFAULT_INPUT_MEMORY = 1024 * 2**20
@@ -95,6 +99,7 @@ class ImageService:
         """Told where each finished request's time went (``limner.service.metrics.STAGES``); None: not timed."""
         self.inputs = InputStage(media, loader, InputMemory(options.input_memory))
         self.generator = GenerateStage(catalog, self.jobs, self.residency, options.request_timeout)
+        self.upscaler = UpscaleStage(catalog, self.generator)
         self.finisher = FinishStage(
             options.embed_metadata,
             options.credentials,
@@ -174,30 +179,50 @@ class ImageService:
             annotate(planning, {"limner.model": plan.entry.id})
             admission = await ticket.admit(plan.entry, n=request.n, loras=tuple(lora.name for lora in plan.loras))
         decoding = time.perf_counter()
+        upscaling = request.mode is Mode.UPSCALE
         async with self.inputs.decoded(plan) as inputs:
             decoded = time.perf_counter()
+            for source in inputs.images:
+                check_source(plan, source)
             mode, images = engine_sources(plan, inputs)
-            sizes = plan.sizes(inputs.first)  # "auto" follows the first image, not a layout of several
             mask = inputs.mask.image if inputs.mask else None
+            canvas = make_canvas(request.expand, images[0], plan.caps) if request.expand else None
+            if canvas is not None:  # outpainting: the model inpaints the grown canvas
+                images, mask = [canvas.image], canvas.mask
+                sizes = SizePlan(canvas.size, plan.sizes(canvas.image).generate)
+            else:
+                sizes = plan.sizes(inputs.first)  # "auto" follows the first image, not a layout of several
+            upscale = request.upscale if plan.upscaler is not None and not upscaling else None
+            if upscale is not None and plan.upscaler is not None:
+                check_final(plan, sizes, self.catalog.capabilities(plan.upscaler))
+            delivered = upscaled_sizes(sizes, upscale.scale) if upscale else sizes
             cache_key = self.cache.key(plan, sizes, [source.image for source in inputs.images], mask)
             cached = self.cache.get(cache_key, plan.entry.id) if cache_key is not None else None
-            await ticket.reserve(width=sizes.output[0], height=sizes.output[1], cached=cached is not None)
+            await ticket.reserve(width=delivered.output[0], height=delivered.output[1], cached=cached is not None)
             base_seed = request.seed if request.seed is not None else secrets.randbits(31)
             seeds = [(base_seed + index) % SEED_LIMIT for index in range(request.n)]
             render = lambda image: self.finisher.preview(image, plan, sizes)  # noqa: E731
             engine_request = self.generator.engine_request(
                 plan, sizes, seeds, (mode, images, mask), job, render, inputs
             )
+            if canvas is not None and request.strength is None:
+                engine_request = replace(engine_request, strength=1.0)  # the new area is painted from noise
             inputs_seconds = decoded - decoding
             stages = {"prepare": time.perf_counter() - started - inputs_seconds, "inputs": inputs_seconds}
             input_sizes = [source.size for source in inputs.images]
             if cached is not None:
                 encoded = cached
                 job.total_steps = None
+                sizes = delivered
             else:
                 with span("limner.generate", {"limner.model": plan.entry.id}) as generating:
                     generated = await self.generator.run(plan.entry, engine_request, job, stages, admission, arrived)
                     annotate(generating, _seconds(stages, "queue", "engine", "denoise", "decode"))
+                if canvas is not None:
+                    generated = restore(generated, canvas)
+                if plan.upscaler is not None and not upscaling:
+                    with span("limner.upscale", {"limner.upscaler": plan.upscaler.id}):
+                        generated, sizes = await self.upscaler.run(generated, plan, sizes, job, stages)
                 with span("limner.finish") as finishing:
                     encoded = await self.finisher.run(generated, plan, sizes, stages, inputs.ingredients())
                     annotate(finishing, _seconds(stages, "upscale", "encode", "sign"))

@@ -85,7 +85,7 @@ async def test_a_builtin_entry_without_a_path_generates() -> None:
 
 
 def test_every_upstream_provider_has_an_engine_of_its_name() -> None:
-    assert set(default_factories()) == {"builtin", "diffusers", "testpattern", *UPSTREAM_PROVIDERS}
+    assert set(default_factories()) == {"builtin", "diffusers", "testpattern", "upscaler", *UPSTREAM_PROVIDERS}
     for name, target in UPSTREAM_PROVIDERS.items():
         module, _, attribute = target.partition(":")
         assert getattr(import_module(module), attribute).provider == name

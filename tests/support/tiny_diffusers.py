@@ -248,3 +248,49 @@ def _ldm_clip_state(text_encoder: Any) -> dict[str, torch.Tensor]:  # a CLIPText
         name = key if key.startswith("text_model.") else f"text_model.{key}"
         out[f"cond_stage_model.transformer.{name}"] = value
     return out
+
+
+def build_tiny_x4_upscaler(path: Path) -> Path:
+    """Save a tiny ``StableDiffusionUpscalePipeline`` (diffusers' 4x upscaler's shape: a 7-channel UNet
+    conditioned on the noised low-resolution image and its noise level, a VAE that scales by 4) to ``path``."""
+    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline
+
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer = _tiny_tokenizer(Path(scratch))
+    torch.manual_seed(SEED)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=7,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=8,
+        norm_num_groups=8,
+        num_class_embeds=100,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(16, 16, 32),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=4,
+        norm_num_groups=8,
+        layers_per_block=1,
+        scaling_factor=0.08333,  # the real x4 upscaler's (diffusers warns on any other)
+    )
+    pipe: Any = StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=_tiny_text_encoder(tokenizer),
+        tokenizer=tokenizer,
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(),
+        scheduler=DDIMScheduler(prediction_type="v_prediction"),
+        max_noise_level=99,
+    )
+    pipe.save_pretrained(path)
+    return path

@@ -4,9 +4,10 @@ dialect's routes document in OpenAPI."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+import json
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from limner.dialects.controls import ControlList, ReferenceList
@@ -22,6 +23,28 @@ def is_gpt_image(model: str) -> bool:
     """OpenAI's GPT image family (``gpt-image-*``, ``chatgpt-image-latest``): base64 by default, and answers
     that report ``quality``, ``background`` and ``usage``."""
     return model.startswith(GPT_IMAGE_PREFIXES)
+
+
+class UpscaleOption(BaseModel):
+    """limner extension on generations and edits: the images upscaled by ``model`` (unset: the built-in
+    upscaler) ``scale`` times, then refined by the generating model at strength ``refine`` ("hires fix").
+    Typed strictly in forms too, which carry it as JSON text."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str | None = Field(None, max_length=256)
+    scale: int = 2
+    refine: float | None = None
+
+
+def _json_text(value: Any) -> Any:
+    """A multipart field is text: an object field arrives as the JSON it holds (anything else is left to fail)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 class ImageParams(BaseModel):
@@ -57,6 +80,7 @@ class ImageParams(BaseModel):
     """Run without the model's denoising cache: the pixels of the full computation."""
     controls: ControlList | None = None
     reference_images: ReferenceList | None = None
+    upscale: Annotated[UpscaleOption, BeforeValidator(_json_text)] | None = None
 
 
 class GenerationParams(ImageParams):
@@ -70,14 +94,42 @@ class GenerationParams(ImageParams):
     moderation: Literal["low", "auto"] | None = None
 
 
+class ExpandOption(BaseModel):
+    """limner extension on edits (outpainting): pixels to add on each side, or an ``aspect_ratio`` ("16:9") to
+    grow to; a JSON object in the form's ``expand`` field."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    left: int = 0
+    right: int = 0
+    top: int = 0
+    bottom: int = 0
+    aspect_ratio: str | None = Field(None, max_length=16)
+
+
 class EditParams(ImageParams):
     prompt: str = Field(min_length=1, max_length=32000)
     input_fidelity: Literal["high", "low"] | None = None
     strength: float | None = Field(None, ge=0, le=1)
+    expand: Annotated[ExpandOption, BeforeValidator(_json_text)] | None = None
 
 
 class VariationParams(ImageParams):
     pass
+
+
+class UpscaleParams(BaseModel):
+    """``/v1/images/upscale`` (limner extension, after LocalAI's): one image, as a multipart file or, in a JSON
+    body, as base64, a data URL or an http(s) URL in ``image``; ``model`` an upscaler (unset: the built-in one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str | SkipJsonSchema[None] = Field(None, description="JSON bodies: base64, a data URL or an http(s) URL.")
+    model: str | None = Field(None, max_length=256)
+    scale: int = Field(2, description="2 or 4.")
+    response_format: ResponseFormat | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    output_compression: int | None = Field(None, ge=0, le=100)
 
 
 ReportedQuality = Literal["low", "medium", "high", "xhigh", "max"]

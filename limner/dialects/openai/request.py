@@ -6,11 +6,20 @@ from __future__ import annotations
 from typing import cast
 
 from limner.core.errors import InvalidRequest, UnsupportedOperation
-from limner.core.models import ImageRequest, OutputFormat, SizeSpec
+from limner.core.models import Expand, ImageRequest, OutputFormat, SizeSpec, UpscaleChoice
 from limner.core.sizes import parse_size
 from limner.dialects.controls import control_choices, reference_choices
 from limner.dialects.loras import lora_choices
-from limner.dialects.openai.protocol import DEFAULT_MODEL, DIALECT, ImageParams, ResponseFormat, is_gpt_image
+from limner.dialects.openai.protocol import (
+    DEFAULT_MODEL,
+    DIALECT,
+    ExpandOption,
+    ImageParams,
+    ResponseFormat,
+    UpscaleOption,
+    UpscaleParams,
+    is_gpt_image,
+)
 
 DELIVERED_FORMATS = ("png", "jpeg", "webp")
 
@@ -73,6 +82,32 @@ def to_request(params: ImageParams, consumer: str, prompt: str) -> ImageRequest:
         exact=bool(params.exact),
         controls=control_choices(params.controls),
         reference_images=reference_choices(params.reference_images),
+        upscale=upscale_choice(params.upscale),
+    )
+
+
+def expand_of(option: ExpandOption | None) -> Expand | None:
+    if option is None:
+        return None
+    return Expand(option.left, option.right, option.top, option.bottom, option.aspect_ratio)
+
+
+def upscale_choice(option: UpscaleOption | None) -> UpscaleChoice | None:
+    return UpscaleChoice(option.model, option.scale, option.refine) if option else None
+
+
+def upscale_request(params: UpscaleParams, consumer: str) -> ImageRequest:
+    """An upscale: its model is the upscaler (empty: the built-in one); the image is the route's to add."""
+    return ImageRequest(
+        prompt="",
+        model=params.model or "",
+        dialect=DIALECT,
+        output_format=params.output_format or "png",
+        output_compression=params.output_compression,
+        consumer=consumer,
+        links=(params.response_format or "url") == "url",
+        upscale=UpscaleChoice(params.model, params.scale),
+        upscale_only=True,
     )
 
 

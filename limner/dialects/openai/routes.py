@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from limner.core.errors import InvalidRequest, UnsupportedOperation
 from limner.core.models import ImageRequest
-from limner.dialects.images import MAX_INPUT_IMAGES, uploads
+from limner.dialects.images import MAX_INPUT_IMAGES, encoded, uploads
 from limner.dialects.openai.protocol import (
     DEFAULT_MODEL,
     EditParams,
@@ -18,10 +18,17 @@ from limner.dialects.openai.protocol import (
     ModelList,
     ModelObject,
     OpenAIErrorResponse,
+    UpscaleParams,
     VariationParams,
 )
 from limner.dialects.openai.render import ERROR_MAP, error_body, model_object, models_payload, render_result
-from limner.dialects.openai.request import response_format_for, safety_identifier, to_request
+from limner.dialects.openai.request import (
+    expand_of,
+    response_format_for,
+    safety_identifier,
+    to_request,
+    upscale_request,
+)
 from limner.dialects.openai.stream import StreamKind, stream_images
 from limner.http import openapi
 from limner.http.access import check_visible, visible_models
@@ -80,6 +87,7 @@ async def edit_from_form(request: Request, state: AppState, form: FormBody) -> R
     image_request.images = images
     image_request.mask = masks[0] if masks else None
     image_request.strength = params.strength
+    image_request.expand = expand_of(params.expand)
     return await _answer(request, state, params, image_request, "image_edit")
 
 
@@ -97,6 +105,26 @@ async def create_variation(request: Request) -> Response:
     result = await state.service.run(image_request, current_request_id())
     model = params.model or DEFAULT_MODEL
     return render_result(result, response_format_for(params), request, state, model=model)
+
+
+async def upscale_image(request: Request) -> Response:
+    """Upscale one image 2x or 4x (multipart with an ``image`` file, or JSON with ``image`` as base64 or a URL)."""
+    state = get_state(request)
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
+        params = validate(UpscaleParams, form.scalars())
+        if params.image is not None:
+            raise InvalidRequest("In a multipart body, send image as a file.", param="image")
+        images = uploads(form, "image")
+    else:
+        params = await read_json(request, UpscaleParams)
+        images = encoded([params.image], param="image") if params.image else []
+    if len(images) != 1:
+        raise InvalidRequest("An upscale takes exactly one 'image'.", param="image")
+    image_request = upscale_request(params, get_consumer(request))
+    image_request.images = images
+    result = await state.service.run(image_request, current_request_id())
+    return render_result(result, params.response_format or "url", request, state, model=result.model)
 
 
 async def list_models(request: Request) -> Response:
@@ -126,6 +154,9 @@ EDIT_BODY = openapi.form_body(
 )
 VARIATION_BODY = openapi.form_body(
     VariationParams, name="OpenAIVariationForm", files=[openapi.FileField("image", "The image to vary.")]
+)
+UPSCALE_BODY = openapi.form_body(
+    UpscaleParams, name="OpenAIUpscaleForm", files=[openapi.FileField("image", "The image to upscale.")]
 )
 ERROR_RESPONSES = openapi.error_responses(OpenAIErrorResponse, openapi.statuses(ERROR_MAP))
 IMAGES_OK = openapi.ok(
@@ -163,6 +194,13 @@ def build_router(envelope: Envelope, *, images: bool = True, models: bool = True
         methods=["POST"],
         openapi_extra=openapi.request_body(VARIATION_BODY),
         responses={**openapi.ok("The variations.", ImagesResponse), **ERROR_RESPONSES},
+    )
+    router.add_api_route(
+        "/v1/images/upscale",
+        upscale_image,
+        methods=["POST"],
+        openapi_extra=openapi.request_body(UPSCALE_BODY, openapi.json_body(UpscaleParams, name="OpenAIUpscaleParams")),
+        responses={**openapi.ok("The upscaled image.", ImagesResponse), **ERROR_RESPONSES},
     )
     if models:
         router.add_api_route(

@@ -77,6 +77,7 @@ class ResultCache:
             loras=[[lora.name, lora.weight] for lora in plan.loras],
             style=plan.style.id,
             mode=request.mode.value,
+            upscaler=plan.upscaler.id if plan.upscaler is not None else None,
         )
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=_jsonable).encode())
         for image in [*images, *([mask] if mask is not None else [])]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from PIL import Image
 
 from limner.core.errors import ModelError, ServiceUnavailable
-from limner.core.imaging import add_watermark
+from limner.core.imaging import add_watermark, has_alpha
 from limner.core.models import GeneratedImage
 from limner.core.sizes import SizePlan, fit_to_size
 from limner.engines.upstream.payloads import INLINE_BYTES
@@ -95,8 +95,8 @@ class FinishStage:
         wall = time.perf_counter() - started - checking
         parts = [sum(one[1] for one in done), sum(one[2] for one in done), sum(one[3] for one in done)]
         total = sum(parts)
-        for stage, part in zip(("upscale", "encode", "sign"), parts, strict=True):
-            stages[stage] = wall * part / total if total > 0 else 0.0
+        for stage, part in zip(("upscale", "encode", "sign"), parts, strict=True):  # after any upscale stage's
+            stages[stage] = stages.get(stage, 0.0) + (wall * part / total if total > 0 else 0.0)
         stages["sign"] += checking
         return [one[0] for one in done]
 
@@ -122,6 +122,7 @@ class FinishStage:
             and item.image.size == sizes.output
             and not request.watermark
             and not plan.styled
+            and plan.matting is None
             and keeps_alpha_as_sent(item.image, request.background)
         )
 
@@ -201,14 +202,17 @@ def keeps_alpha_as_sent(image: Image.Image, background: str | None) -> bool:
 
 
 def finish(item: GeneratedImage, plan: Plan, sizes: SizePlan) -> GeneratedImage:
-    """``item`` at the output size, styled and watermarked; a provider's image at its own URL as it is."""
+    """``item`` at the output size, styled, its background cut out where asked (``Plan.matting``) and
+    watermarked; a provider's image at its own URL as it is."""
     request = plan.request
-    changed = request.keep_media or plan.styled or request.watermark
+    changed = request.keep_media or plan.styled or request.watermark or plan.matting is not None
     if item.source_url and plan.entry.pass_through_urls and not changed:
         return item
     image = fit_to_size(item.image, *sizes.output)
     if plan.styled and plan.style.postprocess is not None:
         image = plan.style.postprocess(image)
+    if plan.matting is not None and not has_alpha(image):
+        image = plan.matting.cut_out(image)
     if request.watermark:
         image = add_watermark(image)
     return GeneratedImage(image=image, seed=item.seed, text=item.text)

@@ -91,6 +91,43 @@ class GenerateStage:
             exact=request.exact,
             controls=_controls(plan, inputs),
             references=_references(plan, inputs),
+            scale=request.upscale.scale if mode is Mode.UPSCALE and request.upscale else 1,
+        )
+
+    @staticmethod
+    def bare_request(
+        mode: Mode,
+        sizes: SizePlan,
+        images: list[Image.Image],
+        *,
+        scale: int = 1,
+        plan: Plan | None = None,
+        seed: int | None = None,
+    ) -> EngineRequest:
+        """An engine request the service makes of its own accord (an upscale, a refining pass): one image, at
+        ``sizes.generate``, with ``plan``'s prompt and settings where given; no progress, no previews."""
+        width, height = sizes.generate
+        if plan is None:
+            return EngineRequest(
+                mode=mode, prompt="", width=width, height=height, seeds=[0], images=images, scale=scale
+            )
+        request = plan.request
+        return EngineRequest(
+            mode=mode,
+            prompt=plan.prompt,
+            negative_prompt=plan.negative_prompt,
+            width=width,
+            height=height,
+            seeds=[seed if seed is not None else 0],
+            steps=plan.steps,
+            guidance=request.guidance,
+            images=images,
+            upstream_model=request.model,
+            quality=request.quality,
+            effort=request.effort,
+            loras=plan.loras,
+            scheduler=request.scheduler,
+            exact=request.exact,
         )
 
     async def run(

@@ -50,6 +50,7 @@ function settings() {
     negative: $("negative").disabled ? "" : $("negative").value.trim(), style: $("style").value,
     strength: editing ? Number($("strength").value) : null,
     control: guideControl(m), reference: guideReference(m),
+    expand: editing ? $("expand").value : "",
   };
 }
 
@@ -256,14 +257,14 @@ function updateMaskTools() {
   $("mask-tools").hidden = !show;
 }
 
-const useMask = () => mode() === "edit" && state.inputs.length === 1 && model().supports_mask !== false && painter.hasMask();
+const useMask = () => mode() === "edit" && state.inputs.length === 1 && model().supports_mask !== false && painter.hasMask() && !$("expand").value;
 const inputName = (input, i) => `input-${i + 1}.${EXT[input.blob.type] || "png"}`;
 
 // ---- running a request --------------------------------------------------------------------------
 
 async function send(s, seed, requestId, signal) {
   const headers = { ...authHeaders(), "X-Request-Id": requestId };
-  const params = { model: s.model, prompt: s.prompt, n: s.n, size: s.size === "auto" ? null : s.size, seed,
+  const params = { model: s.model, prompt: s.prompt, n: s.n, size: s.size === "auto" || s.expand ? null : s.size, seed,
     steps: s.steps, guidance_scale: s.guidance, negative_prompt: s.negative || null, style_preset: s.style || null,
     stream: true, partial_images: PARTIALS };
   const guides = await guideFields(s);
@@ -277,6 +278,7 @@ async function send(s, seed, requestId, signal) {
   const field = state.inputs.length > 1 ? "image[]" : "image";
   state.inputs.forEach((input, i) => form.append(field, input.blob, inputName(input, i)));
   if (useMask()) form.append("mask", await painter.toBlob(), "mask.png");
+  if (s.expand) form.append("expand", JSON.stringify({ aspect_ratio: s.expand }));
   return fetch(path("/v1/images/edits"), { method: "POST", headers, body: form, signal });
 }
 
@@ -431,7 +433,7 @@ function addResult(data, s, previous = null) {
     ["Guidance", s.guidance ?? "default"], ["Style", s.style || "none"],
   ];
   if (s.negative) rows.push(["Negative", s.negative]);
-  if (s.mode === "edit") rows.push(["Strength", s.strength], ["Mask", useMask() ? "painted" : "none"]);
+  if (s.mode === "edit") rows.push(["Strength", s.strength], ["Mask", useMask() ? "painted" : "none"], ["Expand", s.expand || "no"]);
   for (const [k, v] of rows) {
     const dt = document.createElement("dt");
     const dd = document.createElement("dd");
@@ -449,7 +451,8 @@ function addResult(data, s, previous = null) {
   download.setAttribute("aria-label", `Download (result ${id})`);
   actions.append(download,
     button("Use as input", `Use as input (result ${id})`, () => useAsInput(result)),
-    button("Reuse seed", `Reuse seed (result ${id})`, () => { $("seed").value = String(s.seed); setStatus(`Seed ${s.seed} set.`); }));
+    button("Reuse seed", `Reuse seed (result ${id})`, () => { $("seed").value = String(s.seed); setStatus(`Seed ${s.seed} set.`); }),
+    button("Upscale 2x", `Upscale 2x (result ${id})`, () => upscale(result, card)));
   const credentials = document.createElement("details");
   credentials.className = "credentials";
   credentials.dataset.credentials = "loading";
@@ -521,6 +524,26 @@ function button(text, label, onClick) {
   b.setAttribute("aria-label", label);
   b.addEventListener("click", onClick);
   return b;
+}
+
+/** The result made twice as large by the server's built-in upscaler (/v1/images/upscale), as a new card beside it. */
+async function upscale(result, card) {
+  showError("");
+  setStatus(`Upscaling result ${result.id}...`);
+  const form = new FormData();
+  form.append("image", result.blob, `result-${result.id}.${EXT[result.blob.type] || "png"}`);
+  form.append("scale", "2");
+  form.append("response_format", "b64_json");
+  try {
+    const response = await fetch(path("/v1/images/upscale"), { method: "POST", headers: authHeaders(), body: form });
+    if (!response.ok) throw await errorFrom(response);
+    const body = await response.json();
+    addResult({ ...body.data[0], output_format: body.output_format, size: body.size }, result.settings, card);
+    setStatus(`Result ${result.id} upscaled to ${body.size}.`);
+  } catch (error) {
+    showError(explain(error));
+    setStatus("");
+  }
 }
 
 async function useAsInput(result) {

@@ -24,11 +24,12 @@ export function requestFor(dialect, s, lang) {
   if (dialect === "openai") {
     r.path = edit ? "/v1/images/edits" : "/v1/images/generations";
     r.body = edit ? "form" : "json";
-    put("model", s.model); put("prompt", s.prompt); put("n", s.n); put("size", sized);
+    put("model", s.model); put("prompt", s.prompt); put("n", s.n); put("size", edit && s.expand ? null : sized);
     put("seed", s.seed); put("steps", s.steps); put("guidance_scale", s.guidance);
     put("negative_prompt", s.negative); put("style_preset", s.style);
     if (edit) {
       put("strength", s.strength);
+      if (s.expand) put("expand", JSON.stringify({ aspect_ratio: s.expand }));
       const name = s.inputs.length > 1 ? "image[]" : "image";
       r.files = s.inputs.map((file) => [name, file]);
       if (s.mask) r.files.push(["mask", s.mask]);
@@ -41,7 +42,7 @@ export function requestFor(dialect, s, lang) {
     put("seed", s.seed); put("negative_prompt", s.negative);
     if (edit) r.dataUrls = { field: "image", files: s.inputs, list: s.inputs.length > 1 };
     put("response_format", links ? "url" : "b64_json");
-    notes.push(...lost(s, { steps: true, guidance: true, style: true, strength: edit, mask: edit }));
+    notes.push(...lost(s, { steps: true, guidance: true, style: true, strength: edit, mask: edit, expand: edit }));
   } else if (dialect === "aiml") {
     r.path = "/v1/generation/images";
     r.answer = "aiml";
@@ -50,7 +51,7 @@ export function requestFor(dialect, s, lang) {
     put("response_format", links ? "presigned_url" : "b64_json");
     put("size", sized);
     if (s.n > 1) notes.push("AI.ML makes one image per request (n is not sent).");
-    notes.push(...lost(s, { seed: true, steps: true, guidance: true, negative: true, style: true, strength: edit, mask: edit }));
+    notes.push(...lost(s, { seed: true, steps: true, guidance: true, negative: true, style: true, strength: edit, mask: edit, expand: edit }));
   } else if (dialect === "milady") {
     r.path = "/api/v1/generate-image";
     r.answer = "milady";
@@ -62,7 +63,7 @@ export function requestFor(dialect, s, lang) {
     if (ratio !== s.aspect && s.aspect) notes.push(`Milady has no ${s.aspect}; 1:1 is sent.`);
     if (s.n > 4) notes.push("Milady makes at most 4 images per request.");
     if (edit && s.inputs.length > 1) notes.push("Milady takes one source image: only the first is sent.");
-    notes.push(...lost(s, { seed: true, steps: true, guidance: true, negative: true, strength: edit, mask: edit }));
+    notes.push(...lost(s, { seed: true, steps: true, guidance: true, negative: true, strength: edit, mask: edit, expand: edit }));
   } else if (dialect === "imagineart") {
     r.path = edit ? "/v1/images/edits" : "/v1/images/generations";
     r.body = "form";
@@ -73,7 +74,7 @@ export function requestFor(dialect, s, lang) {
     const target = edit ? "image-edit" : "text-to-image";
     notes.push(`ImagineArt's model is always ${target}${s.aliases[target] ? ` (on this server: ${s.aliases[target]})` : ""}; the answer is the PNG itself, one per request.`);
     if (edit && s.inputs.length > 4) notes.push("ImagineArt takes at most 4 images: the first 4 are sent.");
-    notes.push(...lost(s, { steps: true, guidance: true, negative: true, style: true, strength: edit, mask: edit }));
+    notes.push(...lost(s, { steps: true, guidance: true, negative: true, style: true, strength: edit, mask: edit, expand: edit }));
   }
   guides(r, s, put);
   return r;
@@ -100,7 +101,7 @@ function lost(s, which) {
   const names = {
     seed: s.seed !== null && "seed", steps: s.steps !== null && "steps", guidance: s.guidance !== null && "guidance",
     negative: s.negative && "negative prompt", style: s.style && "style preset",
-    strength: s.strength !== null && "strength", mask: s.mask && "mask",
+    strength: s.strength !== null && "strength", mask: s.mask && "mask", expand: s.expand && "expand",
   };
   const gone = Object.keys(which).filter((key) => which[key] && names[key]).map((key) => names[key]);
   return gone.length ? [`Not in this dialect, so not sent: ${gone.join(", ")}.`] : [];
