@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -120,6 +121,8 @@ class SteppingEngine(Engine):
         self._waiting: list[_Member] = []
         self._running: list[_Member] = []
         self._driver: asyncio.Task[None] | None = None
+        self._attention = threading.Event()
+        """Set when the batch must change at the next step boundary (a newcomer, a departure, other work)."""
         self.steps_run = 0
         """Denoiser calls so far (one per step of a running batch, or per trajectory when ``invariant``)."""
         self.joined_running = 0
@@ -155,16 +158,19 @@ class SteppingEngine(Engine):
         steps = await self._step_function()
         key = steps.key(request) if steps is not None else None
         if steps is None or key is None or request.n > self.max_images:
+            self._attention.set()  # the worker thread is shared: let the running batch hand it over
             return await self.fallback.generate(request)
         self.inner.check(request)  # fail fast, in the caller's task: nothing joins a batch to fail there
         member = _Member(request, key, asyncio.get_running_loop().create_future())
         self._waiting.append(member)
+        self._attention.set()
         if self._driver is None or self._driver.done():
             self._driver = asyncio.get_running_loop().create_task(self._drive(steps))
         try:
             return await asyncio.shield(member.future)
         except asyncio.CancelledError:
             member.cancelled = True  # leaves at the next step boundary (or before it starts)
+            self._attention.set()
             raise
 
     async def _step_function(self) -> StepFunction | None:
@@ -173,18 +179,22 @@ class SteppingEngine(Engine):
         steps: StepFunction | None = self.inner.step_function()
         return steps
 
-    # --- the loop: one denoiser step of the running batch per turn, membership changed between turns ---
+    # --- the loop: the running batch steps in the worker thread until its membership must change ---
 
     async def _drive(self, steps: StepFunction) -> None:
+        """Admit, then let the worker thread step the batch until a trajectory finishes or something needs the
+        batch to change (``_attention``): the event loop is visited only then, never once per step, so a busy
+        loop does not slow denoising; membership still changes at the next step boundary."""
         try:
             while self._waiting or self._running:
+                self._attention.clear()
                 await self._admit(steps)
                 self._leave_cancelled()
                 if not self._running:
                     continue
                 group = [member for member in self._running if member.trajectory is not None]
                 try:
-                    finished = await self.inner.in_worker(self._step, steps, group)
+                    finished = await self.inner.in_worker(self._steps, steps, group)
                 except Exception as exc:  # the whole group shared the failing call
                     self._fail(group, exc)
                     continue
@@ -242,6 +252,13 @@ class SteppingEngine(Engine):
             _set_error(member, exc)
 
     # --- worker thread ---
+
+    def _steps(self, steps: StepFunction, group: list[_Member]) -> list[tuple[_Member, list[GeneratedImage]]]:
+        """Steps of ``group`` until one finishes or ``_attention`` is set (checked at every step boundary)."""
+        while True:
+            finished = self._step(steps, group)
+            if finished or self._attention.is_set():
+                return finished
 
     def _step(self, steps: StepFunction, group: list[_Member]) -> list[tuple[_Member, list[GeneratedImage]]]:
         """One denoising step of every trajectory in ``group``; the ones that finished, decoded."""

@@ -123,9 +123,18 @@ async def test_the_built_in_model_steps_in_company_with_its_own_pixels(state: Ap
     def request(prompt: str, seeds: list[int], steps: int, **extra: object) -> EngineRequest:
         return EngineRequest(Mode.GENERATE, prompt, 32, 32, seeds, steps=steps, **extra)  # type: ignore[arg-type]
 
+    sent: list[int] = []
+
+    async def arrive() -> list[object]:  # the joiner reaches the engine now, after this many denoiser calls
+        sent.append(len(rows_per_step))
+        return list(await engine.generate(joiner))
+
+    def join() -> None:
+        tasks.setdefault("join", loop.create_task(arrive()))
+
     def at_step(step: int, total: int) -> None:  # the worker thread
         if step == 2:
-            loop.call_soon_threadsafe(lambda: tasks.setdefault("join", loop.create_task(engine.generate(joiner))))
+            loop.call_soon_threadsafe(join)
         if step == 4:
             loop.call_soon_threadsafe(tasks["leave"].cancel)
 
@@ -147,7 +156,7 @@ async def test_the_built_in_model_steps_in_company_with_its_own_pixels(state: Ap
         [exact_alone] = await invariant.generate(joiner)
     finally:
         hook.remove()
-    assert rows_seen[:3] == [2, 2, 3], f"joined at the third step: {rows_seen}"
+    assert rows_seen.index(3) <= sent[0] + 1, f"joined at the next step after it arrived: {rows_seen}, {sent}"
     assert len(rows_seen) <= 4 + 2 + 6 and rows_seen[-1] == 1, f"the leaver left within a step or two: {rows_seen}"
     got, want, different = (np.asarray(i.image, dtype=np.int16) for i in (image, alone, other_seed))  # type: ignore[attr-defined]
     assert np.abs(got - want).max() <= 2
