@@ -1,7 +1,8 @@
 """GPU benchmark: SD-Turbo / SDXL-Turbo-style pipelines, per stage, per batch size, limner over HTTP vs direct.
 
-    python -m benchmarks.gpu_diffusers                       # every config, on CUDA
+    python -m benchmarks.gpu_diffusers                       # every config, then the 1024x1024 profiles, on CUDA
     python -m benchmarks.gpu_diffusers --configs tiny --device cpu --repeats 2   # a smoke run anywhere
+    python -m benchmarks.gpu_diffusers --no-profiles          # this table only (about 5 minutes on an H100)
 
 Pipelines are built from configs with random weights (timing does not depend on what the weights say) and
 saved as ordinary diffusers directories, so limner loads them with its real loading code; nothing is fetched.
@@ -15,6 +16,10 @@ called one by one (text encode, denoise, VAE decode, PNG encode, store), the who
 and the same request through limner's OpenAI endpoint over HTTP on 127.0.0.1 from a server in its own process
 (images/s and the ratio to the direct call), with CUDA memory peaks. Results go to ``benchmarks/results/gpu.json``
 and ``gpu.md``, which the README shows. Without CUDA (and no ``--device``), it writes a note saying so.
+
+On CUDA it then runs ``benchmarks.gpu_profiles``: SDXL-, SD 3- and FLUX.1-schnell-shaped pipelines at 1024x1024
+with low-bit weights (int8, fp8, int4), denoising caches and compiled graphs (cold and warm cache), beside the
+published anchors (``gpu_profiles.md``; about 25 minutes on an H100, or pass its ``--configs`` to split it).
 """
 
 from __future__ import annotations
@@ -357,6 +362,7 @@ def main() -> None:
     parser.add_argument("--device", help="cuda (default when available) or cpu for a smoke run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS, help="where gpu.json and gpu.md go")
+    parser.add_argument("--no-profiles", action="store_true", help="skip the 1024x1024 profiles (gpu_profiles)")
     args = parser.parse_args()
 
     import torch
@@ -397,6 +403,11 @@ def main() -> None:
     (args.out / "gpu.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "gpu.md").write_text(markdown(results))
     print(markdown(results))
+    if device.type == "cuda" and not args.no_profiles:
+        from benchmarks import gpu_profiles
+
+        rows = gpu_profiles.measure(list(gpu_profiles.DEFAULT_CONFIGS), list(gpu_profiles.PROFILES), "cuda", 3)
+        gpu_profiles.write({"machine": describe_machine(1), "repeats": 3, "rows": rows}, args.out)
 
 
 if __name__ == "__main__":
