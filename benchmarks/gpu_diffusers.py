@@ -1,7 +1,8 @@
 """GPU benchmark: SD-Turbo / SDXL-Turbo-style pipelines, per stage, per batch size, limner over HTTP vs direct.
 
-    python -m benchmarks.gpu_diffusers                       # every config, on CUDA
+    python -m benchmarks.gpu_diffusers                       # every config, then the 1024x1024 profiles, on CUDA
     python -m benchmarks.gpu_diffusers --configs tiny --device cpu --repeats 2   # a smoke run anywhere
+    python -m benchmarks.gpu_diffusers --no-profiles          # this table only (about 5 minutes on an H100)
 
 Pipelines are built from configs with random weights (timing does not depend on what the weights say) and
 saved as ordinary diffusers directories, so limner loads them with its real loading code; nothing is fetched.
@@ -16,11 +17,15 @@ and the same request through limner's OpenAI endpoint over HTTP on 127.0.0.1 fro
 (images/s and the ratio to the direct call), with CUDA memory peaks. Results go to ``benchmarks/results/gpu.json``
 and ``gpu.md``, which the README shows. Without CUDA (and no ``--device``), it writes a note saying so.
 
-``--scheduling`` adds issue 26's comparison for the SD-Turbo-shaped pipeline (``tiny`` in a smoke run): step-level
+``--scheduling`` adds the scheduling comparison for the SD-Turbo-shaped pipeline (``tiny`` in a smoke run): step-level
 against request-level batching under Poisson arrivals at 50/90/120% of capacity, in process, at
 ``--scheduling-steps`` (SD-Turbo takes 1 to 4) and 512x512, written to ``gpu_scheduling.{json,md}``:
 
     python -m benchmarks.gpu_diffusers --configs sd-turbo --scheduling
+
+On CUDA it then runs ``benchmarks.gpu_profiles``: SDXL-, SD 3- and FLUX.1-schnell-shaped pipelines at 1024x1024
+with low-bit weights (int8, fp8, int4), denoising caches and compiled graphs (cold and warm cache), beside the
+published anchors (``gpu_profiles.md``; about 25 minutes on an H100, or pass its ``--configs`` to split it).
 """
 
 from __future__ import annotations
@@ -331,7 +336,7 @@ def over_http(server: Server, model_id: str, side: int, repeats: int) -> dict[in
     return out
 
 
-# --- step-level vs request-level batching (issue 26) ---
+# --- step-level vs request-level batching ---
 
 
 def scheduling(path: Path, home: Path, side: int, device: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -422,6 +427,7 @@ def main() -> None:
     parser.add_argument("--scheduling-only", action="store_true", help="only the batching comparison")
     parser.add_argument("--scheduling-steps", type=int, default=4)
     parser.add_argument("--scheduling-seconds", type=float, default=30.0)
+    parser.add_argument("--no-profiles", action="store_true", help="skip the 1024x1024 profiles (gpu_profiles)")
     args = parser.parse_args()
 
     import torch
@@ -474,6 +480,11 @@ def main() -> None:
     (args.out / "gpu.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "gpu.md").write_text(markdown(results))
     print(markdown(results))
+    if device.type == "cuda" and not args.no_profiles:
+        from benchmarks import gpu_profiles
+
+        rows = gpu_profiles.measure(list(gpu_profiles.DEFAULT_CONFIGS), list(gpu_profiles.PROFILES), "cuda", 3)
+        gpu_profiles.write({"machine": describe_machine(1), "repeats": 3, "rows": rows}, args.out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ the result cache against generating it.
     python -m benchmarks.scheduling [--steps 20] [--seconds 60] [--threads N]
     python -m benchmarks.scheduling --quick      # a smoke run in a minute or two: not figures
 
-Prints a Markdown table and writes ``benchmarks/results/scheduling.{md,json}``. Goals (issue 26): p95 at
+Prints a Markdown table and writes ``benchmarks/results/scheduling.{md,json}``. Goals: p95 at
 90% of capacity at most 0.6x request-level's, images/s at least 1.0x, nothing lost past capacity, and a
 cache hit at least 20x faster than generating.
 """

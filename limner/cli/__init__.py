@@ -77,6 +77,8 @@ def _print_residency(url: str, token: str | None) -> None:
     for model in body["models"]:
         if model["in_flight"]:
             state = f"in use ({model['in_flight']} requests)"
+        elif model.get("loading"):
+            state = "loading"
         elif not model["loaded"]:
             state = "not loaded"
         elif model["idle_seconds"] is None:
