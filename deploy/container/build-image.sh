@@ -21,7 +21,7 @@ pip_setting() {  # the pip option $1 from the environment or pip's own configura
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-args=(--isolation chroot --format docker --layers -f Containerfile -t "${IMAGE:-limner:latest}")
+args=(--isolation chroot --format docker --layers --force-rm -f Containerfile -t "${IMAGE:-limner:latest}")
 [[ -n "${IMAGE_BASE:-}" ]] && args+=(--build-arg "BASE=$IMAGE_BASE")
 {
   echo "[global]"
