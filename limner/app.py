@@ -45,6 +45,7 @@ from limner.media.signing import UrlSigner
 from limner.media.store import LocalMediaStore, MediaStore
 from limner.service.accounting import AccountsGate
 from limner.service.image_service import ImageService, ServiceOptions
+from limner.service.job_service import JobLimits, JobService
 from limner.service.media_access import MediaAccess
 from limner.service.metrics import Metrics
 from limner.service.webhooks import WebhookSecrets, WebhookSender, server_secret
@@ -151,6 +152,14 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
         accounts=accounts,
         metrics=metrics,
         key_waits=KeyWaits(settings.idempotency_waiters_per_key, settings.idempotency_waiters_per_consumer),
+        job_service=JobService(
+            accounts,
+            JobLimits(
+                ttl_seconds=settings.idempotency_ttl_hours * 3600,
+                max_pending=settings.job_queue_per_consumer,
+                max_attempts=settings.job_max_attempts,
+            ),
+        ),
     )
 
 

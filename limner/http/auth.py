@@ -63,7 +63,7 @@ async def authenticate(
         raise
     request.state.principal = principal
     principal_var.set(principal)
-    exposed = note_transport(request, state.settings, state.accounts, principal)
+    exposed = note_transport(request, state.settings, state.job_service, principal)
     envelope_for = getattr(request.scope.get("route"), "envelope_for", None)
     if exposed is not None and envelope_for is not None and https_only(envelope_for(request)):
         refused = await exposed.revoke()

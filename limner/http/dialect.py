@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 from fastapi import APIRouter, Response
 
 from limner.core.errors import LimnerError
+from limner.http.translation import Renderer
 
 ErrorRenderer = Callable[[LimnerError, str], Response]
 """``render_error(error, request_id)``: the error as a response in one envelope."""
@@ -73,6 +74,8 @@ class VendorDialect:
     render: ErrorRenderer
     router: Callable[[VendorDialect, Mount], APIRouter]
     tokens: TokenPolicy = "any"
+    renderer: Renderer | None = None
+    """How it answers the image requests it translated (``limner.http.translation``), also for async jobs."""
 
     def render_error(self, error: LimnerError, request_id: str) -> Response:
         return self.render(error, request_id)

@@ -24,16 +24,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message
 
-from limner.accounts import leases
 from limner.accounts.tokens import Principal
 from limner.core.errors import LimnerError
 from limner.http.deps import AppState
 from limner.http.durable import RUNNER_SCOPE_KEY, SCHEME_HEADER, kept_headers
 from limner.http.failures import failures_var
-from limner.service import job_recovery, job_store
 from limner.service.accounting import delivery_var
-from limner.service.job_store import JobView, Progress, StoredResponse
-from limner.service.webhooks import queue_webhook
+from limner.service.job_shapes import JobStatus, JobView, Progress, StoredRequest, StoredResponse
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +57,15 @@ class JobRunner:
         self.app = app
         self.state = state
         settings = state.settings
+        self.jobs = state.job_service
         self.capacity = settings.job_workers
         self.poll_seconds = settings.job_poll_seconds
-        self.ttl_seconds = settings.idempotency_ttl_hours * 3600
-        self.max_attempts = settings.job_max_attempts
         self.runs: dict[str, _Run] = {}
         self._wake = asyncio.Event()
         self._polls = 0
         self._closing = False
         self._polling = asyncio.Lock()
         """Held by a poll: ``aclose`` waits for one in progress, so no job is claimed after it gave its runs back."""
-
-    @property
-    def db(self) -> Any:
-        return self.state.accounts.db
 
     def wake(self) -> None:
         """A job was queued here: look for work now rather than at the next poll."""
@@ -108,21 +100,20 @@ class JobRunner:
                 await self._poll()
 
     async def _poll(self) -> None:
-        instance = self.state.accounts.instance_id
-        if instance is None:
+        if self.jobs.instance_id is None:
             return
         progress = {job_id: self._progress(run) for job_id, run in self.runs.items()}
-        for job_id in await self.db.call(job_store.report, self.db, instance, progress):
+        for job_id in await self.jobs.report(progress):
             self.cancel_here(job_id)
         free = self.capacity - len(self.runs)
-        for view in await self.db.call(job_store.claim, self.db, instance, free, on_finished=queue_webhook):
+        for view in await self.jobs.claim(free):
             run = _Run(view)
             self.runs[view.id] = run
             run.task = asyncio.create_task(self._execute(run), name=f"limner-job-{view.id}")
         self._polls += 1
         if self._polls % SWEEP_EVERY == 0:
             await self._recover()
-            await self.db.call(job_recovery.purge_expired, self.db)
+            await self.jobs.purge_expired()
 
     def _progress(self, run: _Run) -> Progress:
         live = self.state.jobs.get(run.view.consumer, run.view.id)
@@ -134,12 +125,7 @@ class JobRunner:
         """Queue again the jobs of dead instances, after refunding their holds: the rerun holds credits
         afresh, and must not find the consumer's balance still tied up by the run that died (a consumer
         with one image's worth left would get a 402 instead of the image it paid for)."""
-        accounts = self.state.accounts
-        await accounts.recover()
-        dead = await self.db.call(leases.dead, self.db, accounts.options.lease_seconds, own=accounts.instance_id)
-        recovered = await self.db.call(
-            job_recovery.recover, self.db, dead, max_attempts=self.max_attempts, on_finished=queue_webhook
-        )
+        recovered = await self.jobs.recover()
         if recovered.requeued or recovered.failed:
             log.warning(
                 "jobs of stopped servers: %d queued again, %d failed (refunded)",
@@ -153,7 +139,7 @@ class JobRunner:
         view = run.view
         outcome: dict[str, Any] = {"stored": False}
         try:
-            request = await self.db.call(job_store.request_of, self.db, view.id)
+            request = await self.jobs.request_of(view.id)
             if request is None:
                 await self._end(view, "failed", None, "internal_error", "The job's request was not kept.")
                 return
@@ -182,7 +168,7 @@ class JobRunner:
                 del self.runs[view.id]
             self.wake()
 
-    async def _replay(self, run: _Run, request: job_store.StoredRequest, outcome: dict[str, Any]) -> None:
+    async def _replay(self, run: _Run, request: StoredRequest, outcome: dict[str, Any]) -> None:
         view = run.view
         headers = [(name, value) for name, value in request.headers if name != SCHEME_HEADER]
         scheme = next((value for name, value in request.headers if name == SCHEME_HEADER), "http")
@@ -263,28 +249,21 @@ class JobRunner:
     async def _end(
         self,
         view: JobView,
-        status: job_store.JobStatus,
+        status: JobStatus,
         response: StoredResponse | None,
         code: str | None,
         message: str | None,
     ) -> bool:
         live = self.state.jobs.get(view.consumer, view.id)
         delivery = delivery_var.get()  # the replayed request's, when called from its ``send``
-        return bool(
-            await self.db.call(
-                job_store.complete,
-                self.db,
-                view.id,
-                instance_id=self.state.accounts.instance_id,
-                status=status,
-                response=response,
-                error_code=code,
-                error_message=message,
-                model=live.model if live is not None else None,
-                ttl_seconds=self.ttl_seconds,
-                on_finished=queue_webhook,
-                charge=delivery.settle_within if delivery is not None else None,  # with the result, at once
-            )
+        return await self.jobs.end(
+            view,
+            status,
+            response,
+            error_code=code,
+            error_message=message,
+            model=live.model if live is not None else None,
+            charge=delivery.settle_within if delivery is not None else None,  # with the result, at once
         )
 
     async def aclose(self) -> None:
@@ -298,9 +277,7 @@ class JobRunner:
         tasks = [run.task for run in runs if run.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=10)
-        ids = [run.view.id for run in runs]
-        if ids:
-            await self.db.call(job_recovery.requeue, self.db, ids, self.state.accounts.instance_id)
+        await self.jobs.requeue([run.view.id for run in runs])
 
 
 def _message_in(response: StoredResponse) -> str | None:

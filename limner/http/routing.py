@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
+from fastapi.datastructures import Default, DefaultPlaceholder
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
@@ -29,7 +30,6 @@ from limner.http.failures import failures_var
 from limner.http.guards import FORM_TYPES, UNSAFE_METHODS, RefusedResponse
 from limner.http.transport import exposed_var
 from limner.service.accounting import CLIENT_CLOSED
-from limner.service.image_service import Checked
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,18 @@ def dialect_route(envelope: Envelope) -> type[APIRoute]:
     """An ``APIRoute`` class whose errors, expected or not, come out in ``envelope`` (a dialect, usually).
 
     Its routes authenticate the caller first (``AuthenticatedRoute``), so auth errors use that envelope too,
-    and a token sent over plain HTTP to an HTTPS-only dialect is revoked; its POST routes take
-    ``Idempotency-Key`` and ``Prefer: respond-async`` (``limner.http.durable``).
+    and a token sent over plain HTTP to an HTTPS-only dialect is revoked. Its POST endpoints are
+    translators (``limner.http.translation``): each returns the request it read, translated, and the route
+    runs and renders it, taking ``Idempotency-Key`` and ``Prefer: respond-async`` (``limner.http.durable``).
     A subclass may pick the envelope per request by overriding ``envelope_for``."""
 
     class DialectRoute(AuthenticatedRoute):
         def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
             post = set(kwargs.get("methods") or ()) == {"POST"}
             if post:
-                endpoint = durable(endpoint)  # every image POST takes Idempotency-Key and Prefer: respond-async
+                endpoint = durable(endpoint)  # a translator: run, queued or replayed (``limner.http.durable``)
+                if isinstance(kwargs.get("response_model", Default(None)), DefaultPlaceholder):
+                    kwargs["response_model"] = None  # it answers a Response, not the ``Translated`` it returns
                 extra = dict(kwargs.get("openapi_extra") or {})
                 extra["parameters"] = [*extra.get("parameters", []), *OPENAPI_PARAMETERS]
                 kwargs["openapi_extra"] = extra
@@ -104,11 +107,17 @@ async def rendered(envelope: Envelope, call: Awaitable[Response]) -> Response:
         return Response(status_code=CLIENT_CLOSED)  # gone before its body was read: nobody to answer
     except RequestValidationError as exc:
         return render(validation_error(exc.errors()), current_request_id())
-    except Checked:
-        raise  # an async submission passed its checks (``limner.http.durable``): not an error
     except Exception:
         log.exception("unhandled error")
         return render(LimnerError("Internal server error."), current_request_id())
+
+
+async def refuse_exposed(envelope: Envelope) -> None:
+    """For a route that picks its dialect per request: a token sent over plain HTTP to an HTTPS-only dialect
+    is revoked, and the request refused with the error that says so, before its body is read."""
+    exposed = exposed_var.get()
+    if exposed is not None and https_only(envelope):
+        raise await exposed.revoke()
 
 
 def validation_error(errors: Any) -> InvalidRequest:

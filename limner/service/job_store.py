@@ -22,8 +22,7 @@ import json
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Literal
+from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -32,10 +31,17 @@ from sqlalchemy.orm import Session
 from limner.accounts.db import Database
 from limner.accounts.models import ApiToken, JobRecord, utcnow
 from limner.core.errors import InvalidRequest, QueueFull
+from limner.service.job_shapes import (
+    FINISHED,
+    JobStatus,
+    JobView,
+    Opened,
+    Progress,
+    StoredRequest,
+    StoredResponse,
+)
 
 PENDING_RETRY_SECONDS = 5.0
-JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
-FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 OnFinished = Callable[[Session, "JobView"], None]
 """Called inside the transaction that ends an async job (the webhook event is queued there)."""
 
@@ -58,59 +64,6 @@ REVOKED = CancelReason(
 
 def new_job_id() -> str:
     return "job_" + secrets.token_hex(12)
-
-
-@dataclass(frozen=True)
-class StoredRequest:
-    """What a request is replayed with: never its credentials (see ``limner.http.durable``)."""
-
-    method: str
-    path: str
-    query: str
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-@dataclass(frozen=True)
-class StoredResponse:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    @property
-    def content_type(self) -> str:
-        return next((value for name, value in self.headers if name.lower() == "content-type"), "")
-
-
-@dataclass(frozen=True)
-class JobView:
-    """A job as its owner sees it (no request body)."""
-
-    id: str
-    consumer: str
-    token_id: int | None
-    idempotency_key: str | None
-    fingerprint: str
-    asynchronous: bool
-    status: str
-    model: str | None
-    attempts: int
-    instance_id: str | None
-    cancel_requested: bool
-    step: int
-    total_steps: int | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    response: StoredResponse | None
-    error_code: str | None
-    error_message: str | None
-    webhook_url: str | None
-    queue_position: int | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
 
 
 def view_of(session: Session, row: JobRecord, *, with_response: bool = True) -> JobView:
@@ -153,15 +106,6 @@ def view_of(session: Session, row: JobRecord, *, with_response: bool = True) -> 
 
 
 # --- opening -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Opened:
-    """What ``open_job`` found: ``new`` (this request runs), ``existing`` (same key, same request: replay or
-    wait for ``job``), or ``reused`` (same key, another request)."""
-
-    outcome: Literal["new", "existing", "reused"]
-    job: JobView
 
 
 def open_job(
@@ -334,13 +278,6 @@ def claim(db: Database, instance_id: str, limit: int, *, on_finished: OnFinished
                 if row is not None:
                     taken.append(view_of(session, row))
     return taken
-
-
-@dataclass(frozen=True)
-class Progress:
-    model: str | None
-    step: int
-    total_steps: int | None
 
 
 def report(db: Database, instance_id: str, progress: dict[str, Progress]) -> set[str]:
