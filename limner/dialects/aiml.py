@@ -269,7 +269,12 @@ async def stream_answer(service: ImageService, image_request: ImageRequest, answ
     )
 
 
-RENDERER = Renderer(render_result, stream_answer)
+def stream_events(image_request: ImageRequest, result: ImageResult, answer: Answer) -> bytes:
+    """A finished result as the stream's ``completed`` event (an async job that asked for a stream)."""
+    return sse("completed", result_body(result, answer))
+
+
+RENDERER = Renderer(render_result, stream_answer, stream_events)
 """AI.ML's answers: one image as JSON, or progress events then the same body."""
 
 

@@ -27,7 +27,7 @@ from limner.service.metrics import Metrics
 from limner.settings import Settings
 
 if TYPE_CHECKING:
-    from limner.http.job_runner import JobRunner
+    from limner.service.job_runner import JobRunner
 
 
 @dataclass
@@ -47,7 +47,7 @@ class AppState:
     job_service: JobService
     """Durable jobs and idempotency keys (the database behind them): all ``limner.http`` knows of them."""
     runner: JobRunner | None = None
-    """This process's async job runner (``limner.http.job_runner``), set when the app starts."""
+    """This process's async job runner (``limner.service.job_runner``), set when the app starts."""
 
     def wake_jobs(self) -> None:
         """A job was queued: let this process's runner look for it now."""

@@ -9,6 +9,8 @@ A dialect (``limner.dialects.<vendor>``) is one object that says:
 - how it reports auth failures: through the same ``render_error``, before its endpoint runs (the route
   authenticates first), with the status its table gives ``missing_bearer_token``, ``invalid_token`` and
   ``forbidden`` (ImagineArt's reference has no 403: its table says 401 ``invalid_token``);
+- ``renderer``: how it answers the image requests its routes translated (``limner.http.translation``): the
+  route renders with it at once, the job runner when an async job ends (``limner.http.job_answers``);
 - ``tokens``: its token policy. ``"https-only"``: a valid token that reaches it over plain HTTP from beyond
   this machine is revoked and answered 401 (``limner.http.transport``); ``"any"``: no such rule.
 
@@ -60,6 +62,9 @@ class Dialect(Envelope, Protocol):
 
     @property
     def errors(self) -> Mapping[str, int | tuple[Any, ...]]: ...
+
+    @property
+    def renderer(self) -> Renderer | None: ...
 
     def routes(self, mount: Mount) -> APIRouter: ...
 

@@ -11,9 +11,9 @@
   as many waiters per key and per consumer as the settings allow. A kept response is charged when it is
   stored (a retry would replay it), so the request's ``Delivery`` is settled right then;
 - ``Prefer: respond-async``: the request is translated and checked as far as it can be without running
-  it (``ImageService.check``), stored as a queued job, and answered 202 with the job.
-  ``limner.http.job_runner`` replays it later through the whole app, this wrapper included, marked by
-  ``RUNNER_SCOPE_KEY`` in its ASGI scope (which no client can set).
+  it (``ImageService.check``), stored as a queued job (its ``ImageRequest`` and its dialect's ``Answer``),
+  and answered 202 with the job. ``limner.service.job_runner`` runs it later through the same service and
+  keeps what the dialect's renderer makes of its result.
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ from starlette.responses import StreamingResponse
 from limner.accounts.tokens import Principal
 from limner.core.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidRequest, LimnerError
 from limner.http import jsonbody
-from limner.http.auth import RUNNER_PRINCIPAL, current_principal
+from limner.http.auth import current_principal
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_state
 from limner.http.job_views import JobBody
 from limner.http.key_waits import RETRY_SECONDS, Watch
 from limner.http.translation import Translated, Translator, respond
-from limner.service import webhooks
+from limner.service import job_requests, webhooks
 from limner.service.accounting import delivery_var
 from limner.service.job_object import job_body
 from limner.service.job_service import JobService
@@ -54,33 +54,9 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 IDEMPOTENCY_HEADER = "idempotency-key"
 WEBHOOK_HEADER = "limner-webhook-url"
 REPLAYED_HEADER = "Idempotent-Replayed"
-RUNNER_SCOPE_KEY = RUNNER_PRINCIPAL
-"""Set by the job runner to the principal a job was accepted for; the request is then run, not queued."""
-SCHEME_HEADER = ":scheme"
-"""A pseudo header in a stored request: the scheme it came in on (HTTPS-only dialects check it)."""
-
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _NOT_KEPT = frozenset({402, 408, 409, 425, 429, 499})
 """Answers a retry may change (credits topped up, a rate limit passed, the client gone): not replayed."""
-_NOT_STORED = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "x-api-key",
-        "idempotency-key",
-        "prefer",
-        WEBHOOK_HEADER,
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "x-request-id",
-        "origin",
-        "referer",
-        "expect",
-    }
-)
-"""Credentials and per-attempt headers: never written to the database, never replayed."""
 _PER_ATTEMPT = ("content-length", "x-request-id")
 WAIT_POLL_FIRST = 0.25
 WAIT_POLL_MAX = 4.0
@@ -185,12 +161,6 @@ def _key(request: Request) -> str | None:
     return key
 
 
-def stored_request(request: Request, body: bytes) -> StoredRequest:
-    headers = [(name, value) for name, value in request.headers.items() if name.lower() not in _NOT_STORED]
-    headers.append((SCHEME_HEADER, request.url.scheme))
-    return StoredRequest(request.method, request.url.path, request.url.query, headers, body)
-
-
 def kept_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """A response's headers as kept for replays: without its length (recomputed when it is sent again) and
     its request id (each attempt has its own)."""
@@ -234,8 +204,6 @@ def durable(translate: Translator) -> Endpoint:
     @functools.wraps(translate)
     async def handle(request: Request) -> Response:
         service = get_state(request).service
-        if request.scope.get(RUNNER_SCOPE_KEY) is not None:
-            return await respond(service, await translate(request))  # an accepted job, replayed: just run it
         key = _key(request)
         asynchronous = wants_async(",".join(request.headers.getlist("prefer")))
         webhook = request.headers.get(WEBHOOK_HEADER)
@@ -275,13 +243,14 @@ class _Durable:
 
     async def handle(self) -> Response:
         body = await self.request.body()  # cached: the translator reads it again (also as a form)
-        stored = stored_request(self.request, body)
-        content_type = self.request.headers.get("content-type", "")
-        digest = fingerprint(self.request.method, self.request.url.path, content_type, body, self.request.url.query)
-        webhook = None
+        method, path, query = self.request.method, self.request.url.path, self.request.url.query
+        digest = fingerprint(method, path, self.request.headers.get("content-type", ""), body, query)
+        stored, webhook = job_requests.stored(method, path, query), None
         if self.asynchronous:
             await self._check()  # a refused request is answered at once, never queued
             webhook = await self._webhook_url()
+            translated = await self.translated()
+            stored = job_requests.stored(method, path, query, (translated.request, translated.answer))
         if self.key is None:
             return await self._open(stored, digest, webhook, None)
         with self.state.key_waits.watch(self.principal.consumer, self.key) as watch:

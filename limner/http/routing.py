@@ -26,7 +26,6 @@ from limner.http.context import current_request_id
 from limner.http.deps import AuthenticatedRoute
 from limner.http.dialect import Envelope, ErrorRenderer, https_only
 from limner.http.durable import ACCEPTED_RESPONSES, OPENAPI_PARAMETERS, durable
-from limner.http.failures import failures_var
 from limner.http.guards import FORM_TYPES, UNSAFE_METHODS, RefusedResponse
 from limner.http.transport import exposed_var
 from limner.service.accounting import CLIENT_CLOSED
@@ -99,9 +98,6 @@ async def rendered(envelope: Envelope, call: Awaitable[Response]) -> Response:
     try:
         return await call
     except LimnerError as error:
-        failures = failures_var.get()
-        if failures is not None:
-            failures.append(error)
         return render(error, current_request_id())
     except ClientDisconnect:
         return Response(status_code=CLIENT_CLOSED)  # gone before its body was read: nobody to answer

@@ -22,6 +22,8 @@ RenderResult = Callable[[ImageResult, Answer], Response]
 """A finished result as the dialect's answer (raises a ``LimnerError`` it cannot be answered with)."""
 StreamResult = Callable[[ImageService, ImageRequest, Answer], Awaitable[Response]]
 """Start the request and answer its progress as server-sent events (errors until it is accepted are raised)."""
+StreamEvents = Callable[[ImageRequest, ImageResult, Answer], bytes]
+"""A finished result as the stream's closing events: what an async job that asked for a stream keeps."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Renderer:
 
     render: RenderResult
     stream: StreamResult | None = None
+    events: StreamEvents | None = None
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ class JobService:
         """Revoke a token and cancel the unfinished async jobs it submitted."""
         return await self.db.call(job_cancel.revoke_token, self.db, ident, on_finished=queue_webhook)
 
-    # --- running (``limner.http.job_runner``) ---------------------------------------------------------
+    # --- running (``limner.service.job_runner``) ---------------------------------------------------------
 
     async def report(self, progress: dict[str, Progress]) -> set[str]:
         """Record the progress of this replica's running jobs; those whose cancellation was asked."""

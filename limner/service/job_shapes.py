@@ -13,13 +13,15 @@ FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 
 @dataclass(frozen=True)
 class StoredRequest:
-    """What a request is replayed with: never its credentials (see ``limner.http.durable``)."""
+    """A request as its job keeps it: where it came (method, path, query) and, for an async job, what runs
+    (its ``ImageRequest`` and its dialect's ``Answer``, ``limner.service.job_requests``); no header, no
+    credential."""
 
     method: str
     path: str
     query: str
-    headers: list[tuple[str, str]]
-    body: bytes
+    request: bytes = b""
+    answer: str = ""
 
 
 @dataclass(frozen=True)

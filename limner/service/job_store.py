@@ -168,8 +168,8 @@ def open_job(
                     method=request.method,
                     path=request.path,
                     query=request.query,
-                    request_headers=json.dumps(request.headers) if asynchronous else "[]",
-                    body=request.body if asynchronous else None,
+                    body=request.request if asynchronous else None,
+                    answer=request.answer if asynchronous else None,
                     status="queued" if asynchronous else "running",
                     attempts=0 if asynchronous else 1,
                     instance_id=None if asynchronous else instance_id,
@@ -230,8 +230,7 @@ def request_of(db: Database, job_id: str) -> StoredRequest | None:
         row = session.get(JobRecord, job_id)
         if row is None or row.body is None:
             return None
-        headers = [(str(name), str(value)) for name, value in json.loads(row.request_headers)]
-        return StoredRequest(row.method, row.path, row.query, headers, row.body)
+        return StoredRequest(row.method, row.path, row.query, row.body, row.answer or "")
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -323,8 +322,7 @@ def complete(
         row.status = status
         row.finished_at = now
         row.expires_at = now + timedelta(seconds=ttl_seconds)
-        row.body = None
-        row.request_headers = "[]"
+        row.body, row.answer = None, None
         row.error_code = error_code
         if error_message is not None or status != "cancelled":
             row.error_message = error_message  # a cancelled run keeps the reason its canceller wrote (``stop``)
@@ -355,7 +353,7 @@ def stop(session: Session, row: JobRecord, reason: CancelReason, on_finished: On
     a job reserves when it starts), a running one is flagged for its runner, which stops it like a client
     that left (its hold refunded) on whichever replica runs it. A finished job is left as it is."""
     if row.status == "queued":
-        row.status, row.finished_at, row.body = "cancelled", utcnow(), None
+        row.status, row.finished_at, row.body, row.answer = "cancelled", utcnow(), None, None
         row.error_code, row.error_message = "cancelled", reason.queued
         session.flush()
         if on_finished is not None:

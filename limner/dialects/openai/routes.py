@@ -25,7 +25,7 @@ from limner.dialects.openai.protocol import (
 )
 from limner.dialects.openai.render import ERROR_MAP, model_object, models_payload, render_result
 from limner.dialects.openai.request import response_format_for, safety_identifier, to_request
-from limner.dialects.openai.stream import stream_answer
+from limner.dialects.openai.stream import stream_answer, stream_events
 from limner.http import openapi
 from limner.http.deps import get_consumer, get_state
 from limner.http.dialect import Envelope
@@ -98,7 +98,7 @@ def translated(request: Request, params: ImageParams, image_request: ImageReques
     return Translated(image_request, answer, RENDERER)
 
 
-RENDERER = Renderer(render_result, stream_answer)
+RENDERER = Renderer(render_result, stream_answer, stream_events)
 """OpenAI's answers: ``ImagesResponse`` JSON, or its server-sent events."""
 
 

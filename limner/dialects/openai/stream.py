@@ -57,6 +57,11 @@ async def stream_answer(service: ImageService, request: ImageRequest, answer: An
     return await stream_images(service, request, kind, error_body, safety_identifier=answer.safety_identifier)
 
 
+def stream_events(request: ImageRequest, result: ImageResult, answer: Answer) -> bytes:
+    """A finished result as the stream's completed events (an async job that asked for a stream)."""
+    return b"".join(_completed(result, request, STREAM_KINDS[answer.endpoint], answer.safety_identifier))
+
+
 async def stream_images(
     service: ImageService,
     request: ImageRequest,
