@@ -142,6 +142,23 @@ def test_an_async_failure_is_a_failed_job_with_the_error_envelope(server: Server
     assert server.balance("alice") == START_BALANCE, "refunded"
 
 
+def test_an_async_stream_keeps_the_streams_completed_events(server: Server) -> None:
+    """``stream: true`` with ``Prefer: respond-async``: the job's result is the stream's answer, its completed
+    event carrying the image (no partial images: nobody watched them being made)."""
+    job = submit(server, server.alice, {**quick("a streamed cat"), "stream": True, "partial_images": 2})
+    done = server.wait_job(job["id"], server.alice)
+    assert (done["status"], done["result_status"], done["result"]) == ("done", 200, None), done
+    result = server.get(done["result_url"], token=server.alice)
+    assert result.headers["content-type"].startswith("text/event-stream")
+    events = sse_json(result.text)
+    assert [name for name, _ in events] == ["image_generation.completed"]
+    completed = events[0][1]
+    assert completed["type"] == "image_generation.completed" and completed["size"] == "256x256"
+    assert b64_image(completed["b64_json"]).size == (256, 256)
+    assert completed["usage"]["output_tokens"] > 0
+    assert server.balance("alice") == START_BALANCE - PRICE
+
+
 def test_a_key_with_prefer_replays_the_same_job(server: Server) -> None:
     headers = {"Idempotency-Key": server.key("async")}
     first = submit(server, server.alice, quick(), headers)
