@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[local,dev]'
+	$(BIN)/python -m pip install -q -e '.[local,dev,watermark]'
 	touch $(STAMP)
 
 # The emoji font is the built-in model's training material (tests render a few glyphs from it).
@@ -36,7 +36,25 @@ browser:
 	   (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null 2>&1 || \
 	  echo "note: could not install chromium; the browser tests will be skipped"
 
-setup: $(STAMP) $(FONT) services browser
+# opencv-python, which the invisible watermark (limner[watermark]) pulls in, loads libGL and GLib from the
+# system. Instant when both are present; without them the watermark tests skip and the setting says why.
+.PHONY: cv-libs
+cv-libs:
+	-@(ldconfig -p | grep -q 'libGL.so.1 ' && ldconfig -p | grep -q 'libglib-2.0.so.0 ') || \
+	  (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq libgl1 && \
+	   (apt-get install -y -qq libglib2.0-0t64 || apt-get install -y -qq libglib2.0-0)) >/dev/null 2>&1 || \
+	  echo "note: could not install libgl1/GLib; the invisible watermark tests will be skipped"
+
+# buildah, podman and mmdebstrap for the container image and its test (tests/deploy/test_image.py), which
+# builds on a Debian base made here. Instant when present; without apt (or root) that test skips and says why.
+.PHONY: container-tools
+container-tools:
+	-@(command -v buildah && command -v podman && command -v mmdebstrap && command -v runc) >/dev/null 2>&1 || \
+	  (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq buildah podman mmdebstrap runc || \
+	   (apt-get update -qq && apt-get install -y -qq buildah podman mmdebstrap runc)) >/dev/null 2>&1 || \
+	  echo "note: could not install buildah/podman/mmdebstrap; the container image test will be skipped"
+
+setup: $(STAMP) $(FONT) services browser cv-libs container-tools
 
 # node-fetch for the reference services' JavaScript examples (tests/examples); skipped without npm.
 EXAMPLES := tests/examples
@@ -61,6 +79,16 @@ cluster: setup
 # generated from the server's OpenAPI document.
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# The container image (Containerfile) as limner:latest, with buildah. IMAGE_BASE=... builds on another base
+# (the default is the official python:3.11-slim); `make image-base` makes one from Debian's packages here,
+# for machines that reach no container registry: make image-base image IMAGE_BASE=localhost/limner-base:bookworm
+.PHONY: image image-base
+image: container-tools
+	deploy/container/build-image.sh
+
+image-base: container-tools
+	deploy/container/debian-base.sh
 
 test: setup examples
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
@@ -99,4 +127,4 @@ train: setup
 	$(BIN)/python -m limner.builtin.train
 
 clean:
-	rm -rf $(VENV) .bench .limner .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .bench .limner .pytest_cache .mypy_cache .ruff_cache build

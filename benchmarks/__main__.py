@@ -6,6 +6,7 @@
     python -m benchmarks --only quality  # re-run a standalone benchmark and fold its result in
     python -m benchmarks --only png      # PNG compression options, to choose limner.media.encode.PNG_SAVE_OPTIONS
     python -m benchmarks --only litellm  # limner beside LiteLLM's proxy as gateways (needs wrk; make bench-gateway)
+    python -m benchmarks --only scheduling  # step-level vs request-level batching, and the result cache
 
 The servers run in subprocesses on 127.0.0.1, each with the same torch thread count as this process
 (``--threads``, default the CPUs this process may use), set through ``OMP_NUM_THREADS`` before torch
@@ -36,6 +37,7 @@ STANDALONE = {
     "gateway": "benchmarks.gateway_overhead",
     "litellm": "benchmarks.gateway_vs_litellm",
     "png": "benchmarks.png_levels",
+    "scheduling": "benchmarks.scheduling",
 }
 """Older benchmarks with their own result files: folded into the report, re-run only when named."""
 QUICK_STEPS = 4

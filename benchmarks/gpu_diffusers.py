@@ -15,6 +15,12 @@ called one by one (text encode, denoise, VAE decode, PNG encode, store), the who
 and the same request through limner's OpenAI endpoint over HTTP on 127.0.0.1 from a server in its own process
 (images/s and the ratio to the direct call), with CUDA memory peaks. Results go to ``benchmarks/results/gpu.json``
 and ``gpu.md``, which the README shows. Without CUDA (and no ``--device``), it writes a note saying so.
+
+``--scheduling`` adds issue 26's comparison for the SD-Turbo-shaped pipeline (``tiny`` in a smoke run): step-level
+against request-level batching under Poisson arrivals at 50/90/120% of capacity, in process, at
+``--scheduling-steps`` (SD-Turbo takes 1 to 4) and 512x512, written to ``gpu_scheduling.{json,md}``:
+
+    python -m benchmarks.gpu_diffusers --configs sd-turbo --scheduling
 """
 
 from __future__ import annotations
@@ -325,6 +331,61 @@ def over_http(server: Server, model_id: str, side: int, repeats: int) -> dict[in
     return out
 
 
+# --- step-level vs request-level batching (issue 26) ---
+
+
+def scheduling(path: Path, home: Path, side: int, device: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline served in this process by each batcher, under the same Poisson arrivals."""
+    from benchmarks.scheduling import compare
+    from limner.app import build_state
+    from limner.core.models import ImageRequest, SizeSpec
+    from limner.engines.catalog import ModelEntry
+    from limner.settings import Settings
+
+    states = {}
+    for mode, stepped in (("request-level", False), ("step-level", True)):
+        entry = ModelEntry(
+            id="turbo",
+            engine="diffusers",
+            path=path,
+            device=device,
+            family="sd-turbo" if path.name == "sd-turbo" else None,  # tiny: SDXL-Turbo, from its configs
+            default_steps=args.scheduling_steps,
+            default_guidance=0.0,
+            step_batching=stepped,
+            batch_window_ms=25.0,
+            max_batch_images=max(BATCHES),
+            options={"max_images": max(BATCHES)},
+            max_queue=64,
+        )
+        settings = Settings(data_dir=home / mode, models=[entry], default_model="turbo", result_cache_bytes=0)
+        states[mode] = build_state(settings)
+
+    def make(seed: int) -> ImageRequest:
+        return ImageRequest(prompt=PROMPT, model="turbo", seed=seed, size=SizeSpec(side, side))
+
+    print(f"{path.name}: step-level vs request-level batching", flush=True)
+    result = asyncio.run(
+        compare(states, make, seconds=args.scheduling_seconds, capacity=None, capacity_requests=4 * max(BATCHES))
+    )
+    return {"steps": args.scheduling_steps, "side": side, **result}
+
+
+def scheduling_markdown(results: dict[str, Any]) -> str:
+    from benchmarks.scheduling import table
+
+    lines = ["# Step-level vs request-level batching on the GPU", ""]
+    for config, compared in results["scheduling"].items():
+        lines += [
+            f"{config} on {results['device']} ({results['dtype']}), {compared['side']}x{compared['side']}, "
+            f"{compared['steps']} steps; capacity {compared['capacity_per_s']} requests/s.",
+            "",
+            *table(compared),
+            "",
+        ]
+    return "\n".join(lines)
+
+
 # --- report ---
 
 
@@ -357,6 +418,10 @@ def main() -> None:
     parser.add_argument("--device", help="cuda (default when available) or cpu for a smoke run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS, help="where gpu.json and gpu.md go")
+    parser.add_argument("--scheduling", action="store_true", help="also step-level vs request-level batching")
+    parser.add_argument("--scheduling-only", action="store_true", help="only the batching comparison")
+    parser.add_argument("--scheduling-steps", type=int, default=4)
+    parser.add_argument("--scheduling-seconds", type=float, default=30.0)
     args = parser.parse_args()
 
     import torch
@@ -380,6 +445,11 @@ def main() -> None:
         for config in args.configs:
             path = Path(scratch) / config
             side, steps = build(config, path, dtype)
+            if (args.scheduling or args.scheduling_only) and config in ("tiny", "sd-turbo"):
+                compared = scheduling(path, Path(scratch) / f"{config}-scheduling", side, device.type, args)
+                results.setdefault("scheduling", {})[config] = compared
+            if args.scheduling_only:
+                continue
             print(f"{config}: built at {path}; measuring the pipeline directly", flush=True)
             rows = direct(path, side, steps, device, dtype, args.repeats)
             server = serve(path, Path(scratch) / f"{config}-server", config, steps, device.type)
@@ -394,6 +464,13 @@ def main() -> None:
                 row["http_ratio_with_encode_store"] = http[row["batch"]] / row["direct_with_encode_store_images_per_s"]
             results["configs"][config] = rows
     args.out.mkdir(parents=True, exist_ok=True)
+    if "scheduling" in results:
+        text = scheduling_markdown(results)
+        (args.out / "gpu_scheduling.json").write_text(json.dumps(results["scheduling"], indent=2) + "\n")
+        (args.out / "gpu_scheduling.md").write_text(text)
+        print(text)
+    if args.scheduling_only:
+        return
     (args.out / "gpu.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "gpu.md").write_text(markdown(results))
     print(markdown(results))

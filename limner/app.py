@@ -43,12 +43,14 @@ from limner.media.own_links import OwnMediaLinks
 from limner.media.provenance import ContentCredentials, load_credentials
 from limner.media.signing import UrlSigner
 from limner.media.store import LocalMediaStore, MediaStore
+from limner.media.watermark import InvisibleWatermark
 from limner.service.accounting import AccountsGate
 from limner.service.image_service import ImageService, ServiceOptions
 from limner.service.job_runner import JobRunner
 from limner.service.job_service import JobLimits, JobService
 from limner.service.media_access import MediaAccess
 from limner.service.metrics import Metrics
+from limner.service.stages.cache import ResultCache
 from limner.service.webhooks import WebhookSecrets, WebhookSender, server_secret
 from limner.settings import Settings
 
@@ -98,13 +100,20 @@ def content_credentials(settings: Settings) -> ContentCredentials | None:
     )
 
 
+def invisible_watermark(settings: Settings) -> InvisibleWatermark | None:
+    """The pixel watermark from the settings; ``WatermarkError`` (startup stops) when its package is missing."""
+    if settings.invisible_watermark == "off":
+        return None
+    return InvisibleWatermark(settings.invisible_watermark_payload, settings.invisible_watermark)
+
+
 def build_state(settings: Settings, factories: dict[str, EngineFactory] | None = None) -> AppState:
     """Everything a request needs, built bottom-up: media, catalog, accounts, then the service over them."""
     make_private(settings.data_dir, create="directory")
     secret = server_secret(settings)
     signer = UrlSigner(secret, default_ttl=settings.url_ttl_seconds)
     store = media_store(settings)
-    catalog = Catalog(settings.models, factories or default_factories())
+    catalog = Catalog(settings.models, factories or default_factories(settings.data_dir))
     loader = ImageLoader(
         ImageDecoder(
             max_bytes=settings.max_upload_bytes,
@@ -132,6 +141,7 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
             input_memory=settings.input_memory_mb * 2**20,
             credentials=content_credentials(settings),
             credentials_include_prompt=settings.c2pa_include_prompt,
+            watermark=invisible_watermark(settings),
         ),
         gate=AccountsGate(accounts, catalog, metrics),
         residency=Residency(
@@ -140,6 +150,7 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
             budget_bytes=settings.model_memory_budget_mb * 2**20,
         ),
         stages=metrics.observe_stages,
+        cache=ResultCache(settings.result_cache_bytes, observe=metrics.observe_cache),
     )
     metrics.watch_queues(service.queues)
     return AppState(
@@ -186,6 +197,7 @@ async def _prepare_models(state: AppState) -> None:
 
 def create_app(settings: Settings | None = None, *, factories: dict[str, EngineFactory] | None = None) -> FastAPI:
     settings = settings or Settings()
+    traced = configure_tracing()  # OTEL_* variables; before the state, whose database and Redis clients it traces
     state = build_state(settings, factories)
 
     @asynccontextmanager
@@ -239,7 +251,7 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
     guards.install(app, settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(RequestIdMiddleware)
-    if configure_tracing():  # OTEL_* variables; off: no middleware, no spans
+    if traced:  # off: no middleware, no spans
         from limner.http.tracing import TracingMiddleware
 
         app.add_middleware(TracingMiddleware)  # outside the request id: the access line carries the trace id

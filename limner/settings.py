@@ -25,6 +25,7 @@ from limner.engines.catalog import (
     default_models,
     did_you_mean,
 )
+from limner.media.watermark import MAX_PAYLOAD_BYTES
 
 MIN_PUBLIC_SECRET = 24
 """Shortest admin/metrics token accepted on a non-loopback bind."""
@@ -142,10 +143,24 @@ class Settings(BaseSettings):
         None, description="module:function that signs bytes with c2pa_cert's key (an HSM or KMS), instead of c2pa_key"
     )
     c2pa_include_prompt: bool = Field(False, description="Put the prompt in the manifest (off: prompts stay private)")
+    invisible_watermark: Literal["off", "dwtDct", "dwtDctSvd"] = Field(
+        "off",
+        description="A mark hidden in every image's pixels (needs limner[watermark]): dwtDct as Stable Diffusion XL "
+        "ships it, or dwtDctSvd (slower, survives a JPEG re-encode); neither survives a resize or crop",
+    )
+    invisible_watermark_payload: str = Field(
+        "limner",
+        description="What the invisible watermark says, 1 to 16 bytes of UTF-8 (limner provenance check reads it)",
+    )
     fetch_allow_private: bool = False
     fetch_timeout: float = 10.0
     fetch_max_redirects: int = 3
     request_timeout: float = 300.0
+    result_cache_bytes: int = Field(
+        256 * 2**20,
+        ge=0,
+        description="Bytes of finished images kept for repeated seeded requests (limner.service.stages.cache); 0: off",
+    )
 
     log_level: str = "INFO"
     log_format: str = "text"
@@ -251,6 +266,13 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
                 raise ValueError(f"trusted proxy {entry!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("invisible_watermark_payload")
+    @classmethod
+    def check_payload(cls, value: str) -> str:
+        if not 1 <= len(value.encode()) <= MAX_PAYLOAD_BYTES:
+            raise ValueError(f"the invisible watermark payload must be 1 to {MAX_PAYLOAD_BYTES} bytes of UTF-8")
         return value
 
     @field_validator("public_url")

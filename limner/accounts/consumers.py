@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -30,9 +31,31 @@ def new_webhook_secret() -> str:
     return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
+MAX_PRIORITY = 100
+"""The highest priority a consumer may be allowed (``Limner-Priority``); requests default to 0."""
+MAX_START_DEADLINE = 86_400.0
+
+
+@dataclass(frozen=True)
+class Access:
+    """How a consumer's requests are scheduled and what they may use (``None``: no limit of that kind)."""
+
+    max_priority: int = 0
+    start_deadline: float | None = None
+    models: tuple[str, ...] | None = None
+    loras: tuple[str, ...] | None = None
+
+    def allows_model(self, model_id: str) -> bool:
+        return self.models is None or model_id in self.models
+
+    def allows_lora(self, name: str) -> bool:
+        return self.loras is None or name in self.loras
+
+
 @dataclass(frozen=True)
 class Policy:
-    """What the gate needs to know about a consumer: its id (None: not in the database), limits, balance.
+    """What the gate needs to know about a consumer: its id (None: not in the database), limits, balance,
+    scheduling and access.
 
     A server caches policies (``limner.accounts.cache``), so ``balance`` may be out of date: only whether
     it is None (unmetered) is to be relied on; the reservation itself checks the real balance."""
@@ -41,6 +64,7 @@ class Policy:
     balance: int | None
     rpm: int | None
     ipm: int | None
+    access: Access = Access()
 
 
 @dataclass(frozen=True)
@@ -53,6 +77,7 @@ class ConsumerInfo:
     ipm: int | None
     note: str
     active_tokens: int
+    access: Access = Access()
 
 
 def check_name(name: str) -> str:
@@ -113,12 +138,49 @@ def set_limits(db: Database, name: str, *, rpm: int | None = None, ipm: int | No
 
 def policy(db: Database, name: str) -> Policy:
     with db.read() as session:
-        row = session.execute(
-            select(Consumer.id, Consumer.balance, Consumer.rpm, Consumer.ipm).where(Consumer.name == name)
-        ).first()
-    if row is None:
-        return Policy(None, None, None, None)
-    return Policy(row.id, row.balance, row.rpm, row.ipm)
+        row = session.execute(select(Consumer).where(Consumer.name == name)).scalar_one_or_none()
+        if row is None:
+            return Policy(None, None, None, None)
+        return Policy(row.id, row.balance, row.rpm, row.ipm, access_of(row))
+
+
+def access_of(row: Consumer) -> Access:
+    return Access(
+        max_priority=row.max_priority or 0,
+        start_deadline=row.start_deadline,
+        models=_names(row.allowed_models),
+        loras=_names(row.allowed_loras),
+    )
+
+
+def set_access(
+    db: Database,
+    name: str,
+    *,
+    max_priority: int = 0,
+    start_deadline: float | None = None,
+    models: list[str] | None = None,
+    loras: list[str] | None = None,
+) -> ConsumerInfo:
+    """Replace a consumer's scheduling and access settings (``None`` lists: every model or adapter)."""
+    if not 0 <= max_priority <= MAX_PRIORITY:
+        raise InvalidRequest(f"max_priority must be between 0 and {MAX_PRIORITY}.", param="max_priority")
+    if start_deadline is not None and not 0 < start_deadline <= MAX_START_DEADLINE:
+        raise InvalidRequest(
+            f"start_deadline must be more than 0 and at most {MAX_START_DEADLINE:g} seconds.", param="start_deadline"
+        )
+    with db.write() as session:
+        consumer = find(session, name)
+        consumer.max_priority = max_priority or None
+        consumer.start_deadline = start_deadline
+        consumer.allowed_models = None if models is None else json.dumps(sorted(set(models)))
+        consumer.allowed_loras = None if loras is None else json.dumps(sorted(set(loras)))
+        bump(session)
+    return get_consumer(db, name)
+
+
+def _names(stored: str | None) -> tuple[str, ...] | None:
+    return None if stored is None else tuple(json.loads(stored))
 
 
 def list_consumers(db: Database) -> list[ConsumerInfo]:
@@ -135,7 +197,9 @@ def list_consumers(db: Database) -> list[ConsumerInfo]:
             .outerjoin(active, active.c.consumer_id == Consumer.id)
             .order_by(Consumer.name)
         ).all()
-    return [ConsumerInfo(c.id, c.name, c.created_at, c.balance, c.rpm, c.ipm, c.note, int(n)) for c, n in rows]
+    return [
+        ConsumerInfo(c.id, c.name, c.created_at, c.balance, c.rpm, c.ipm, c.note, int(n), access_of(c)) for c, n in rows
+    ]
 
 
 def get_consumer(db: Database, name: str) -> ConsumerInfo:

@@ -15,6 +15,7 @@ queries never block the event loop and a busy engine thread pool never starves t
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,9 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from limner.accounts.tracing import trace_statements
 from limner.core.files import make_private
+from limner.core.tracing import inner_span
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_SIBLINGS = ("-wal", "-shm", "-journal")
@@ -98,6 +101,7 @@ class Database:
             self.engine = _sqlite_engine(self.url)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=DB_THREADS, max_overflow=4)
+        trace_statements(self.engine)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(self.engine.execution_options(limner_write=True), expire_on_commit=False)
         self._executor: ThreadPoolExecutor | None = None
@@ -119,11 +123,14 @@ class Database:
             yield session
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a blocking database function on the accounts thread pool."""
+        """Run a blocking database function on the accounts thread pool, in the caller's context (so its
+        statements' spans join the request's trace, under one span named after the function)."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="limner-db")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        with inner_span("limner.db", {"code.function.name": getattr(fn, "__qualname__", repr(fn))}):
+            work = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+            return await loop.run_in_executor(self._executor, work)
 
     def migrate(self) -> None:
         """Upgrade the schema to the newest revision (idempotent; safe with replicas starting together)."""

@@ -109,6 +109,14 @@ class Consumer(Base):
     webhook_previous_secret: Mapped[str | None] = mapped_column(String(64), default=None)
     """The secret before the last rotation: events are signed with it too for a grace period after."""
     webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    max_priority: Mapped[int | None] = mapped_column(Integer, default=None)
+    """The highest ``Limner-Priority`` its requests may ask for; NULL: 0 (none above the default)."""
+    start_deadline: Mapped[float | None] = mapped_column(Float, default=None)
+    """Seconds a request of its may wait to start when it names no ``Limner-Start-Deadline``; NULL: no limit."""
+    allowed_models: Mapped[str | None] = mapped_column(Text, default=None)
+    """A JSON list of the catalog ids it may use; NULL: every model."""
+    allowed_loras: Mapped[str | None] = mapped_column(Text, default=None)
+    """A JSON list of the LoRA adapter names it may use; NULL: every adapter of a model it may use."""
 
 
 class ApiToken(Base):

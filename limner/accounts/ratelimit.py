@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from limner.accounts.tracing import trace_commands
 from limner.core.errors import RateLimited, ServiceUnavailable
 
 WINDOW = 60.0
@@ -128,6 +129,7 @@ class RedisRateLimiter:
         import redis.asyncio as aioredis
 
         self.client: Any = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        trace_commands(self.client)
         self.prefix = prefix
         self._script = self.client.register_script(TOKEN_BUCKETS_LUA)
 

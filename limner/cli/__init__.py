@@ -15,6 +15,7 @@ from limner.cli import provenance as cli_provenance
 from limner.cli import ray as cli_ray
 from limner.cli import webhooks as cli_webhooks
 from limner.media.provenance import ProvenanceError
+from limner.media.watermark import WatermarkError
 from limner.settings import ConfigError, load_settings
 
 OUTPUT_FORMATS: dict[str, Literal["png", "jpeg", "webp"]] = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -34,7 +35,7 @@ def main() -> None:
     """The ``limner`` command; a configuration that does not load is one line naming the key, not a traceback."""
     try:
         app()
-    except (ConfigError, ProvenanceError) as error:
+    except (ConfigError, ProvenanceError, WatermarkError) as error:
         typer.echo(f"error: {error}", err=True)
         raise SystemExit(2) from None
 

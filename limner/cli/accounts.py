@@ -178,6 +178,44 @@ def consumers_limits(name: Annotated[str, typer.Argument()], rpm: Rpm = None, ip
     typer.echo(f"{name}: rpm {info.rpm or 'default'}, ipm {info.ipm or 'default'}")
 
 
+@consumers_app.command("access")
+def consumers_access(
+    name: Annotated[str, typer.Argument()],
+    max_priority: Annotated[int, typer.Option("--max-priority", help="Highest Limner-Priority it may ask")] = 0,
+    start_deadline: Annotated[
+        float | None, typer.Option("--start-deadline", help="Seconds a request may wait to start, unless it says")
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option("--models", help="Comma-separated catalog ids it may use (unset: every model)")
+    ] = None,
+    loras: Annotated[
+        str | None, typer.Option("--loras", help="Comma-separated LoRA names it may use (unset: every adapter)")
+    ] = None,
+) -> None:
+    """Set a consumer's priority ceiling, default start deadline and allowed models and LoRA adapters."""
+    info = run(
+        lambda db: consumers.set_access(
+            db,
+            name,
+            max_priority=max_priority,
+            start_deadline=start_deadline,
+            models=_names(models),
+            loras=_names(loras),
+        )
+    )
+    access = info.access
+    typer.echo(
+        f"{name}: max priority {access.max_priority}, start deadline "
+        f"{f'{access.start_deadline:g} s' if access.start_deadline else 'none'}, models "
+        f"{', '.join(access.models) if access.models is not None else 'all'}, LoRAs "
+        f"{', '.join(access.loras) if access.loras is not None else 'all'}"
+    )
+
+
+def _names(value: str | None) -> list[str] | None:
+    return None if value is None else [name.strip() for name in value.split(",") if name.strip()]
+
+
 @consumers_app.command("webhook")
 def consumers_webhook(
     name: Annotated[str, typer.Argument()],

@@ -15,7 +15,7 @@ import typer
 def pull(
     source: Annotated[
         str,
-        typer.Argument(help="A hub repo id (stabilityai/sd-turbo) or an https URL of one .safetensors file"),
+        typer.Argument(help="A hub repo id (stabilityai/sd-turbo) or an https URL of one .safetensors or .gguf file"),
     ],
     name: Annotated[str | None, typer.Option("--name", help="Model id in the catalog (default: the repo name)")] = None,
     revision: Annotated[str | None, typer.Option(help="Branch, tag or commit of a hub repo (default main)")] = None,
@@ -48,7 +48,7 @@ def pull(
         bool, typer.Option(hidden=True, help="Accept http:// for 127.0.0.1 (local mirrors, tests)")
     ] = False,
 ) -> None:
-    """Download a model from a Hugging Face hub (or one .safetensors URL) and add it to limner.toml."""
+    """Download a model from a Hugging Face hub (or one .safetensors or .gguf URL) and add it to limner.toml."""
     from limner.engines.registry import default_factories
     from limner.pull import PullError
     from limner.pull import pull as run_pull

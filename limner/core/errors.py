@@ -159,6 +159,11 @@ class Timeout(LimnerError):
     status = 504
 
 
+class StartDeadlineExceeded(Timeout):
+    """The request waited past its start deadline (``Limner-Start-Deadline``) without starting: each dialect
+    answers it as its own timeout, and nothing is charged."""
+
+
 def retry_after_seconds(error: LimnerError) -> int | None:
     """The whole seconds a client should wait, for the ``Retry-After`` header."""
     value = error.details.get("retry_after")

@@ -152,6 +152,12 @@ class ImageRequest:
     """LoRA adapters of the model to apply, in order; the service checks them against the catalog."""
     scheduler: str | None = None
     """A sampler from the model's allow-list (``euler``, ``dpmpp_2m``, ...); None: the model's own."""
+    exact: bool = False
+    """Run without the model's denoising cache, if it has one: the pixels the full computation gives."""
+    priority: int | None = None
+    """Asked-for queue priority (``Limner-Priority``), capped at the consumer's maximum; None: 0."""
+    start_deadline: float | None = None
+    """Seconds the request may wait to start (``Limner-Start-Deadline``); None: the consumer's default."""
 
     @property
     def mode(self) -> Mode:
@@ -234,6 +240,8 @@ class EngineRequest:
     """LoRA adapters to apply, checked against the catalog, each with its weight filled in."""
     scheduler: str | None = None
     """A sampler name from the model's allow-list; None: the model's own."""
+    exact: bool = False
+    """Run without the model's denoising cache (``limner.engines.denoise_cache``), for the uncached pixels."""
 
     @property
     def n(self) -> int:

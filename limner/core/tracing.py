@@ -1,4 +1,5 @@
-"""OpenTelemetry traces: one per request, a span per service stage, provider call and webhook try.
+"""OpenTelemetry traces: one per request, a span per service stage, provider call, webhook try, database
+statement, Redis command and Ray Serve hop (``carrier`` on the API side, ``continued`` in the replica).
 
 Off unless the standard variables ask for an exporter: ``OTEL_TRACES_EXPORTER=otlp`` (or ``console``), or an
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` with ``OTEL_TRACES_EXPORTER`` unset.
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
@@ -102,6 +103,36 @@ def span(
     if not _state["enabled"]:
         return _NULL
     return trace.get_tracer(TRACER).start_as_current_span(name, kind=kind, attributes=attributes)
+
+
+def inner_span(
+    name: str, attributes: Mapping[str, AttributeValue] | None = None
+) -> AbstractContextManager[Span | None]:
+    """``span`` inside a trace only: background polls (the job runner's, the webhook sender's) start none."""
+    if not _state["enabled"] or not trace.get_current_span().get_span_context().is_valid:
+        return _NULL
+    return trace.get_tracer(TRACER).start_as_current_span(name, attributes=attributes)
+
+
+def carrier() -> dict[str, str]:
+    """The current span's context as W3C ``traceparent``/``tracestate`` entries, for a hop into another
+    process (a Ray Serve replica); empty while tracing is off."""
+    entries: dict[str, str] = {}
+    if _state["enabled"]:
+        propagate.inject(entries)
+    return entries
+
+
+def continued(
+    name: str, entries: Mapping[str, str] | None, attributes: Mapping[str, AttributeValue] | None = None
+) -> AbstractContextManager[Span | None]:
+    """A ``SERVER`` span in another process, the child of the span whose ``carrier()`` the caller handed over
+    (a new trace without one); a null context while tracing is off in this process."""
+    if not _state["enabled"]:
+        return _NULL
+    parent = propagate.extract(dict(entries or {}))
+    tracer = trace.get_tracer(TRACER)
+    return tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
 
 
 def annotate(current: Span | None, attributes: Mapping[str, AttributeValue]) -> None:

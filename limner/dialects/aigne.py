@@ -19,6 +19,7 @@ from limner.http import openapi
 from limner.http.deps import get_consumer, get_state
 from limner.http.dialect import Envelope, VendorDialect
 from limner.http.routing import dialect_route, read_json
+from limner.http.scheduling import read_scheduling
 from limner.http.translation import Renderer, Translated
 from limner.http.urls import public_base
 
@@ -41,6 +42,7 @@ class AigneParams(BaseModel):
     negative_prompt: str | None = Field(None, max_length=4000)
     loras: LoraList | None = None
     scheduler: str | None = Field(None, max_length=64)
+    exact: bool = False
 
 
 async def create_image(request: Request) -> Translated:
@@ -63,6 +65,7 @@ async def create_image(request: Request) -> Translated:
         report_usage=openai.is_gpt_image(params.model),
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,
+        exact=params.exact,
         consumer=get_consumer(request),
     )
     answer = Answer(
@@ -72,7 +75,7 @@ async def create_image(request: Request) -> Translated:
         model=params.model,
         base_url=public_base(request, get_state(request).settings),
     )
-    return Translated(image_request, answer, RENDERER)
+    return Translated(read_scheduling(request, image_request), answer, RENDERER)
 
 
 def render_result(result: ImageResult, answer: Answer) -> Response:

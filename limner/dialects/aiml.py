@@ -56,6 +56,7 @@ from limner.http.dialect import Envelope, VendorDialect
 from limner.http.errors import error_response, lookup
 from limner.http.jobs import job_status
 from limner.http.routing import dialect_route, read_json
+from limner.http.scheduling import read_scheduling
 from limner.http.streaming import event_stream, job_events, sse, start_job
 from limner.http.translation import Renderer, Translated
 from limner.http.urls import absolute, joined, public_base
@@ -82,9 +83,10 @@ class GenerationParams(BaseModel):
     size: str | None = None
     stream: StrictBool = False
     watermark: StrictBool = False
-    # limner extensions: LoRA adapters and the sampler of a local model
+    # limner extensions: LoRA adapters, the sampler and exact results (no denoising cache) of a local model
     loras: LoraList | None = None
     scheduler: str | None = Field(None, max_length=64)
+    exact: StrictBool = False
 
 
 class AimlImage(BaseModel):
@@ -195,6 +197,7 @@ def to_image_request(params: GenerationParams, consumer: str) -> ImageRequest:
         links=params.response_format != "b64_json",
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,
+        exact=params.exact,
         consumer=consumer,
     )
 
@@ -241,7 +244,7 @@ async def generate_image(request: Request) -> Translated:
     """Generate an image from text, edit one image, or compose several into a new one."""
     params = await read_json(request, GenerationParams)
     consumer = get_consumer(request)
-    image_request = to_image_request(params, consumer)
+    image_request = read_scheduling(request, to_image_request(params, consumer))
     image_request.images = encoded([source_for(ref) for ref in references(params.image)], param="image")
     base_url = public_base(request, get_state(request).settings)
     answer = Answer(

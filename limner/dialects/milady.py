@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from pydantic.json_schema import SkipJsonSchema
 
 from limner.core.answer import Answer
@@ -32,6 +32,7 @@ from limner.http.deps import get_consumer, get_state
 from limner.http.dialect import Envelope, VendorDialect
 from limner.http.errors import error_response, lookup
 from limner.http.routing import dialect_route, read_json, validate
+from limner.http.scheduling import read_scheduling
 from limner.http.translation import Renderer, Translated
 from limner.http.urls import joined, public_base
 
@@ -60,6 +61,7 @@ class GenerateImageParams(BaseModel):
     # limner extensions
     loras: LoraList | None = None
     scheduler: StrictStr | None = None
+    exact: StrictBool = False
 
 
 class MiladyImage(BaseModel):
@@ -173,6 +175,7 @@ def to_image_request(params: GenerateImageParams, consumer: str) -> ImageRequest
         permanent_links=True,
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,
+        exact=params.exact,
     )
 
 
@@ -194,7 +197,7 @@ def render_result(result: ImageResult, answer: Answer) -> Response:
 async def generate_image(request: Request) -> Translated:
     """Generate 1-4 images from a prompt, optionally transforming a source image."""
     params = parse((await read_json(request, _AnyObject)).model_dump())
-    image_request = to_image_request(params, get_consumer(request))
+    image_request = read_scheduling(request, to_image_request(params, get_consumer(request)))
     if params.sourceImage is not None:
         image_request.images = encoded([params.sourceImage], label="sourceImage", param="sourceImage")
     answer = Answer(DIALECT, "generation", base_url=public_base(request, get_state(request).settings))

@@ -40,6 +40,7 @@ from limner.core.errors import InvalidRequest, LimnerError
 from limner.core.models import Capabilities, Mode
 from limner.dialects import imagineart, openai
 from limner.http import openapi
+from limner.http.access import visible_models
 from limner.http.deps import AppState, get_state
 from limner.http.dialect import Envelope, Errors, TokenPolicy
 from limner.http.errors import error_response, lookup
@@ -203,11 +204,13 @@ async def list_models(request: Request) -> Response:
 
     async def build() -> Response:
         state = get_state(request)
+        visible = await visible_models(request)
         if declared_dialect(request) == imagineart.DIALECT:
-            return JSONResponse({"object": "list", "data": imagineart.models_payload(state)})
-        first = {item["id"]: item for item in imagineart.models_payload(state)}
+            return JSONResponse({"object": "list", "data": imagineart.models_payload(state, visible)})
+        first = {item["id"]: item for item in imagineart.models_payload(state, visible)}
         data: list[dict[str, Any]] = list(first.values())
-        data += [in_both_shapes(item, state) for item in openai.models_payload(state) if item["id"] not in first]
+        shared = openai.models_payload(state, visible)
+        data += [in_both_shapes(item, state) for item in shared if item["id"] not in first]
         return JSONResponse({"object": "list", "data": data})
 
     return await rendered(models_envelope(request), build())

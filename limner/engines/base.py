@@ -39,6 +39,11 @@ class Engine(ABC):
         return True
 
     @property
+    def loading(self) -> bool:
+        """Whether weights are loading now (and, with ``compile``, compiling): requests wait for it to finish."""
+        return False
+
+    @property
     def resident_bytes(self) -> int:
         """Bytes of model weights this engine holds now; 0 for engines without local weights.
 

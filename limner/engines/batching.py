@@ -96,6 +96,7 @@ def batch_key(request: EngineRequest) -> tuple[Any, ...] | None:
         request.effort,
         request.loras,  # adapters change the model itself: only requests using the same set share a call
         request.scheduler,
+        request.exact,  # the cache is taken off for the whole call
     )
 
 
@@ -118,6 +119,10 @@ class BatchingEngine(Engine):
     @property
     def loaded(self) -> bool:
         return self.inner.loaded
+
+    @property
+    def loading(self) -> bool:
+        return self.inner.loading
 
     @property
     def resident_bytes(self) -> int:

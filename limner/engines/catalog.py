@@ -19,6 +19,7 @@ from limner.builtin import BUILTIN_MODEL_DIR
 from limner.core.errors import ModelNotFound
 from limner.core.models import Capabilities
 from limner.engines.base import Engine
+from limner.engines.denoise_cache import DenoiseCache
 from limner.engines.families import SAMPLERS, family_named
 from limner.engines.quantization import DEFAULT_QUANTIZED, Component, Quantization
 from limner.media.fetch import DEFAULT_MAX_BYTES
@@ -165,6 +166,17 @@ class ModelEntry(BaseModel):
     batch_window_ms: float = 0.0
     """Local engines: join compatible text-to-image requests arriving within this window into one call."""
     max_batch_images: int = 8
+    """Local engines: images in one batch (request-level or step-level)."""
+    step_batching: bool = Field(
+        True,
+        description="The built-in model and SD 1.x/2.x/SDXL (turbo too): text-to-image requests join and leave a "
+        "running batch between denoising steps (limner.engines.stepping); false: request-level batching only",
+    )
+    batch_invariant: bool = Field(
+        False,
+        description="Step-level batching: one denoiser call per request within each step, so pixels are bit for "
+        "bit those made alone (batched matrix kernels round differently by batch size), at the batched call's cost",
+    )
 
     # Local diffusers models: family, adapters, samplers, memory
     family: str | None = Field(
@@ -179,15 +191,28 @@ class ModelEntry(BaseModel):
     attention_slicing: bool | None = None
     vae_tiling: bool | None = Field(None, description="Decode in tiles; unset: only for sizes past the family's")
     cpu_offload: bool | None = Field(None, description="CUDA only: weights in RAM, each model on the GPU as it runs")
-    compile: bool = Field(False, description="CUDA only: torch.compile the denoiser (slow first call)")
+    compile: bool = Field(
+        False,
+        description="torch.compile the denoiser (regionally where diffusers can) while the model loads, with a warm-up "
+        "image; compiled code is kept in <data_dir>/compile-cache for the next start",
+    )
     quantization: Quantization = Field(
         "none",
         description="Quantised weights (limner.engines.quantization): int8-weight or int8-dynamic on any device, "
-        "fp8-weight or int4-weight on CUDA",
+        "fp8-weight, int4-weight or nf4 on CUDA; a .gguf path is a GGUF denoiser, quantised already",
     )
     quantize: list[Component] = Field(
         default_factory=lambda: list(DEFAULT_QUANTIZED), description="The components quantization applies to"
     )
+    cache: DenoiseCache = Field(
+        "none",
+        description="A denoising cache (limner.engines.denoise_cache): first-block or taylorseer, on denoisers "
+        "with diffusers' cache hooks (FLUX); requests with exact = true run without it",
+    )
+    cache_threshold: float | None = Field(
+        None, gt=0, description="first-block: relative change of the first block below which the rest is reused"
+    )
+    cache_interval: int | None = Field(None, ge=2, description="taylorseer: steps between full computations")
 
     # Where a local model runs: in this process, or as a Ray Serve deployment (limner.engines.ray_serve)
     runtime: Literal["local", "ray"] = Field("local", description="local: in the API process; ray: on Ray Serve")
@@ -204,6 +229,8 @@ class ModelEntry(BaseModel):
             return {}
         components = "+".join(self.quantize)
         quantization = self.quantization if self.quantization == "none" else f"{self.quantization} ({components})"
+        if self.path is not None and self.path.suffix.lower() == ".gguf":
+            quantization = "gguf (denoiser)" + ("" if self.quantization == "none" else f", {quantization}")
         return {"precision": self.dtype, "quantization": quantization}
 
     @property
@@ -212,9 +239,23 @@ class ModelEntry(BaseModel):
         On Ray, Ray Serve admits and queues (per replica, with its own backpressure), so limner does not."""
         if self.runtime == "ray":
             return (self.ray_max_replicas or self.ray_replicas) * (self.max_queue + self.max_concurrency * 64)
-        return self.max_concurrency * (self.max_batch_images if self.batch_window_ms > 0 else 1)
+        batching = self.batch_window_ms > 0 or self.steps_in_batches
+        return self.max_concurrency * (self.max_batch_images if batching else 1)
+
+    @property
+    def steps_in_batches(self) -> bool:
+        """Whether this entry's engine gets step-level batching (its requests join a running batch)."""
+        return self.step_batching and self.runtime == "local" and self.engine in ("builtin", "diffusers")
 
     price_per_image: float = 0.0
+    cache_results: bool | None = Field(
+        None,
+        description="Answer a repeated seeded request from the result cache; unset: on for local models, off for "
+        "upstream providers",
+    )
+    cache_price_per_image: float | None = Field(
+        None, ge=0, description="Credits per image answered from the result cache; unset: the usual price"
+    )
     price_scale: dict[str, float] = Field(default_factory=dict)
     """Multipliers of ``price_per_image`` by output size (``"1792x1024"``) or quality (``"hd"``); both apply."""
     owned_by: str = "limner"
@@ -273,6 +314,9 @@ class ModelEntry(BaseModel):
             raise ValueError(f"model '{self.id}' lists a LoRA name twice: {names}")
         if self.family is not None:
             family_named(self.family)
+        for knob, kind in (("cache_threshold", "first-block"), ("cache_interval", "taylorseer")):
+            if getattr(self, knob) is not None and self.cache != kind:
+                raise ValueError(f"model '{self.id}': {knob} is for cache = '{kind}', and its cache is '{self.cache}'")
         unknown = sorted(set(self.schedulers or ()) - set(SAMPLERS))
         if unknown:
             raise ValueError(f"model '{self.id}': unknown schedulers {unknown}; expected some of {sorted(SAMPLERS)}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import logging
 import math
 import threading
 import time
@@ -39,6 +40,8 @@ from limner.core.errors import InvalidRequest, LimnerError, ModelError, ModelNot
 from limner.core.models import Capabilities, EngineRequest, EngineTimings, GeneratedImage, Mode, ProgressCallback
 from limner.engines.adapters import LoraSet
 from limner.engines.base import Engine
+from limner.engines.compiling import check_compiler, use_cache_dir
+from limner.engines.denoise_cache import Cache
 from limner.engines.diffusers_loading import (
     DiffusersSettings,
     Pipeline,
@@ -56,8 +59,14 @@ from limner.engines.diffusers_loading import (
 )
 from limner.engines.diffusers_tuning import Samplers, auto_dtype, check_device, load_refiner, place, set_vae_tiling
 from limner.engines.families import same_base
+from limner.engines.gguf_loading import is_gguf
 from limner.engines.quantization import check_quantization, quantize
+from limner.engines.step_builtin import BUILTIN_PIPELINE_CLASS, BuiltinSteps
 from limner.engines.step_hooks import Cancelled, step_arguments
+from limner.engines.step_unet import PipelineSteps, StepDefaults, call_defaults, unet_steps
+from limner.engines.stepping import StepFunction
+
+log = logging.getLogger(__name__)
 
 
 class DiffusersEngine(Engine):
@@ -72,6 +81,7 @@ class DiffusersEngine(Engine):
         self._device: Any = None  # torch.device once loaded
         self._resident_bytes = 0
         self._refiner: Pipeline | None = None
+        self._steps: PipelineSteps | None = None
         self.family = planned_family(settings)
         self.capabilities = planned_capabilities(settings, self.family)
         self.loras = LoraSet(settings.loras)
@@ -81,10 +91,19 @@ class DiffusersEngine(Engine):
         """The dtype the pipeline computes in, once loaded ("float32", "bfloat16", ...)."""
         self.quantized: list[str] = []
         """The pipeline attributes whose weights ``settings.quantization`` quantised, once loaded."""
+        self.cache = Cache(settings.cache, settings.cache_threshold, settings.cache_interval)
+        self._loading = False
+        self.warm_up_seconds: float | None = None
+        """How long the compiling warm-up took at the last load (``compile = true``), for logs and benchmarks."""
 
     @property
     def loaded(self) -> bool:
         return self._pipe is not None
+
+    @property
+    def loading(self) -> bool:
+        """True while the weights load and, with ``compile``, while the warm-up image compiles the denoiser."""
+        return self._loading
 
     @property
     def resident_bytes(self) -> int:
@@ -97,7 +116,7 @@ class DiffusersEngine(Engine):
     async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
         if self._pipe is None and not self.settings.path.expanduser().exists():
             raise ModelNotAvailable(f"Model path {self.settings.path.expanduser()} does not exist.")
-        self._check(request)  # fail fast, before any weights are read
+        self.check(request)  # fail fast, before any weights are read
         if request.n == 0:
             return []
         cancel = threading.Event()
@@ -116,6 +135,43 @@ class DiffusersEngine(Engine):
         finally:
             executor.shutdown(wait=False)
 
+    def step_function(self) -> StepFunction | None:
+        """The loaded pipeline's step function for step-level batching (``limner.engines.stepping``); None
+        while unloaded, with an SDXL refiner, and for pipelines that only run whole (SD 3, FLUX, custom)."""
+        if self._pipe is None or self._refiner is not None or (self.settings.native_size and not self._builtin):
+            return None
+        if self._steps is None or self._steps.pipe is not self._tasks.get("generate"):
+            pipe, defaults = self._tasks.get("generate"), self._step_defaults()
+            steps = BuiltinSteps if self._builtin else unet_steps
+            self._steps = steps(pipe, self.samplers, self.loras, defaults)
+        return self._steps
+
+    async def in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` in the engine's worker thread holding the pipeline lock (step-level batching's calls)."""
+
+        def locked() -> Any:
+            with self._lock:
+                return fn(*args)
+
+        return await self._run(locked)
+
+    def _step_defaults(self) -> StepDefaults:
+        settings, family = self.settings, self.family
+        steps = settings.default_steps or (family.steps if family else None)
+        guidance = next(
+            (g for g in (settings.default_guidance, family.guidance if family else None) if g is not None), None
+        )
+        pipe = self._tasks.get("generate")
+        fallback = call_defaults(pipe)
+        return StepDefaults(
+            steps=steps or fallback.get("num_inference_steps", 50),
+            guidance=guidance if guidance is not None else fallback.get("guidance_scale", 7.5),
+        )
+
+    @property
+    def _builtin(self) -> bool:
+        return type(self._tasks.get("generate")).__name__ == BUILTIN_PIPELINE_CLASS
+
     # --- worker thread ---
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -126,7 +182,11 @@ class DiffusersEngine(Engine):
     def _ensure_loaded(self) -> Pipeline:
         with self._lock:
             if self._pipe is None:
-                self._pipe = self._load_sync()
+                self._loading = True
+                try:
+                    self._pipe = self._load_sync()
+                finally:
+                    self._loading = False
             return self._pipe
 
     def _unload(self) -> None:
@@ -135,6 +195,8 @@ class DiffusersEngine(Engine):
             self._resident_bytes = 0
             self._tasks.clear()
             self._refiner = None
+            self.cache.detach()
+            self._steps = None
             self.loras.reset()
             if pipe is not None and self.settings.cpu_offload:
                 pipe.remove_all_hooks()
@@ -154,7 +216,10 @@ class DiffusersEngine(Engine):
             raise ModelNotAvailable("Local models need torch and diffusers: pip install 'limner[local]'.")
         device = resolve_device(settings.device)
         check_device(settings, device)
-        check_quantization(settings.quantization, device)
+        check_quantization(settings.quantization, device, settings.quantize, gguf=is_gguf(path))
+        if settings.compile:
+            check_compiler(device)
+            use_cache_dir(settings.compile_cache)
         dtype = resolve_dtype(settings.dtype, device, auto_dtype(self.family, device))
         try:
             load = load_single_file if path.is_file() else load_directory
@@ -162,6 +227,7 @@ class DiffusersEngine(Engine):
             if settings.scheduler:
                 pipe.scheduler = scheduler_class(settings.scheduler).from_config(pipe.scheduler.config)
             self.quantized = quantize(pipe, settings.quantization, settings.quantize)
+            self.cache.attach(pipe)  # before any compile, so the compiled graph includes its hooks
             place(pipe, settings, device)
             self._refiner = load_refiner(settings, pipe, dtype, device)
         except LimnerError:
@@ -179,14 +245,34 @@ class DiffusersEngine(Engine):
         self.samplers.reset(pipe.scheduler)
         self.capabilities = loaded_capabilities(self.capabilities, pipe, self._tasks, self.family)
         self._resident_bytes = module_bytes(pipe)
+        if settings.compile:
+            self._warm_up()
         return pipe
+
+    def _warm_up(self) -> None:
+        """Compile now rather than in a caller's request: one image at the default size (``compiling``)."""
+        import torch
+
+        pipe = self._tasks.get("generate")
+        if pipe is None:  # an image-to-image-only model (a refiner) compiles on its first request
+            return
+        width, height = self.capabilities.default_size
+        request = EngineRequest(mode=Mode.GENERATE, prompt="warm-up", width=width, height=height, seeds=[0], steps=2)
+        generators = [torch.Generator(device=self._device).manual_seed(0)]
+        started = time.perf_counter()
+        try:
+            pipe(**self._call_arguments(pipe, request, generators, threading.Event()))
+        except Exception as exc:
+            raise ModelNotAvailable(f"compile: the warm-up image failed ({type(exc).__name__}: {exc})") from exc
+        self.warm_up_seconds = time.perf_counter() - started
+        log.info("compiled the denoiser in a %.1f s warm-up at %dx%d", self.warm_up_seconds, width, height)
 
     def _generate_sync(self, request: EngineRequest, cancel: threading.Event) -> list[GeneratedImage]:
         import torch
 
         base = self._ensure_loaded()
         with self._lock:
-            self._check(request)  # capabilities are exact now that the pipeline is loaded
+            self.check(request)  # capabilities are exact now that the pipeline is loaded
             task = "inpaint" if request.mask is not None else "edit" if request.mode is Mode.EDIT else "generate"
             pipe = self._tasks.get(task)
             if pipe is None:  # _check already refused, unless the pipeline vanished in between
@@ -199,7 +285,8 @@ class DiffusersEngine(Engine):
             refine = self._refiner is not None and task == "generate"
             started = time.perf_counter()
             try:
-                images = self._refined(kwargs, generators) if refine else pipe(**kwargs).images
+                with self.cache.off(request.exact):
+                    images = self._refined(kwargs, generators) if refine else pipe(**kwargs).images
             except Cancelled:
                 raise
             except torch.OutOfMemoryError as exc:
@@ -292,7 +379,7 @@ class DiffusersEngine(Engine):
 
     # --- checks ---
 
-    def _check(self, request: EngineRequest) -> None:
+    def check(self, request: EngineRequest) -> None:
         caps = self.capabilities
         if request.mode not in caps.modes:
             raise UnsupportedOperation(f"This model does not support {request.mode.value} requests.", param="image")

@@ -19,6 +19,8 @@ from limner.core.errors import ModelNotAvailable
 from limner.core.models import Capabilities, Mode
 from limner.engines.adapters import LoraSpec
 from limner.engines.families import Family, detect_family, family_named
+from limner.engines.gguf_loading import is_gguf, load_gguf
+from limner.engines.quantization import load_arguments
 
 Pipeline = Any  # a diffusers.DiffusionPipeline; typed loosely so this module imports without diffusers
 
@@ -28,13 +30,15 @@ class DiffusersSettings:
     """One local model. Only ``path`` is required; everything else has a laptop-friendly default."""
 
     path: Path
-    """A diffusers directory (``model_index.json``) or a single ``.safetensors``/``.ckpt`` checkpoint."""
+    """A diffusers directory (``model_index.json``), a single ``.safetensors``/``.ckpt`` checkpoint, or a
+    ``.gguf`` denoiser (``limner.engines.gguf_loading``)."""
     pipeline_class: str | None = None
     """Import path ``module:Class`` (or a diffusers class name); default: the class in ``model_index.json``."""
     single_file_class: str | None = None
     """The diffusers class that reads a single file, e.g. ``StableDiffusionXLPipeline``; default from ``config_dir``."""
     config_dir: Path | None = None
-    """A diffusers directory with the component configs (weights not needed); required for single files."""
+    """A diffusers directory with the component configs (weights not needed); required for single files.
+    For a ``.gguf`` denoiser it also holds the other components' weights."""
     device: str = "auto"  # auto: cuda when available, else cpu
     dtype: str = "auto"  # auto: float16 on CUDA, float32 elsewhere; or float16 / bfloat16 / float32
     scheduler: str | None = None  # a diffusers scheduler class name, built from the pipeline's scheduler config
@@ -47,9 +51,13 @@ class DiffusersSettings:
     attention_slicing: bool = False
     cpu_offload: bool = False  # CUDA only: keep weights in RAM, move each model to the GPU while it runs
     vae_tiling: bool | None = None  # None: tiles only for sizes well past the family's own
-    compile: bool = False  # CUDA only: torch.compile the denoiser
+    compile: bool = False  # torch.compile the denoiser at load (limner.engines.compiling)
+    compile_cache: Path | None = None  # where compiled code is kept across restarts (<data_dir>/compile-cache)
     quantization: str = "none"  # see limner.engines.quantization
     quantize: tuple[str, ...] = ("denoiser",)  # the components quantization applies to
+    cache: str = "none"  # a denoising cache, see limner.engines.denoise_cache
+    cache_threshold: float | None = None  # first-block: the relative change below which blocks are reused
+    cache_interval: int | None = None  # taylorseer: steps between full computations
     family: str | None = None  # see limner.engines.families; None: detected from the configs
     loras: tuple[LoraSpec, ...] = ()
     samplers: tuple[str, ...] | None = None  # the samplers requests may pick; None: the family's
@@ -70,8 +78,18 @@ def module_bytes(pipe: Pipeline) -> int:
         for tensor in (*component.parameters(), *component.buffers()):
             if id(tensor) not in seen:
                 seen.add(id(tensor))
-                total += tensor.numel() * tensor.element_size()
+                total += tensor_bytes(tensor)
     return total
+
+
+def tensor_bytes(tensor: Any) -> int:
+    """Bytes a tensor holds; a quantised one (torchao's int8 weights: a tensor subclass over int8 data and
+    scales) is the sum of the tensors inside it, not its logical size in its nominal dtype."""
+    flatten = getattr(tensor, "__tensor_flatten__", None)
+    if flatten is None:
+        return int(tensor.numel() * tensor.element_size())
+    names, _ = flatten()
+    return sum(tensor_bytes(getattr(tensor, name)) for name in names)
 
 
 def quiet_progress_bars() -> None:
@@ -102,6 +120,7 @@ def load_directory(path: Path, settings: DiffusersSettings, dtype: Any) -> Pipel
         )
     cls = pipeline_class(settings.pipeline_class or class_name)
     kwargs: dict[str, Any] = {"local_files_only": True, **dtype_argument(dtype)}
+    kwargs |= load_arguments(settings.quantization, settings.quantize, index)
     if dtype == torch.float16 and any(path.glob("*/*.fp16.*")):
         kwargs["variant"] = "fp16"  # half-size files where the model ships them; others load as they are
     return cls.from_pretrained(str(path), **kwargs)
@@ -109,17 +128,21 @@ def load_directory(path: Path, settings: DiffusersSettings, dtype: Any) -> Pipel
 
 def load_single_file(path: Path, settings: DiffusersSettings, dtype: Any) -> Pipeline:
     quiet_progress_bars()
+    gguf = is_gguf(path)
     config_dir = settings.config_dir
     if config_dir is None:
+        needs = "configs and the other components' weights" if gguf else "component configs"
         raise ModelNotAvailable(
-            f"{path} is a single-file checkpoint: set config_dir to a diffusers directory with its component "
-            "configs (limner never downloads them)."
+            f"{path} is a single-file {'GGUF denoiser' if gguf else 'checkpoint'}: set config_dir to a diffusers "
+            f"directory of the same model with its {needs} (limner never downloads them)."
         )
     config_dir = config_dir.expanduser()
     if not (config_dir / "model_index.json").is_file():
         raise ModelNotAvailable(f"config_dir {config_dir} is not a diffusers directory: it has no model_index.json.")
     name = settings.single_file_class or class_name_in(config_dir) or "StableDiffusionPipeline"
     cls = pipeline_class(name)
+    if gguf:
+        return load_gguf(path, config_dir, cls, dtype, dtype_argument(dtype))
     if not hasattr(cls, "from_single_file"):
         raise ModelNotAvailable(f"{cls.__name__} cannot load single-file checkpoints; set single_file_class.")
     return cls.from_single_file(str(path), config=str(config_dir), local_files_only=True, **dtype_argument(dtype))
@@ -239,7 +262,7 @@ def call_parameters(pipe: Pipeline) -> set[str]:
 def config_root(settings: DiffusersSettings) -> tuple[Path | None, str | None]:
     """Where the model's configs are, and its pipeline class name, read without loading anything."""
     root = settings.path.expanduser()
-    single = root.is_file() or root.suffix in (".safetensors", ".ckpt")
+    single = root.is_file() or root.suffix in (".safetensors", ".ckpt") or is_gguf(root)
     configs: Path | None = root
     if single:
         configs = settings.config_dir.expanduser() if settings.config_dir else None

@@ -1,8 +1,8 @@
 """Memory options applied at load, and the per-call knobs of a loaded pipeline (sampler, VAE tiling).
 
-Half precision, model CPU offload and ``torch.compile`` are CUDA features: asked for on another device
-they are a load error that says so, never silently ignored. Attention slicing and VAE tiling work on
-any device. Samplers are built once per name from the model's own scheduler config and swapped in per
+Half precision and model CPU offload are CUDA features: asked for on another device they are a load error
+that says so, never silently ignored. ``compile`` (``limner.engines.compiling``), attention slicing and VAE
+tiling work on any device. Samplers are built once per name from the model's own scheduler config and swapped in per
 call, so a request's sampler choice never leaks into the next request.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from limner.core.errors import InvalidRequest, ModelNotAvailable
+from limner.engines.compiling import compile_denoiser
 from limner.engines.diffusers_loading import DiffusersSettings, Pipeline, dtype_argument, pipeline_class
 from limner.engines.families import SAMPLERS, Family
 
@@ -27,7 +28,6 @@ def check_device(settings: DiffusersSettings, device: Any) -> None:
         for name, on in (
             (f"dtype = {settings.dtype!r}", settings.dtype in HALF),
             ("cpu_offload", settings.cpu_offload),
-            ("compile", settings.compile),
         )
         if on
     ]
@@ -54,10 +54,7 @@ def place(pipe: Pipeline, settings: DiffusersSettings, device: Any) -> None:
     else:
         pipe.to(device)
     if settings.compile:
-        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-        if denoiser is None:
-            raise ModelNotAvailable(f"compile: {type(pipe).__name__} has no UNet or transformer to compile.")
-        denoiser.compile()  # in place: derived pipelines and LoRA adapters see the same module
+        compile_denoiser(pipe)
 
 
 def load_refiner(settings: DiffusersSettings, base: Pipeline, dtype: Any, device: Any) -> Pipeline | None:

@@ -56,6 +56,10 @@ class FallbackEngine(Engine):
         return self.primary.loaded
 
     @property
+    def loading(self) -> bool:
+        return self.primary.loading
+
+    @property
     def resident_bytes(self) -> int:
         """The primary's weights; fallbacks are counted under their own catalog entries."""
         return self.primary.resident_bytes

@@ -21,6 +21,11 @@ yields ``Progress`` and ``Preview`` events as they come, then the images; ``RayS
 iterates it and calls the request's own callbacks in this process. Previews (plain PIL images, which
 pickle) are made only when the request asked for them, every ``preview_every`` steps. ``rows_wanted``
 never crosses (it asks this process about its callers): a batch on the replica runs all its rows.
+
+Traces cross too: the API side wraps each call in a ``limner.ray`` client span and hands its W3C context
+(``trace_context``) to the replica, whose ``limner.ray.replica`` span continues the request's trace. Each
+replica turns tracing on from its own ``OTEL_*`` variables (the Ray pods' environment on KubeRay, or
+``runtime_env.env_vars`` in the entry's ``ray_actor_options``), exactly as the API does.
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from PIL import Image
 
 from limner.core.errors import LimnerError, ModelError, ModelNotAvailable, QueueFull
 from limner.core.models import Capabilities, EngineRequest, GeneratedImage
+from limner.core.tracing import carrier, configure_tracing, continued, span
 from limner.engines.base import Engine
 from limner.engines.catalog import EngineFactory, ModelEntry
 
@@ -100,21 +107,36 @@ class EngineDeployment:
     def __init__(self, entry_json: str) -> None:
         from limner.engines.registry import default_factories
 
+        configure_tracing()  # this replica's own OTEL_* variables
         entry = ModelEntry.model_validate_json(entry_json).model_copy(update={"runtime": "local"})
+        self.model = entry.id
         self.engine = default_factories()[entry.engine](entry)
         self.cancelled = 0
 
-    async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
+    async def generate(
+        self, request: EngineRequest, trace_context: dict[str, str] | None = None
+    ) -> list[GeneratedImage]:
         """The images only, for callers that want no progress (operators calling the application)."""
         images: list[GeneratedImage] = []
-        async for event in self.stream(request):
+        async for event in self.stream(request, trace_context):
             if isinstance(event, Finished):
                 images = event.images
         return images
 
-    async def stream(self, request: EngineRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: EngineRequest, trace_context: dict[str, str] | None = None) -> AsyncIterator[Event]:
         """Run the engine, yielding its progress and (when ``preview_every`` > 0) previews as they come,
-        then ``Finished``; the engine's own error is raised here. Cancelling the stream cancels the engine."""
+        then ``Finished``; the engine's own error is raised here. Cancelling the stream cancels the engine.
+        ``trace_context`` (the caller's ``carrier()``) makes the replica's span part of the request's trace."""
+        pid, images = os.getpid(), len(request.seeds)
+        with continued(
+            "limner.ray.replica",
+            trace_context,
+            {"limner.model": self.model, "limner.images": images, "process.pid": pid},
+        ):
+            async for event in self._run(request):
+                yield event
+
+    async def _run(self, request: EngineRequest) -> AsyncIterator[Event]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event | None] = asyncio.Queue()
 
@@ -222,14 +244,20 @@ class RayServeEngine(Engine):
             )
 
     async def generate(self, request: EngineRequest) -> list[GeneratedImage]:
-        from ray.serve.exceptions import BackPressureError, RequestCancelledError
-
         await self.load()
         # Callbacks into this process cannot cross to a replica: the replica makes its own and streams
         # their events back (previews only if this request has somewhere to send them).
         every = request.preview_every if request.preview is not None else 0
         remote = dataclasses.replace(request, progress=None, preview=None, preview_every=every, rows_wanted=None)
-        response = self._handle.options(stream=True).stream.remote(remote)
+        name = app_name(self.entry)
+        with span("limner.ray", {"limner.model": self.entry.id, "limner.ray.application": name}, kind=SpanKind.CLIENT):
+            response = self._handle.options(stream=True).stream.remote(remote, carrier())
+            return await self._answer(response, request)
+
+    async def _answer(self, response: Any, request: EngineRequest) -> list[GeneratedImage]:
+        """The stream's images, with Ray's failures as limner's errors."""
+        from ray.serve.exceptions import BackPressureError, RequestCancelledError
+
         try:
             return await self._follow(response, request)
         except asyncio.CancelledError:

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from functools import partial
 from importlib import import_module
+from pathlib import Path
 
 from limner.engines.base import Engine
 from limner.engines.catalog import UPSTREAM_PROVIDERS, EngineFactory, ModelEntry
+from limner.engines.compiling import CACHE_FOLDER
 from limner.engines.ray_serve import on_ray
 
 BUILTIN_PIPELINE = "limner.builtin.pipeline:EmojiDiffusionPipeline"
 
 
-def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None, max_images: int = 4) -> Engine:
+def _diffusers(
+    entry: ModelEntry, *, pipeline_class: str | None = None, max_images: int = 4, data_dir: Path | None = None
+) -> Engine:
     from limner.engines.adapters import specs_for
     from limner.engines.diffusers_engine import DiffusersEngine, DiffusersSettings
 
     if entry.path is None:
-        raise ValueError(f"model '{entry.id}' needs a 'path' to a diffusers directory or a .safetensors file")
+        raise ValueError(f"model '{entry.id}' needs a 'path' to a diffusers directory, a .safetensors or a .gguf file")
     return DiffusersEngine(
         DiffusersSettings(
             path=entry.path,
@@ -36,8 +41,12 @@ def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None, max_imag
             max_images=entry.options.max_images or max_images,
             vae_tiling=entry.vae_tiling,
             compile=entry.compile,
+            compile_cache=data_dir / CACHE_FOLDER if data_dir is not None else None,
             quantization=entry.quantization,
             quantize=tuple(entry.quantize),
+            cache=entry.cache,
+            cache_threshold=entry.cache_threshold,
+            cache_interval=entry.cache_interval,
             family=entry.family,
             loras=specs_for(entry),
             samplers=tuple(entry.schedulers) if entry.schedulers is not None else None,
@@ -52,25 +61,30 @@ def _flag(typed: bool | None, legacy: object) -> bool:
     return bool(typed if typed is not None else legacy)
 
 
-def _builtin(entry: ModelEntry) -> Engine:
-    return _diffusers(entry, pipeline_class=BUILTIN_PIPELINE, max_images=10)  # 32x32: every dialect's n fits
+def _builtin(entry: ModelEntry, *, data_dir: Path | None = None) -> Engine:
+    return _diffusers(entry, pipeline_class=BUILTIN_PIPELINE, max_images=10, data_dir=data_dir)  # 32x32: any n fits
 
 
 def batched(factory: EngineFactory) -> EngineFactory:
-    """Wrap a local engine factory so entries with ``batch_window_ms`` get micro-batching."""
+    """Wrap a local engine factory: entries with ``batch_window_ms`` get request-level micro-batching, and
+    those with ``step_batching`` step-level batching over it (for the requests their pipeline can step)."""
 
     def build(entry: ModelEntry) -> Engine:
-        engine = factory(entry)
-        if entry.batch_window_ms <= 0:
-            return engine
-        from limner.engines.batching import BatchingEngine
+        engine = request_level = factory(entry)
+        if entry.batch_window_ms > 0:
+            from limner.engines.batching import BatchingEngine
 
-        return BatchingEngine(
-            engine,
-            window=entry.batch_window_ms / 1000,
-            max_images=entry.max_batch_images,
-            concurrency=entry.max_concurrency,
-        )
+            request_level = BatchingEngine(
+                engine,
+                window=entry.batch_window_ms / 1000,
+                max_images=entry.max_batch_images,
+                concurrency=entry.max_concurrency,
+            )
+        if not (entry.steps_in_batches and hasattr(engine, "step_function")):
+            return request_level
+        from limner.engines.stepping import SteppingEngine
+
+        return SteppingEngine(engine, request_level, max_images=entry.max_batch_images, invariant=entry.batch_invariant)
 
     return build
 
@@ -90,10 +104,11 @@ def _upstream(target: str) -> EngineFactory:
     return build
 
 
-def default_factories() -> dict[str, EngineFactory]:
+def default_factories(data_dir: Path | None = None) -> dict[str, EngineFactory]:
+    """Every engine limner ships, by catalog name; ``data_dir`` keeps what local engines write (compiled code)."""
     factories: dict[str, EngineFactory] = {
-        "builtin": on_ray(batched(_builtin)),
-        "diffusers": on_ray(batched(_diffusers)),
+        "builtin": on_ray(batched(partial(_builtin, data_dir=data_dir))),
+        "diffusers": on_ray(batched(partial(_diffusers, data_dir=data_dir))),
         "testpattern": on_ray(batched(_testpattern)),
     }
     factories.update({name: _upstream(target) for name, target in UPSTREAM_PROVIDERS.items()})

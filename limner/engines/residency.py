@@ -38,6 +38,8 @@ class ModelResidency:
     engine: str
     loaded: bool
     resident_bytes: int
+    loading: bool
+    """Its weights are loading (with ``compile = true``, compiling too): requests for it wait."""
     in_flight: int
     idle_seconds: float | None
     """Seconds since its last request ended; None when it has not served one."""
@@ -159,6 +161,7 @@ class Residency:
                     id=entry.id,
                     engine=entry.engine,
                     loaded=engine is not None and engine.loaded,
+                    loading=engine is not None and engine.loading,
                     resident_bytes=engine.resident_bytes if engine is not None else 0,
                     in_flight=self.in_flight(entry.id),
                     idle_seconds=None if last is None or self.in_flight(entry.id) else now - last,

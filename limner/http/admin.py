@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from limner.accounts import consumers, credits, tokens, usage
-from limner.accounts.consumers import MAX_LIMIT, ConsumerInfo
+from limner.accounts.consumers import MAX_LIMIT, MAX_PRIORITY, MAX_START_DEADLINE, Access, ConsumerInfo
 from limner.accounts.db import Database
 from limner.accounts.models import MAX_MICROS, MICROS, LedgerEntry, UsageRecord, from_micros, to_micros
 from limner.accounts.tokens import IssuedToken, TokenInfo
@@ -153,6 +153,16 @@ def consumer_json(info: ConsumerInfo) -> dict[str, Any]:
         "ipm": info.ipm,
         "note": info.note,
         "active_tokens": info.active_tokens,
+        "access": access_json(info.access),
+    }
+
+
+def access_json(access: Access) -> dict[str, Any]:
+    return {
+        "max_priority": access.max_priority,
+        "start_deadline": access.start_deadline,
+        "models": None if access.models is None else list(access.models),
+        "loras": None if access.loras is None else list(access.loras),
     }
 
 
@@ -256,6 +266,19 @@ class LimitsBody(BaseModel):
     ipm: int | None = Field(None, ge=0, le=MAX_LIMIT, description="images/min per model; 0: the server default")
 
 
+class AccessBody(BaseModel):
+    max_priority: int = Field(0, ge=0, le=MAX_PRIORITY, description="Highest Limner-Priority its requests may ask")
+    start_deadline: float | None = Field(
+        None, gt=0, le=MAX_START_DEADLINE, description="Seconds a request may wait to start when it names none"
+    )
+    models: list[Annotated[str, Field(max_length=200)]] | None = Field(
+        None, max_length=1000, description="Catalog ids it may use; null: every model"
+    )
+    loras: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None, max_length=1000, description="LoRA adapter names it may use; null: every adapter"
+    )
+
+
 class TokenBody(BaseModel):
     consumer: str = Field(max_length=64)
     expires: str | None = Field(None, max_length=40, description="30d, 12h, an ISO date, or null for never")
@@ -302,6 +325,21 @@ async def show_consumer(name: str, db: Database = AdminDb) -> JSONResponse:
 async def update_limits(name: str, body: LimitsBody, db: Database = AdminDb) -> JSONResponse:
     """Change a consumer's per-model rate limits (0 returns to the server default)."""
     return JSONResponse(consumer_json(await db.call(consumers.set_limits, db, name, rpm=body.rpm, ipm=body.ipm)))
+
+
+@router.put("/consumers/{name}/access", responses=NO_SUCH)
+async def update_access(name: str, body: AccessBody, db: Database = AdminDb) -> JSONResponse:
+    """Replace a consumer's priority ceiling, default start deadline and allowed models and LoRA adapters."""
+    info = await db.call(
+        consumers.set_access,
+        db,
+        name,
+        max_priority=body.max_priority,
+        start_deadline=body.start_deadline,
+        models=body.models,
+        loras=body.loras,
+    )
+    return JSONResponse(consumer_json(info))
 
 
 @router.get("/consumers/{name}/credits", responses=NO_SUCH)

@@ -8,7 +8,9 @@ import secrets
 import time
 from contextvars import ContextVar
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from limner.http.asgi import HttpMiddleware, ResponseWatch
 
 REQUEST_ID_HEADER = "x-request-id"
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -26,43 +28,32 @@ def current_request_id() -> str:
 access_log = logging.getLogger("limner.access")
 
 
-class RequestIdMiddleware:
+class RequestIdMiddleware(HttpMiddleware):
     """Takes a sane client ``X-Request-Id`` or makes one, echoes it on the response, and logs the request.
 
     The access line is written here rather than by uvicorn so that it carries the request id too;
     it names method, path (never the query string, which may hold signatures) and status.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         incoming = dict(scope.get("headers") or []).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
         request_id = incoming if _CLIENT_ID.match(incoming) else new_request_id()
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
 
         started = time.perf_counter()
-        status = 0
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER.encode()]
-                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
-                message["headers"] = headers
-            await send(message)
+        def with_id(message: Message) -> None:
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER.encode()]
+            headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+            message["headers"] = headers
 
+        watch = ResponseWatch(send, on_start=with_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, watch)
         finally:
-            access_log.info(
-                "%s %s %s %.1fms", scope["method"], scope["path"], status or "-", (time.perf_counter() - started) * 1000
-            )
+            elapsed = (time.perf_counter() - started) * 1000
+            access_log.info("%s %s %s %.1fms", scope["method"], scope["path"], watch.status or "-", elapsed)
             request_id_var.reset(token)
 
 

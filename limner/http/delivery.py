@@ -12,39 +12,24 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from limner.http.asgi import HttpMiddleware, ResponseWatch
 from limner.service.accounting import Delivery, delivery_var
 
 
-class SettleAfterResponse:
-    """Pure ASGI: must wrap ``CancelOnDisconnectMiddleware``, whose task inherits the ``Delivery``."""
+class SettleAfterResponse(HttpMiddleware):
+    """Must wrap ``CancelOnDisconnectMiddleware``, whose task inherits the ``Delivery``."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         delivery = Delivery()
         token = delivery_var.set(delivery)
-        status = 0
-        complete = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal status, complete
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                complete = True
-
+        watch = ResponseWatch(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, watch)
         finally:
             delivery_var.reset(token)
-            settling = asyncio.ensure_future(delivery.settle(complete and status < 400))
+            settling = asyncio.ensure_future(delivery.settle(watch.complete and watch.status < 400))
             try:
                 await asyncio.shield(settling)
             except asyncio.CancelledError:

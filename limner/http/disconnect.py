@@ -13,17 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from limner.http.asgi import HttpMiddleware
 
 
-class CancelOnDisconnectMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class CancelOnDisconnectMiddleware(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         body_read = asyncio.Event()
         after_body: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         response_done = False

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from limner.core.errors import LimnerError, PayloadTooLarge
 from limner.http import proxies
+from limner.http.asgi import HttpMiddleware
 from limner.http.context import current_request_id
 from limner.service.accounting import CLIENT_CLOSED
 from limner.settings import Settings
@@ -212,21 +213,18 @@ class OriginGuard:
         await self.app(scope, receive, send)
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """Cap request bodies: ``json_limit`` for JSON and anything else, ``form_limit`` for forms.
 
     The cap is enforced inside ``receive()``: a ``Content-Length`` over it fails the first read, and a
     chunked body fails the read that passes it, so at most one chunk beyond the cap is ever held."""
 
     def __init__(self, app: ASGIApp, json_limit: int, form_limit: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.json_limit = json_limit
         self.form_limit = form_limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         content_type = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
         form = content_type in FORM_TYPES
         limit = self.form_limit if form else self.json_limit

@@ -9,8 +9,9 @@ import time
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from limner.http.asgi import HttpMiddleware, ResponseWatch
 from limner.service.metrics import Metrics
 
 
@@ -23,35 +24,27 @@ def dialect_label(scope: Scope) -> str:
     return "-"
 
 
-class MetricsMiddleware:
-    """Counts and times every HTTP request (a pure ASGI middleware: streaming bodies pass untouched)."""
+class MetricsMiddleware(HttpMiddleware):
+    """Counts and times every HTTP request."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        status = 0
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        watch = ResponseWatch(send)
+        failed = False
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, watch)
         except BaseException:
-            status = status or 500
+            failed = True
             raise
         finally:
             dialect = dialect_label(scope)
             # No response at all: the client went away and its request was cancelled (nginx's 499).
-            self.metrics.http_requests.labels(dialect, scope.get("method", ""), str(status or 499)).inc()
+            status = watch.status or (500 if failed else 499)
+            self.metrics.http_requests.labels(dialect, scope.get("method", ""), str(status)).inc()
             self.metrics.http_latency.labels(dialect).observe(time.perf_counter() - started)
 
 

@@ -8,6 +8,8 @@
 - ``GET /playground/models`` tells the page what each model name accepts (modes, sizes per aspect
   ratio, batch size, masks, defaults) and the style presets, computed from the same rules the service
   applies, so the page only offers choices the model takes. It needs a token like ``/v1/models``.
+- ``POST /playground/credentials`` reads a result's Content Credentials (``limner.http.credentials``),
+  with a token too.
 
 The page itself calls the public API (OpenAI's streaming generations and edits, ``/v1/jobs``,
 ``/admin``) with the token the user typed, which it keeps in the browser's local storage.
@@ -30,6 +32,7 @@ from limner.core.errors import InvalidRequest, LimnerError
 from limner.core.models import Capabilities, SizeSpec
 from limner.core.sizes import resolve_size, shape_for
 from limner.core.styles import PRESETS
+from limner.http.credentials import read_credentials
 from limner.http.deps import get_state
 from limner.http.dialect import Errors
 from limner.http.errors import error_response
@@ -185,7 +188,8 @@ def render_error(error: LimnerError, request_id: str) -> Response:
 
 
 def build_router() -> APIRouter:
-    """The page at ``/`` (browsers only) and ``/playground``, its assets, and its model helper."""
+    """The page at ``/`` (browsers only) and ``/playground``, its assets, its model helper and its
+    credentials reader."""
     router = APIRouter(include_in_schema=False)
     router.add_route("/", root_page, methods=EVERY_METHOD, include_in_schema=False)  # 404 unless a browser
     router.add_api_route("/playground", playground_page, methods=["GET", "HEAD"])
@@ -193,4 +197,7 @@ def build_router() -> APIRouter:
     api = APIRouter(route_class=dialect_route(Errors(render_error)), include_in_schema=False)
     api.add_api_route("/playground/models", list_playground_models, methods=["GET"])
     router.include_router(api)
+    reader = APIRouter(route_class=dialect_route(Errors(render_error), durable_posts=False), include_in_schema=False)
+    reader.add_api_route("/playground/credentials", read_credentials, methods=["POST"])
+    router.include_router(reader)
     return router

@@ -3,7 +3,8 @@
 Read-only and admin-free, guarded like ``/metrics`` (open unless ``LIMNER_METRICS_TOKEN`` is set)::
 
     {"idle_unload_seconds": 900.0, "memory_budget_bytes": 0,
-     "models": [{"id": "limner-emoji-32", "engine": "builtin", "loaded": true, "resident_bytes": 1843200,
+     "models": [{"id": "limner-emoji-32", "engine": "builtin", "loaded": true, "loading": false,
+                 "resident_bytes": 1843200,
                  "in_flight": 0, "idle_seconds": 12.5}]}
 
 The dialects' ``GET /v1/models`` keep their upstream shapes; this is limner's own.

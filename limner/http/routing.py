@@ -35,18 +35,20 @@ log = logging.getLogger(__name__)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def dialect_route(envelope: Envelope) -> type[APIRoute]:
+def dialect_route(envelope: Envelope, *, durable_posts: bool = True) -> type[APIRoute]:
     """An ``APIRoute`` class whose errors, expected or not, come out in ``envelope`` (a dialect, usually).
 
     Its routes authenticate the caller first (``AuthenticatedRoute``), so auth errors use that envelope too,
     and a token sent over plain HTTP to an HTTPS-only dialect is revoked. Its POST endpoints are
     translators (``limner.http.translation``): each returns the request it read, translated, and the route
-    runs and renders it, taking ``Idempotency-Key`` and ``Prefer: respond-async`` (``limner.http.durable``).
+    runs and renders it, taking ``Idempotency-Key`` and ``Prefer: respond-async`` (``limner.http.durable``),
+    unless ``durable_posts`` is false (a POST that only reads what it is sent, and makes nothing worth keeping:
+    a plain endpoint that answers a ``Response``).
     A subclass may pick the envelope per request by overriding ``envelope_for``."""
 
     class DialectRoute(AuthenticatedRoute):
         def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-            post = set(kwargs.get("methods") or ()) == {"POST"}
+            post = durable_posts and set(kwargs.get("methods") or ()) == {"POST"}
             if post:
                 endpoint = durable(endpoint)  # a translator: run, queued or replayed (``limner.http.durable``)
                 if isinstance(kwargs.get("response_model", Default(None)), DefaultPlaceholder):

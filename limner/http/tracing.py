@@ -6,37 +6,25 @@ from __future__ import annotations
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from limner.core.tracing import TRACER
+from limner.http.asgi import HttpMiddleware, ResponseWatch
 
 
-class TracingMiddleware:
+class TracingMiddleware(HttpMiddleware):
     """One ``SERVER`` span per HTTP request: method, path (never the query string), route, status, request id."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         carrier = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope.get("headers") or []}
         parent = propagate.extract(carrier)
         method = scope["method"]
         attributes = {"http.request.method": method, "url.path": scope["path"], "url.scheme": scope.get("scheme", "")}
         tracer = trace.get_tracer(TRACER)
         with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes) as span:
-            status = 0
-
-            async def send_traced(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
+            watch = ResponseWatch(send)
             try:
-                await self.app(scope, receive, send_traced)
+                await self.app(scope, receive, watch)
             finally:
                 route = _route(scope)
                 if route:
@@ -45,9 +33,9 @@ class TracingMiddleware:
                 request_id = scope.get("state", {}).get("request_id")
                 if request_id:
                     span.set_attribute("limner.request_id", request_id)
-                if status:
-                    span.set_attribute("http.response.status_code", status)
-                    if status >= 500:
+                if watch.status:
+                    span.set_attribute("http.response.status_code", watch.status)
+                    if watch.status >= 500:
                         span.set_status(Status(StatusCode.ERROR))
 
 

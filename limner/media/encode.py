@@ -97,10 +97,13 @@ def encode_image(
     compression: int | None = None,
     metadata: dict[str, str] | None = None,
     background: str | None = None,
+    full_chroma: bool = False,
 ) -> tuple[bytes, str]:
     """Encode ``image`` as ``fmt``; return the bytes and their MIME type.
 
     ``metadata`` becomes PNG text chunks (tEXt, or iTXt for non-Latin-1 values); JPEG and WebP drop it.
+    ``full_chroma``: a JPEG keeps colour at full resolution (4:4:4, about a quarter larger) instead of halving
+    it both ways (4:2:0), which would erase an invisible watermark.
     """
     if fmt not in MIME_BY_FORMAT:
         raise InvalidRequest(f"unsupported output format {fmt!r}; use png, jpeg or webp", param="output_format")
@@ -114,7 +117,7 @@ def encode_image(
                 info.add_text(name, value)
             prepared.save(buffer, "PNG", pnginfo=info, **PNG_SAVE_OPTIONS)
         elif fmt == "jpeg":
-            prepared.save(buffer, "JPEG", quality=quality, optimize=True)
+            prepared.save(buffer, "JPEG", quality=quality, optimize=True, subsampling=0 if full_chroma else -1)
         else:
             prepared.save(buffer, "WEBP", quality=quality, method=4)
     except (OSError, ValueError) as exc:

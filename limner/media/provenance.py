@@ -9,14 +9,18 @@ breaks it. The prompt is left out unless the operator asks (``include_prompt``).
 Signing uses the operator's certificate chain and private key (the algorithm follows the key), or a
 development chain made on first start in the data directory, named untrusted: validators show such an
 image as validly signed by an unknown signer. No thumbnail is embedded: the manifest adds about 3 KB.
+
+The library never goes to the network here (``OFFLINE``): an image may name a remote manifest in its XMP,
+and the library would fetch that URL while reading it or taking it as an ingredient; so would OCSP checks
+of a certificate the image carries. Every reader and builder in limner uses ``offline_context``.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib
 import io
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +43,12 @@ DEV_CHAIN_FILE = "c2pa-dev-untrusted-chain.pem"
 DEV_KEY_FILE = "c2pa-dev-untrusted-key.pem"
 DEV_ORGANIZATION = "limner development certificate (untrusted)"
 SIGNED_FORMATS = ("image/png", "image/jpeg", "image/webp")
+OFFLINE: dict[str, Any] = {
+    "core": {"allowed_network_hosts": [], "max_decompressed_manifest_size_in_mb": 16},
+    "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
+}
+"""C2PA library settings that keep it off the network (see the module doc), and a compressed manifest from
+inflating past 16 MB."""
 RemoteSign = Callable[[bytes], bytes]
 """Signs the bytes it is given with the key of the configured certificate (an HSM or KMS): raw signature back."""
 
@@ -87,7 +97,7 @@ class ContentCredentials:
             self._signer = c2pa.Signer.from_info(info)
         else:
             raise ProvenanceError("a C2PA signer needs the certificate's private key or a remote signer")
-        self._context = c2pa.Context.from_dict({"builder": {"thumbnail": {"enabled": False}}})
+        self._context = c2pa.Context.from_dict({**OFFLINE, "builder": {"thumbnail": {"enabled": False}}})
 
     def sign(self, data: bytes, mime_type: str, made: Made) -> bytes:
         """``data`` with a signed manifest saying how it was made; formats C2PA cannot carry come back as they are.
@@ -110,6 +120,12 @@ class ContentCredentials:
         return signed.getvalue()
 
 
+@functools.cache
+def offline_context() -> c2pa.Context:
+    """One library context for every reader: ``OFFLINE`` (shared, as the signer's is, between threads)."""
+    return c2pa.Context.from_dict(OFFLINE)
+
+
 def _ingredient_id(index: int) -> str:
     return f"limner-ingredient-{index + 1}"
 
@@ -121,7 +137,8 @@ def _manifest(made: Made) -> dict[str, Any]:
     for index, _ in enumerate(made.ingredients):
         action = "c2pa.opened" if index == 0 else "c2pa.placed"
         actions.append({"action": action, "parameters": {"ingredientIds": [_ingredient_id(index)]}})
-    actions.append({"action": "c2pa.edited" if made.ingredients else "c2pa.created", **made_here})
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    actions.append({"action": "c2pa.edited" if made.ingredients else "c2pa.created", "when": when, **made_here})
     if made.prompt is not None:
         actions[-1]["parameters"] = {"description": made.prompt}
     return {
@@ -138,9 +155,15 @@ class Report:
     state: str | None = None
     """``Valid`` (signature and binding hold, signer not on a trust list), ``Trusted``, or ``Invalid``."""
     signer: str | None = None
+    """The signing certificate's issuer (its organisation); ``signer_name`` is its common name."""
+    signer_name: str | None = None
+    when: str | None = None
+    """When it was made: the signing time from a time-stamp authority, else the time its last action names."""
     generator: str | None = None
     actions: list[str] = field(default_factory=list)
     agents: list[str] = field(default_factory=list)
+    source_types: list[str] = field(default_factory=list)
+    """Digital source types the actions name, short (``trainedAlgorithmicMedia``: made by a model)."""
     ingredients: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -148,7 +171,7 @@ class Report:
 def read(data: bytes, mime_type: str) -> Report:
     """The active manifest of ``data``, checked: signature, hard binding and ingredients."""
     try:
-        reader = c2pa.Reader(mime_type, io.BytesIO(data))
+        reader = c2pa.Reader(mime_type, io.BytesIO(data), context=offline_context())
     except c2pa.C2paError:
         return Report(present=False)
     with reader:
@@ -163,15 +186,21 @@ def read(data: bytes, mime_type: str) -> Report:
     ]
     failures = [item.get("code", "") for item in results.get("activeManifest", {}).get("failure", [])]
     generator: dict[str, Any] = next(iter(manifest.get("claim_generator_info", [])), {})
+    signature: dict[str, Any] = manifest.get("signature_info") or {}
+    times = [str(action["when"]) for action in actions if action.get("when")]
+    sources = [str(action["digitalSourceType"]) for action in actions if action.get("digitalSourceType")]
     return Report(
         present=True,
         state=state,
-        signer=(manifest.get("signature_info") or {}).get("issuer"),
+        signer=signature.get("issuer"),
+        signer_name=signature.get("common_name"),
+        when=signature.get("time") or (times[-1] if times else None),
         generator=f"{generator.get('name')}/{generator.get('version')}" if generator else None,
         actions=[str(action.get("action")) for action in actions],
         agents=[
             str((action.get("softwareAgent") or {}).get("name")) for action in actions if action.get("softwareAgent")
         ],
+        source_types=list(dict.fromkeys(source.rsplit("/", 1)[-1] for source in sources)),
         ingredients=[str(item.get("title")) for item in manifest.get("ingredients", [])],
         failures=failures,
     )
@@ -180,18 +209,24 @@ def read(data: bytes, mime_type: str) -> Report:
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 
 
+def image_format(data: bytes) -> str | None:
+    """The MIME type of a PNG, JPEG or WebP file by its first bytes (the formats that carry credentials)."""
+    mime_type = next((mime for magic, mime in _MAGIC if data.startswith(magic)), None)
+    if mime_type is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        mime_type = "image/webp"
+    return mime_type
+
+
 def signed_format(data: bytes) -> str | None:
     """The MIME type of ``data`` when it carries Content Credentials (valid or not), else None: such bytes
     are never altered in passing. A cheap look for the JUMBF label first, the library's reader to be sure."""
     if b"c2pa" not in data:
         return None
-    mime_type = next((mime for magic, mime in _MAGIC if data.startswith(magic)), None)
-    if mime_type is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        mime_type = "image/webp"
+    mime_type = image_format(data)
     if mime_type is None:
         return None
     try:
-        with c2pa.Reader(mime_type, io.BytesIO(data)):
+        with c2pa.Reader(mime_type, io.BytesIO(data), context=offline_context()):
             return mime_type
     except c2pa.C2paError:
         return None
@@ -354,16 +389,15 @@ def describe(report: Report) -> str:
     lines = [
         f"Content Credentials: {report.state}"
         + (f" (failures: {', '.join(report.failures)})" if report.failures else ""),
-        f"signed by: {report.signer or 'unknown'}",
+        f"signed by: {report.signer or 'unknown'}" + (f" ({report.signer_name})" if report.signer_name else ""),
+        f"made at: {report.when or 'unknown'}",
         f"made with: {report.generator or 'unknown'}",
         f"actions: {', '.join(report.actions) or 'none'}",
     ]
+    if report.source_types:
+        lines.append(f"digital source type: {', '.join(report.source_types)}")
     if report.agents:
         lines.append(f"software agents: {', '.join(dict.fromkeys(report.agents))}")
     if report.ingredients:
         lines.append(f"ingredients: {', '.join(report.ingredients)}")
     return "\n".join(lines)
-
-
-def as_json(report: Report) -> str:
-    return json.dumps(report.__dict__, indent=2)

@@ -1,4 +1,4 @@
-"""``limner pull``: fetch a real model (a hub repo, or one ``.safetensors`` URL) into limner's models directory.
+"""``limner pull``: fetch a real model (a hub repo, one ``.safetensors``/``.gguf`` URL) into limner's models directory.
 
 Why it works this way:
 
@@ -47,6 +47,9 @@ from limner.pull.hub import (
 MANIFEST = "limner-pull.json"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SINGLE_FILES = (".safetensors", ".gguf")
+DENOISERS = frozenset({"unet", "transformer"})
+"""A GGUF file is the denoiser alone: its config repo brings the other components' weights, not these."""
 
 
 def pull(
@@ -62,10 +65,11 @@ def pull(
     token: str | bool | None = None,
     allow_http_loopback: bool = False,
 ) -> PullResult:
-    """Pull a hub repo id (``stabilityai/sd-turbo``) or an https URL of one ``.safetensors`` file."""
+    """Pull a hub repo id (``stabilityai/sd-turbo``) or an https URL of one ``.safetensors`` or ``.gguf`` file."""
     endpoint = resolve_endpoint(endpoint)
     if source.startswith(("http://", "https://")):
-        repo = None if _url_path(source).endswith(".safetensors") else _repo_from_page_url(source, endpoint)
+        single = _url_path(source).endswith(SINGLE_FILES)
+        repo = None if single else _repo_from_page_url(source, endpoint)
         if repo is None:
             if revision:
                 raise PullError("--revision is for hub repos; a file URL names its revision itself")
@@ -229,20 +233,25 @@ def pull_url(
     token: str | bool | None = None,
     allow_http_loopback: bool = False,
 ) -> PullResult:
-    """Download one ``.safetensors`` checkpoint (resumable, checksummed) plus, if known, a config directory for it.
+    """Download one ``.safetensors`` checkpoint or ``.gguf`` denoiser (resumable, checksummed) plus, if known, a
+    config directory for it.
 
     The diffusers engine loads a single file offline only with a ``config_dir`` of component configs, so one is
-    fetched from ``config_repo``, or from the file's own hub repo when the URL is a hub ``/resolve/`` URL.
+    fetched from ``config_repo``, or from the file's own hub repo when the URL is a hub ``/resolve/`` URL. A GGUF
+    file holds the denoiser only, so its config directory also gets the other components' weights.
     """
     endpoint = resolve_endpoint(endpoint)
     filename = PurePosixPath(_url_path(url)).name
-    if not filename.endswith(".safetensors"):
-        raise PullError(f"{url} is not a .safetensors file; pickled .ckpt/.bin checkpoints can run code when loaded.")
+    if not filename.endswith(SINGLE_FILES):
+        raise PullError(
+            f"{url} is not a .safetensors or .gguf file; pickled .ckpt/.bin checkpoints can run code when loaded."
+        )
+    gguf = filename.endswith(".gguf")
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise PullError("--sha256 takes the file's sha256 as 64 hexadecimal characters.")
     if url.startswith("http://") and not (allow_http_loopback and is_loopback_url(url)):
         raise PullError(f"refusing plain http for {url}: use https, so the file cannot be swapped on the way.")
-    model_id = check_id(name or filename.removesuffix(".safetensors").lower())
+    model_id = check_id(name or filename.removesuffix(".gguf").removesuffix(".safetensors").lower())
     stage, final = stage_dir(models_dir, model_id), target_dir(models_dir, model_id)
     hub_file = _hub_file(url, endpoint)
     huggingface_hub_module(online=hub_file is not None)
@@ -262,9 +271,11 @@ def pull_url(
     config_repo = config_repo or (hub_file[0] if hub_file else None)
     config_dir = None
     if config_repo:
-        config_dir = _pull_configs(config_repo, stage / "config", endpoint, token, required=explicit)
+        config_dir = _pull_configs(config_repo, stage / "config", endpoint, token, required=explicit, weights=gguf)
     if config_dir is None:
         notes.append("no config directory: pass --config <diffusers repo of the same architecture> to load offline")
+    elif gguf:
+        notes.append("a GGUF file is the denoiser alone: config/ holds the other components' weights")
     for leftover in stage.iterdir():  # an earlier attempt under this id, for another URL
         if leftover.is_dir() and leftover.name != "config":
             shutil.rmtree(leftover)
@@ -315,17 +326,19 @@ def _single_result(
 
 
 def _pull_configs(
-    repo_id: str, target: Path, endpoint: str, token: str | bool | None, *, required: bool
+    repo_id: str, target: Path, endpoint: str, token: str | bool | None, *, required: bool, weights: bool = False
 ) -> Path | None:
-    """Fetch only the configs and tokenizers of ``repo_id`` (a few hundred KB) for ``from_single_file``."""
+    """Fetch only the configs and tokenizers of ``repo_id`` (a few hundred KB) for ``from_single_file``; with
+    ``weights``, also every component's weights but the denoiser's (what a GGUF denoiser needs beside it)."""
     hub = Hub(endpoint, token)
     with translated(endpoint, repo_id, None):
-        plan = hub.plan(repo_id, None, target, weights=False)
+        plan = hub.plan(repo_id, None, target, weights=weights, without_weights=DENOISERS, variant="fp16")
         if plan is None:
             if required:
                 raise PullError(f"--config {repo_id} is not a diffusers pipeline (it has no model_index.json)")
             return None
         hub.fetch(plan, target)
+    canonicalize(target, plan.wanted)  # fp16 weights under the plain names, as a pulled directory has them
     shutil.rmtree(target / ".cache", ignore_errors=True)
     return target
 

@@ -1,12 +1,12 @@
-"""One file over HTTPS, resumable and checked: the transfer under ``limner pull <URL of a .safetensors file>``.
+"""One file over HTTPS, resumable and checked: the transfer under ``limner pull <URL of a .safetensors/.gguf file>``.
 
 Why not huggingface_hub here: a plain URL (a mirror, a release page, a bucket) is not a hub repo, and
 huggingface_hub deletes a partial file when a run fails, while a multi-gigabyte checkpoint should survive a cut
 connection *and* a killed process. So the bytes go to ``<file>.part`` with the server's validator beside it in
 ``<file>.part.json``; the next attempt (in this run, after a dropped connection, or in a later run) asks for the
 rest with ``Range`` + ``If-Range`` and starts over only if the server's copy changed. A finished file must match
-the expected sha256 (``--sha256``, or the hub's ``X-Linked-Etag`` for hub URLs) and parse as safetensors, so an
-HTML login page or a truncated body never becomes a model.
+the expected sha256 (``--sha256``, or the hub's ``X-Linked-Etag`` for hub URLs) and parse as safetensors (or GGUF), so
+an HTML login page or a truncated body never becomes a model.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def download_url(
             "(check the expected checksum, then run again)"
         )
     try:
-        check_safetensors(part)
+        check_gguf(part) if dest.suffix == ".gguf" else check_safetensors(part)
     except DownloadError as exc:
         part.unlink(missing_ok=True)
         meta_path.unlink(missing_ok=True)
@@ -175,6 +175,21 @@ def check_safetensors(path: Path) -> None:
         end = max(end, offsets[1])
     if 8 + length + end != size:
         raise DownloadError(f"truncated or padded safetensors file ({size} bytes, header says {8 + length + end})")
+
+
+def check_gguf(path: Path) -> None:
+    """Raise :class:`DownloadError` unless the ``gguf`` package reads ``path`` whole (header, tensor table, data)."""
+    with path.open("rb") as source:
+        if source.read(4) != b"GGUF":
+            raise DownloadError("not a GGUF file (it does not start with GGUF)")
+    try:
+        from gguf import GGUFReader
+
+        GGUFReader(path)
+    except ImportError as exc:
+        raise DownloadError("a GGUF file is read with the gguf package: pip install 'limner[local]'") from exc
+    except Exception as exc:  # the reader's own checks: truncated data, impossible offsets, unknown types
+        raise DownloadError(f"truncated or damaged GGUF file ({type(exc).__name__}: {exc})") from exc
 
 
 def sha256_file(path: Path) -> str:

@@ -34,9 +34,15 @@ def pipeline_components(model_index: Path) -> set[str]:
 
 
 def select_files(
-    tree: Iterable[str], components: set[str], *, variant: str | None = "fp16", weights: bool = True
+    tree: Iterable[str],
+    components: set[str],
+    *,
+    variant: str | None = "fp16",
+    weights: bool = True,
+    without_weights: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
-    """Map each hub file a pipeline needs to its local name; ``weights=False`` keeps configs and tokenizers only.
+    """Map each hub file a pipeline needs to its local name; ``weights=False`` keeps configs and tokenizers only,
+    ``without_weights`` does so for the named components (a GGUF file brings the denoiser's weights).
 
     Per weight stem (``unet/diffusion_pytorch_model``) one family is kept: safetensors before pickles, then the
     preferred variant, the plain files, any other variant. A kept variant is renamed to the plain name.
@@ -60,7 +66,9 @@ def select_files(
             chosen[path] = path
     if not weights:
         return chosen
-    for options in families.values():
+    for (folder, _), options in families.items():
+        if PurePosixPath(folder).parts[0] in without_weights:
+            continue
         ext, kept = min(options, key=lambda option: _family_rank(option, variant))
         for path in options[(ext, kept)]:
             chosen[path] = _plain_name(path) if kept else path

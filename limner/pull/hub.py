@@ -55,7 +55,14 @@ class Hub:
         self.api = self.hf.HfApi(endpoint=endpoint, token=token, library_name="limner")
 
     def plan(
-        self, repo_id: str, revision: str | None, target: Path, *, variant: str | None = None, weights: bool = True
+        self,
+        repo_id: str,
+        revision: str | None,
+        target: Path,
+        *,
+        variant: str | None = None,
+        weights: bool = True,
+        without_weights: frozenset[str] = frozenset(),
     ) -> Plan | None:
         """Resolve the commit, list its files, read ``model_index.json``; None if the repo is no pipeline."""
         commit, tree = self.files(repo_id, revision)
@@ -68,7 +75,8 @@ class Hub:
             components = pipeline_components(Path(index))
         except ValueError as exc:
             raise PullError(f"{repo_id}'s model_index.json does not parse ({exc})") from exc
-        return Plan(repo_id, commit, tree, select_files(tree, components, variant=variant, weights=weights))
+        wanted = select_files(tree, components, variant=variant, weights=weights, without_weights=without_weights)
+        return Plan(repo_id, commit, tree, wanted)
 
     def files(self, repo_id: str, revision: str | None) -> tuple[str, dict[str, Any]]:
         """The commit ``revision`` resolves to, and every file at that commit by path."""

@@ -38,6 +38,7 @@ from types import TracebackType
 from sqlalchemy.orm import Session
 
 from limner.accounts import consumers, credits, usage
+from limner.accounts.consumers import Access
 from limner.accounts.credits import Hold
 from limner.accounts.models import to_micros
 from limner.accounts.ratelimit import Limits
@@ -46,6 +47,7 @@ from limner.accounts.tokens import principal_var
 from limner.core.errors import InvalidRequest, LimnerError, ModelNotFound
 from limner.core.models import ImageRequest, ImageResult
 from limner.engines.catalog import Catalog, ModelEntry
+from limner.service.gate import Admission
 from limner.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -181,6 +183,17 @@ class AccountsGate:
         if not limits.unlimited:
             await self.accounts.limiter.acquire(f"{request.consumer}|{entry.id}", 0, limits)
 
+    def check_access(self, access: Access, asked: str, entry: ModelEntry, loras: tuple[str, ...]) -> None:
+        """A model or adapter the consumer may not use answers as one that does not exist."""
+        if not access.allows_model(entry.id):
+            allowed = [name for e in self.catalog.entries if access.allows_model(e.id) for name in (e.id, *e.aliases)]
+            raise ModelNotFound(asked, allowed)
+        for name in loras:
+            if not access.allows_lora(name):
+                offered = ", ".join(lora.name for lora in entry.loras if access.allows_lora(lora.name))
+                offers = f"it offers: {offered}" if offered else "it offers no LoRA adapters"
+                raise InvalidRequest(f"Unknown LoRA '{name}' for model '{entry.id}'; {offers}.", param="loras")
+
     def model_label(self, name: str) -> str:
         """The catalog id for a metrics label; never a free-form name a client typed."""
         try:
@@ -209,23 +222,31 @@ class AccountTicket:
     async def __aenter__(self) -> AccountTicket:
         return self
 
-    async def admit(self, entry: ModelEntry, *, n: int) -> None:
+    async def admit(self, entry: ModelEntry, *, n: int, loras: tuple[str, ...] = ()) -> Admission:
         accounts = self.gate.accounts
-        self.model, self.entry, self.n = entry.id, entry, n
         consumer = self.request.consumer
         self.policy, limits = await self.gate.limits(consumer)
+        access = self.policy.access
+        self.gate.check_access(access, self.request.model, entry, loras)
+        self.model, self.entry, self.n = entry.id, entry, n
         if limits.ipm is not None and n > limits.ipm:
             raise InvalidRequest(
                 f"n={n} exceeds this consumer's limit of {limits.ipm} images per minute on '{entry.id}'.", param="n"
             )
         if not limits.unlimited:
             await accounts.limiter.acquire(f"{consumer}|{entry.id}", n, limits)
+        priority = min(self.request.priority or 0, access.max_priority)
+        deadline = self.request.start_deadline if self.request.start_deadline is not None else access.start_deadline
+        return Admission(priority, deadline)
 
-    async def reserve(self, *, width: int, height: int) -> None:
+    async def reserve(self, *, width: int, height: int, cached: bool = False) -> None:
         accounts, entry, policy = self.gate.accounts, self.entry, self.policy
         if entry is None or policy is None:
             raise LimnerError("Internal error: credits reserved before the request was admitted.")
-        self.price = _micros(entry.price_for(self.n, width, height, self.request.quality))
+        if cached and entry.cache_price_per_image is not None:
+            self.price = _micros(entry.cache_price_per_image * self.n)
+        else:
+            self.price = _micros(entry.price_for(self.n, width, height, self.request.quality))
         if self.price > 0 and policy.consumer_id is not None and policy.balance is not None:
             # Shielded: a reservation that completes after its client left must still be found and refunded.
             ask = credits.Ask(

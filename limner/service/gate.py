@@ -12,6 +12,7 @@ limits, no records) is what a bare service uses.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
@@ -19,12 +20,23 @@ from limner.core.models import ImageRequest, ImageResult
 from limner.engines.catalog import ModelEntry
 
 
-class Ticket(Protocol):
-    async def admit(self, entry: ModelEntry, *, n: int) -> None:
-        """Check the rate limits for ``n`` images of this model, or raise (429, ...)."""
+@dataclass(frozen=True)
+class Admission:
+    """How an admitted request is queued: its priority (the asked one, capped at the consumer's maximum)
+    and how many seconds it may wait to start (asked, else the consumer's default; None: no limit)."""
 
-    async def reserve(self, *, width: int, height: int) -> None:
-        """Hold the price of the admitted images at this size, or raise (402)."""
+    priority: int = 0
+    start_deadline: float | None = None
+
+
+class Ticket(Protocol):
+    async def admit(self, entry: ModelEntry, *, n: int, loras: tuple[str, ...] = ()) -> Admission:
+        """Check the consumer may use this model and these adapters (else answer as for ones that do not
+        exist) and the rate limits for ``n`` images of it, or raise (404, 429, ...)."""
+
+    async def reserve(self, *, width: int, height: int, cached: bool = False) -> None:
+        """Hold the price of the admitted images at this size (``cached``: answered from the result cache,
+        at the model's cache price where it has one), or raise (402)."""
 
     def deliver(self, result: ImageResult) -> None:
         """The images exist and are about to be returned: charge for them when the ticket closes."""
@@ -41,10 +53,13 @@ class Gate(Protocol):
 
 
 class _OpenTicket:
-    async def admit(self, entry: ModelEntry, *, n: int) -> None:
-        return None
+    def __init__(self, request: ImageRequest) -> None:
+        self.request = request
 
-    async def reserve(self, *, width: int, height: int) -> None:
+    async def admit(self, entry: ModelEntry, *, n: int, loras: tuple[str, ...] = ()) -> Admission:
+        return Admission(self.request.priority or 0, self.request.start_deadline)
+
+    async def reserve(self, *, width: int, height: int, cached: bool = False) -> None:
         return None
 
     def deliver(self, result: ImageResult) -> None:
@@ -63,7 +78,7 @@ class OpenGate:
     """Admits everything and records nothing."""
 
     def open(self, request: ImageRequest, request_id: str) -> AbstractAsyncContextManager[Ticket]:
-        return _OpenTicket()
+        return _OpenTicket(request)
 
     async def admit_waiter(self, request: ImageRequest, entry: ModelEntry) -> None:
         return None

@@ -23,10 +23,12 @@ from limner.engines.slots import ModelSlots
 from limner.media.encode import keeps_alpha
 from limner.media.inputs import ImageLoader
 from limner.media.provenance import ContentCredentials
+from limner.media.watermark import InvisibleWatermark
 from limner.service.gate import Gate, OpenGate, Ticket
 from limner.service.jobs import Job, JobRegistry, Listener
 from limner.service.media_access import MediaAccess
 from limner.service.metrics import StageObserver
+from limner.service.stages.cache import ResultCache
 from limner.service.stages.finish import FinishStage
 from limner.service.stages.generate import GenerateStage
 from limner.service.stages.inputs import InputMemory, InputStage, engine_sources
@@ -46,6 +48,8 @@ class ServiceOptions:
     credentials: ContentCredentials | None = None
     """Signs every image with a C2PA manifest; None: Content Credentials off."""
     credentials_include_prompt: bool = False
+    watermark: InvisibleWatermark | None = None
+    """Hides a payload in every finished image's pixels; None: no invisible watermark."""
 
 
 class ImageService:
@@ -59,6 +63,7 @@ class ImageService:
         jobs: JobRegistry | None = None,
         residency: Residency | None = None,
         stages: StageObserver | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         self.catalog = catalog
         self.media = media
@@ -75,9 +80,14 @@ class ImageService:
         self.inputs = InputStage(media, loader, InputMemory(options.input_memory))
         self.generator = GenerateStage(catalog, self.jobs, self.residency, options.request_timeout)
         self.finisher = FinishStage(
-            options.embed_metadata, options.credentials, include_prompt=options.credentials_include_prompt
+            options.embed_metadata,
+            options.credentials,
+            include_prompt=options.credentials_include_prompt,
+            watermark=options.watermark,
         )
         self.storer = StoreStage(media)
+        self.cache = cache if cache is not None else ResultCache(0)
+        """Finished images of seeded requests (``limner.service.stages.cache``); off unless given a size."""
 
     def model_names(self) -> list[str]:
         """Every model id and alias the catalog answers to."""
@@ -130,31 +140,40 @@ class ImageService:
 
     async def _run(self, request: ImageRequest, request_id: str, ticket: Ticket, job: Job) -> ImageResult:
         started = time.perf_counter()
+        arrived = asyncio.get_running_loop().time()
         with span("limner.plan") as planning:
             plan = plan_request(self.catalog, request)
             job.model = plan.entry.id
             annotate(planning, {"limner.model": plan.entry.id})
-            await ticket.admit(plan.entry, n=request.n)
+            admission = await ticket.admit(plan.entry, n=request.n, loras=tuple(lora.name for lora in plan.loras))
         decoding = time.perf_counter()
         async with self.inputs.decoded(plan) as inputs:
             decoded = time.perf_counter()
             mode, images = engine_sources(plan, inputs)
             sizes = plan.sizes(inputs.first)  # "auto" follows the first image, not a layout of several
-            await ticket.reserve(width=sizes.output[0], height=sizes.output[1])
+            mask = inputs.mask.image if inputs.mask else None
+            cache_key = self.cache.key(plan, sizes, [source.image for source in inputs.images], mask)
+            cached = self.cache.get(cache_key, plan.entry.id) if cache_key is not None else None
+            await ticket.reserve(width=sizes.output[0], height=sizes.output[1], cached=cached is not None)
             base_seed = request.seed if request.seed is not None else secrets.randbits(31)
             seeds = [(base_seed + index) % SEED_LIMIT for index in range(request.n)]
-            mask = inputs.mask.image if inputs.mask else None
             render = lambda image: self.finisher.preview(image, plan, sizes)  # noqa: E731
             engine_request = self.generator.engine_request(plan, sizes, seeds, (mode, images, mask), job, render)
             inputs_seconds = decoded - decoding
             stages = {"prepare": time.perf_counter() - started - inputs_seconds, "inputs": inputs_seconds}
-            with span("limner.generate", {"limner.model": plan.entry.id}) as generating:
-                generated = await self.generator.run(plan.entry, engine_request, job, stages)
-                annotate(generating, _seconds(stages, "queue", "engine", "denoise", "decode"))
             input_sizes = [source.size for source in inputs.images]
-            with span("limner.finish") as finishing:
-                encoded = await self.finisher.run(generated, plan, sizes, stages, inputs.ingredients())
-                annotate(finishing, _seconds(stages, "upscale", "encode", "sign"))
+            if cached is not None:
+                encoded = cached
+                job.total_steps = None
+            else:
+                with span("limner.generate", {"limner.model": plan.entry.id}) as generating:
+                    generated = await self.generator.run(plan.entry, engine_request, job, stages, admission, arrived)
+                    annotate(generating, _seconds(stages, "queue", "engine", "denoise", "decode"))
+                with span("limner.finish") as finishing:
+                    encoded = await self.finisher.run(generated, plan, sizes, stages, inputs.ingredients())
+                    annotate(finishing, _seconds(stages, "upscale", "encode", "sign"))
+                if cache_key is not None:
+                    self.cache.put(cache_key, encoded)
         usage = None
         if request.report_usage:
             usage = await asyncio.to_thread(

@@ -122,6 +122,16 @@ class Metrics:
             registry=r,
         )
 
+        self.result_cache = Counter(
+            "limner_result_cache_lookups",
+            "Result cache lookups of seeded requests, by outcome (hit or miss)",
+            ["model", "outcome"],
+            registry=r,
+        )
+
+    def observe_cache(self, model: str, hit: bool) -> None:
+        self.result_cache.labels(model, "hit" if hit else "miss").inc()
+
     def watch_queues(self, queues: Queues) -> None:
         """Report each model's queue depth and running jobs, read from ``queues`` at every scrape."""
         self.registry.register(QueueCollector(queues))

@@ -189,3 +189,17 @@ def test_the_serve_config_builder_makes_an_application() -> None:
     [config] = yaml.safe_load(one("RayService")["spec"]["serveConfigV2"])["applications"]
     built = application(config["args"])
     assert isinstance(built, serve.Application)
+
+
+def test_the_ray_pods_export_traces_where_the_api_pods_do() -> None:
+    """The replicas continue each request's trace: they need the API's collector and exporter choice."""
+    settings = one("ConfigMap", "limner-settings")["data"]
+    cluster = one("RayService")["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        [container] = group["template"]["spec"]["containers"]
+        env = {item["name"]: item for item in container["env"]}
+        for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+            assert env[name]["valueFrom"]["configMapKeyRef"] == {"name": "limner-settings", "key": name}
+            assert name in settings
+        assert env["OTEL_SERVICE_NAME"]["value"] == "limner-models"

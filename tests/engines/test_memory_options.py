@@ -35,7 +35,7 @@ def request(side: int) -> EngineRequest:
         ({"dtype": "float16"}, "dtype = 'float16' needs a CUDA device, and this model runs on cpu"),
         ({"dtype": "bf16"}, "dtype = 'bf16' needs a CUDA device"),
         ({"cpu_offload": True}, "cpu_offload needs a CUDA device"),
-        ({"compile": True, "cpu_offload": True}, "cpu_offload, compile need a CUDA device"),
+        ({"dtype": "fp16", "cpu_offload": True}, "dtype = 'fp16', cpu_offload need a CUDA device"),
     ],
 )
 async def test_cuda_only_options_are_a_clear_error_elsewhere(

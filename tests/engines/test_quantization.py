@@ -71,3 +71,29 @@ def test_the_catalog_names_modes_and_components() -> None:
         ModelEntry(id="m", engine="diffusers", path=Path("/m"), quantization="int3")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="quantize"):
         ModelEntry(id="m", engine="diffusers", path=Path("/m"), quantize=["vae"])  # type: ignore[list-item]
+
+
+async def test_int8_weights_are_counted_at_their_own_size(sd_dir: Path) -> None:
+    """The memory budget reads ``resident_bytes``: int8 linear weights count one byte each (plus their scales),
+    not four as their nominal float32 dtype would say."""
+    import torch
+
+    full = DiffusersEngine(DiffusersSettings(path=sd_dir, device="cpu"))
+    low = DiffusersEngine(
+        DiffusersSettings(path=sd_dir, device="cpu", quantization="int8-weight", quantize=("denoiser", "text_encoders"))
+    )
+    try:
+        await full.load()
+        await low.load()
+        pipe = full._pipe
+        linear = sum(
+            module.weight.numel()
+            for component in (pipe.unet, pipe.text_encoder)  # type: ignore[union-attr]
+            for module in component.modules()
+            if isinstance(module, torch.nn.Linear)
+        )
+        saved = full.resident_bytes - low.resident_bytes
+    finally:
+        await full.aclose()
+        await low.aclose()
+    assert 2.5 * linear < saved <= 3 * linear, f"{saved} bytes saved on {linear} int8 weights"

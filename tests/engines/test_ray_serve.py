@@ -1,7 +1,8 @@
 """Models on Ray Serve, against a real local Ray instance on CPU: the built-in model answers through a
 deployment handle with the same pixels as in-process and reports each step and its previews (through
 Serve's streaming responses, also as OpenAI partial images), a client that leaves cancels the replica's
-work, Ray's backpressure is limner's 429, and a killed replica is replaced by Ray while requests keep working."""
+work, Ray's backpressure is limner's 429, a killed replica is replaced by Ray while requests keep working, and
+a request's trace continues into the replica."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.trace import SpanKind
 from PIL import Image, ImageChops
 
 from limner.app import build_state, create_app
@@ -29,7 +31,8 @@ from limner.engines.registry import default_factories
 from limner.settings import Settings
 from tests.support.images import pixels
 from tests.support.live_server import live_server
-from tests.support.waiting import until
+from tests.support.tracing import exported, named, otlp_receiver, recorded_spans, span_id, trace_id
+from tests.support.waiting import until, wait_until
 
 ray = pytest.importorskip("ray", reason="ray[serve] is installed by make setup (dev extra)")
 serve = pytest.importorskip("ray.serve")
@@ -221,3 +224,33 @@ def test_operators_deploy_inspect_and_delete_ray_models(
     )
     missing = runner.invoke(app, ["ray", "deploy", "--model", "here"])
     assert missing.exit_code == 1 and "no catalog model with runtime = \"ray\" named 'here'" in missing.output
+
+
+def test_a_request_on_ray_is_one_trace_from_the_api_into_the_replica(ray_cluster: None, tmp_path: Path) -> None:
+    """The API's ``limner.ray`` span is the parent of the replica's span, which the replica exports itself
+    (over OTLP, from the variables its runtime environment gives it), in another process."""
+    with otlp_receiver() as (endpoint, bodies):
+        variables = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_SERVICE_NAME": "limner-models",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        }
+        options = {"num_cpus": 0.25, "runtime_env": {"env_vars": variables}}
+        entry = ModelEntry(id="traced-ray", engine="testpattern", runtime="ray", ray_actor_options=options)
+        settings = Settings(data_dir=tmp_path, models=[entry], default_model="traced-ray")
+        body = {"model": "traced-ray", "prompt": "x", "size": "64x64", "response_format": "b64_json"}
+        try:
+            with recorded_spans() as recorder, live_server(create_app(settings)) as url:
+                response = httpx.post(url + "/v1/images/generations", json=body, timeout=120)
+                assert response.status_code == 200, response.text
+            wait_until(lambda: "limner.ray.replica" in {one.name for one in exported(bodies)}, 30, what="export")
+        finally:
+            serve.delete(app_name(entry))
+    spans = recorder.get_finished_spans()
+    server, hop = named(spans, "POST /v1/images/generations"), named(spans, "limner.ray")
+    assert hop.kind is SpanKind.CLIENT and trace_id(hop) == trace_id(server)
+    assert hop.attributes is not None and hop.attributes["limner.ray.application"] == "limner-traced-ray"
+    [replica] = [one for one in exported(bodies) if one.name == "limner.ray.replica"]
+    assert (replica.trace_id, replica.parent_span_id) == (trace_id(hop), span_id(hop))
+    assert replica.service == "limner-models" and replica.attributes["limner.model"] == "traced-ray"
+    assert replica.attributes["process.pid"] != os.getpid(), "exported by the replica's own process"

@@ -14,6 +14,7 @@ from limner.engines.batching import BatchingEngine
 from limner.engines.catalog import UPSTREAM_CONCURRENCY, UPSTREAM_PROVIDERS, Catalog, ModelEntry, default_models
 from limner.engines.diffusers_engine import DiffusersEngine
 from limner.engines.registry import BUILTIN_PIPELINE, default_factories
+from limner.engines.stepping import SteppingEngine
 from limner.settings import Settings
 
 SHIPPED = pytest.mark.skipif(not (BUILTIN_MODEL_DIR / "model_index.json").exists(), reason="weights not shipped")
@@ -21,7 +22,7 @@ SHIPPED = pytest.mark.skipif(not (BUILTIN_MODEL_DIR / "model_index.json").exists
 
 def _diffusers_engine(catalog: Catalog, entry: ModelEntry) -> DiffusersEngine:
     engine = catalog.engine(entry)
-    inner = engine.inner if isinstance(engine, BatchingEngine) else engine
+    inner = engine.inner if isinstance(engine, BatchingEngine | SteppingEngine) else engine
     assert isinstance(inner, DiffusersEngine)
     return inner
 
@@ -51,6 +52,18 @@ def test_a_builtin_entry_in_limner_toml_loads(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("LIMNER_CONFIG", str(config))
     [entry] = Settings(data_dir=tmp_path).models
     assert entry.path == BUILTIN_MODEL_DIR
+
+
+def test_local_unet_and_builtin_entries_step_in_batches_unless_told_not_to(tmp_path: Path) -> None:
+    stepped = ModelEntry(id="emoji", engine="builtin")
+    whole = ModelEntry(id="whole", engine="builtin", step_batching=False)
+    pattern = ModelEntry(id="pattern", engine="testpattern")
+    catalog = Catalog([stepped, whole, pattern], default_factories())
+    engine = catalog.engine(stepped)
+    assert isinstance(engine, SteppingEngine) and isinstance(engine.fallback, BatchingEngine)
+    assert engine.max_images == stepped.max_batch_images == stepped.admitted
+    assert isinstance(catalog.engine(whole), BatchingEngine)
+    assert not isinstance(catalog.engine(pattern), SteppingEngine) and pattern.admitted == 1
 
 
 def test_a_diffusers_entry_still_needs_a_path() -> None:

@@ -6,10 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
 import httpx
@@ -25,7 +22,15 @@ from limner.http.logging import configure_logging
 from limner.http.tracing import TracingMiddleware
 from limner.settings import Settings
 from tests.support.live_server import live_server
-from tests.support.tracing import named, parent_of, recorded_spans, reset_tracer_provider, span_id, trace_id
+from tests.support.tracing import (
+    named,
+    otlp_receiver,
+    parent_of,
+    recorded_spans,
+    reset_tracer_provider,
+    span_id,
+    trace_id,
+)
 
 GENERATE = {"prompt": "a lighthouse at dusk", "size": "256x256", "response_format": "b64_json"}
 STAGES = ("limner.plan", "limner.inputs", "limner.generate", "limner.finish", "limner.store")
@@ -99,35 +104,6 @@ def test_tracing_is_off_without_the_variables(settings: Settings) -> None:
 )
 def test_the_standard_variables_choose_the_exporters(environ: dict[str, str], chosen: list[str]) -> None:
     assert exporters(environ) == chosen
-
-
-@contextmanager
-def otlp_receiver() -> Iterator[tuple[str, list[bytes]]]:
-    """An OTLP/HTTP endpoint on 127.0.0.1 that keeps the body of every POST /v1/traces."""
-    bodies: list[bytes] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if self.path == "/v1/traces" and self.headers["Content-Type"] == "application/x-protobuf":
-                bodies.append(body)
-                self.send_response(200)
-            else:
-                self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_spans_reach_an_otlp_endpoint_named_by_the_environment(

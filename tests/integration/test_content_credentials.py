@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -109,6 +110,7 @@ def test_provenance_check_reports_what_a_file_carries(signing_server: str, tmp_p
     assert run.returncode == 0, run.stderr
     assert "Content Credentials: Valid" in run.stdout and "actions: c2pa.created" in run.stdout
     assert "software agents: pattern" in run.stdout and "untrusted" in run.stdout
+    assert "digital source type: trainedAlgorithmicMedia" in run.stdout and "made at: 20" in run.stdout
     tampered = bytearray(signed.read_bytes())
     tampered[-40] ^= 1
     (tmp_path / "tampered.png").write_bytes(bytes(tampered))
@@ -117,3 +119,23 @@ def test_provenance_check_reports_what_a_file_carries(signing_server: str, tmp_p
     Image.new("RGB", (8, 8)).save(plain)
     unsigned = run_limner(tmp_path, "provenance", "check", str(plain))
     assert unsigned.returncode == 2 and "no Content Credentials" in unsigned.stdout
+
+
+def test_an_input_with_megabytes_of_credentials_gets_a_clear_outcome(signing_server: str, tmp_path: Path) -> None:
+    """An input carrying 2 MiB of credentials: the edit is signed and lists the input, says why its
+    credentials were left out, and copies none of the 2 MiB (``limner.media.ingredients``)."""
+    from tests.media.test_hostile_ingredients import camera_signed, encoded
+
+    heavy = camera_signed(tmp_path, encoded("PNG"), "image/png", resource_bytes=2 << 20)
+    files = {"image": ("heavy.png", heavy, "image/png")}
+    data = {"model": "gpt-image-1", "prompt": "add a cat", "size": "1024x1024"}
+    response = httpx.post(signing_server + "/v1/images/edits", files=files, data=data, timeout=120)
+    assert response.status_code == 200, response.text
+    result = base64.b64decode(response.json()["data"][0]["b64_json"])
+    report = read(result, "image/png")
+    assert report.state == "Valid" and report.actions == ["c2pa.opened", "c2pa.edited"]
+    (title,) = report.ingredients
+    assert re.fullmatch(
+        r"image \(its Content Credentials \(20\d\d KB\) are over the 1024 KB limit and were left out\)", title
+    )
+    assert len(result) < len(heavy), "the input's store was not copied into the result"

@@ -46,8 +46,12 @@ def credentials(tmp_path_factory: pytest.TempPathFactory) -> ContentCredentials:
 
 @pytest.mark.parametrize(("fmt", "mime"), [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")])
 def test_a_made_image_says_who_made_it_and_how(credentials: ContentCredentials, fmt: str, mime: str) -> None:
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     signed = credentials.sign(encoded(fmt), mime, Made(model="limner-emoji-32"))
     report = read(signed, mime)
+    assert report.source_types == ["trainedAlgorithmicMedia"] and report.signer_name == "limner development signer"
+    assert report.when is not None
+    assert before <= datetime.datetime.fromisoformat(report.when) <= datetime.datetime.now(datetime.UTC)
     assert report.present and report.state == "Valid" and report.failures == UNTRUSTED
     assert report.generator == f"limner/{__version__}"
     assert report.actions == ["c2pa.created"] and report.agents == ["limner-emoji-32"]

@@ -335,7 +335,7 @@ def test_plain_http_and_pickles_are_refused(hub: FakeHub, tmp_path: Path) -> Non
         pull("http://127.0.0.1:9/model.safetensors", models_dir=tmp_path)
     with pytest.raises(PullError, match="refusing plain http"):
         pull("http://example.com/model.safetensors", models_dir=tmp_path, allow_http_loopback=True)
-    with pytest.raises(PullError, match=r"not a \.safetensors file"):
+    with pytest.raises(PullError, match=r"not a \.safetensors or \.gguf file; pickled"):
         pull("https://example.com/model.ckpt", models_dir=tmp_path)
     assert not any(tmp_path.iterdir())
 
@@ -352,3 +352,58 @@ def _tiny_safetensors(size: int = 64) -> bytes:
     header = json.dumps({"w": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}).encode()
     header += b" " * (-len(header) % 8)
     return len(header).to_bytes(8, "little") + header + bytes(range(256)) * (size // 256) + bytes(size % 256)
+
+
+# --- GGUF denoisers ---
+
+
+@pytest.fixture(scope="module")
+def gguf_file(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The fake hub's tiny-sd UNet (same seed, same weights) as a Q8_0 GGUF file."""
+    from tests.support.tiny_diffusers import build_tiny_sd
+    from tests.support.tiny_gguf import build_tiny_gguf
+
+    root = tmp_path_factory.mktemp("gguf")
+    path, _, _ = build_tiny_gguf(build_tiny_sd(root / "sd"), root / "out")
+    return path.read_bytes()
+
+
+async def test_a_gguf_denoiser_lands_with_the_other_components_and_generates(
+    hub: FakeHub, hub_url: str, tmp_path: Path, gguf_file: bytes
+) -> None:
+    from limner.core.models import EngineRequest, Mode
+    from limner.engines.catalog import Catalog, ModelEntry
+    from limner.engines.registry import default_factories
+
+    hub.files["tiny-sd-unet-Q8_0.gguf"] = gguf_file
+    url = f"{hub_url}/files/tiny-sd-unet-Q8_0.gguf"
+    args = [url, "--sha256", _sha(gguf_file), "--config", REPO, "--allow-http-loopback"]
+    result = _run(*args, "--models-dir", str(tmp_path / "models"))
+    assert result.exit_code == 0, result.output
+    assert "config/ holds the other components' weights" in result.output
+
+    entry = tomllib.loads((tmp_path / "limner.toml").read_text())["models"][1]
+    assert entry["id"] == "tiny-sd-unet-q8_0" and Path(entry["path"]).read_bytes() == gguf_file
+    config = _files(Path(entry["config_dir"]))
+    assert {"vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"} <= config
+    assert "unet/config.json" in config and not any(p.startswith("unet/") and "safetensors" in p for p in config)
+
+    model = ModelEntry(**entry, device="cpu")
+    engine = Catalog([model], default_factories()).engine(model)
+    try:
+        [image] = await engine.generate(EngineRequest(Mode.GENERATE, "a boat", width=64, height=64, seeds=[1], steps=1))
+    finally:
+        await engine.aclose()
+    assert image.image.size == (64, 64)
+
+
+def test_a_damaged_gguf_file_is_refused_and_deleted(
+    hub: FakeHub, hub_url: str, tmp_path: Path, gguf_file: bytes
+) -> None:
+    hub.files["cut.gguf"] = gguf_file[: len(gguf_file) // 2]
+    with pytest.raises(PullError, match=r"cut\.gguf: truncated or damaged GGUF file .*; the download was deleted"):
+        pull(f"{hub_url}/files/cut.gguf", models_dir=tmp_path, allow_http_loopback=True)
+    hub.files["page.gguf"] = b"<html>please log in</html>"
+    with pytest.raises(PullError, match=r"page\.gguf: not a GGUF file"):
+        pull(f"{hub_url}/files/page.gguf", models_dir=tmp_path, allow_http_loopback=True)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -54,3 +59,71 @@ def span_id(span: ReadableSpan) -> int:
 def trace_id(span: ReadableSpan) -> int:
     assert span.context is not None
     return span.context.trace_id
+
+
+@contextmanager
+def otlp_receiver() -> Iterator[tuple[str, list[bytes]]]:
+    """An OTLP/HTTP endpoint on 127.0.0.1 that keeps the body of every POST /v1/traces."""
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path == "/v1/traces" and self.headers["Content-Type"] == "application/x-protobuf":
+                bodies.append(body)
+                self.send_response(200)
+            else:
+                self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", bodies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A span as another process exported it over OTLP (ids as integers, like the SDK's)."""
+
+    service: str
+    name: str
+    trace_id: int
+    span_id: int
+    parent_span_id: int
+    attributes: dict[str, Any]
+
+
+def exported(bodies: Sequence[bytes]) -> list[Exported]:
+    """Every span in the OTLP/HTTP request bodies an ``otlp_receiver`` kept."""
+    found: list[Exported] = []
+    for body in bodies:
+        for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans:
+            resource = {item.key: item.value.string_value for item in resource_spans.resource.attributes}
+            for scope in resource_spans.scope_spans:
+                for one in scope.spans:
+                    attributes = {item.key: _value(item.value) for item in one.attributes}
+                    found.append(
+                        Exported(
+                            service=resource.get("service.name", ""),
+                            name=one.name,
+                            trace_id=int.from_bytes(one.trace_id, "big"),
+                            span_id=int.from_bytes(one.span_id, "big"),
+                            parent_span_id=int.from_bytes(one.parent_span_id, "big") if one.parent_span_id else 0,
+                            attributes=attributes,
+                        )
+                    )
+    return found
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None

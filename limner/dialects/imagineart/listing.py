@@ -23,10 +23,11 @@ from limner.dialects.imagineart.protocol import (
     EditForm,
     GenerationForm,
 )
+from limner.http.access import Visible, everything
 from limner.http.deps import AppState
 
 
-def models_payload(state: AppState) -> list[dict[str, Any]]:
+def models_payload(state: AppState, visible: Visible = everything) -> list[dict[str, Any]]:
     """The two models, as OpenAI model objects that also carry ImagineArt's name, modality and parameters."""
     items = []
     for model_id, modality, form in (
@@ -37,6 +38,8 @@ def models_payload(state: AppState) -> list[dict[str, Any]]:
             info = state.service.describe(model_id)
         except ModelNotFound:
             continue  # not configured: not listed
+        if not visible(model_id):
+            continue
         items.append(
             {
                 "id": model_id,

@@ -22,9 +22,11 @@ from limner.dialects.imagineart.protocol import (
 from limner.dialects.imagineart.render import ERROR_MAP, render_result
 from limner.dialects.imagineart.request import edit_request, form_fields, generation_request, load_images
 from limner.http import openapi
+from limner.http.access import visible_models
 from limner.http.deps import get_consumer, get_state, public
 from limner.http.dialect import Envelope
 from limner.http.routing import FormBody, dialect_route, read_form, validate
+from limner.http.scheduling import read_scheduling
 from limner.http.translation import Renderer, Translated
 
 
@@ -39,7 +41,8 @@ def generate_from_form(request: Request, form: FormBody) -> Translated:
         names = ", ".join(sorted(form.files))
         raise InvalidRequest(f"Generations take no files (got {names}); use /v1/images/edits.", param=names)
     params = validate(GenerationForm, form_fields(form))
-    return Translated(generation_request(params, get_consumer(request)), Answer(DIALECT, "generation"), RENDERER)
+    image_request = read_scheduling(request, generation_request(params, get_consumer(request)))
+    return Translated(image_request, Answer(DIALECT, "generation"), RENDERER)
 
 
 async def edit_image(request: Request) -> Translated:
@@ -53,7 +56,8 @@ def edit_from_form(request: Request, form: FormBody) -> Translated:
     fields.pop("images", None)  # text parts named images: load_images says what is wrong with them
     params = validate(EditForm, fields)
     images = load_images(form)
-    return Translated(edit_request(params, images, get_consumer(request)), Answer(DIALECT, "edit"), RENDERER)
+    image_request = read_scheduling(request, edit_request(params, images, get_consumer(request)))
+    return Translated(image_request, Answer(DIALECT, "edit"), RENDERER)
 
 
 RENDERER = Renderer(render_result)
@@ -62,7 +66,8 @@ RENDERER = Renderer(render_result)
 
 async def list_models(request: Request) -> Response:
     """The two models and the parameters each accepts."""
-    return JSONResponse({"object": "list", "data": models_payload(get_state(request))})
+    visible = await visible_models(request)
+    return JSONResponse({"object": "list", "data": models_payload(get_state(request), visible)})
 
 
 @public

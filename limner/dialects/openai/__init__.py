@@ -4,7 +4,8 @@ error classes included.
 
 limner extensions, fenced here and in the README: ``seed``, ``negative_prompt``, ``steps``,
 ``guidance_scale``, ``strength`` (edits), ``style_preset``, ``loras`` (``[{"name", "weight"}]``, a JSON
-string in edit forms), ``scheduler``, ``seed`` on each returned image, and ``loras`` on model objects.
+string in edit forms), ``scheduler``, ``exact`` (no denoising cache), ``seed`` on each returned image, and
+``loras`` on model objects.
 
 ``stream: true`` on generations and edits answers OpenAI's server-sent events (``stream``).
 

@@ -52,6 +52,8 @@ class ImageParams(BaseModel):
     style_preset: str | None = None
     loras: LoraList | None = None
     scheduler: str | None = Field(None, max_length=64)
+    exact: bool | None = None
+    """Run without the model's denoising cache: the pixels of the full computation."""
 
 
 class GenerationParams(ImageParams):

@@ -19,6 +19,7 @@ from limner.dialects.openai.protocol import (
     REPORTED_QUALITIES,
     is_gpt_image,
 )
+from limner.http.access import Visible, everything
 from limner.http.deps import AppState
 from limner.http.errors import error_response, lookup
 from limner.http.urls import joined
@@ -119,5 +120,5 @@ def model_object(model_id: str, state: AppState) -> dict[str, Any]:
     return item
 
 
-def models_payload(state: AppState) -> list[dict[str, Any]]:
-    return [model_object(name, state) for name in state.service.model_names()]
+def models_payload(state: AppState, visible: Visible = everything) -> list[dict[str, Any]]:
+    return [model_object(name, state) for name in state.service.model_names() if visible(name)]

@@ -69,6 +69,7 @@ def to_request(params: ImageParams, consumer: str, prompt: str) -> ImageRequest:
         report_usage=bool(params.stream) or is_gpt_image(model),
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,
+        exact=bool(params.exact),
     )
 
 

@@ -27,9 +27,11 @@ from limner.dialects.openai.render import ERROR_MAP, model_object, models_payloa
 from limner.dialects.openai.request import response_format_for, safety_identifier, to_request
 from limner.dialects.openai.stream import stream_answer, stream_events
 from limner.http import openapi
+from limner.http.access import check_visible, visible_models
 from limner.http.deps import get_consumer, get_state
 from limner.http.dialect import Envelope
 from limner.http.routing import FormBody, dialect_route, read_form, read_json, validate
+from limner.http.scheduling import read_scheduling
 from limner.http.translation import Renderer, Translated
 from limner.http.urls import public_base
 
@@ -37,7 +39,7 @@ from limner.http.urls import public_base
 async def create_image(request: Request) -> Translated:
     """Create images from a prompt (``stream: true``: server-sent events, see ``stream``)."""
     params = await read_json(request, GenerationParams)
-    image_request = to_request(params, get_consumer(request), params.prompt)
+    image_request = read_scheduling(request, to_request(params, get_consumer(request), params.prompt))
     image_request.rendering_style = params.style
     return translated(request, params, image_request, "generation")
 
@@ -64,7 +66,7 @@ def edit_from_form(request: Request, form: FormBody) -> Translated:
     if len(images) > MAX_INPUT_IMAGES:
         raise InvalidRequest(f"At most {MAX_INPUT_IMAGES} images can be edited at once.", param="image")
     masks = uploads(form, "mask", label="mask")
-    image_request = to_request(params, get_consumer(request), params.prompt)
+    image_request = read_scheduling(request, to_request(params, get_consumer(request), params.prompt))
     image_request.images = images
     image_request.mask = masks[0] if masks else None
     image_request.strength = params.strength
@@ -78,7 +80,7 @@ async def create_variation(request: Request) -> Translated:
     images = uploads(form, "image")
     if len(images) != 1:
         raise InvalidRequest("Variations take exactly one 'image' file.", param="image")
-    image_request = to_request(params, get_consumer(request), "")
+    image_request = read_scheduling(request, to_request(params, get_consumer(request), ""))
     image_request.images = images
     image_request.variation = True
     return translated(request, params, image_request, "variation")
@@ -105,12 +107,13 @@ RENDERER = Renderer(render_result, stream_answer, stream_events)
 async def list_models(request: Request) -> Response:
     """Every model id and alias in the catalog."""
     state = get_state(request)
-    return JSONResponse({"object": "list", "data": models_payload(state)})
+    return JSONResponse({"object": "list", "data": models_payload(state, await visible_models(request))})
 
 
 async def retrieve_model(request: Request, model_id: str) -> Response:
     """One model by id or alias."""
     state = get_state(request)
+    await check_visible(request, model_id)
     return JSONResponse(model_object(model_id, state))
 
 

@@ -6,7 +6,11 @@ small plain PNG that needs none of it keeps its bytes, with the metadata spliced
 
 Then each image gets its Content Credentials (``limner.media.provenance``): a signed manifest saying it was
 made by the model, from which inputs. A provider's image that arrived with credentials of its own and needs
-no change goes out byte for byte; changed, it is the parent ingredient of limner's manifest."""
+no change goes out byte for byte; changed, it is the parent ingredient of limner's manifest.
+
+With an invisible watermark configured (``limner.media.watermark``), every final image gets it after styling
+and before encoding (its time counts as ``upscale``), so the manifest signs the marked pixels; JPEGs then keep
+full-resolution colour, where the mark lives."""
 
 from __future__ import annotations
 
@@ -25,7 +29,9 @@ from limner.core.models import GeneratedImage
 from limner.core.sizes import SizePlan, fit_to_size
 from limner.engines.upstream.payloads import INLINE_BYTES
 from limner.media.encode import MIME_BY_FORMAT, encode_image, keeps_alpha, reuse_png, source_of
+from limner.media.ingredients import bare_ingredient, checked_ingredient
 from limner.media.provenance import ContentCredentials, Ingredient, Made, ProvenanceError, signed_format
+from limner.media.watermark import InvisibleWatermark
 from limner.service.stages.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -48,11 +54,14 @@ class FinishStage:
         embed_metadata: bool = True,
         credentials: ContentCredentials | None = None,
         include_prompt: bool = False,
+        watermark: InvisibleWatermark | None = None,
     ) -> None:
         self.embed_metadata = embed_metadata
         self.credentials = credentials
         """Signs every image (``limner.media.provenance``); None: Content Credentials are off."""
         self.include_prompt = include_prompt
+        self.watermark = watermark
+        """Hides its payload in every final image's pixels; None: no invisible watermark."""
 
     async def run(
         self,
@@ -65,9 +74,17 @@ class FinishStage:
         """Every image finished, encoded and signed; ``stages`` gets the wall time, shared between ``upscale``,
         ``encode`` and ``sign`` in proportion to the time the images spent in each."""
         started = time.perf_counter()
+        checking = 0.0
+        if self.credentials is not None and ingredients:
+            ingredients = await asyncio.to_thread(_checked, ingredients)
+            checking = time.perf_counter() - started
         finish_one = functools.partial(self._finish_one, plan=plan, sizes=sizes, ingredients=ingredients)
         try:
-            if self.credentials is None and all(self._as_sent(item, plan, sizes) for item in items):
+            if (
+                self.credentials is None
+                and self.watermark is None
+                and all(self._as_sent(item, plan, sizes) for item in items)
+            ):
                 # Splicing text chunks into a small PNG costs less than the hop to a thread and back.
                 done = [finish_one(item) for item in items]
             else:
@@ -75,11 +92,12 @@ class FinishStage:
         except OSError as exc:  # a provider's PNG is decompressed only here, if at all (``open_plain_png``)
             model = plan.entry.id
             raise ModelError(f"Model '{model}' returned an image that could not be decoded.") from exc
-        wall = time.perf_counter() - started
+        wall = time.perf_counter() - started - checking
         parts = [sum(one[1] for one in done), sum(one[2] for one in done), sum(one[3] for one in done)]
         total = sum(parts)
         for stage, part in zip(("upscale", "encode", "sign"), parts, strict=True):
             stages[stage] = wall * part / total if total > 0 else 0.0
+        stages["sign"] += checking
         return [one[0] for one in done]
 
     def preview(self, image: Image.Image, plan: Plan, sizes: SizePlan) -> tuple[bytes, str, tuple[int, int]]:
@@ -114,6 +132,10 @@ class FinishStage:
         request = plan.request
         started = time.perf_counter()
         item = finish(generated, plan, sizes)
+        if self.watermark is not None:
+            marked = self.watermark.apply(item.image)
+            if marked is not item.image:  # a provider's own URL no longer shows what limner delivers
+                item = replace(item, image=marked, source_url=None)
         scaled = time.perf_counter()
         sent = source_of(generated.image)  # a provider's bytes, where they were kept
         sent_format = signed_format(sent) if sent is not None and self.credentials is not None else None
@@ -132,18 +154,20 @@ class FinishStage:
                 compression=request.output_compression,
                 metadata=metadata,
                 background=request.background,
+                full_chroma=self.watermark is not None,
             )
         encoded = time.perf_counter()
         if self.credentials is not None:
-            parents = [Ingredient(sent, sent_format, "provider image")] if sent and sent_format else []
+            parents = [checked_ingredient(sent, sent_format, "provider image")] if sent and sent_format else []
             prompt = plan.prompt if self.include_prompt else None
             made = Made(model=plan.entry.id, ingredients=[*parents, *ingredients], prompt=prompt)
             data = self._sign(data, mime, made)
         return Encoded(item, data, mime), scaled - started, encoded - scaled, time.perf_counter() - encoded
 
     def _sign(self, data: bytes, mime: str, made: Made) -> bytes:
-        """Signed; where the library refuses an input as an ingredient (a malformed manifest inside it), signed
-        without ingredients; where it refuses altogether, a 503: an image is never delivered unsigned."""
+        """Signed; where the library still refuses an input's own manifest (``_checked`` let it through), the
+        inputs stay ingredients without their manifests, then, as a last resort, are left out; where it
+        refuses altogether, a 503: an image is never delivered unsigned."""
         assert self.credentials is not None
         try:
             return self.credentials.sign(data, mime, made)
@@ -153,12 +177,22 @@ class FinishStage:
                 raise ServiceUnavailable(
                     "Content Credentials could not be signed; the image was not delivered."
                 ) from None
+            log.warning("signing with the inputs' own credentials failed; signing without them", exc_info=True)
+        bare = [bare_ingredient(one, "its Content Credentials could not be used") for one in made.ingredients]
+        try:
+            return self.credentials.sign(data, mime, replace(made, ingredients=bare))
+        except ProvenanceError:
             log.warning("signing with the inputs as ingredients failed; signing without them", exc_info=True)
         try:
             return self.credentials.sign(data, mime, replace(made, ingredients=()))
         except ProvenanceError:
             log.exception("signing Content Credentials failed")
             raise ServiceUnavailable("Content Credentials could not be signed; the image was not delivered.") from None
+
+
+def _checked(ingredients: Sequence[Ingredient]) -> list[Ingredient]:
+    """Each input as ``limner.media.ingredients`` lets it be one (once a request, in a worker thread)."""
+    return [checked_ingredient(one.data, one.mime_type, one.title) for one in ingredients]
 
 
 def keeps_alpha_as_sent(image: Image.Image, background: str | None) -> bool:

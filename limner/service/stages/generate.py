@@ -17,6 +17,7 @@ from limner.core.sizes import SizePlan
 from limner.engines.catalog import Catalog, ModelEntry
 from limner.engines.residency import Residency
 from limner.engines.slots import ModelSlots
+from limner.service.gate import Admission
 from limner.service.jobs import Job, JobRegistry, Renderer, Reporter
 from limner.service.stages.plan import Plan
 
@@ -85,16 +86,30 @@ class GenerateStage:
             preview_every=every if previews else 0,
             loras=plan.loras,
             scheduler=request.scheduler,
+            exact=request.exact,
         )
 
     async def run(
-        self, entry: ModelEntry, engine_request: EngineRequest, job: Job, stages: dict[str, float]
+        self,
+        entry: ModelEntry,
+        engine_request: EngineRequest,
+        job: Job,
+        stages: dict[str, float],
+        admission: Admission | None = None,
+        arrived: float | None = None,
     ) -> list[GeneratedImage]:
-        """The images, once the model's slot is free; ``stages`` gets ``queue`` and the engine's split."""
+        """The images, once the model's slot is free; ``stages`` gets ``queue`` and the engine's split.
+
+        ``admission`` orders the wait (priority) and bounds it (start deadline, counted from ``arrived``, a
+        time on the event loop's clock)."""
         slots = self.slots(entry)
         self.jobs.expect(job, concurrency=slots.concurrency)
         queued = time.perf_counter()
-        async with slots.acquire(on_position=job.queued):
+        admission = admission or Admission()
+        start_by = None
+        if admission.start_deadline is not None:
+            start_by = (arrived or asyncio.get_running_loop().time()) + admission.start_deadline
+        async with slots.acquire(on_position=job.queued, priority=admission.priority, start_by=start_by):
             job.running()
             async with self.residency.using(entry):
                 calling = time.perf_counter()

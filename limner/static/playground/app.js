@@ -390,10 +390,68 @@ function addResult(data, s, previous = null) {
   actions.append(download,
     button("Use as input", `Use as input (result ${id})`, () => useAsInput(result)),
     button("Reuse seed", `Reuse seed (result ${id})`, () => { $("seed").value = String(s.seed); setStatus(`Seed ${s.seed} set.`); }));
-  card.append(img, facts, actions);
+  const credentials = document.createElement("details");
+  credentials.className = "credentials";
+  credentials.dataset.credentials = "loading";
+  const summary = document.createElement("summary");
+  summary.textContent = "Content Credentials: reading…";
+  credentials.append(summary);
+  card.append(img, facts, credentials, actions);
   if (previous) previous.after(card); else $("gallery").prepend(card);
   $("empty").hidden = true;
+  showCredentials(credentials, data.b64_json, id);
   return card;
+}
+
+const SOURCE_TYPES = {
+  trainedAlgorithmicMedia: "made by an AI model",
+  compositeWithTrainedAlgorithmicMedia: "partly made by an AI model",
+  algorithmicMedia: "made by an algorithm",
+  digitalCapture: "a camera's capture",
+};
+const TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+
+/** What the result's C2PA manifest says (read by the server: the page has no C2PA reader). */
+async function showCredentials(details, b64, id) {
+  const summary = details.querySelector("summary");
+  let report;
+  try {
+    report = await call("POST", "/playground/credentials", { body: { image: b64 } });
+  } catch (error) {
+    summary.textContent = "Content Credentials: could not be read";
+    details.append(Object.assign(document.createElement("p"), { textContent: explain(error) }));
+    details.dataset.credentials = "failed";
+    return;
+  }
+  if (!report.present) {
+    summary.textContent = "Content Credentials: none";
+    details.append(Object.assign(document.createElement("p"), { textContent: "This image carries no C2PA manifest." }));
+    details.dataset.credentials = "absent";
+    return;
+  }
+  const untrusted = report.failures.includes("signingCredential.untrusted");
+  const intact = report.state === "Valid" || report.state === "Trusted";
+  summary.textContent = `Content Credentials: ${intact ? (report.trusted ? "valid, trusted signer" : "valid") : "invalid"}`;
+  const when = report.when && !Number.isNaN(Date.parse(report.when)) ? TIME.format(new Date(report.when)) : report.when;
+  const rows = [
+    ["State", intact
+      ? `signature and image intact${report.trusted ? ", signer trusted" : untrusted ? "; the signer is on no trust list" : ""}`
+      : `broken (${report.failures.join(", ") || report.state})`],
+    ["Signed by", [report.signer, report.signer_name].filter(Boolean).join(": ") || "unknown"],
+    ["When", when || "not recorded"],
+    ["Made with", report.generator || "unknown"],
+    ["Actions", report.actions.join(", ") || "none"],
+    ["Source", report.source_types.map((t) => SOURCE_TYPES[t] ? `${t} (${SOURCE_TYPES[t]})` : t).join(", ") || "not stated"],
+  ];
+  if (report.agents.length) rows.push(["Model", [...new Set(report.agents)].join(", ")]);
+  rows.push(["Ingredients", report.ingredients.join(", ") || "none"]);
+  const list = document.createElement("dl");
+  list.setAttribute("aria-label", `Content Credentials of result ${id}`);
+  for (const [k, v] of rows) {
+    list.append(Object.assign(document.createElement("dt"), { textContent: k }), Object.assign(document.createElement("dd"), { textContent: v }));
+  }
+  details.append(list);
+  details.dataset.credentials = intact ? "valid" : "invalid";
 }
 
 function button(text, label, onClick) {
