@@ -29,7 +29,7 @@ from limner.http.delivery import SettleAfterResponse
 from limner.http.deps import AppState
 from limner.http.disconnect import CancelOnDisconnectMiddleware
 from limner.http.docs import install_docs
-from limner.http.job_runner import JobRunner
+from limner.http.job_answers import DialectAnswers
 from limner.http.key_waits import KeyWaits
 from limner.http.linger import DrainUnreadBody
 from limner.http.media import router as media_router
@@ -46,6 +46,8 @@ from limner.media.store import LocalMediaStore, MediaStore
 from limner.media.watermark import InvisibleWatermark
 from limner.service.accounting import AccountsGate
 from limner.service.image_service import ImageService, ServiceOptions
+from limner.service.job_runner import JobRunner
+from limner.service.job_service import JobLimits, JobService
 from limner.service.media_access import MediaAccess
 from limner.service.metrics import Metrics
 from limner.service.stages.cache import ResultCache
@@ -162,6 +164,15 @@ def build_state(settings: Settings, factories: dict[str, EngineFactory] | None =
         accounts=accounts,
         metrics=metrics,
         key_waits=KeyWaits(settings.idempotency_waiters_per_key, settings.idempotency_waiters_per_consumer),
+        job_service=JobService(accounts, job_limits(settings)),
+    )
+
+
+def job_limits(settings: Settings) -> JobLimits:
+    return JobLimits(
+        ttl_seconds=settings.idempotency_ttl_hours * 3600,
+        max_pending=settings.job_queue_per_consumer,
+        max_attempts=settings.job_max_attempts,
     )
 
 
@@ -206,7 +217,7 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
         await state.accounts.recover()
         sweeper = asyncio.create_task(state.accounts.sweep_forever(), name="limner-reservation-sweeper")
         unloader = asyncio.create_task(state.service.residency.sweep_forever(), name="limner-model-unloader")
-        state.runner = runner = JobRunner(app, state)
+        state.runner = runner = job_runner(state)
         jobs_task = asyncio.create_task(runner.run_forever(), name="limner-job-runner")
         sender = webhook_sender(state)
         pinned = await state.accounts.db.call(sender.secrets.pin_all, state.accounts.db)
@@ -264,6 +275,18 @@ def create_app(settings: Settings | None = None, *, factories: dict[str, EngineF
     _mount_dialects(app, settings)
     install_openapi(app)
     return app
+
+
+def job_runner(state: AppState) -> JobRunner:
+    """This replica's async job runner, answering each job through its dialect's renderer (registered here,
+    so the service never imports a dialect): a job's answer is the one it would have had at once."""
+    from limner.dialects import registry
+
+    settings = state.settings
+    answers = DialectAnswers(registry.renderers())
+    return JobRunner(
+        state.job_service, state.service, answers, workers=settings.job_workers, poll_seconds=settings.job_poll_seconds
+    )
 
 
 def _mount_dialects(app: FastAPI, settings: Settings) -> None:

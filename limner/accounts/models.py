@@ -221,8 +221,8 @@ class JobRecord(Base):
 
     ``status``: queued -> running -> done | failed | cancelled. A running row belongs to ``instance_id``; when
     that instance dies, the job is queued again (``attempts`` counts the runs) or failed with a refund.
-    The request is kept (``body``, ``request_headers`` without credentials) until the job ends; the response
-    (``response_*``) until the row expires."""
+    An async job's request is kept (``body``: its ``ImageRequest``, ``answer``: how its dialect answers it, see
+    ``limner.service.job_requests``) until the job ends; the response (``response_*``) until the row expires."""
 
     __tablename__ = "jobs"
     __table_args__ = (
@@ -241,9 +241,8 @@ class JobRecord(Base):
     method: Mapped[str] = mapped_column(String(8))
     path: Mapped[str] = mapped_column(String(1024))
     query: Mapped[str] = mapped_column(String(2048), default="")
-    request_headers: Mapped[str] = mapped_column(Text, default="[]")
-    """JSON list of [name, value]: what the request is replayed with (never Authorization or cookies)."""
     body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    answer: Mapped[str | None] = mapped_column(Text, default=None)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     model: Mapped[str | None] = mapped_column(String(200), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

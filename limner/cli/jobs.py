@@ -15,7 +15,7 @@ from limner.accounts import consumers
 from limner.accounts.db import Database
 from limner.cli.database import run
 from limner.service import job_cancel
-from limner.service.job_store import JobView
+from limner.service.job_shapes import JobView
 from limner.service.webhooks import queue_webhook
 
 jobs_app = typer.Typer(help="Async jobs: cancel a consumer's, or some by id.", no_args_is_help=True)

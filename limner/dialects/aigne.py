@@ -8,19 +8,21 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from limner.core.models import ImageRequest, SizeSpec
+from limner.core.answer import Answer
+from limner.core.models import ImageRequest, ImageResult, SizeSpec
 from limner.core.sizes import parse_size
 from limner.dialects import openai
 from limner.dialects.controls import ControlList, ReferenceList, control_choices, reference_choices
 from limner.dialects.images import encoded, references
 from limner.dialects.loras import LoraList, lora_choices
-from limner.dialects.openai import render_error, render_result
+from limner.dialects.openai import render_error
 from limner.http import openapi
-from limner.http.context import current_request_id
 from limner.http.deps import get_consumer, get_state
 from limner.http.dialect import Envelope, VendorDialect
 from limner.http.routing import dialect_route, read_json
 from limner.http.scheduling import read_scheduling
+from limner.http.translation import Renderer, Translated
+from limner.http.urls import public_base
 
 DIALECT = "aigne"
 
@@ -46,9 +48,8 @@ class AigneParams(BaseModel):
     exact: bool = False
 
 
-async def create_image(request: Request) -> Response:
+async def create_image(request: Request) -> Translated:
     """Create an image from a prompt, or edit the given image(s)."""
-    state = get_state(request)
     params = await read_json(request, AigneParams)
     images = encoded(references(params.image, empty_ok=True), param="image")
     size = parse_size(params.size)
@@ -72,10 +73,24 @@ async def create_image(request: Request) -> Response:
         exact=params.exact,
         consumer=get_consumer(request),
     )
-    result = await state.service.run(read_scheduling(request, image_request), current_request_id())
-    if not openai.is_gpt_image(params.model):
+    answer = Answer(
+        DIALECT,
+        "generation",
+        response_format=params.response_format,
+        model=params.model,
+        base_url=public_base(request, get_state(request).settings),
+    )
+    return Translated(read_scheduling(request, image_request), answer, RENDERER)
+
+
+def render_result(result: ImageResult, answer: Answer) -> Response:
+    """OpenAI's ``ImagesResponse`` for the model the client named."""
+    if not openai.is_gpt_image(answer.model or ""):
         result.quality = None  # its default "standard" is no answer field of DALL-E's
-    return render_result(result, params.response_format, request, state, model=params.model)
+    return openai.render_result(result, answer)
+
+
+RENDERER = Renderer(render_result)
 
 
 def build_router(envelope: Envelope) -> APIRouter:
@@ -90,5 +105,7 @@ def build_router(envelope: Envelope) -> APIRouter:
     return router
 
 
-AIGNE = VendorDialect(DIALECT, openai.ERROR_MAP, render_error, lambda dialect, _mount: build_router(dialect))
+AIGNE = VendorDialect(
+    DIALECT, openai.ERROR_MAP, render_error, lambda dialect, _mount: build_router(dialect), renderer=RENDERER
+)
 """AIGNE Hub: OpenAI's error envelope and table, tokens over any transport."""

@@ -43,6 +43,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.json_schema import SkipJsonSchema
 
+from limner.core.answer import Answer
 from limner.core.errors import InvalidRequest, LimnerError, NotFound
 from limner.core.models import ImageRequest, ImageResult, MediaRef, SizeSpec
 from limner.core.sizes import parse_size
@@ -51,14 +52,16 @@ from limner.dialects.images import encoded, references
 from limner.dialects.loras import LoraList, lora_choices
 from limner.http import openapi
 from limner.http.context import current_request_id
-from limner.http.deps import AppState, get_consumer, get_state
+from limner.http.deps import get_consumer, get_state
 from limner.http.dialect import Envelope, VendorDialect
 from limner.http.errors import error_response, lookup
 from limner.http.jobs import job_status
 from limner.http.routing import dialect_route, read_json
 from limner.http.scheduling import read_scheduling
 from limner.http.streaming import event_stream, job_events, sse, start_job
-from limner.http.urls import absolute
+from limner.http.translation import Renderer, Translated
+from limner.http.urls import absolute, joined, public_base
+from limner.service.image_service import ImageService
 from limner.service.jobs import JobEvent
 
 DIALECT = "aiml"
@@ -224,47 +227,63 @@ def source_for(ref: str) -> str | MediaRef:
     return ref
 
 
-def render_result(result: ImageResult, response_format: ResponseFormat, request: Request, state: AppState) -> Response:
-    return JSONResponse(result_body(result, response_format, request, state))
+def render_result(result: ImageResult, answer: Answer) -> Response:
+    return JSONResponse(result_body(result, answer))
 
 
-def result_body(
-    result: ImageResult, response_format: ResponseFormat, request: Request, state: AppState
-) -> dict[str, Any]:
+def result_body(result: ImageResult, answer: Answer) -> dict[str, Any]:
     """``{"data": {"image": {...}}}``: the response body, and the data of a stream's ``completed`` event."""
     image = result.images[0]
-    if response_format == "b64_json":
+    if answer.response_format == "b64_json":
         item: dict[str, Any] = {"b64_json": base64.b64encode(image.data).decode()}
     elif result.storage_error:
         raise LimnerError(f"The image was generated but could not be stored ({result.storage_error}).")
-    elif response_format == "presigned_url":
-        item = {"url": absolute(request, state.settings, image.url)}
+    elif answer.response_format == "presigned_url":
+        item = {"url": joined(answer.base_url, image.url)}
     else:
-        item = {"url": media_path(get_consumer(request), image.key)}
+        item = {"url": media_path(answer.consumer, image.key)}
     return {"data": {"image": item}}
 
 
-async def generate_image(request: Request) -> Response:
+async def generate_image(request: Request) -> Translated:
     """Generate an image from text, edit one image, or compose several into a new one."""
-    state = get_state(request)
     params = await read_json(request, GenerationParams)
-    image_request = read_scheduling(request, to_image_request(params, get_consumer(request)))
+    consumer = get_consumer(request)
+    image_request = read_scheduling(request, to_image_request(params, consumer))
     image_request.images = encoded([source_for(ref) for ref in references(params.image)], param="image")
-    if params.stream:
-        running = await start_job(state.service, image_request, current_request_id())
-        request_id = current_request_id()
-        return event_stream(
-            job_events(
-                running,
-                on_event=ProgressEvents(),
-                on_result=lambda result: [
-                    sse("completed", result_body(result, params.response_format, request, state))
-                ],
-                on_error=lambda error: sse("error", error_body(error, request_id)),
-            )
+    base_url = public_base(request, get_state(request).settings)
+    answer = Answer(
+        DIALECT,
+        "generation",
+        stream=params.stream,
+        response_format=params.response_format,
+        base_url=base_url,
+        consumer=consumer,
+    )
+    return Translated(image_request, answer, RENDERER)
+
+
+async def stream_answer(service: ImageService, image_request: ImageRequest, answer: Answer) -> Response:
+    """Progress events while it waits and runs, then the answer's body as ``completed`` (see the module doc)."""
+    running = await start_job(service, image_request, current_request_id())
+    request_id = current_request_id()
+    return event_stream(
+        job_events(
+            running,
+            on_event=ProgressEvents(),
+            on_result=lambda result: [sse("completed", result_body(result, answer))],
+            on_error=lambda error: sse("error", error_body(error, request_id)),
         )
-    result = await state.service.run(image_request, current_request_id())
-    return render_result(result, params.response_format, request, state)
+    )
+
+
+def stream_events(image_request: ImageRequest, result: ImageResult, answer: Answer) -> bytes:
+    """A finished result as the stream's ``completed`` event (an async job that asked for a stream)."""
+    return sse("completed", result_body(result, answer))
+
+
+RENDERER = Renderer(render_result, stream_answer, stream_events)
+"""AI.ML's answers: one image as JSON, or progress events then the same body."""
 
 
 class ProgressEvents:
@@ -321,5 +340,5 @@ def build_router(envelope: Envelope) -> APIRouter:
     return router
 
 
-AIML = VendorDialect(DIALECT, ERROR_MAP, render_error, lambda dialect, _mount: build_router(dialect))
+AIML = VendorDialect(DIALECT, ERROR_MAP, render_error, lambda dialect, _mount: build_router(dialect), renderer=RENDERER)
 """AI.ML: its error envelope, tokens over any transport."""

@@ -22,19 +22,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from pydantic.json_schema import SkipJsonSchema
 
+from limner.core.answer import Answer
 from limner.core.errors import InsufficientCredits, InvalidImage, InvalidRequest, LimnerError, retry_after_seconds
 from limner.core.models import ImageRequest, ImageResult, SizeSpec
 from limner.dialects.controls import ControlList, ReferenceList, control_choices, reference_choices
 from limner.dialects.images import encoded
 from limner.dialects.loras import LoraList, lora_choices
 from limner.http import openapi
-from limner.http.context import current_request_id
-from limner.http.deps import AppState, get_consumer, get_state
+from limner.http.deps import get_consumer, get_state
 from limner.http.dialect import Envelope, VendorDialect
 from limner.http.errors import error_response, lookup
 from limner.http.routing import dialect_route, read_json, validate
 from limner.http.scheduling import read_scheduling
-from limner.http.urls import absolute
+from limner.http.translation import Renderer, Translated
+from limner.http.urls import joined, public_base
 
 DIALECT = "milady"
 DEFAULT_MODEL = "google/gemini-2.5-flash-image"
@@ -183,11 +184,11 @@ def to_image_request(params: GenerateImageParams, consumer: str) -> ImageRequest
     )
 
 
-def render_result(result: ImageResult, request: Request, state: AppState) -> Response:
+def render_result(result: ImageResult, answer: Answer) -> Response:
     images: list[dict[str, Any]] = []
     for image in result.images:
         item: dict[str, Any] = {
-            "url": None if result.storage_error else absolute(request, state.settings, image.url),
+            "url": None if result.storage_error else joined(answer.base_url, image.url),
             "text": image.text or "",
             "mimeType": image.mime_type,
             "fileSize": image.file_size,
@@ -198,15 +199,18 @@ def render_result(result: ImageResult, request: Request, state: AppState) -> Res
     return JSONResponse({"images": images, "numImages": len(images)})
 
 
-async def generate_image(request: Request) -> Response:
+async def generate_image(request: Request) -> Translated:
     """Generate 1-4 images from a prompt, optionally transforming a source image."""
-    state = get_state(request)
     params = parse((await read_json(request, _AnyObject)).model_dump())
     image_request = read_scheduling(request, to_image_request(params, get_consumer(request)))
     if params.sourceImage is not None:
         image_request.images = encoded([params.sourceImage], label="sourceImage", param="sourceImage")
-    result = await state.service.run(image_request, current_request_id())
-    return render_result(result, request, state)
+    answer = Answer(DIALECT, "generation", base_url=public_base(request, get_state(request).settings))
+    return Translated(image_request, answer, RENDERER)
+
+
+RENDERER = Renderer(render_result)
+"""Milady's answer: the images, each with its permanent absolute URL."""
 
 
 def build_router(envelope: Envelope) -> APIRouter:
@@ -224,5 +228,7 @@ def build_router(envelope: Envelope) -> APIRouter:
     return router
 
 
-MILADY = VendorDialect(DIALECT, ERROR_STATUS, render_error, lambda dialect, _mount: build_router(dialect))
+MILADY = VendorDialect(
+    DIALECT, ERROR_STATUS, render_error, lambda dialect, _mount: build_router(dialect), renderer=RENDERER
+)
 """Milady: its error envelope (a status per code), tokens over any transport."""

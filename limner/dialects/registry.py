@@ -31,7 +31,8 @@ from limner.dialects.aiml import AIML
 from limner.dialects.imagineart import IMAGINEART
 from limner.dialects.milady import MILADY
 from limner.dialects.openai import OPENAI
-from limner.http.dialect import Dialect, Mount
+from limner.http.dialect import Dialect, ErrorRenderer, Mount
+from limner.http.translation import Renderer
 
 DIALECTS: tuple[Dialect, ...] = (OPENAI, IMAGINEART, AIGNE, AIML, MILADY)
 SHARING = (OPENAI.name, IMAGINEART.name)
@@ -42,6 +43,13 @@ def shares_paths(mounts: Mapping[str, str]) -> bool:
     """Whether OpenAI and ImagineArt are both mounted, at one prefix."""
     first, second = SHARING
     return first in mounts and second in mounts and mounts[first] == mounts[second]
+
+
+def renderers() -> dict[str, tuple[Renderer, ErrorRenderer]]:
+    """Each dialect's renderer and error envelope by its name: how the job runner answers its jobs."""
+    return {
+        dialect.name: (dialect.renderer, dialect.render_error) for dialect in DIALECTS if dialect.renderer is not None
+    }
 
 
 def routers(mounts: Mapping[str, str]) -> list[tuple[APIRouter, str]]:

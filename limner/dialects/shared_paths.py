@@ -1,6 +1,7 @@
 """The paths OpenAI and ImagineArt share when both are mounted at one prefix (the default: the root).
 
-One route per shared path picks the dialect per request, then that dialect parses, runs and renders:
+One route per shared path picks the dialect per request, then that dialect translates the request (the
+route runs it, and the picked dialect's renderer answers):
 
     POST /v1/images/generations  application/json -> OpenAI; multipart/form-data or urlencoded -> ImagineArt
     POST /v1/images/edits        decided on the parsed form: an ``images`` part -> ImagineArt; ``image`` or
@@ -40,12 +41,12 @@ from limner.core.models import Capabilities, Mode
 from limner.dialects import imagineart, openai
 from limner.http import openapi
 from limner.http.access import visible_models
-from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_state
 from limner.http.dialect import Envelope, Errors, TokenPolicy
 from limner.http.errors import error_response, lookup
 from limner.http.guards import FORM_TYPES
-from limner.http.routing import FormBody, dialect_route, read_form, rendered
+from limner.http.routing import FormBody, dialect_route, read_form, refuse_exposed, rendered
+from limner.http.translation import Translated
 
 IMAGINEART_EDIT_FIELDS = frozenset({"aspect_ratio", "resolution"})
 DIALECT_HEADER = "limner-dialect"
@@ -163,19 +164,18 @@ class SharedModelsRoute(SharedRoute):
     envelope_for = staticmethod(models_envelope)
 
 
-async def create_image(request: Request) -> Response:
+async def create_image(request: Request) -> Translated:
     """OpenAI (JSON) or ImagineArt (multipart) image generation, by content type."""
     media_type = _media_type(request)
     if media_type in FORM_TYPES:
-        return await rendered(picked(request, imagineart.IMAGINEART), imagineart.generate_image(request))
+        await refuse_exposed(picked(request, imagineart.IMAGINEART))
+        return await imagineart.generate_image(request)
     if "json" in media_type:
-        return await rendered(picked(request, openai.OPENAI), openai.create_image(request))
-    return envelope_for(request).render_error(
-        InvalidRequest(
-            f"Unsupported content type '{media_type or 'none'}': send application/json (OpenAI) "
-            "or multipart/form-data (ImagineArt)."
-        ),
-        current_request_id(),
+        await refuse_exposed(picked(request, openai.OPENAI))
+        return await openai.create_image(request)
+    raise InvalidRequest(
+        f"Unsupported content type '{media_type or 'none'}': send application/json (OpenAI) "
+        "or multipart/form-data (ImagineArt)."
     )
 
 
@@ -188,17 +188,14 @@ def is_imagineart_edit(form: FormBody) -> bool:
     return bool(names & IMAGINEART_EDIT_FIELDS)
 
 
-async def edit_image(request: Request) -> Response:
+async def edit_image(request: Request) -> Translated:
     """OpenAI or ImagineArt image edits, by the parts of the form."""
-    state = get_state(request)
-    try:
-        form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
-    except LimnerError as error:
-        return envelope_for(request).render_error(error, current_request_id())
+    form = await read_form(request, max_file_bytes=get_state(request).settings.max_upload_bytes)
     if is_imagineart_edit(form):
-        dialect = picked(request, imagineart.IMAGINEART)
-        return await rendered(dialect, imagineart.edit_from_form(request, state, form))
-    return await rendered(picked(request, openai.OPENAI), openai.edit_from_form(request, state, form))
+        await refuse_exposed(picked(request, imagineart.IMAGINEART))
+        return imagineart.edit_from_form(request, form)
+    await refuse_exposed(picked(request, openai.OPENAI))
+    return openai.edit_from_form(request, form)
 
 
 async def list_models(request: Request) -> Response:

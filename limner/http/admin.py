@@ -31,10 +31,9 @@ from limner.accounts.models import MAX_MICROS, MICROS, LedgerEntry, UsageRecord,
 from limner.accounts.tokens import IssuedToken, TokenInfo
 from limner.core.errors import Forbidden, InvalidRequest, InvalidToken, LimnerError, MissingBearerToken, NotFound
 from limner.http import jsonbody
-from limner.service import job_cancel, job_store
 from limner.service.accounting import CLIENT_CLOSED
-from limner.service.job_store import JobView
-from limner.service.webhooks import queue_webhook
+from limner.service.job_service import JobService
+from limner.service.job_shapes import JobView
 
 
 class AdminError(BaseModel):
@@ -129,6 +128,15 @@ async def require_admin(
 
 router = APIRouter(prefix="/admin", tags=["Admin"], route_class=AdminRoute, responses=ADMIN_ERRORS)
 AdminDb = Depends(require_admin)
+
+
+async def require_admin_jobs(request: Request, _db: Database = AdminDb) -> JobService:
+    """The job service, for a caller holding the admin token."""
+    job_service: JobService = request.app.state.limner.job_service
+    return job_service
+
+
+AdminJobs = Depends(require_admin_jobs)
 
 
 def _time(value: datetime | None) -> str | None:
@@ -385,10 +393,10 @@ async def create_token(body: TokenBody, db: Database = AdminDb) -> JSONResponse:
 
 
 @router.post("/tokens/{ident}/revoke", responses=NO_SUCH)
-async def revoke_token(request: Request, ident: str, db: Database = AdminDb) -> JSONResponse:
+async def revoke_token(request: Request, ident: str, jobs: JobService = AdminJobs) -> JSONResponse:
     """Revoke a token by id or prefix, effective on the next request on every replica; the async jobs it
     submitted that have not finished are cancelled (``jobs``: as ``POST /admin/consumers/{name}/jobs/cancel``)."""
-    info, views = await db.call(job_cancel.revoke_token, db, ident, on_finished=queue_webhook)
+    info, views = await jobs.revoke_token(ident)
     return JSONResponse({**token_json(info), "jobs": cancelled_json(request, views)})
 
 
@@ -403,20 +411,22 @@ async def rotate_token(ident: str, body: RotateBody | None = None, db: Database 
 
 
 @router.post("/consumers/{name}/jobs/cancel")
-async def cancel_consumer_jobs(request: Request, name: str, db: Database = AdminDb) -> JSONResponse:
+async def cancel_consumer_jobs(
+    request: Request, name: str, db: Database = AdminDb, jobs: JobService = AdminJobs
+) -> JSONResponse:
     """Cancel every async job of a consumer that has not finished: queued ones now, running ones refunded."""
     await db.call(consumers.get_consumer, db, name)  # an unknown name is a 404, not an empty list
-    views = await db.call(job_cancel.cancel_jobs, db, consumer=name, on_finished=queue_webhook)
+    views = await jobs.cancel_jobs(consumer=name)
     return JSONResponse(cancelled_json(request, views))
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(request: Request, job_id: str, db: Database = AdminDb) -> JSONResponse:
+async def cancel_job(request: Request, job_id: str, jobs: JobService = AdminJobs) -> JSONResponse:
     """Cancel one async job, whoever's it is (one already finished is answered as it is)."""
-    views = await db.call(job_cancel.cancel_jobs, db, job_ids=[job_id], on_finished=queue_webhook)
+    views = await jobs.cancel_jobs(job_ids=[job_id])
     if views:
         return JSONResponse(cancelled_json(request, views))
-    found = await db.call(job_store.find, db, job_id)
+    found = await jobs.find(job_id)
     if found is None or not found.asynchronous:
         raise NotFound(f"No async job with id '{job_id[:80]}'.", param="job_id")
     return JSONResponse({"data": [job_json(found)], "cancelled": 0, "stopping": 0})

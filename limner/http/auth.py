@@ -28,8 +28,6 @@ from limner.http.dialect import https_only
 from limner.http.transport import note_transport
 
 PUBLIC_ATTR = "__limner_public__"
-RUNNER_PRINCIPAL = "limner.job_principal"
-"""ASGI scope key the job runner sets to the principal an async job was accepted for (no client can set it)."""
 bearer = HTTPBearer(auto_error=False, description="A limner API token: `limner tokens create --consumer NAME`")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,11 +47,6 @@ async def authenticate(
     (``_credentials`` only documents the scheme in OpenAPI; the header is parsed by ``Accounts``,
     which tells a missing header from a malformed one.)"""
     state = request.app.state.limner
-    replayed: Principal | None = request.scope.get(RUNNER_PRINCIPAL)
-    if replayed is not None:  # an async job this server accepted earlier, now run by its job runner
-        request.state.principal = replayed
-        principal_var.set(replayed)
-        return replayed
     try:
         principal: Principal = await state.accounts.authenticate(
             request.headers.get("authorization"), open_allowed=state.settings.is_loopback_bind
@@ -63,7 +56,7 @@ async def authenticate(
         raise
     request.state.principal = principal
     principal_var.set(principal)
-    exposed = note_transport(request, state.settings, state.accounts, principal)
+    exposed = note_transport(request, state.settings, state.job_service, principal)
     envelope_for = getattr(request.scope.get("route"), "envelope_for", None)
     if exposed is not None and envelope_for is not None and https_only(envelope_for(request)):
         refused = await exposed.revoke()

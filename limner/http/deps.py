@@ -21,12 +21,13 @@ from limner.media.inputs import ImageLoader
 from limner.media.signing import UrlSigner
 from limner.media.store import MediaStore
 from limner.service.image_service import ImageService
+from limner.service.job_service import JobService
 from limner.service.jobs import JobRegistry
 from limner.service.metrics import Metrics
 from limner.settings import Settings
 
 if TYPE_CHECKING:
-    from limner.http.job_runner import JobRunner
+    from limner.service.job_runner import JobRunner
 
 
 @dataclass
@@ -43,8 +44,10 @@ class AppState:
     metrics: Metrics
     key_waits: KeyWaits
     """Requests waiting here for the first request with their ``Idempotency-Key`` (``limner.http.durable``)."""
+    job_service: JobService
+    """Durable jobs and idempotency keys (the database behind them): all ``limner.http`` knows of them."""
     runner: JobRunner | None = None
-    """This process's async job runner (``limner.http.job_runner``), set when the app starts."""
+    """This process's async job runner (``limner.service.job_runner``), set when the app starts."""
 
     def wake_jobs(self) -> None:
         """A job was queued: let this process's runner look for it now."""

@@ -9,6 +9,8 @@ A dialect (``limner.dialects.<vendor>``) is one object that says:
 - how it reports auth failures: through the same ``render_error``, before its endpoint runs (the route
   authenticates first), with the status its table gives ``missing_bearer_token``, ``invalid_token`` and
   ``forbidden`` (ImagineArt's reference has no 403: its table says 401 ``invalid_token``);
+- ``renderer``: how it answers the image requests its routes translated (``limner.http.translation``): the
+  route renders with it at once, the job runner when an async job ends (``limner.http.job_answers``);
 - ``tokens``: its token policy. ``"https-only"``: a valid token that reaches it over plain HTTP from beyond
   this machine is revoked and answered 401 (``limner.http.transport``); ``"any"``: no such rule.
 
@@ -26,6 +28,7 @@ from typing import Any, Literal, Protocol
 from fastapi import APIRouter, Response
 
 from limner.core.errors import LimnerError
+from limner.http.translation import Renderer
 
 ErrorRenderer = Callable[[LimnerError, str], Response]
 """``render_error(error, request_id)``: the error as a response in one envelope."""
@@ -60,6 +63,9 @@ class Dialect(Envelope, Protocol):
     @property
     def errors(self) -> Mapping[str, int | tuple[Any, ...]]: ...
 
+    @property
+    def renderer(self) -> Renderer | None: ...
+
     def routes(self, mount: Mount) -> APIRouter: ...
 
 
@@ -73,6 +79,8 @@ class VendorDialect:
     render: ErrorRenderer
     router: Callable[[VendorDialect, Mount], APIRouter]
     tokens: TokenPolicy = "any"
+    renderer: Renderer | None = None
+    """How it answers the image requests it translated (``limner.http.translation``), also for async jobs."""
 
     def render_error(self, error: LimnerError, request_id: str) -> Response:
         return self.render(error, request_id)

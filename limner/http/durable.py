@@ -1,19 +1,19 @@
 """``Idempotency-Key`` and ``Prefer: respond-async`` on every image POST route (see ``docs/jobs.md``).
 
-``durable(endpoint)`` wraps a dialect's endpoint (``routing.dialect_route`` does it for every POST
-route), so dialects stay translation only:
+``durable(translate)`` turns a dialect's translator (``limner.http.translation``) into the route's endpoint
+(``routing.dialect_route`` does it for every POST route), so dialects stay translation only:
 
-- no header: the endpoint runs as before;
-- ``Idempotency-Key``: the key is claimed in the database before the endpoint runs; a retry with the
+- no header: the request is translated, run and rendered (``translation.respond``);
+- ``Idempotency-Key``: the key is claimed in the database before the request runs; a retry with the
   same key and request replays the kept response (``Idempotent-Replayed: true``), one with another
   request is a 422, one that arrives while the first runs waits for it: woken when the first ends
   (``limner.http.key_waits``), counted against its consumer's rate limits, and refused with a 409 past
   as many waiters per key and per consumer as the settings allow. A kept response is charged when it is
   stored (a retry would replay it), so the request's ``Delivery`` is settled right then;
-- ``Prefer: respond-async``: the request is checked as far as it can be without running it
-  (``ImageService`` under ``checking_only``), stored as a queued job, and answered 202 with the job.
-  ``limner.http.job_runner`` replays it later through the whole app, this wrapper included, marked by
-  ``RUNNER_SCOPE_KEY`` in its ASGI scope (which no client can set).
+- ``Prefer: respond-async``: the request is translated and checked as far as it can be without running
+  it (``ImageService.check``), stored as a queued job (its ``ImageRequest`` and its dialect's ``Answer``),
+  and answered 202 with the job. ``limner.service.job_runner`` runs it later through the same service and
+  keeps what the dialect's renderer makes of its result.
 """
 
 from __future__ import annotations
@@ -36,50 +36,27 @@ from starlette.responses import StreamingResponse
 from limner.accounts.tokens import Principal
 from limner.core.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidRequest, LimnerError
 from limner.http import jsonbody
-from limner.http.auth import RUNNER_PRINCIPAL, current_principal
+from limner.http.auth import current_principal
 from limner.http.context import current_request_id
 from limner.http.deps import AppState, get_state
-from limner.http.failures import failures_var
 from limner.http.job_views import JobBody
 from limner.http.key_waits import RETRY_SECONDS, Watch
-from limner.service import job_store, webhooks
+from limner.http.translation import Translated, Translator, respond
+from limner.service import job_requests, webhooks
 from limner.service.accounting import delivery_var
-from limner.service.image_service import Checked, checking_only
 from limner.service.job_object import job_body
-from limner.service.job_store import JobView, StoredRequest, StoredResponse
+from limner.service.job_service import JobService
+from limner.service.job_shapes import JobView, StoredRequest, StoredResponse
+from limner.service.stages.plan import Plan
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 WEBHOOK_HEADER = "limner-webhook-url"
 REPLAYED_HEADER = "Idempotent-Replayed"
-RUNNER_SCOPE_KEY = RUNNER_PRINCIPAL
-"""Set by the job runner to the principal a job was accepted for; the request is then run, not queued."""
-SCHEME_HEADER = ":scheme"
-"""A pseudo header in a stored request: the scheme it came in on (HTTPS-only dialects check it)."""
-
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _NOT_KEPT = frozenset({402, 408, 409, 425, 429, 499})
 """Answers a retry may change (credits topped up, a rate limit passed, the client gone): not replayed."""
-_NOT_STORED = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "x-api-key",
-        "idempotency-key",
-        "prefer",
-        WEBHOOK_HEADER,
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "x-request-id",
-        "origin",
-        "referer",
-        "expect",
-    }
-)
-"""Credentials and per-attempt headers: never written to the database, never replayed."""
 _PER_ATTEMPT = ("content-length", "x-request-id")
 WAIT_POLL_FIRST = 0.25
 WAIT_POLL_MAX = 4.0
@@ -184,12 +161,6 @@ def _key(request: Request) -> str | None:
     return key
 
 
-def stored_request(request: Request, body: bytes) -> StoredRequest:
-    headers = [(name, value) for name, value in request.headers.items() if name.lower() not in _NOT_STORED]
-    headers.append((SCHEME_HEADER, request.url.scheme))
-    return StoredRequest(request.method, request.url.path, request.url.query, headers, body)
-
-
 def kept_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """A response's headers as kept for replays: without its length (recomputed when it is sent again) and
     its request id (each attempt has its own)."""
@@ -227,13 +198,12 @@ def kept(status: int) -> bool:
     return status < 500 and status not in _NOT_KEPT
 
 
-def durable(endpoint: Endpoint) -> Endpoint:
-    """``endpoint`` with idempotency keys and async submission (see the module doc)."""
+def durable(translate: Translator) -> Endpoint:
+    """The endpoint of ``translate``'s route, with idempotency keys and async submission (see the module doc)."""
 
-    @functools.wraps(endpoint)
+    @functools.wraps(translate)
     async def handle(request: Request) -> Response:
-        if request.scope.get(RUNNER_SCOPE_KEY) is not None:
-            return await endpoint(request)  # an accepted job, replayed by the runner: just run it
+        service = get_state(request).service
         key = _key(request)
         asynchronous = wants_async(",".join(request.headers.getlist("prefer")))
         webhook = request.headers.get(WEBHOOK_HEADER)
@@ -243,8 +213,8 @@ def durable(endpoint: Endpoint) -> Endpoint:
                 param="Limner-Webhook-Url",
             )
         if key is None and not asynchronous:
-            return await endpoint(request)
-        return await _Durable(request, endpoint, key, asynchronous, webhook).handle()
+            return await respond(service, await translate(request))
+        return await _Durable(request, translate, key, asynchronous, webhook).handle()
 
     return handle
 
@@ -252,9 +222,12 @@ def durable(endpoint: Endpoint) -> Endpoint:
 class _Durable:
     """One keyed or async request (see the module doc)."""
 
-    def __init__(self, request: Request, endpoint: Endpoint, key: str | None, asynchronous: bool, webhook: str | None):
+    def __init__(
+        self, request: Request, translate: Translator, key: str | None, asynchronous: bool, webhook: str | None
+    ):
         self.request = request
-        self.endpoint = endpoint
+        self.translate = translate
+        self._translated: Translated | None = None
         self.key = key
         self.asynchronous = asynchronous
         self.webhook = webhook
@@ -265,20 +238,19 @@ class _Durable:
         self.principal: Principal = principal
 
     @property
-    def db(self) -> Any:
-        return self.state.accounts.db
+    def jobs(self) -> JobService:
+        return self.state.job_service
 
     async def handle(self) -> Response:
-        body = await self.request.body()  # cached: the endpoint reads it again (also as a form)
-        stored = stored_request(self.request, body)
-        content_type = self.request.headers.get("content-type", "")
-        digest = fingerprint(self.request.method, self.request.url.path, content_type, body, self.request.url.query)
-        webhook = None
+        body = await self.request.body()  # cached: the translator reads it again (also as a form)
+        method, path, query = self.request.method, self.request.url.path, self.request.url.query
+        digest = fingerprint(method, path, self.request.headers.get("content-type", ""), body, query)
+        stored, webhook = job_requests.stored(method, path, query), None
         if self.asynchronous:
-            checked = await self._check()
-            if isinstance(checked, Response):
-                return checked
+            await self._check()  # a refused request is answered at once, never queued
             webhook = await self._webhook_url()
+            translated = await self.translated()
+            stored = job_requests.stored(method, path, query, (translated.request, translated.answer))
         if self.key is None:
             return await self._open(stored, digest, webhook, None)
         with self.state.key_waits.watch(self.principal.consumer, self.key) as watch:
@@ -290,19 +262,14 @@ class _Durable:
         admitted = False
         while True:
             changed = watch.mark() if watch is not None else None  # before the read: no change is missed
-            opened = await self.db.call(
-                job_store.open_job,
-                self.db,
+            opened = await self.jobs.open(
                 consumer=self.principal.consumer,
                 token_id=self.principal.token_id,
                 key=self.key,
                 fingerprint=digest,
                 request=stored,
                 asynchronous=self.asynchronous,
-                ttl_seconds=self.state.settings.idempotency_ttl_hours * 3600,
-                instance_id=self.state.accounts.instance_id,
                 webhook_url=webhook,
-                max_pending=self.state.settings.job_queue_per_consumer,
             )
             job = opened.job
             if opened.outcome == "reused":
@@ -324,41 +291,29 @@ class _Durable:
                 raise LimnerError("Internal error: a request without an Idempotency-Key found another's row.")
             with watch.waiting():  # bounded per key and per consumer (409 past either)
                 if not admitted:
-                    refused = await self._admit_waiter()
-                    if refused is not None:
-                        return refused
+                    await self._admit_waiter()
                     admitted = True
                 finished = await self._wait(job, watch, changed, deadline)
             if finished is not None and finished.response is not None:
                 return replay(finished.response)
             # the first request failed in a way a retry may not: its key is free again; take it
 
-    async def _check(self) -> Response | Checked | None:
-        """Run the endpoint in checking mode: what the checks found (``Checked``), the error response that
-        refused the request, or None when the endpoint answered without checking anything."""
-        token = checking_only.set(True)
-        try:
-            response = await self.endpoint(self.request)
-        except Checked as checked:
-            return checked
-        finally:
-            checking_only.reset(token)
-        if isinstance(response, StreamingResponse):
-            iterator = response.body_iterator
-            close = getattr(iterator, "aclose", None)
-            if close is not None:
-                await close()
-        return response if response.status_code >= 400 else None
+    async def translated(self) -> Translated:
+        """The request, translated by its dialect once (the check and the run share it)."""
+        if self._translated is None:
+            self._translated = await self.translate(self.request)
+        return self._translated
 
-    async def _admit_waiter(self) -> Response | None:
+    async def _check(self) -> Plan:
+        """Translate the request and check it as far as can be done without running it (the error that
+        refuses it is raised, and the route answers it in the dialect's envelope)."""
+        return self.state.service.check((await self.translated()).request)
+
+    async def _admit_waiter(self) -> None:
         """A duplicate about to wait counts against its consumer's rate limits as a request of its model
-        (with no images: it makes none); the error response that refused it, or None."""
-        checked = await self._check()
-        if isinstance(checked, Response):
-            return checked
-        if checked is not None:
-            await self.state.service.gate.admit_waiter(checked.plan.request, checked.plan.entry)
-        return None
+        (with no images: it makes none); the error that refuses it is raised."""
+        plan = await self._check()
+        await self.state.service.gate.admit_waiter(plan.request, plan.entry)
 
     async def _webhook_url(self) -> str | None:
         if self.webhook is None:
@@ -372,12 +327,12 @@ class _Durable:
         replica, the row is read again with a backoff (the database is all the replicas share)."""
         delay = WAIT_POLL_FIRST
         while (remaining := deadline - time.monotonic()) > 0:
-            here = job.instance_id == self.state.accounts.instance_id
+            here = job.instance_id == self.jobs.instance_id
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), remaining if here else min(delay, remaining))
             delay = min(delay * 2, WAIT_POLL_MAX)
             changed = watch.mark()
-            current = await self.db.call(job_store.find, self.db, job.id)
+            current = await self.jobs.find(job.id)
             if current is None or current.finished:
                 return current
             job = current
@@ -388,30 +343,27 @@ class _Durable:
         )
 
     async def _run_kept(self, job: JobView) -> Response:
-        """Run the endpoint once for this key; keep (and charge) its response, or free the key."""
-        failures: list[LimnerError] = []
-        token = failures_var.set(failures)  # errors a dialect renders inside the endpoint (shared paths)
+        """Run the request once for this key; keep (and charge) its answer, or free the key."""
+        failure: LimnerError | None = None
         try:
             try:
-                response = await self.endpoint(self.request)
+                response = await respond(self.state.service, await self.translated())
             except LimnerError as error:
                 render = getattr(self.request.scope.get("route"), "renderer_for", None)
                 if render is None:
                     raise
-                failures.append(error)
+                failure = error
                 response = render(self.request)(error, current_request_id())
         except BaseException:
             await asyncio.shield(self._forget(job))
             raise
-        finally:
-            failures_var.reset(token)
         if isinstance(response, StreamingResponse):
             # the iterator is read before it is replaced: ``_tee`` must not iterate itself
             response.body_iterator = self._tee(response.body_iterator, response, job, current_request_id())
             return response
         # a dialect may answer a retryable error with a status of its own (ImagineArt's 401 or AI.ML's 403
         # for insufficient credits): the error's own status decides whether a retry may do better
-        status = failures[-1].status if failures else response.status_code
+        status = failure.status if failure is not None else response.status_code
         await asyncio.shield(
             self._keep(job, status, response.status_code, list(response.headers.items()), bytes(response.body))
         )
@@ -451,22 +403,10 @@ class _Durable:
         if not kept(canonical):
             await self._forget(job)
             return
-        headers = kept_headers(headers)
         delivery = delivery_var.get()
         try:
-            await self.db.call(
-                job_store.complete,
-                self.db,
-                job.id,
-                instance_id=job.instance_id,
-                status="done" if status < 400 else "failed",
-                response=StoredResponse(status, headers, bytes(body)),
-                error_code=None,
-                error_message=None,
-                model=None,
-                ttl_seconds=self.state.settings.idempotency_ttl_hours * 3600,
-                charge=delivery.settle_within if delivery is not None else None,
-            )
+            response = StoredResponse(status, kept_headers(headers), bytes(body))
+            await self.jobs.keep(job, response, delivery.settle_within if delivery is not None else None)
         finally:
             self._changed()
         if delivery is not None:
@@ -475,7 +415,7 @@ class _Durable:
     async def _forget(self, job: JobView) -> None:
         """Free the key (a retry runs again) and wake its waiters here, which take it."""
         try:
-            await self.db.call(job_store.forget, self.db, job.id)
+            await self.jobs.forget(job.id)
         finally:
             self._changed()
 

@@ -42,11 +42,9 @@ from limner.http.durable import replay
 from limner.http.job_views import JobBody, JobList
 from limner.http.routing import dialect_route
 from limner.http.streaming import HEARTBEAT_SECONDS, SSE_COMMENT, event_stream, sse
-from limner.service import job_cancel, job_store, webhooks
 from limner.service.job_object import job_body
-from limner.service.job_store import FINISHED, JobView
+from limner.service.job_shapes import FINISHED, JobView
 from limner.service.jobs import Job, JobState
-from limner.service.webhooks import queue_webhook
 
 STATUSES = frozenset({"queued", "running", *FINISHED})
 CANCEL_WAIT_SECONDS = 10.0
@@ -106,8 +104,7 @@ def _own_job(request: Request, request_id: str) -> Job:
 
 async def _durable_job(request: Request, job_id: str) -> JobView | None:
     """The caller's async job ``job_id`` from the database (None: not one; maybe a synchronous request id)."""
-    state = get_state(request)
-    view = await state.accounts.db.call(job_store.get, state.accounts.db, get_consumer(request), job_id)
+    view = await get_state(request).job_service.get(get_consumer(request), job_id)
     return view if view is not None and view.asynchronous else None
 
 
@@ -115,7 +112,7 @@ async def _body(request: Request, view: JobView, *, with_result: bool = True) ->
     state = get_state(request)
     url, deliveries = None, None
     if view.webhook_url is not None or view.finished:
-        url, deliveries = await state.accounts.db.call(webhooks.job_deliveries, state.accounts.db, view.id)
+        url, deliveries = await state.job_service.deliveries(view.id)
     body = job_body(view, live=state.jobs.get(view.consumer, view.id), with_result=with_result, deliveries=deliveries)
     if body["webhook"] is None and url is not None:  # the consumer's default URL: named by its deliveries
         body["webhook"] = {"url": url, "deliveries": deliveries}
@@ -143,10 +140,9 @@ async def get_job_result(request: Request, request_id: str) -> Response:
 async def cancel_job(request: Request, request_id: str) -> Response:
     """Cancel an async job: queued ones at once, running ones on whichever replica runs them (refunded)."""
     state = get_state(request)
-    db = state.accounts.db
     if await _durable_job(request, request_id) is None:
         raise NotFound(f"No job with id '{request_id}'.", param="request_id")
-    view = await db.call(job_cancel.cancel, db, get_consumer(request), request_id, on_finished=queue_webhook)
+    view = await state.job_service.cancel(get_consumer(request), request_id)
     if view is None:
         raise NotFound(f"No job with id '{request_id}'.", param="request_id")
     if view.status == "running":
@@ -155,8 +151,7 @@ async def cancel_job(request: Request, request_id: str) -> Response:
         deadline = time.monotonic() + CANCEL_WAIT_SECONDS
         while not view.finished and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            current: JobView | None = await db.call(job_store.find, db, request_id)
-            view = current or view
+            view = await state.job_service.find(request_id) or view
     return JSONResponse(await _body(request, view))
 
 
@@ -172,9 +167,7 @@ async def list_jobs(
     if unknown:
         raise InvalidRequest(f"Unknown job status '{unknown[0]}': use {', '.join(sorted(STATUSES))}.", param="status")
     state = get_state(request)
-    views, more = await state.accounts.db.call(
-        job_store.listing, state.accounts.db, get_consumer(request), statuses=statuses, limit=limit, after=after
-    )
+    views, more = await state.job_service.listing(get_consumer(request), statuses=statuses, limit=limit, after=after)
     data = [job_body(view, live=state.jobs.get(view.consumer, view.id), with_result=False) for view in views]
     return JSONResponse({"object": "list", "data": data, "has_more": more, "last_id": data[-1]["id"] if data else None})
 
@@ -189,7 +182,6 @@ async def job_events(request: Request, request_id: str) -> Response:
 
 async def _events(request: Request, view: JobView) -> AsyncIterator[bytes]:
     state = get_state(request)
-    db = state.accounts.db
     last: tuple[Any, ...] | None = None
     previews = 0
     quiet = 0.0
@@ -216,8 +208,7 @@ async def _events(request: Request, view: JobView) -> AsyncIterator[bytes]:
         if quiet >= HEARTBEAT_SECONDS:
             quiet = 0.0
             yield SSE_COMMENT
-        current: JobView | None = await db.call(job_store.find, db, view.id)
-        view = current or view
+        view = await state.job_service.find(view.id) or view
 
 
 async def get_job_preview(request: Request, request_id: str) -> Response:

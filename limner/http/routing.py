@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
+from fastapi.datastructures import Default, DefaultPlaceholder
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
@@ -25,11 +26,9 @@ from limner.http.context import current_request_id
 from limner.http.deps import AuthenticatedRoute
 from limner.http.dialect import Envelope, ErrorRenderer, https_only
 from limner.http.durable import ACCEPTED_RESPONSES, OPENAPI_PARAMETERS, durable
-from limner.http.failures import failures_var
 from limner.http.guards import FORM_TYPES, UNSAFE_METHODS, RefusedResponse
 from limner.http.transport import exposed_var
 from limner.service.accounting import CLIENT_CLOSED
-from limner.service.image_service import Checked
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +39,20 @@ def dialect_route(envelope: Envelope, *, durable_posts: bool = True) -> type[API
     """An ``APIRoute`` class whose errors, expected or not, come out in ``envelope`` (a dialect, usually).
 
     Its routes authenticate the caller first (``AuthenticatedRoute``), so auth errors use that envelope too,
-    and a token sent over plain HTTP to an HTTPS-only dialect is revoked; its POST routes take
-    ``Idempotency-Key`` and ``Prefer: respond-async`` (``limner.http.durable``) unless ``durable_posts`` is
-    false (a POST that only reads what it is sent, and makes nothing worth keeping).
+    and a token sent over plain HTTP to an HTTPS-only dialect is revoked. Its POST endpoints are
+    translators (``limner.http.translation``): each returns the request it read, translated, and the route
+    runs and renders it, taking ``Idempotency-Key`` and ``Prefer: respond-async`` (``limner.http.durable``),
+    unless ``durable_posts`` is false (a POST that only reads what it is sent, and makes nothing worth keeping:
+    a plain endpoint that answers a ``Response``).
     A subclass may pick the envelope per request by overriding ``envelope_for``."""
 
     class DialectRoute(AuthenticatedRoute):
         def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
             post = durable_posts and set(kwargs.get("methods") or ()) == {"POST"}
             if post:
-                endpoint = durable(endpoint)  # every image POST takes Idempotency-Key and Prefer: respond-async
+                endpoint = durable(endpoint)  # a translator: run, queued or replayed (``limner.http.durable``)
+                if isinstance(kwargs.get("response_model", Default(None)), DefaultPlaceholder):
+                    kwargs["response_model"] = None  # it answers a Response, not the ``Translated`` it returns
                 extra = dict(kwargs.get("openapi_extra") or {})
                 extra["parameters"] = [*extra.get("parameters", []), *OPENAPI_PARAMETERS]
                 kwargs["openapi_extra"] = extra
@@ -97,19 +100,22 @@ async def rendered(envelope: Envelope, call: Awaitable[Response]) -> Response:
     try:
         return await call
     except LimnerError as error:
-        failures = failures_var.get()
-        if failures is not None:
-            failures.append(error)
         return render(error, current_request_id())
     except ClientDisconnect:
         return Response(status_code=CLIENT_CLOSED)  # gone before its body was read: nobody to answer
     except RequestValidationError as exc:
         return render(validation_error(exc.errors()), current_request_id())
-    except Checked:
-        raise  # an async submission passed its checks (``limner.http.durable``): not an error
     except Exception:
         log.exception("unhandled error")
         return render(LimnerError("Internal server error."), current_request_id())
+
+
+async def refuse_exposed(envelope: Envelope) -> None:
+    """For a route that picks its dialect per request: a token sent over plain HTTP to an HTTPS-only dialect
+    is revoked, and the request refused with the error that says so, before its body is read."""
+    exposed = exposed_var.get()
+    if exposed is not None and https_only(envelope):
+        raise await exposed.revoke()
 
 
 def validation_error(errors: Any) -> InvalidRequest:

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from limner.core.errors import LimnerError
 from limner.core.models import ImageRequest, ImageResult
@@ -48,6 +48,11 @@ SSE_COMMENT = b": keep-alive\n\n"
 def event_stream(body: AsyncIterator[bytes]) -> StreamingResponse:
     """``200 text/event-stream`` with ``body`` as it comes, unbuffered."""
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def finished_stream(events: bytes) -> Response:
+    """``200 text/event-stream`` of a stream that already ended (kept whole as an async job's result)."""
+    return Response(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 class RunningJob:

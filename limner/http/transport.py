@@ -24,12 +24,10 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from limner.accounts.service import Accounts
 from limner.accounts.tokens import Principal
 from limner.core.errors import InvalidToken
 from limner.http import proxies
-from limner.service import job_cancel
-from limner.service.webhooks import queue_webhook
+from limner.service.job_service import JobService
 from limner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,15 +44,14 @@ def over_plain_http(request: Request, settings: Settings) -> bool:
 class Exposed:
     """A valid token that arrived over plain HTTP: what revoking it needs."""
 
-    accounts: Accounts
+    job_service: JobService
     principal: Principal
 
     async def revoke(self) -> InvalidToken:
         """Revoke the token now; the error to answer with."""
         token_id = self.principal.token_id
         if token_id is not None:
-            db = self.accounts.db
-            await db.call(job_cancel.revoke_token, db, str(token_id), on_finished=queue_webhook)
+            await self.job_service.revoke_token(str(token_id))
             log.warning("token %s of %s was sent over plain HTTP and is revoked", token_id, self.principal.consumer)
         return InvalidToken(
             "This API token was sent over plain HTTP, so it has been revoked: tokens must travel over HTTPS "
@@ -66,12 +63,14 @@ exposed_var: ContextVar[Exposed | None] = ContextVar("limner_exposed_token", def
 """Set by ``authenticate`` for a token-bearing request over plain HTTP (when revocation is on)."""
 
 
-def note_transport(request: Request, settings: Settings, accounts: Accounts, principal: Principal) -> Exposed | None:
+def note_transport(
+    request: Request, settings: Settings, job_service: JobService, principal: Principal
+) -> Exposed | None:
     """After authentication: remember a token that came over plain HTTP, for an HTTPS-only dialect to revoke."""
     if principal.token_id is None or settings.plain_http_tokens != "revoke":
         return None
     if not over_plain_http(request, settings):
         return None
-    exposed = Exposed(accounts, principal)
+    exposed = Exposed(job_service, principal)
     exposed_var.set(exposed)
     return exposed

@@ -25,6 +25,11 @@ def public_base(request: Request, settings: Settings) -> str:
 
 
 def absolute(request: Request, settings: Settings, path: str) -> str:
+    return joined(public_base(request, settings), path)
+
+
+def joined(base: str, path: str) -> str:
+    """``path`` under ``base`` (a ``public_base``, kept in an ``Answer``); an absolute URL as it is."""
     if not path or path.startswith(("http://", "https://")):
         return path
-    return public_base(request, settings) + path
+    return base + path

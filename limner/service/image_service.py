@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import NoReturn
 
 from limner.core.models import Capabilities, ControlInfo, ImageRequest, ImageResult, LoraInfo, Mode, ModelInfo
 from limner.core.sizes import SizePlan
@@ -44,20 +42,6 @@ from limner.service.stages.upscale import UpscaleStage, check_final, check_sourc
 SEED_LIMIT = 2**32
 DEFAULT_INPUT_MEMORY = 1024 * 2**20
 """Decoded input images all requests in flight may hold together (``InputMemory``)."""
-
-
-checking_only: ContextVar[bool] = ContextVar("limner_checking_only", default=False)
-"""Set while an async submission is checked before it is accepted: ``run`` stops with ``Checked`` once
-the request passed every check that needs no admission, decoding or engine (model, counts, modes, LoRAs)."""
-
-
-class Checked(Exception):
-    """``run`` under ``checking_only``: the request is acceptable as far as can be told without running it,
-    as ``plan`` (its model: whose rate limits a duplicate waiting for it counts against)."""
-
-    def __init__(self, plan: Plan) -> None:
-        super().__init__(plan.entry.id)
-        self.plan = plan
 
 
 @dataclass(frozen=True)
@@ -145,10 +129,7 @@ class ImageService:
         """One request through the gate: admitted (rate limits, credits) before the engine runs, then
         settled and recorded however it ends, cancellation by a departed client included.
 
-        Its job (``self.jobs``, id ``request_id``) tells ``listener`` every change, on the event loop.
-        Under ``checking_only`` it only checks the request and raises ``Checked`` (or the error found)."""
-        if checking_only.get():
-            self.check(request)
+        Its job (``self.jobs``, id ``request_id``) tells ``listener`` every change, on the event loop."""
         job = self.jobs.open(request_id, request.consumer, request.model, listener)
         try:
             attributes: dict[str, str | int] = {
@@ -166,9 +147,11 @@ class ImageService:
         self.jobs.finish(job)
         return result
 
-    def check(self, request: ImageRequest) -> NoReturn:
-        """What can be refused without running anything: the model, counts, modes, size and adapters."""
-        raise Checked(plan_request(self.catalog, request))
+    def check(self, request: ImageRequest) -> Plan:
+        """What can be refused without running anything (the model, counts, modes, size and adapters), checked
+        before an async job is accepted: the plan, whose model a duplicate waiting for it is counted against;
+        the ``LimnerError`` that refuses the request otherwise."""
+        return plan_request(self.catalog, request)
 
     async def _run(self, request: ImageRequest, request_id: str, ticket: Ticket, job: Job) -> ImageResult:
         started = time.perf_counter()

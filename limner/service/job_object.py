@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from limner.service.job_store import JobView
+from limner.service.job_shapes import JobView
 from limner.service.jobs import Job
 
 RESULT_PATH = "/v1/jobs/{id}/result"

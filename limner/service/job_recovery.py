@@ -1,4 +1,4 @@
-"""Jobs whose server is gone, and jobs past their time: the job runner's sweeps (``limner.http.job_runner``).
+"""Jobs whose server is gone, and jobs past their time: the job runner's sweeps (``limner.service.job_runner``).
 
 A ``running`` async job whose instance died is queued again, or failed once it was interrupted
 ``max_attempts`` times (nothing charged: its hold is refunded by the accounts' own recovery); a flagged
@@ -58,7 +58,7 @@ def recover(
                 row.status, row.finished_at, row.instance_id = "cancelled", now, None
                 reason = (row.error_message or OWNER.running).removesuffix(".")
                 row.error_code, row.error_message = "cancelled", f"{reason}; its server stopped."
-                row.body = None
+                row.body, row.answer = None, None
                 failed.append(row.id)
             elif row.attempts >= max_attempts:
                 row.status, row.finished_at, row.instance_id = "failed", now, None
@@ -67,7 +67,7 @@ def recover(
                     f"The server running this job stopped {row.attempts} time(s); it was not retried again "
                     "and nothing was charged."
                 )
-                row.body = None
+                row.body, row.answer = None, None
                 failed.append(row.id)
             else:
                 row.status, row.instance_id, row.step = "queued", None, 0

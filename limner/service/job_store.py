@@ -22,8 +22,7 @@ import json
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Literal
+from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -32,10 +31,17 @@ from sqlalchemy.orm import Session
 from limner.accounts.db import Database
 from limner.accounts.models import ApiToken, JobRecord, utcnow
 from limner.core.errors import InvalidRequest, QueueFull
+from limner.service.job_shapes import (
+    FINISHED,
+    JobStatus,
+    JobView,
+    Opened,
+    Progress,
+    StoredRequest,
+    StoredResponse,
+)
 
 PENDING_RETRY_SECONDS = 5.0
-JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
-FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 OnFinished = Callable[[Session, "JobView"], None]
 """Called inside the transaction that ends an async job (the webhook event is queued there)."""
 
@@ -58,59 +64,6 @@ REVOKED = CancelReason(
 
 def new_job_id() -> str:
     return "job_" + secrets.token_hex(12)
-
-
-@dataclass(frozen=True)
-class StoredRequest:
-    """What a request is replayed with: never its credentials (see ``limner.http.durable``)."""
-
-    method: str
-    path: str
-    query: str
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-@dataclass(frozen=True)
-class StoredResponse:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    @property
-    def content_type(self) -> str:
-        return next((value for name, value in self.headers if name.lower() == "content-type"), "")
-
-
-@dataclass(frozen=True)
-class JobView:
-    """A job as its owner sees it (no request body)."""
-
-    id: str
-    consumer: str
-    token_id: int | None
-    idempotency_key: str | None
-    fingerprint: str
-    asynchronous: bool
-    status: str
-    model: str | None
-    attempts: int
-    instance_id: str | None
-    cancel_requested: bool
-    step: int
-    total_steps: int | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    response: StoredResponse | None
-    error_code: str | None
-    error_message: str | None
-    webhook_url: str | None
-    queue_position: int | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
 
 
 def view_of(session: Session, row: JobRecord, *, with_response: bool = True) -> JobView:
@@ -153,15 +106,6 @@ def view_of(session: Session, row: JobRecord, *, with_response: bool = True) -> 
 
 
 # --- opening -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Opened:
-    """What ``open_job`` found: ``new`` (this request runs), ``existing`` (same key, same request: replay or
-    wait for ``job``), or ``reused`` (same key, another request)."""
-
-    outcome: Literal["new", "existing", "reused"]
-    job: JobView
 
 
 def open_job(
@@ -224,8 +168,8 @@ def open_job(
                     method=request.method,
                     path=request.path,
                     query=request.query,
-                    request_headers=json.dumps(request.headers) if asynchronous else "[]",
-                    body=request.body if asynchronous else None,
+                    body=request.request if asynchronous else None,
+                    answer=request.answer if asynchronous else None,
                     status="queued" if asynchronous else "running",
                     attempts=0 if asynchronous else 1,
                     instance_id=None if asynchronous else instance_id,
@@ -286,8 +230,7 @@ def request_of(db: Database, job_id: str) -> StoredRequest | None:
         row = session.get(JobRecord, job_id)
         if row is None or row.body is None:
             return None
-        headers = [(str(name), str(value)) for name, value in json.loads(row.request_headers)]
-        return StoredRequest(row.method, row.path, row.query, headers, row.body)
+        return StoredRequest(row.method, row.path, row.query, row.body, row.answer or "")
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -336,13 +279,6 @@ def claim(db: Database, instance_id: str, limit: int, *, on_finished: OnFinished
     return taken
 
 
-@dataclass(frozen=True)
-class Progress:
-    model: str | None
-    step: int
-    total_steps: int | None
-
-
 def report(db: Database, instance_id: str, progress: dict[str, Progress]) -> set[str]:
     """Record the progress of this instance's running jobs; return those whose owner asked to cancel."""
     if not progress:
@@ -386,8 +322,7 @@ def complete(
         row.status = status
         row.finished_at = now
         row.expires_at = now + timedelta(seconds=ttl_seconds)
-        row.body = None
-        row.request_headers = "[]"
+        row.body, row.answer = None, None
         row.error_code = error_code
         if error_message is not None or status != "cancelled":
             row.error_message = error_message  # a cancelled run keeps the reason its canceller wrote (``stop``)
@@ -418,7 +353,7 @@ def stop(session: Session, row: JobRecord, reason: CancelReason, on_finished: On
     a job reserves when it starts), a running one is flagged for its runner, which stops it like a client
     that left (its hold refunded) on whichever replica runs it. A finished job is left as it is."""
     if row.status == "queued":
-        row.status, row.finished_at, row.body = "cancelled", utcnow(), None
+        row.status, row.finished_at, row.body, row.answer = "cancelled", utcnow(), None, None
         row.error_code, row.error_message = "cancelled", reason.queued
         session.flush()
         if on_finished is not None:

@@ -34,7 +34,7 @@ from limner.accounts.db import Database
 from limner.accounts.models import Consumer, WebhookAttempt, WebhookDelivery, utcnow
 from limner.media.fetch import Resolver
 from limner.service.job_object import job_body
-from limner.service.job_store import JobView
+from limner.service.job_shapes import JobView
 from limner.service.webhook_post import Outcome, WebhookPoster, check_webhook_url, sign
 from limner.service.webhook_secrets import WebhookSecrets, server_secret
 

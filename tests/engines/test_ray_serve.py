@@ -145,12 +145,20 @@ async def test_a_client_that_leaves_cancels_the_work_on_the_replica(ray_cluster:
 
 
 async def test_ray_backpressure_is_a_full_queue(ray_cluster: None, tmp_path: Path) -> None:
-    entry = on_ray("busy-ray", "testpattern", options={"delay": 60.0}, max_concurrency=1, max_queue=1)
+    # 600 pretend steps over 60 s: r0's progress shows it runs on the replica, which then has no room left
+    entry = on_ray(
+        "busy-ray", "testpattern", options={"delay": 60.0}, default_steps=600, max_concurrency=1, max_queue=1
+    )
     state = build_state(Settings(data_dir=tmp_path, models=[entry], default_model="busy-ray"))
     request = ImageRequest(prompt="x", model="busy-ray", size=SizeSpec(64, 64))
-    running = [asyncio.create_task(state.service.run(request, f"r{index}")) for index in range(2)]
-    await until(lambda: all(getattr(state.jobs.get("local", f"r{i}"), "state", None) == "running" for i in range(2)))
-    await asyncio.sleep(0.5)  # both reached Ray: one running on the replica, one in Ray's queue
+
+    def job(name: str) -> object:
+        return state.jobs.get("local", name)
+
+    running = [asyncio.create_task(state.service.run(request, "r0"))]
+    await until(lambda: getattr(job("r0"), "step", 0) >= 1, 60, what="r0 runs on the replica")
+    running.append(asyncio.create_task(state.service.run(request, "r1")))
+    await until(lambda: getattr(job("r1"), "state", None) == "running", what="r1 goes to Ray, which queues it")
     with pytest.raises(QueueFull) as caught:
         await state.service.run(request, "r-refused")
     assert caught.value.message == "Model 'busy-ray' is busy on every Ray replica; try again shortly."

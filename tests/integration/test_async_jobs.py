@@ -142,6 +142,23 @@ def test_an_async_failure_is_a_failed_job_with_the_error_envelope(server: Server
     assert server.balance("alice") == START_BALANCE, "refunded"
 
 
+def test_an_async_stream_keeps_the_streams_completed_events(server: Server) -> None:
+    """``stream: true`` with ``Prefer: respond-async``: the job's result is the stream's answer, its completed
+    event carrying the image (no partial images: nobody watched them being made)."""
+    job = submit(server, server.alice, {**quick("a streamed cat"), "stream": True, "partial_images": 2})
+    done = server.wait_job(job["id"], server.alice)
+    assert (done["status"], done["result_status"], done["result"]) == ("done", 200, None), done
+    result = server.get(done["result_url"], token=server.alice)
+    assert result.headers["content-type"].startswith("text/event-stream")
+    events = sse_json(result.text)
+    assert [name for name, _ in events] == ["image_generation.completed"]
+    completed = events[0][1]
+    assert completed["type"] == "image_generation.completed" and completed["size"] == "256x256"
+    assert b64_image(completed["b64_json"]).size == (256, 256)
+    assert completed["usage"]["output_tokens"] > 0
+    assert server.balance("alice") == START_BALANCE - PRICE
+
+
 def test_a_key_with_prefer_replays_the_same_job(server: Server) -> None:
     headers = {"Idempotency-Key": server.key("async")}
     first = submit(server, server.alice, quick(), headers)
@@ -373,7 +390,7 @@ def test_a_private_webhook_url_is_refused_unless_allowed(settings: Settings, rec
 
 
 def test_tokens_are_never_kept_with_a_job(server: Server) -> None:
-    """The stored request has no credentials: a job's body and list never show the token."""
+    """The stored request has no credentials: a job's body and list never show the token, nor its row."""
     job = submit(server, server.alice, quick())
     server.wait_job(job["id"], server.alice)
     for path in (f"/v1/jobs/{job['id']}", "/v1/jobs", f"/v1/jobs/{job['id']}/events"):
@@ -383,4 +400,4 @@ def test_tokens_are_never_kept_with_a_job(server: Server) -> None:
         from limner.accounts.models import JobRecord
 
         row = session.get(JobRecord, job["id"])
-        assert row is not None and server.alice not in row.request_headers + json.dumps(row.response_headers)
+        assert row is not None and server.alice not in (row.answer or "") + json.dumps(row.response_headers)

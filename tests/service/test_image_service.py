@@ -126,6 +126,19 @@ async def test_unknown_model_lists_the_catalog(tmp_path: Path) -> None:
     assert "Unknown model 'nope'" in caught.value.message and "rec" in caught.value.message
 
 
+def test_check_plans_without_running_and_raises_what_refuses(tmp_path: Path) -> None:
+    """What an async job is checked with before it is accepted: the plan (its model), no engine call."""
+    engine = RecordingEngine()
+    service = make_service(tmp_path, engine)
+    plan = service.check(ImageRequest(prompt="x", model="rec", n=2))
+    assert (plan.entry.id, plan.request.n) == ("rec", 2)
+    with pytest.raises(ModelNotFound, match="Unknown model 'nope'"):
+        service.check(ImageRequest(prompt="x", model="nope"))
+    with pytest.raises(UnsupportedOperation, match="does not support masks"):
+        service.check(ImageRequest(prompt="x", model="rec", images=[rgb((1, 1, 1))], mask=rgb((0, 0, 0))))
+    assert engine.requests == [] and len(service.jobs) == 0
+
+
 async def test_engine_failures_and_timeouts_are_translated(tmp_path: Path) -> None:
     service = make_service(tmp_path, RecordingEngine(fail=True))
     with pytest.raises(ModelError, match="failed to generate: RuntimeError"):

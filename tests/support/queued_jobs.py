@@ -6,7 +6,7 @@ from limner.accounts.db import Database
 from limner.service import job_store
 from limner.service.job_store import StoredRequest
 
-REQUEST = StoredRequest("POST", "/v1/images/generations", "", [("content-type", "application/json")], b"{}")
+REQUEST = StoredRequest("POST", "/v1/images/generations", "", b"{}", "{}")
 
 
 def queue_job(db: Database, consumer: str, token_id: int | None) -> str:

@@ -44,6 +44,7 @@ from limner.dialects.imagineart.routes import (
     ERROR_RESPONSES,
     GENERATION_BODIES,
     IMAGE_OK,
+    RENDERER,
     build_router,
     edit_from_form,
     generate_image,
@@ -81,6 +82,6 @@ def _routes(dialect: VendorDialect, mount: Mount) -> APIRouter:
     return build_router(dialect, images=not mount.shared, models=not mount.shared, probe=bool(mount.prefix))
 
 
-IMAGINEART = VendorDialect(DIALECT, ERROR_MAP, render_error, _routes, tokens="https-only")
+IMAGINEART = VendorDialect(DIALECT, ERROR_MAP, render_error, _routes, tokens="https-only", renderer=RENDERER)
 """The ImagineArt 2.0 dialect: its error envelope; its tokens over HTTPS only, as the reference says
 ("Use HTTPS exclusively. Tokens transmitted over plain HTTP are immediately revoked")."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import Response
 
+from limner.core.answer import Answer
 from limner.core.errors import LimnerError, ModelNotFound
 from limner.core.models import ImageResult
 from limner.http.errors import error_response, lookup
@@ -44,7 +45,7 @@ def render_error(error: LimnerError, request_id: str) -> Response:
     return error_response({"error": {"code": code, "message": message, "request_id": request_id}}, status, error)
 
 
-def render_result(result: ImageResult) -> Response:
+def render_result(result: ImageResult, answer: Answer) -> Response:
     """The PNG itself; what a client may want to know rides in headers."""
     image = result.images[0]
     headers = {

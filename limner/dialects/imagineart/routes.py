@@ -1,14 +1,17 @@
 """ImagineArt's endpoints: generations and edits (multipart, answering PNG bytes), the model list and a
-health probe; each reads its form, runs the service, and renders the answer."""
+health probe. The image endpoints translate (``limner.http.translation``): each reads its form into an
+``ImageRequest`` and an ``Answer``; the route runs it and ``RENDERER`` answers."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from limner.core.answer import Answer
 from limner.core.errors import InvalidRequest
 from limner.dialects.imagineart.listing import models_payload
 from limner.dialects.imagineart.protocol import (
+    DIALECT,
     IMAGE_TYPES,
     MAX_IMAGES,
     EditForm,
@@ -20,47 +23,45 @@ from limner.dialects.imagineart.render import ERROR_MAP, render_result
 from limner.dialects.imagineart.request import edit_request, form_fields, generation_request, load_images
 from limner.http import openapi
 from limner.http.access import visible_models
-from limner.http.context import current_request_id
-from limner.http.deps import AppState, get_consumer, get_state, public
+from limner.http.deps import get_consumer, get_state, public
 from limner.http.dialect import Envelope
 from limner.http.routing import FormBody, dialect_route, read_form, validate
 from limner.http.scheduling import read_scheduling
+from limner.http.translation import Renderer, Translated
 
 
-async def generate_image(request: Request) -> Response:
+async def generate_image(request: Request) -> Translated:
     """Synthesize a new image from a text prompt; answers the PNG bytes."""
-    state = get_state(request)
-    form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
-    return await generate_from_form(request, state, form)
+    form = await read_form(request, max_file_bytes=get_state(request).settings.max_upload_bytes)
+    return generate_from_form(request, form)
 
 
-async def generate_from_form(request: Request, state: AppState, form: FormBody) -> Response:
+def generate_from_form(request: Request, form: FormBody) -> Translated:
     if form.files:
         names = ", ".join(sorted(form.files))
         raise InvalidRequest(f"Generations take no files (got {names}); use /v1/images/edits.", param=names)
     params = validate(GenerationForm, form_fields(form))
-    result = await state.service.run(
-        read_scheduling(request, generation_request(params, get_consumer(request))), current_request_id()
-    )
-    return render_result(result)
+    image_request = read_scheduling(request, generation_request(params, get_consumer(request)))
+    return Translated(image_request, Answer(DIALECT, "generation"), RENDERER)
 
 
-async def edit_image(request: Request) -> Response:
+async def edit_image(request: Request) -> Translated:
     """Edit one to four reference images from an instruction; answers the PNG bytes."""
-    state = get_state(request)
-    form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
-    return await edit_from_form(request, state, form)
+    form = await read_form(request, max_file_bytes=get_state(request).settings.max_upload_bytes)
+    return edit_from_form(request, form)
 
 
-async def edit_from_form(request: Request, state: AppState, form: FormBody) -> Response:
+def edit_from_form(request: Request, form: FormBody) -> Translated:
     fields = form_fields(form)
     fields.pop("images", None)  # text parts named images: load_images says what is wrong with them
     params = validate(EditForm, fields)
     images = load_images(form)
-    result = await state.service.run(
-        read_scheduling(request, edit_request(params, images, get_consumer(request))), current_request_id()
-    )
-    return render_result(result)
+    image_request = read_scheduling(request, edit_request(params, images, get_consumer(request)))
+    return Translated(image_request, Answer(DIALECT, "edit"), RENDERER)
+
+
+RENDERER = Renderer(render_result)
+"""ImagineArt's answer: the image itself, how it was made in the headers."""
 
 
 async def list_models(request: Request) -> Response:

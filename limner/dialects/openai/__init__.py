@@ -48,6 +48,7 @@ from limner.dialects.openai.routes import (
     ERROR_RESPONSES,
     GENERATION_BODY,
     IMAGES_OK,
+    RENDERER,
     build_router,
     create_image,
     edit_from_form,
@@ -63,6 +64,7 @@ __all__ = [
     "GENERATION_BODY",
     "IMAGES_OK",
     "OPENAI",
+    "RENDERER",
     "EditParams",
     "GenerationParams",
     "ImagesResponse",
@@ -83,5 +85,5 @@ def _routes(dialect: VendorDialect, mount: Mount) -> APIRouter:
     return build_router(dialect, images=not mount.shared, models=not mount.shared)
 
 
-OPENAI = VendorDialect(DIALECT, ERROR_MAP, render_error, _routes)
+OPENAI = VendorDialect(DIALECT, ERROR_MAP, render_error, _routes, renderer=RENDERER)
 """The OpenAI Images dialect: OpenAI's error envelope, tokens over any transport."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Response
 from fastapi.responses import JSONResponse
 
+from limner.core.answer import Answer
 from limner.core.errors import LimnerError
 from limner.core.models import ImageResult, TokenUsage
 from limner.core.usage import reported_quality
@@ -16,13 +17,12 @@ from limner.dialects.openai.protocol import (
     DEFAULT_MODEL,
     REPORTED_BACKGROUNDS,
     REPORTED_QUALITIES,
-    ResponseFormat,
     is_gpt_image,
 )
 from limner.http.access import Visible, everything
 from limner.http.deps import AppState
 from limner.http.errors import error_response, lookup
-from limner.http.urls import absolute
+from limner.http.urls import joined
 
 # limner code -> (HTTP status, OpenAI error type, OpenAI error code)
 ERROR_MAP: dict[str, tuple[int, str, str | None]] = {
@@ -72,22 +72,15 @@ def usage_body(usage: TokenUsage | None) -> dict[str, Any]:
     }
 
 
-def render_result(
-    result: ImageResult,
-    response_format: ResponseFormat,
-    request: Request,
-    state: AppState,
-    *,
-    model: str = DEFAULT_MODEL,
-    safety_id: str | None = None,
-) -> Response:
-    """The ``ImagesResponse`` body; ``model`` is the name the client asked for, which decides its shape."""
+def render_result(result: ImageResult, answer: Answer) -> Response:
+    """The ``ImagesResponse`` body; the model the client named (``answer.model``) decides its shape."""
+    response_format, model, safety_id = answer.response_format, answer.model or DEFAULT_MODEL, answer.safety_identifier
     if response_format == "url" and result.storage_error:
         raise LimnerError(f"The image was generated but could not be stored ({result.storage_error}).")
     data: list[dict[str, Any]] = []
     for image in result.images:
         item: dict[str, Any] = (
-            {"url": absolute(request, state.settings, image.url)}
+            {"url": joined(answer.base_url, image.url)}
             if response_format == "url"
             else {"b64_json": base64.b64encode(image.data).decode()}
         )

@@ -1,16 +1,19 @@
 """OpenAI Images' endpoints: generations (JSON, or server-sent events with ``stream: true``), edits and
-variations (multipart), and the model list; each reads its body, runs the service, and renders the answer."""
+variations (multipart), and the model list. The image endpoints translate (``limner.http.translation``):
+each reads its body into an ``ImageRequest`` and an ``Answer``; the route runs it and ``RENDERER`` answers."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from limner.core.answer import Answer
 from limner.core.errors import InvalidRequest, UnsupportedOperation
 from limner.core.models import ImageRequest
 from limner.dialects.images import MAX_INPUT_IMAGES, encoded, uploads
 from limner.dialects.openai.protocol import (
     DEFAULT_MODEL,
+    DIALECT,
     EditParams,
     GenerationParams,
     ImageParams,
@@ -21,7 +24,7 @@ from limner.dialects.openai.protocol import (
     UpscaleParams,
     VariationParams,
 )
-from limner.dialects.openai.render import ERROR_MAP, error_body, model_object, models_payload, render_result
+from limner.dialects.openai.render import ERROR_MAP, model_object, models_payload, render_result
 from limner.dialects.openai.request import (
     expand_of,
     response_format_for,
@@ -29,45 +32,32 @@ from limner.dialects.openai.request import (
     to_request,
     upscale_request,
 )
-from limner.dialects.openai.stream import StreamKind, stream_images
+from limner.dialects.openai.stream import stream_answer, stream_events
 from limner.http import openapi
 from limner.http.access import check_visible, visible_models
-from limner.http.context import current_request_id
-from limner.http.deps import AppState, get_consumer, get_state
+from limner.http.deps import get_consumer, get_state
 from limner.http.dialect import Envelope
 from limner.http.routing import FormBody, dialect_route, read_form, read_json, validate
 from limner.http.scheduling import read_scheduling
+from limner.http.translation import Renderer, Translated
+from limner.http.urls import public_base
 
 
-async def create_image(request: Request) -> Response:
+async def create_image(request: Request) -> Translated:
     """Create images from a prompt (``stream: true``: server-sent events, see ``stream``)."""
-    state = get_state(request)
     params = await read_json(request, GenerationParams)
     image_request = read_scheduling(request, to_request(params, get_consumer(request), params.prompt))
     image_request.rendering_style = params.style
-    return await _answer(request, state, params, image_request, "image_generation")
+    return translated(request, params, image_request, "generation")
 
 
-async def _answer(
-    request: Request, state: AppState, params: ImageParams, image_request: ImageRequest, kind: StreamKind
-) -> Response:
-    """Run the request; answer the images as JSON, or as server-sent events when ``stream`` is set."""
-    safety_id = safety_identifier(params)
-    if params.stream:
-        return await stream_images(state.service, image_request, kind, error_body, safety_identifier=safety_id)
-    result = await state.service.run(image_request, current_request_id())
-    model = params.model or DEFAULT_MODEL
-    return render_result(result, response_format_for(params), request, state, model=model, safety_id=safety_id)
-
-
-async def edit_image(request: Request) -> Response:
+async def edit_image(request: Request) -> Translated:
     """Edit or extend one image, or compose several, from a prompt (multipart)."""
-    state = get_state(request)
-    form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
-    return await edit_from_form(request, state, form)
+    form = await read_form(request, max_file_bytes=get_state(request).settings.max_upload_bytes)
+    return edit_from_form(request, form)
 
 
-async def edit_from_form(request: Request, state: AppState, form: FormBody) -> Response:
+def edit_from_form(request: Request, form: FormBody) -> Translated:
     if "markup" in form.files or "markup" in form.fields:
         raise UnsupportedOperation(
             "markup is not supported on this server; mark the area to edit with mask.", param="markup"
@@ -88,13 +78,12 @@ async def edit_from_form(request: Request, state: AppState, form: FormBody) -> R
     image_request.mask = masks[0] if masks else None
     image_request.strength = params.strength
     image_request.expand = expand_of(params.expand)
-    return await _answer(request, state, params, image_request, "image_edit")
+    return translated(request, params, image_request, "edit")
 
 
-async def create_variation(request: Request) -> Response:
+async def create_variation(request: Request) -> Translated:
     """Create variations of one image (multipart)."""
-    state = get_state(request)
-    form = await read_form(request, max_file_bytes=state.settings.max_upload_bytes)
+    form = await read_form(request, max_file_bytes=get_state(request).settings.max_upload_bytes)
     params = validate(VariationParams, form.scalars())
     images = uploads(form, "image")
     if len(images) != 1:
@@ -102,12 +91,28 @@ async def create_variation(request: Request) -> Response:
     image_request = read_scheduling(request, to_request(params, get_consumer(request), ""))
     image_request.images = images
     image_request.variation = True
-    result = await state.service.run(image_request, current_request_id())
-    model = params.model or DEFAULT_MODEL
-    return render_result(result, response_format_for(params), request, state, model=model)
+    return translated(request, params, image_request, "variation")
 
 
-async def upscale_image(request: Request) -> Response:
+def translated(request: Request, params: ImageParams, image_request: ImageRequest, endpoint: str) -> Translated:
+    """The request and how OpenAI answers it: JSON in ``response_format``, or server-sent events (``stream``)."""
+    answer = Answer(
+        DIALECT,
+        endpoint,
+        stream=bool(params.stream) and endpoint != "variation",
+        response_format=response_format_for(params),
+        model=params.model or DEFAULT_MODEL,
+        base_url=public_base(request, get_state(request).settings),
+        safety_identifier=safety_identifier(params) if endpoint != "variation" else None,
+    )
+    return Translated(image_request, answer, RENDERER)
+
+
+RENDERER = Renderer(render_result, stream_answer, stream_events)
+"""OpenAI's answers: ``ImagesResponse`` JSON, or its server-sent events."""
+
+
+async def upscale_image(request: Request) -> Translated:
     """Upscale one image 2x or 4x (multipart with an ``image`` file, or JSON with ``image`` as base64 or a URL)."""
     state = get_state(request)
     if request.headers.get("content-type", "").startswith("multipart/"):
@@ -121,10 +126,16 @@ async def upscale_image(request: Request) -> Response:
         images = encoded([params.image], param="image") if params.image else []
     if len(images) != 1:
         raise InvalidRequest("An upscale takes exactly one 'image'.", param="image")
-    image_request = upscale_request(params, get_consumer(request))
+    image_request = read_scheduling(request, upscale_request(params, get_consumer(request)))
     image_request.images = images
-    result = await state.service.run(image_request, current_request_id())
-    return render_result(result, params.response_format or "url", request, state, model=result.model)
+    answer = Answer(
+        DIALECT,
+        "upscale",
+        response_format=params.response_format or "url",
+        model=params.model or None,
+        base_url=public_base(request, state.settings),
+    )
+    return Translated(image_request, answer, RENDERER)
 
 
 async def list_models(request: Request) -> Response:

@@ -34,9 +34,11 @@ from typing import Any, Literal
 
 from fastapi import Response
 
+from limner.core.answer import Answer
 from limner.core.errors import LimnerError
 from limner.core.models import ImageRequest, ImageResult, TokenUsage
 from limner.core.usage import reported_quality
+from limner.dialects.openai.render import error_body
 from limner.http.context import current_request_id
 from limner.http.streaming import event_stream, job_events, sse, start_job
 from limner.service.image_service import ImageService
@@ -44,6 +46,20 @@ from limner.service.jobs import Preview
 
 StreamKind = Literal["image_generation", "image_edit"]
 ErrorBody = Callable[[LimnerError], dict[str, Any]]
+
+
+STREAM_KINDS: dict[str, StreamKind] = {"generation": "image_generation", "edit": "image_edit"}
+
+
+async def stream_answer(service: ImageService, request: ImageRequest, answer: Answer) -> Response:
+    """``stream_images`` for a translated request: its kind from the endpoint, OpenAI's error body."""
+    kind = STREAM_KINDS[answer.endpoint]
+    return await stream_images(service, request, kind, error_body, safety_identifier=answer.safety_identifier)
+
+
+def stream_events(request: ImageRequest, result: ImageResult, answer: Answer) -> bytes:
+    """A finished result as the stream's completed events (an async job that asked for a stream)."""
+    return b"".join(_completed(result, request, STREAM_KINDS[answer.endpoint], answer.safety_identifier))
 
 
 async def stream_images(
