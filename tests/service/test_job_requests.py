@@ -10,7 +10,18 @@ import pytest
 from PIL import Image
 
 from limner.core.answer import Answer
-from limner.core.models import EncodedImage, ImageRequest, LoraChoice, MediaRef, SizeSpec, SourceImage
+from limner.core.models import (
+    ControlChoice,
+    EncodedImage,
+    Expand,
+    ImageRequest,
+    LoraChoice,
+    MediaRef,
+    ReferenceChoice,
+    SizeSpec,
+    SourceImage,
+    UpscaleChoice,
+)
 from limner.service import job_requests
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
@@ -46,6 +57,16 @@ def edit_request() -> ImageRequest:
         permanent_links=True,
         loras=[LoraChoice("ink", 0.7), LoraChoice("grain")],
         scheduler="euler",
+        exact=True,
+        priority=3,
+        start_deadline=2.5,
+        controls=[
+            ControlChoice("edges", EncodedImage(PNG, "controls[0].image", "controls"), 0.8, 0.1, 0.9, "canny"),
+            ControlChoice("depth", EncodedImage("https://example.com/d.png", "controls[1].image", "controls")),
+        ],
+        reference_images=[ReferenceChoice(EncodedImage(PNG[1:], "reference_images[0]", "reference_images"), 0.5)],
+        upscale=UpscaleChoice("esrgan", 4, 0.3),
+        expand=Expand(left=64, right=32, aspect_ratio=None),
     )
 
 
