@@ -8,7 +8,7 @@ from limner.engines.base import Engine
 from limner.engines.catalog import UPSTREAM_PROVIDERS, EngineFactory, ModelEntry
 from limner.engines.ray_serve import on_ray
 
-BUILTIN_PIPELINE = "limner.builtin.pipeline:EmojiDiffusionPipeline"
+BUILTIN_PIPELINE = "limner.builtin.glyph_pipeline:EmojiGlyphPipeline"
 
 
 def _diffusers(entry: ModelEntry, *, pipeline_class: str | None = None, max_images: int = 4) -> Engine:
@@ -53,7 +53,7 @@ def _flag(typed: bool | None, legacy: object) -> bool:
 
 
 def _builtin(entry: ModelEntry) -> Engine:
-    return _diffusers(entry, pipeline_class=BUILTIN_PIPELINE, max_images=10)  # 32x32: every dialect's n fits
+    return _diffusers(entry, pipeline_class=BUILTIN_PIPELINE, max_images=10)  # every dialect's n fits
 
 
 def batched(factory: EngineFactory) -> EngineFactory:
