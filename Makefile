@@ -95,9 +95,9 @@ bench: setup wrk
 bench-gateway: setup wrk
 	$(BIN)/python -m benchmarks.gateway_vs_litellm
 
-# The built-in model from scratch (limner/builtin/emoji-64/): about 35 minutes on one core of this machine,
+# The built-in model from scratch (limner/builtin/emoji-64/): about 40 minutes on one core of this machine,
 # deterministic, resumable (rerun to continue; checkpoints in ~/.cache/limner/train-emoji). Its training data,
-# the font and emojibase-data (the CLDR emoji annotations, from npm), is installed here, never at run time.
+# the font, emojibase-data (the CLDR emoji annotations) and emojilib (from npm), is installed here, never at run time.
 # emojilib adds keywords (MIT, like emojibase-data); the versions are pinned so a rebuild gives the same model.
 EMOJI_NPM := $(HOME)/.cache/limner/npm
 EMOJI_DATA := $(EMOJI_NPM)/node_modules/emojibase-data/en/data.json $(EMOJI_NPM)/node_modules/emojilib/dist/emoji-en-US.json

@@ -106,7 +106,8 @@ class CaptionEncoder(nn.Module):
     def encode(self, texts: list[str]) -> torch.Tensor:
         indices, offsets, weights = batch_features(texts)
         pooled = self.table(indices, offsets, per_sample_weights=weights.to(self.table.weight.dtype))
-        return F.normalize(self.project(pooled), dim=-1)
+        counts = torch.diff(offsets, append=torch.tensor([len(indices)]))
+        return F.normalize(self.project(pooled), dim=-1) * (counts > 0).unsqueeze(1)  # no words: no direction
 
     def logits(self, texts: list[str]) -> torch.Tensor:
         """[len(texts), count] similarities, scaled for a softmax over every emoji."""

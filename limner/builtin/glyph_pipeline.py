@@ -12,7 +12,8 @@ Three parts, all in the model directory and all trained or built by ``limner.bui
 A seed changes position, size, tilt and colours (``variety``), never the subject. Text-to-image answers keep
 the emoji's transparency (an RGBA image on a transparent canvas); an edit draws the emoji over the source
 image (``strength``: its opacity), and with a mask, inside the masked area. Steps are the stages (choose and
-colour, each upsampling pass, place), reported through ``step_callback``, previewed through
+colour, each upsampling pass, place; ``num_inference_steps`` spreads more steps over them, for progress bars
+and previews, without changing the image), reported through ``step_callback``, previewed through
 ``preview_callback`` and where ``rows_wanted`` may drop images nobody waits for.
 """
 
@@ -143,12 +144,25 @@ class EmojiGlyphPipeline(DiffusionPipeline):  # type: ignore[misc]
     # --- choosing ---
 
     @torch.inference_mode()
-    def choose(self, prompts: Sequence[str], negatives: Sequence[str] | None = None) -> list[int]:
-        """The emoji each prompt describes best (less what its negative prompt describes)."""
+    def choose(
+        self,
+        prompts: Sequence[str],
+        negatives: Sequence[str] | None = None,
+        generators: Sequence[torch.Generator | None] | None = None,
+    ) -> list[int]:
+        """The emoji each prompt describes best (less what its negative prompt describes). A prompt with no
+        subject ("", "a picture of") describes none: its seed picks one, so seeds still give different emoji."""
         scores = self.captions.scores(list(prompts))
         if negatives is not None and any(negatives):
             scores = scores - NEGATIVE_WEIGHT * self.captions.scores(list(negatives)).clamp(min=0)
-        return [int(row.argmax()) for row in scores]
+        chosen = []
+        for row, generator in zip(scores, generators or [None] * len(prompts), strict=True):
+            known = bool(row.abs().max() > 1e-6)
+            if known or generator is None:
+                chosen.append(int(row.argmax()))
+            else:
+                chosen.append(int(torch.randint(len(self.emoji), (1,), generator=generator, device=generator.device)))
+        return chosen
 
     def ranked(self, prompt: str, count: int = 5) -> list[str]:
         """The labels of the ``count`` best emoji for ``prompt``: what the evaluation and the docs show."""
@@ -169,6 +183,7 @@ class EmojiGlyphPipeline(DiffusionPipeline):  # type: ignore[misc]
         image: Image.Image | list[Image.Image] | None = None,
         mask_image: Image.Image | list[Image.Image] | None = None,
         strength: float = 1.0,
+        num_inference_steps: int | None = None,
         output_type: str = "pil",
         step_callback: StepCallback | None = None,
         preview_callback: PreviewCallback | None = None,
@@ -196,54 +211,43 @@ class EmojiGlyphPipeline(DiffusionPipeline):  # type: ignore[misc]
         first = sources[0]
         canvas = (width or (first.width if first else 1024), height or (first.height if first else 1024))
 
-        chosen = self.choose(prompts, negatives)
         variations = [draw_variation(g) for g in generators]
+        chosen = self.choose(prompts, negatives, generators)
         boxes = [_target_box(canvas, mask, v) for mask, v in zip(masks, variations, strict=True)]
         need = max(math.ceil(box[2]) for box in boxes)
         stages = stages_for(BASE_SIDE, min(need, MAX_LEARNED_SIDE))
-        total = stages + 2
         rows = list(range(count))
         pixels = torch.stack([recolour(self.bases.base(i), v) for i, v in zip(chosen, variations, strict=True)])
         pixels = pixels.to(self.device)
 
-        def report(done: int) -> bool:
-            """Tell the caller; False when nobody waits for any row any more."""
+        pace = _Pace(stages + 2, num_inference_steps, step_callback, preview_every if preview_callback else 0)
+
+        def advance(stage: int) -> bool:
+            """Report stage ``stage`` done (previews included); False when nobody waits for any row any more."""
             nonlocal rows, pixels
-            if step_callback is not None:
-                step_callback(done - 1, total)
-            if done < total and rows_wanted is not None:
+            shown = pace.done(stage)
+            if stage < pace.stages and rows_wanted is not None:
                 wanted = rows_wanted()
                 keep = [position for position, row in enumerate(rows) if wanted[row]]
                 if len(keep) < len(rows):
                     rows = [rows[position] for position in keep]
                     pixels = pixels[keep]
-            if (
-                rows
-                and preview_callback is not None
-                and preview_every > 0
-                and done % preview_every == 0
-                and done < total
-            ):
-                preview_callback(
-                    done,
-                    [
-                        self._place(pixels[k], rows[k], canvas, boxes, sources, masks, strength, variations)
-                        for k in range(len(rows))
-                    ],
-                )
+            if rows and shown is not None and preview_callback is not None:
+                placed = [self._place(pixels[k], row, canvas, boxes, sources, masks, strength, variations)
+                          for k, row in enumerate(rows)]  # fmt: skip
+                preview_callback(shown, placed)
             return bool(rows)
 
-        if not report(1):
+        if not advance(1):
             return _Output([None] * count)
         for stage in range(stages):
             pixels = self.upsampler(pixels)
-            if not report(stage + 2):
+            if not advance(stage + 2):
                 return _Output([None] * count)
         images: list[Image.Image | None] = [None] * count
         for k, row in enumerate(rows):
             images[row] = self._place(pixels[k], row, canvas, boxes, sources, masks, strength, variations)
-        if step_callback is not None:
-            step_callback(total - 1, total)
+        pace.done(pace.stages)
         return _Output(images)
 
     def _place(
@@ -269,6 +273,28 @@ class EmojiGlyphPipeline(DiffusionPipeline):  # type: ignore[misc]
         background = np.asarray(source.convert("RGB").resize(canvas, Image.Resampling.LANCZOS), dtype=np.float32)
         blended = colour * alpha[..., None] + background * (1 - alpha[..., None])
         return Image.fromarray(blended.round().clip(0, 255).astype(np.uint8), "RGB")
+
+
+class _Pace:
+    """Stages as the caller's steps: ``steps`` (at least one per stage) spread evenly over the stages, so a
+    progress bar and previews asked for every N steps work as with a diffusion model; the image does not
+    depend on ``steps``."""
+
+    def __init__(self, stages: int, steps: int | None, callback: StepCallback | None, every: int) -> None:
+        self.stages, self.steps = stages, max(stages, steps or stages)
+        self.callback, self.every, self.reported = callback, every, 0
+
+    def done(self, stage: int) -> int | None:
+        """Report the steps up to the end of ``stage``; the step to preview at, if one was passed (not the last)."""
+        target = self.steps if stage >= self.stages else stage * self.steps // self.stages
+        shown = None
+        for step in range(self.reported + 1, target + 1):
+            if self.callback is not None:
+                self.callback(step - 1, self.steps)
+            if self.every > 0 and step % self.every == 0 and step < self.steps:
+                shown = step
+        self.reported = max(self.reported, target)
+        return shown
 
 
 class _Output:

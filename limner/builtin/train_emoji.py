@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from limner.builtin import BUILTIN_MODEL_DIR
-from limner.builtin.emoji_set import EMOJIBASE_VERSION, load_glyphs
+from limner.builtin.emoji_set import EMOJIBASE_VERSION, EMOJILIB_VERSION, load_glyphs
 from limner.builtin.glyph_pipeline import EmojiGlyphPipeline, GlyphBases
 from limner.builtin.glyph_store import base_tiles, glyph_tensor
 from limner.builtin.train_encoder import EncoderConfig
@@ -62,6 +62,7 @@ def build(
     record = {
         "emoji": len(entries),
         "emojibase_data": EMOJIBASE_VERSION,
+        "emojilib": EMOJILIB_VERSION if any(entry.keywords for entry in entries) else None,
         "encoder": {"steps": encoder.steps, "batch_size": encoder.batch_size, "seed": encoder.seed},
         "upsampler": {"steps": upsampler.steps, "batch_size": upsampler.batch_size, "seed": upsampler.seed},
         "torch": torch.__version__,

@@ -70,6 +70,7 @@ UPSTREAM_CONCURRENCY = 32
 """Default ``max_concurrency`` of an upstream entry: waiting on a network call costs limner almost nothing."""
 BUILTIN_DEFAULTS: dict[str, Any] = {
     "path": BUILTIN_MODEL_DIR,
+    "default_steps": 4,
     "default_strength": 1.0,
     "default_size": (1024, 1024),
     "style_postprocess": True,

@@ -123,6 +123,11 @@ def test_the_encoder_finds_each_emoji_by_name_and_keyword(pipe: EmojiGlyphPipeli
     assert pipe.choose(["a slice of pizza", "a rocket launch", "boo", "a blue heart", "a red apple"]) == [0, 1, 2, 3, 4]
 
 
+def test_a_prompt_of_no_subject_lets_the_seed_pick(pipe: EmojiGlyphPipeline) -> None:
+    picks = {pipe.choose(["a picture of"], None, [torch.Generator().manual_seed(seed)])[0] for seed in range(12)}
+    assert len(picks) > 1 and pipe.choose([""]) == pipe.choose([""])
+
+
 def test_seeds_vary_the_drawing_not_the_subject(pipe: EmojiGlyphPipeline) -> None:
     variations = [draw_variation(torch.Generator().manual_seed(seed)) for seed in range(3)]
     assert len({v.tilt for v in variations}) == 3 and draw_variation(None) == Variation()
@@ -154,6 +159,27 @@ def test_the_stages_are_reported_previewed_and_may_drop_rows(pipe: EmojiGlyphPip
         "the dropped row is no longer shown"
     )
     assert images[1] is None and images[0] is not None and images[0].size == (1024, 512)
+
+
+def test_more_steps_than_stages_pace_the_progress_and_previews_without_changing_the_image(
+    pipe: EmojiGlyphPipeline,
+) -> None:
+    steps: list[int] = []
+    previews: list[int] = []
+
+    def draw(**extra: object) -> bytes:
+        [image] = pipe("ghost", width=256, height=256, generator=[torch.Generator().manual_seed(3)], **extra).images
+        assert image is not None
+        return image.tobytes()
+
+    paced = draw(
+        num_inference_steps=8,
+        step_callback=lambda index, total: steps.append(total * 100 + index + 1),
+        preview_callback=lambda done, shown: previews.append(done),
+        preview_every=4,
+    )
+    assert steps == [801, 802, 803, 804, 805, 806, 807, 808], "eight steps over three stages, each once"
+    assert previews == [4] and paced == draw()
 
 
 def test_bad_arguments_are_value_errors(pipe: EmojiGlyphPipeline) -> None:

@@ -31,7 +31,7 @@ def test_a_builtin_entry_needs_nothing_but_its_engine() -> None:
     engine = _diffusers_engine(Catalog([entry], default_factories()), entry)
     assert engine.settings.path == BUILTIN_MODEL_DIR
     assert engine.settings.pipeline_class == BUILTIN_PIPELINE
-    assert (engine.settings.native_size, engine.settings.default_strength) == (None, 1.0), "draws at any size"
+    assert (engine.settings.native_size, engine.settings.default_steps) == (None, 4), "draws at any size, 4 stages"
     assert engine.capabilities.min_side == 16 and engine.capabilities.max_side == 4096
     shipped = default_models()[0]
     assert entry.model_dump(exclude={"id", "name", "description", "aliases"}) == shipped.model_dump(
