@@ -126,8 +126,21 @@ bench: setup wrk
 bench-gateway: setup wrk
 	$(BIN)/python -m benchmarks.gateway_vs_litellm
 
-train: setup
-	$(BIN)/python -m limner.builtin.train
+# The built-in model from scratch (limner/builtin/emoji-64/): about 40 minutes on one core of this machine,
+# deterministic, resumable (rerun to continue; checkpoints in ~/.cache/limner/train-emoji). Its training data,
+# the font, emojibase-data (the CLDR emoji annotations) and emojilib (from npm), is installed here, never at run time.
+# emojilib adds keywords (MIT, like emojibase-data); the versions are pinned so a rebuild gives the same model.
+EMOJI_NPM := $(HOME)/.cache/limner/npm
+EMOJI_DATA := $(EMOJI_NPM)/node_modules/emojibase-data/en/data.json $(EMOJI_NPM)/node_modules/emojilib/dist/emoji-en-US.json
+$(EMOJI_DATA):
+	npm install --prefix $(EMOJI_NPM) --no-audit --no-fund --loglevel=error emojibase-data@17.0.0 emojilib@4.0.3
+
+.PHONY: train-data
+train-data: $(FONT) $(EMOJI_DATA)
+
+train: setup train-data
+	LIMNER_EMOJIBASE_DIR=$(EMOJI_NPM)/node_modules/emojibase-data LIMNER_EMOJILIB_DIR=$(EMOJI_NPM)/node_modules/emojilib \
+	  $(BIN)/python -m limner.builtin.train_emoji
 
 clean:
 	rm -rf $(VENV) .bench .limner .pytest_cache .mypy_cache .ruff_cache build

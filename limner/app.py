@@ -189,7 +189,7 @@ async def _prepare_models(state: AppState) -> None:
         if entry.path is not None and not entry.path.exists():
             log.warning(
                 "model '%s': weights not found at %s; requests for it will fail with model_not_available "
-                "until they exist (the built-in model is rebuilt with `python -m limner.builtin.train`)",
+                "until they exist (the built-in model is rebuilt with `make train`)",
                 entry.id,
                 entry.path,
             )

@@ -1,6 +1,11 @@
-"""The built-in model: a small emoji diffusion model trained by limner and shipped inside it."""
+"""The built-in model: every emoji Noto Color Emoji draws, found from plain words and drawn crisp at any size.
+
+Trained by limner (``make train``, ``limner.builtin.train_emoji``) and shipped inside it. ``pipeline`` and
+``train`` are the first generation (a 32x32 diffusion model), kept as limner's own example of a custom
+diffusers pipeline: tests build tiny ones of it.
+"""
 
 from pathlib import Path
 
-BUILTIN_MODEL_DIR = Path(__file__).resolve().parent / "emoji-32"
-"""Diffusers-format directory of the shipped weights (text encoder excluded: it comes from a package)."""
+BUILTIN_MODEL_DIR = Path(__file__).resolve().parent / "emoji-64"
+"""The shipped model directory (``glyph_pipeline.EmojiGlyphPipeline.from_pretrained`` reads it)."""

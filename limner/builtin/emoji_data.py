@@ -1,4 +1,4 @@
-"""Training material for the built-in model: Noto Color Emoji glyphs rendered to small RGB images.
+"""Training material for the first-generation emoji model: Noto Color Emoji glyphs rendered to small RGB images.
 
 The font is Debian's ``fonts-noto-color-emoji`` (SIL Open Font License 1.1, see ``LICENSES.md``).
 Only pictographic emoji are kept (faces, animals, food, plants, hearts, weather, vehicles, objects

@@ -1,4 +1,7 @@
-"""The built-in model's diffusers pipeline: a text-conditional pixel-space UNet on 32x32 images.
+"""The first-generation built-in model's diffusers pipeline: a text-conditional pixel-space UNet on 32x32 images.
+
+No weights ship for it any more (the built-in model is now ``glyph_pipeline``); it stays as limner's own example
+of a custom diffusers pipeline, which tests build tiny to exercise the diffusers engine.
 
 diffusers has no stock pipeline for a pixel-space model conditioned on a sentence embedding, so this
 one is limner's own. It is a normal ``DiffusionPipeline`` (``from_pretrained`` / ``save_pretrained``

@@ -1,4 +1,4 @@
-"""Train the built-in model from scratch, resumably: render, caption, encode, train, export.
+"""Train the first-generation emoji diffusion model from scratch, resumably (the built-in model is ``train_emoji``).
 
     python -m limner.builtin.train --steps 8000
 
@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 from tqdm import tqdm
 
-from limner.builtin import BUILTIN_MODEL_DIR
 from limner.builtin.emoji_data import load_emoji
 from limner.builtin.pipeline import NATIVE_SIZE, UNSHUFFLE, EmojiDiffusionPipeline, images_to_tensor
 from limner.builtin.text_encoder import EMBEDDING_DIM, SentenceEncoder
@@ -288,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     parser.add_argument("--export-every", type=int, default=TrainConfig.export_every)
     parser.add_argument("--checkpoint-dir", type=Path, default=Path.home() / ".cache" / "limner" / "train-builtin")
-    parser.add_argument("--out", type=Path, default=BUILTIN_MODEL_DIR)
+    parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "limner" / "emoji-32")
     parser.add_argument(
         "--init-from", type=Path, default=None, help="start from an exported model when no checkpoint exists"
     )

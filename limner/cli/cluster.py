@@ -36,7 +36,7 @@ dev_app = typer.Typer(help="Developer tools: run limner's scale-out topology on 
 
 CATALOG = """\
 [[models]]
-id = "limner-emoji-32"
+id = "limner-emoji"
 engine = "builtin"
 runtime = "ray"
 ray_address = "{ray_address}"

@@ -32,6 +32,19 @@ class StylePreset:
         return styled, f"{negative}, {self.negative}" if negative else self.negative
 
 
+def postprocessed(image: Image.Image, process: PostProcess) -> Image.Image:
+    """``process`` applied to ``image`` as seen on white, its transparency kept: the filters work on colours, and
+    the transparent parts of an RGBA image (the built-in model's background) would otherwise turn black."""
+    if image.mode != "RGBA":
+        return process(image)
+    alpha = image.getchannel("A")
+    flat = Image.new("RGB", image.size, (255, 255, 255))
+    flat.paste(image, mask=alpha)
+    styled = process(flat).convert("RGBA")
+    styled.putalpha(alpha)
+    return styled
+
+
 def _line_art(image: Image.Image) -> Image.Image:
     edges = image.convert("L").filter(ImageFilter.FIND_EDGES)
     return ImageOps.invert(ImageOps.autocontrast(edges)).convert("RGB")

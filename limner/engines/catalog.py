@@ -26,7 +26,9 @@ from limner.engines.quantization import DEFAULT_QUANTIZED, Component, Quantizati
 from limner.media.fetch import DEFAULT_MAX_BYTES
 from limner.media.inputs import DEFAULT_MAX_PIXELS
 
-BUILTIN_MODEL_ID = "limner-emoji-32"
+BUILTIN_MODEL_ID = "limner-emoji"
+BUILTIN_OLD_IDS = ("limner-emoji-32",)
+"""Earlier ids of the built-in model, kept as aliases so clients that ask for them still get it."""
 DIALECT_DEFAULT_ALIASES = (
     # OpenAI / AIGNE Hub: every image model name of the current openai SDK (``openai.types.ImageModel``)
     "dall-e-2",
@@ -70,11 +72,9 @@ UPSTREAM_CONCURRENCY = 32
 """Default ``max_concurrency`` of an upstream entry: waiting on a network call costs limner almost nothing."""
 BUILTIN_DEFAULTS: dict[str, Any] = {
     "path": BUILTIN_MODEL_DIR,
-    "default_steps": 20,
-    "default_guidance": 4.0,
-    "default_strength": 0.6,
+    "default_steps": 4,
+    "default_strength": 1.0,
     "default_size": (1024, 1024),
-    "native_size": (32, 32),
     "style_postprocess": True,
     "max_queue": 32,
     "batch_window_ms": 25.0,
@@ -424,9 +424,9 @@ def default_models() -> list[ModelEntry]:
         ModelEntry(
             id=BUILTIN_MODEL_ID,
             engine="builtin",
-            name="limner emoji 32",
-            description="limner's built-in 32x32 emoji diffusion model: offline, CPU, scaled to any size.",
-            aliases=list(DIALECT_DEFAULT_ALIASES),
+            name="limner emoji",
+            description="limner's built-in model: every emoji, from plain words, crisp at any size, transparent.",
+            aliases=[*BUILTIN_OLD_IDS, *DIALECT_DEFAULT_ALIASES],
         )
     ]
 

@@ -290,9 +290,12 @@ def planned_capabilities(settings: DiffusersSettings, family: Family | None = No
     configs, spec = config_root(settings)
     edit = inpaint = False
     negative = True
+    limits: tuple[int, int, int] | None = None
     if spec:
         with contextlib.suppress(Exception):  # unknown until load, which reports the problem properly
-            edit, inpaint, negative = class_tasks(pipeline_class(spec))
+            cls = pipeline_class(spec)
+            edit, inpaint, negative = class_tasks(cls)
+            limits = getattr(cls, "SIZE_LIMITS", None)  # a pipeline that draws any size says which
     size, multiple = size_from_configs(configs) if configs else (None, 8)
     if family is not None:
         negative = negative and family.negative_prompt
@@ -305,8 +308,9 @@ def planned_capabilities(settings: DiffusersSettings, family: Family | None = No
         supports_mask=inpaint,
         supports_negative_prompt=negative,
         default_size=settings.default_size or settings.native_size or size or (512, 512),
-        min_side=max(64, multiple),
-        max_side=2048,
+        min_side=limits[0] if limits else max(64, multiple),
+        max_side=limits[1] if limits else 2048,
+        max_pixels=limits[2] if limits else 2048 * 2048,
         size_multiple=multiple,
         native_size=settings.native_size,
         transparency=settings.transparency,

@@ -11,7 +11,7 @@ from limner.engines.catalog import UPSTREAM_PROVIDERS, EngineFactory, ModelEntry
 from limner.engines.compiling import CACHE_FOLDER
 from limner.engines.ray_serve import on_ray
 
-BUILTIN_PIPELINE = "limner.builtin.pipeline:EmojiDiffusionPipeline"
+BUILTIN_PIPELINE = "limner.builtin.glyph_pipeline:EmojiGlyphPipeline"
 
 
 def _diffusers(
@@ -71,7 +71,7 @@ def _flag(typed: bool | None, legacy: object) -> bool:
 
 
 def _builtin(entry: ModelEntry, *, data_dir: Path | None = None) -> Engine:
-    # 32x32: any n fits; it paints emoji on transparency itself
+    # every dialect's n fits; it paints emoji on transparency itself
     return _diffusers(entry, pipeline_class=BUILTIN_PIPELINE, max_images=10, data_dir=data_dir, transparency=True)
 
 

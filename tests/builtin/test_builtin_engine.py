@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +13,10 @@ from PIL import Image
 
 from limner.app import build_state
 from limner.builtin import BUILTIN_MODEL_DIR
-from limner.core.models import ImageRequest, SizeSpec, SourceImage
-from limner.engines.catalog import BUILTIN_MODEL_ID
+from limner.builtin.glyph_pipeline import EmojiGlyphPipeline
+from limner.core.models import EngineRequest, ImageRequest, ImageResult, Mode, SizeSpec, SourceImage
+from limner.engines.batching import BatchingEngine
+from limner.engines.catalog import BUILTIN_MODEL_ID, BUILTIN_OLD_IDS
 from limner.http.deps import AppState
 from limner.settings import Settings
 
@@ -28,19 +30,36 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppState]:
     yield build_state(settings)
 
 
+async def result_of(state: AppState, **fields: object) -> ImageResult:
+    request = ImageRequest(**{"prompt": "a slice of pizza", "model": "dall-e-2", **fields})  # type: ignore[arg-type]
+    return await state.service.run(request, "test")
+
+
 async def run(state: AppState, **fields: object) -> list[Image.Image]:
-    request = ImageRequest(**{"prompt": "red apple", "model": "dall-e-2", "steps": 8, **fields})  # type: ignore[arg-type]
-    result = await state.service.run(request, "test")
+    result = await result_of(state, **fields)
     return [Image.open(io.BytesIO(image.data)) for image in result.images]
 
 
-def test_default_catalog_serves_the_shipped_model_for_every_dialect_default(state: AppState) -> None:
-    for name in ("dall-e-2", "gpt-image-1", "image-gen.pro-1.0", "google/gemini-2.5-flash-image", "text-to-image"):
+def test_default_catalog_serves_the_shipped_model_for_every_dialect_default_and_its_old_id(state: AppState) -> None:
+    names = ("dall-e-2", "gpt-image-1", "image-gen.pro-1.0", "google/gemini-2.5-flash-image", "text-to-image")
+    for name in (*names, *BUILTIN_OLD_IDS):
         assert state.catalog.resolve(name).id == BUILTIN_MODEL_ID
     assert state.catalog.resolve(BUILTIN_MODEL_ID).path == BUILTIN_MODEL_DIR
 
 
-async def test_generates_at_any_requested_size_deterministically(state: AppState) -> None:
+async def test_a_slice_of_pizza_at_1024_is_drawn_there_with_its_own_transparency(state: AppState) -> None:
+    [image] = await run(state, seed=1, size=SizeSpec(1024, 1024), background="transparent")
+    assert (image.size, image.mode) == ((1024, 1024), "RGBA")
+    alpha = np.asarray(image.getchannel("A"))
+    assert alpha[:40, :40].max() == 0, "the corners are transparent"
+    assert 0.2 < (alpha > 250).mean() < 0.8, "the emoji covers part of the canvas, opaque"
+    # Pepperoni red and crust yellow, the pizza's colours; not an apple's or a heart's.
+    opaque = np.asarray(image.convert("RGB"))[alpha > 250].astype(np.float32)
+    red, green, blue = opaque.mean(axis=0)
+    assert red > 180 and green > 90 and blue < 120, (red, green, blue)
+
+
+async def test_sizes_are_drawn_exactly_and_seeds_are_reproducible(state: AppState) -> None:
     first = await run(state, seed=3, size=SizeSpec(96, 64), n=2)
     again = await run(state, seed=3, size=SizeSpec(96, 64), n=2)
     assert [image.size for image in first] == [(96, 64), (96, 64)]
@@ -48,118 +67,121 @@ async def test_generates_at_any_requested_size_deterministically(state: AppState
     assert first[0].tobytes() != first[1].tobytes(), "each image in a batch has its own seed"
 
 
-async def test_different_prompts_give_different_images(state: AppState) -> None:
-    apple = np.asarray((await run(state, seed=1))[0], dtype=np.float32)
-    heart = np.asarray((await run(state, prompt="blue heart", seed=1))[0], dtype=np.float32)
-    assert np.abs(apple - heart).mean() > 5
+@pytest.mark.parametrize(
+    ("fields", "transparent"),
+    [
+        ({"background": "transparent"}, True),
+        ({}, True),
+        ({"background": "opaque"}, False),
+        ({"output_format": "jpeg"}, False),
+        ({"output_format": "webp", "background": "transparent"}, True),
+    ],
+)
+async def test_transparency_is_delivered_and_reported_only_where_asked(
+    state: AppState, fields: dict[str, object], transparent: bool
+) -> None:
+    result = await result_of(state, seed=2, size=SizeSpec(128, 128), **fields)
+    image = Image.open(io.BytesIO(result.images[0].data))
+    assert result.transparent is transparent
+    if transparent:
+        assert image.mode == "RGBA" and image.getchannel("A").getextrema() == (0, 255)
+    else:
+        corner = np.asarray(image.convert("RGBA"))[:8, :8]
+        assert corner[..., 3].min() == 255 and corner[..., :3].min() >= 245, "composited on white"
 
 
-async def test_image_to_image_keeps_the_layout_at_low_strength(state: AppState) -> None:
-    source = Image.new("RGB", (32, 32), "white")
-    source.paste(Image.new("RGB", (16, 32), (20, 20, 200)), (0, 0))  # left half blue
-    request_image = SourceImage(source, "image")
-    [edited] = await run(state, images=[request_image], strength=0.3, size=SizeSpec(32, 32), seed=2, steps=10)
-    pixels = np.asarray(edited.convert("RGB"), dtype=np.float32)
-    original = np.asarray(source, dtype=np.float32)
-    to_source = np.abs(pixels - original).mean()
-    to_mirror = np.abs(pixels - original[:, ::-1]).mean()
-    assert to_source < 0.6 * to_mirror, f"the layout is kept: {to_source:.1f} from the source, {to_mirror:.1f} mirrored"
-    left, right = pixels[:, :16].mean(axis=(0, 1)), pixels[:, 16:].mean(axis=(0, 1))
-    assert left[2] - left[0] > right[2] - right[0] + 30, "the left half stays the bluer one"
-    assert right.mean() > left.mean() + 40, "the white half stays light"
+async def test_a_style_filter_keeps_the_transparency(state: AppState) -> None:
+    [image] = await run(state, seed=2, size=SizeSpec(128, 128), style="comic-book")
+    alpha = np.asarray(image.getchannel("A"))
+    assert image.mode == "RGBA" and alpha[:8, :8].max() == 0 and alpha.max() == 255
 
 
-async def test_masked_edit_keeps_unmasked_pixels(state: AppState, tmp_path: Path) -> None:
-    source = Image.new("RGB", (32, 32), (30, 160, 30))
-    mask = Image.new("L", (32, 32), 0)
-    mask.paste(255, (8, 8, 24, 24))
+async def test_different_prompts_draw_different_emoji(state: AppState) -> None:
+    pizza = np.asarray((await run(state, seed=1, size=SizeSpec(64, 64)))[0].convert("RGBA"), dtype=np.float32)
+    heart = np.asarray(
+        (await run(state, prompt="a blue heart", seed=1, size=SizeSpec(64, 64)))[0].convert("RGBA"), dtype=np.float32
+    )
+    assert np.abs(pizza - heart).mean() > 10
+    blue = heart[heart[..., 3] > 250][:, :3].mean(axis=0)
+    assert blue[2] > blue[0] + 60, f"the blue heart is blue: {blue}"
+
+
+async def test_an_edit_draws_over_the_source_and_claims_no_transparency(state: AppState) -> None:
+    source = Image.new("RGB", (128, 128), (20, 40, 200))
+    result = await result_of(state, images=[SourceImage(source, "image")], size=SizeSpec(128, 128), seed=2)
+    edited = Image.open(io.BytesIO(result.images[0].data))
+    assert edited.mode == "RGB" and result.transparent is False
+    pixels = np.asarray(edited, dtype=np.int16)
+    assert np.abs(pixels[:6, :6] - np.array([20, 40, 200])).max() <= 3, "the source shows around the emoji"
+    assert np.abs(pixels[56:72, 56:72] - np.array([20, 40, 200])).mean() > 40, "the emoji covers the middle"
+
+
+async def test_a_masked_edit_draws_inside_the_mask_only(state: AppState) -> None:
+    source = Image.new("RGB", (128, 128), (30, 160, 30))
+    mask = Image.new("L", (128, 128), 0)
+    mask.paste(255, (64, 64, 128, 128))
     [edited] = await run(
         state,
         images=[SourceImage(source, "image")],
         mask=SourceImage(mask.convert("RGB"), "mask"),
-        size=SizeSpec(32, 32),
+        size=SizeSpec(128, 128),
         seed=4,
-        steps=6,
     )
     pixels = np.asarray(edited.convert("RGB"), dtype=np.int16)
-    assert np.abs(pixels[:4, :4] - np.array([30, 160, 30])).max() <= 3
+    assert np.abs(pixels[:64, :] - np.array([30, 160, 30])).max() <= 3, "nothing outside the mask changes"
+    assert np.abs(pixels[80:112, 80:112] - np.array([30, 160, 30])).mean() > 30, "the emoji is drawn in it"
 
 
-async def test_many_concurrent_requests_share_steps_beyond_one_request_limit(state: AppState) -> None:
-    from limner.engines.stepping import SteppingEngine
-
+async def test_a_negative_prompt_pushes_its_emoji_away(state: AppState) -> None:
     engine = state.catalog.engine(state.catalog.resolve(BUILTIN_MODEL_ID))
-    assert isinstance(engine, SteppingEngine)
-    before = engine.steps_run
-    requests = [
-        ImageRequest(prompt=f"emoji {i}", model="dall-e-2", steps=2, seed=i, size=SizeSpec(32, 32)) for i in range(12)
-    ]
-    import asyncio
+    await engine.load()
+    pipe = engine.inner._pipe  # type: ignore[attr-defined]
+    assert isinstance(pipe, EmojiGlyphPipeline)
+    [plain] = pipe.choose(["a red heart"])
+    [pushed] = pipe.choose(["a red heart"], [pipe.emoji[plain]["label"]])
+    assert pipe.emoji[plain]["label"] == "red heart" and pushed != plain
 
+
+async def test_many_concurrent_requests_share_batches_beyond_one_request_limit(state: AppState) -> None:
+    engine = state.catalog.engine(state.catalog.resolve(BUILTIN_MODEL_ID))
+    assert isinstance(engine, BatchingEngine)
+    before = engine.batches_run
+    requests = [ImageRequest(prompt=f"emoji {i}", model="dall-e-2", seed=i, size=SizeSpec(64, 64)) for i in range(12)]
     results = await asyncio.gather(*(state.service.run(r, f"b{i}") for i, r in enumerate(requests)))
     assert [result.images[0].seed for result in results] == list(range(12))
-    assert engine.steps_run - before < 12 * 2, "requests shared denoiser calls"
+    assert engine.batches_run - before < 12, "requests were joined"
 
 
-async def test_the_built_in_model_steps_in_company_with_its_own_pixels(state: AppState) -> None:
-    """A request joining the built-in model's running batch at its next step, and another leaving it when its
-    caller goes away: the stayer's pixels are those it makes alone (up to CPU batch-size rounding), and bit
-    for bit those with ``batch_invariant``."""
-    import asyncio
-
-    from limner.core.models import EngineRequest, Mode
-    from limner.engines.stepping import SteppingEngine
-
+async def test_a_departed_caller_leaves_a_running_batch_of_the_real_pipeline(state: AppState) -> None:
+    """The built-in pipeline drops a departed caller's rows before its next stage; the others' images are
+    exactly the ones they get alone."""
     engine = state.catalog.engine(state.catalog.resolve(BUILTIN_MODEL_ID))
-    assert isinstance(engine, SteppingEngine)
+    assert isinstance(engine, BatchingEngine)
     await engine.load()
-    rows_per_step: list[int] = []
-    hook = engine.inner._pipe.unet.register_forward_hook(  # type: ignore[attr-defined]
-        lambda module, args, output: rows_per_step.append(args[0].shape[0] // 2)  # guidance doubles the batch
+    rows_per_stage: list[int] = []
+    hook = engine.inner._pipe.upsampler.register_forward_hook(  # type: ignore[attr-defined]
+        lambda module, args, output: rows_per_stage.append(args[0].shape[0])
     )
     loop = asyncio.get_running_loop()
-    tasks: dict[str, asyncio.Task[list[object]]] = {}
+    leaving: asyncio.Task[object] | None = None
 
-    def request(prompt: str, seeds: list[int], steps: int, **extra: object) -> EngineRequest:
-        return EngineRequest(Mode.GENERATE, prompt, 32, 32, seeds, steps=steps, **extra)  # type: ignore[arg-type]
+    def leave_at_once(step: int, total: int) -> None:
+        if step == 1 and leaving is not None:
+            loop.call_soon_threadsafe(leaving.cancel)
 
-    sent: list[int] = []
+    def request(prompt: str, seeds: list[int], **extra: object) -> EngineRequest:
+        return EngineRequest(Mode.GENERATE, prompt, 1024, 1024, seeds, **extra)  # type: ignore[arg-type]
 
-    async def arrive() -> list[object]:  # the joiner reaches the engine now, after this many denoiser calls
-        sent.append(len(rows_per_step))
-        return list(await engine.generate(joiner))
-
-    def join() -> None:
-        tasks.setdefault("join", loop.create_task(arrive()))
-
-    def at_step(step: int, total: int) -> None:  # the worker thread
-        if step == 2:
-            loop.call_soon_threadsafe(join)
-        if step == 4:
-            loop.call_soon_threadsafe(tasks["leave"].cancel)
-
-    joiner = request("red apple", [7], 6)
-    invariant = SteppingEngine(engine.inner, engine.fallback, invariant=True)
     try:
-        tasks["leave"] = asyncio.create_task(engine.generate(request("pizza", [5, 6], 16, progress=at_step)))
+        leaving = asyncio.create_task(engine.generate(request("pizza", [5, 6], progress=leave_at_once)))
+        staying = asyncio.create_task(engine.generate(request("red apple", [7])))
+        [image] = await staying
         with pytest.raises(asyncio.CancelledError):
-            await tasks["leave"]
-        [image] = await tasks["join"]  # type: ignore[misc]
-        rows_seen = list(rows_per_step)
-        [alone] = await engine.generate(joiner)
-        [other_seed] = await engine.generate(request("red apple", [8], 6))
-        tasks.clear()
-        tasks["leave"] = asyncio.create_task(invariant.generate(request("pizza", [5, 6], 16, progress=at_step)))
-        with pytest.raises(asyncio.CancelledError):
-            await tasks["leave"]
-        [exact_in_company] = await tasks["join"]  # type: ignore[misc]
-        [exact_alone] = await invariant.generate(joiner)
+            await leaving
+        rows_seen = list(rows_per_stage)
+        [alone] = await engine.generate(request("red apple", [7]))
     finally:
         hook.remove()
-    assert rows_seen.index(3) <= sent[0] + 1, f"joined at the next step after it arrived: {rows_seen}, {sent}"
-    assert len(rows_seen) <= 4 + 2 + 6 and rows_seen[-1] == 1, f"the leaver left within a step or two: {rows_seen}"
-    got, want, different = (np.asarray(i.image, dtype=np.int16) for i in (image, alone, other_seed))  # type: ignore[attr-defined]
-    assert np.abs(got - want).max() <= 2
-    assert np.abs(got - different).mean() > 10 * max(np.abs(got - want).mean(), 0.1)
-    exact = (np.asarray(i.image) for i in (exact_in_company, exact_alone))  # type: ignore[attr-defined]
-    assert np.array_equal(*exact)
+    assert rows_seen[-1] == 1 and len(rows_seen) == 2, rows_seen
+    got, want = (np.asarray(i.image, dtype=np.int16) for i in (image, alone))
+    assert np.abs(got - want).max() <= 2, "the same image, up to CPU batch-size rounding"

@@ -32,7 +32,8 @@ def test_a_builtin_entry_needs_nothing_but_its_engine() -> None:
     engine = _diffusers_engine(Catalog([entry], default_factories()), entry)
     assert engine.settings.path == BUILTIN_MODEL_DIR
     assert engine.settings.pipeline_class == BUILTIN_PIPELINE
-    assert (engine.settings.native_size, engine.settings.default_steps) == ((32, 32), 20)
+    assert (engine.settings.native_size, engine.settings.default_steps) == (None, 4), "draws at any size, 4 stages"
+    assert engine.capabilities.min_side == 16 and engine.capabilities.max_side == 4096
     shipped = default_models()[0]
     assert entry.model_dump(exclude={"id", "name", "description", "aliases"}) == shipped.model_dump(
         exclude={"id", "name", "description", "aliases"}
@@ -40,10 +41,12 @@ def test_a_builtin_entry_needs_nothing_but_its_engine() -> None:
 
 
 def test_a_builtin_entry_keeps_what_it_sets(tmp_path: Path) -> None:
-    entry = ModelEntry(id="emoji", engine="builtin", path=tmp_path / "retrained", default_steps=8, batch_window_ms=0)
+    entry = ModelEntry(
+        id="emoji", engine="builtin", path=tmp_path / "retrained", default_strength=0.5, batch_window_ms=0
+    )
     engine = _diffusers_engine(Catalog([entry], default_factories()), entry)
-    assert (engine.settings.path, engine.settings.default_steps) == (tmp_path / "retrained", 8)
-    assert engine.settings.native_size == (32, 32)
+    assert (engine.settings.path, engine.settings.default_strength) == (tmp_path / "retrained", 0.5)
+    assert engine.settings.native_size is None
 
 
 def test_a_builtin_entry_in_limner_toml_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,7 +33,7 @@ def test_the_page_loads_clean_with_the_default_model(playground: Open, open_serv
         "512x512",
     ]
     assert page.get_attribute("#n", "max") == "10"
-    assert page.get_attribute("#steps", "placeholder") == "default 20"
+    assert page.get_attribute("#steps", "placeholder") == "default 4"
     page.select_option("#aspect", "16:9")
     wide = page.eval_on_selector_all("#size option", "options => options.map(o => o.value)")
     assert all(abs(int(w) / int(h) - 16 / 9) < 0.05 for w, h in (size.split("x") for size in wide if size != "auto")), (
@@ -129,7 +129,9 @@ def test_a_mask_edit_changes_only_the_painted_region(playground: Open, open_serv
     kept = np.abs(result[:, 160:] - before[:, 160:]).mean()  # well right of the painted part
     painted = np.abs(result[:, :96] - before[:, :96]).mean()  # well inside it
     assert kept < 10, f"unpainted pixels moved by {kept:.1f} on average"
-    assert painted > 40, f"painted pixels moved by only {painted:.1f} on average"
+    # The built-in model draws the apple inside the painted strip's box, over the source: a square in a tall
+    # strip covers about a third of it.
+    assert painted > 15, f"painted pixels moved by only {painted:.1f} on average"
     assert "painted" in (page.text_content(".card dl") or "")
 
     page.click("#mask-clear")

@@ -128,7 +128,7 @@ def test_pull_fetches_only_what_the_pipeline_loads_and_adds_it_to_the_catalog(
     assert hub.fetched("/cdn/")  # weights came over plain HTTP from the "CDN": the fake hub never offers Xet
 
     catalog = tomllib.loads((tmp_path / "limner.toml").read_text())["models"]
-    assert [entry["id"] for entry in catalog] == ["limner-emoji-32", "tiny-sd"]  # the built-in model is kept
+    assert [entry["id"] for entry in catalog] == ["limner-emoji", "tiny-sd"]  # the built-in model is kept
     assert catalog[1] | {"path": None} == {
         "id": "tiny-sd",
         "engine": "diffusers",
@@ -142,7 +142,7 @@ def test_pull_fetches_only_what_the_pipeline_loads_and_adds_it_to_the_catalog(
 
     from limner.settings import Settings
 
-    assert [entry.id for entry in Settings().models] == ["limner-emoji-32", "tiny-sd"]
+    assert [entry.id for entry in Settings().models] == ["limner-emoji", "tiny-sd"]
     pipe = DiffusionPipeline.from_pretrained(catalog[1]["path"], local_files_only=True)
     assert type(pipe).__name__ == "StableDiffusionPipeline"
 

@@ -69,7 +69,7 @@ def test_adapters_need_a_known_model_and_one_weights_file(
     result = _run(LORA_REPO, "--lora-for", "no-such-model", "--weight-name", "b.safetensors")
     assert result.exit_code == 1 and "model 'no-such-model' is not in the catalog" in result.output
     assert not hub.fetched("/cdn/"), "nothing is downloaded for a model that does not exist"
-    result = _run(LORA_REPO, "--lora-for", "limner-emoji-32", "--models-dir", str(tmp_path / "models"))
+    result = _run(LORA_REPO, "--lora-for", "limner-emoji", "--models-dir", str(tmp_path / "models"))
     assert result.exit_code == 1
     assert "has several .safetensors files (a.safetensors, b.safetensors): pass --weight-name FILE" in result.output
     with pytest.raises(PullError, match=r"has no c\.safetensors"):

@@ -27,6 +27,7 @@ from limner.core.errors import ModelError, ServiceUnavailable
 from limner.core.imaging import add_watermark, has_alpha
 from limner.core.models import GeneratedImage
 from limner.core.sizes import SizePlan, fit_to_size
+from limner.core.styles import postprocessed
 from limner.engines.upstream.payloads import INLINE_BYTES
 from limner.media.encode import MIME_BY_FORMAT, encode_image, keeps_alpha, reuse_png, source_of
 from limner.media.ingredients import bare_ingredient, checked_ingredient
@@ -210,7 +211,7 @@ def finish(item: GeneratedImage, plan: Plan, sizes: SizePlan) -> GeneratedImage:
         return item
     image = fit_to_size(item.image, *sizes.output)
     if plan.styled and plan.style.postprocess is not None:
-        image = plan.style.postprocess(image)
+        image = postprocessed(image, plan.style.postprocess)
     if plan.matting is not None and not has_alpha(image):
         image = plan.matting.cut_out(image)
     if request.watermark:
