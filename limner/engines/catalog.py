@@ -223,7 +223,7 @@ class ModelEntry(BaseModel):
     """Local engines: images in one batch (request-level or step-level)."""
     step_batching: bool = Field(
         True,
-        description="The built-in model and SD 1.x/2.x/SDXL (turbo too): text-to-image requests join and leave a "
+        description="SD 1.x/2.x/SDXL (turbo too): text-to-image requests join and leave a "
         "running batch between denoising steps (limner.engines.stepping); false: request-level batching only",
     )
     batch_invariant: bool = Field(
@@ -303,8 +303,9 @@ class ModelEntry(BaseModel):
 
     @property
     def steps_in_batches(self) -> bool:
-        """Whether this entry's engine gets step-level batching (its requests join a running batch)."""
-        return self.step_batching and self.runtime == "local" and self.engine in ("builtin", "diffusers")
+        """Whether this entry's engine gets step-level batching (its requests join a running batch). The shipped
+        built-in model draws in stages, not denoising steps, in under a second: it batches per request."""
+        return self.step_batching and self.runtime == "local" and self.engine == "diffusers"
 
     price_per_image: float = 0.0
     cache_results: bool | None = Field(

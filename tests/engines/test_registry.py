@@ -57,15 +57,17 @@ def test_a_builtin_entry_in_limner_toml_loads(tmp_path: Path, monkeypatch: pytes
     assert entry.path == BUILTIN_MODEL_DIR
 
 
-def test_local_unet_and_builtin_entries_step_in_batches_unless_told_not_to(tmp_path: Path) -> None:
-    stepped = ModelEntry(id="emoji", engine="builtin")
-    whole = ModelEntry(id="whole", engine="builtin", step_batching=False)
+def test_local_diffusers_entries_step_in_batches_unless_told_not_to(tmp_path: Path) -> None:
+    stepped = ModelEntry(id="sd", engine="diffusers", path=tmp_path, batch_window_ms=5)
+    whole = ModelEntry(id="whole", engine="diffusers", path=tmp_path, batch_window_ms=5, step_batching=False)
+    emoji = ModelEntry(id="emoji", engine="builtin")  # draws in stages, not denoising steps: per request
     pattern = ModelEntry(id="pattern", engine="testpattern")
-    catalog = Catalog([stepped, whole, pattern], default_factories())
+    catalog = Catalog([stepped, whole, emoji, pattern], default_factories())
     engine = catalog.engine(stepped)
     assert isinstance(engine, SteppingEngine) and isinstance(engine.fallback, BatchingEngine)
     assert engine.max_images == stepped.max_batch_images == stepped.admitted
     assert isinstance(catalog.engine(whole), BatchingEngine)
+    assert isinstance(catalog.engine(emoji), BatchingEngine)
     assert not isinstance(catalog.engine(pattern), SteppingEngine) and pattern.admitted == 1
 
 
