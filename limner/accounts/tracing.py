@@ -82,8 +82,8 @@ class _ChildTracer(Tracer):
             name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
         )
 
-    @contextmanager
-    def start_as_current_span(
+    @contextmanager  # the base names a private context-manager class as its return type: same protocol
+    def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
         context: Context | None = None,

@@ -120,6 +120,41 @@ class Expand:
 
 
 @dataclass(frozen=True)
+class ControlChoice:
+    """One control (ControlNet or T2I-Adapter) of the requested model, by catalog name, with its image.
+
+    ``None`` fields take the catalog's defaults: ``scale`` its default scale, ``start``/``end`` the whole
+    run (fractions of the denoising steps), ``preprocess`` the control's own (canny for a canny control)."""
+
+    name: str
+    image: ImageInput
+    scale: float | None = None
+    start: float | None = None
+    end: float | None = None
+    preprocess: str | None = None
+
+
+@dataclass(frozen=True)
+class ReferenceChoice:
+    """One reference image (IP-Adapter) whose look the result follows; ``scale`` None: the catalog's."""
+
+    image: ImageInput
+    scale: float | None = None
+
+
+@dataclass(frozen=True)
+class ControlInfo:
+    """One control a catalog model offers, as model lists describe it."""
+
+    name: str
+    kind: str
+    type: str
+    """``controlnet`` or ``t2i-adapter``."""
+    scale: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class SizeSpec:
     """What the client asked for, before it is snapped to what a model accepts.
 
@@ -185,6 +220,10 @@ class ImageRequest:
     """Asked-for queue priority (``Limner-Priority``), capped at the consumer's maximum; None: 0."""
     start_deadline: float | None = None
     """Seconds the request may wait to start (``Limner-Start-Deadline``); None: the consumer's default."""
+    controls: list[ControlChoice] = field(default_factory=list)
+    """Controls of the model (ControlNets or T2I-Adapters) with their images; the service checks them."""
+    reference_images: list[ReferenceChoice] = field(default_factory=list)
+    """Images whose look the result follows (the model's IP-Adapter); the service checks them."""
     upscale: UpscaleChoice | None = None
     """On generations and edits: the images upscaled (and refined) before they are finished. With
     ``upscale_only``: the whole request, ``model`` being the upscaler."""
@@ -244,6 +283,31 @@ class ModelInfo:
     """A local model's dtype ("auto", "float32", ...); None for upstream models."""
     quantization: str | None = None
     """A local model's quantised weights ("none", "int8-weight (denoiser)", ...); None for upstream models."""
+    controls: tuple[ControlInfo, ...] = ()
+    reference_scale: float | None = None
+    """The default scale of the model's IP-Adapter; None: it takes no reference images."""
+
+
+@dataclass(frozen=True)
+class EngineControl:
+    """One control as an engine runs it: the decoded image (a map, or a photo to preprocess), all defaults
+    filled in. ``start``/``end`` are fractions of the denoising steps during which it steers."""
+
+    name: str
+    image: Image.Image
+    scale: float
+    start: float = 0.0
+    end: float = 1.0
+    preprocess: str = "none"
+    """``canny``: edges are drawn from ``image`` first (``limner.core.preprocess``); ``none``: it is the map."""
+
+
+@dataclass(frozen=True)
+class EngineReference:
+    """One decoded reference image and the IP-Adapter scale it runs at."""
+
+    image: Image.Image
+    scale: float
 
 
 @dataclass(frozen=True)
@@ -281,6 +345,10 @@ class EngineRequest:
     """A sampler name from the model's allow-list; None: the model's own."""
     exact: bool = False
     """Run without the model's denoising cache (``limner.engines.denoise_cache``), for the uncached pixels."""
+    controls: tuple[EngineControl, ...] = ()
+    """Controls to steer with, checked against the catalog, each with its image decoded."""
+    references: tuple[EngineReference, ...] = ()
+    """Reference images for the model's IP-Adapter, decoded."""
     scale: int = 1
     """``Mode.UPSCALE``: the factor to enlarge ``images[0]`` by (``width``/``height`` are the result's)."""
 

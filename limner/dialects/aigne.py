@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from limner.core.models import ImageRequest, SizeSpec
 from limner.core.sizes import parse_size
 from limner.dialects import openai
+from limner.dialects.controls import ControlList, ReferenceList, control_choices, reference_choices
 from limner.dialects.images import encoded, references
 from limner.dialects.loras import LoraList, lora_choices
 from limner.dialects.openai import render_error, render_result
@@ -39,6 +40,8 @@ class AigneParams(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     negative_prompt: str | None = Field(None, max_length=4000)
     loras: LoraList | None = None
+    controls: ControlList | None = None
+    reference_images: ReferenceList | None = None
     scheduler: str | None = Field(None, max_length=64)
     exact: bool = False
 
@@ -63,6 +66,8 @@ async def create_image(request: Request) -> Response:
         links=params.response_format == "url",
         report_usage=openai.is_gpt_image(params.model),
         loras=lora_choices(params.loras),
+        controls=control_choices(params.controls),
+        reference_images=reference_choices(params.reference_images),
         scheduler=params.scheduler,
         exact=params.exact,
         consumer=get_consumer(request),

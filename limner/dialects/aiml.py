@@ -46,6 +46,7 @@ from pydantic.json_schema import SkipJsonSchema
 from limner.core.errors import InvalidRequest, LimnerError, NotFound
 from limner.core.models import ImageRequest, ImageResult, MediaRef, SizeSpec
 from limner.core.sizes import parse_size
+from limner.dialects.controls import ControlList, ReferenceList, control_choices, reference_choices
 from limner.dialects.images import encoded, references
 from limner.dialects.loras import LoraList, lora_choices
 from limner.http import openapi
@@ -82,6 +83,8 @@ class GenerationParams(BaseModel):
     watermark: StrictBool = False
     # limner extensions: LoRA adapters, the sampler and exact results (no denoising cache) of a local model
     loras: LoraList | None = None
+    controls: ControlList | None = None
+    reference_images: ReferenceList | None = None
     scheduler: str | None = Field(None, max_length=64)
     exact: StrictBool = False
 
@@ -193,6 +196,8 @@ def to_image_request(params: GenerationParams, consumer: str) -> ImageRequest:
         keep_media=params.response_format == "url",
         links=params.response_format != "b64_json",
         loras=lora_choices(params.loras),
+        controls=control_choices(params.controls),
+        reference_images=reference_choices(params.reference_images),
         scheduler=params.scheduler,
         exact=params.exact,
         consumer=consumer,

@@ -23,7 +23,7 @@ class LoraParam(BaseModel):
     weight: float | None = Field(None, allow_inf_nan=False)
 
 
-def _from_form(value: Any) -> Any:
+def from_form_text(value: Any) -> Any:
     """A multipart field is text: decode it as the JSON list it holds (anything else is left to fail)."""
     if isinstance(value, str):
         try:
@@ -33,7 +33,7 @@ def _from_form(value: Any) -> Any:
     return value
 
 
-LoraList = Annotated[list[LoraParam], BeforeValidator(_from_form), Field(max_length=16)]
+LoraList = Annotated[list[LoraParam], BeforeValidator(from_form_text), Field(max_length=16)]
 
 
 def lora_choices(loras: list[LoraParam] | None) -> list[LoraChoice]:

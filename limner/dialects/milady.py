@@ -24,6 +24,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from limner.core.errors import InsufficientCredits, InvalidImage, InvalidRequest, LimnerError, retry_after_seconds
 from limner.core.models import ImageRequest, ImageResult, SizeSpec
+from limner.dialects.controls import ControlList, ReferenceList, control_choices, reference_choices
 from limner.dialects.images import encoded
 from limner.dialects.loras import LoraList, lora_choices
 from limner.http import openapi
@@ -59,6 +60,8 @@ class GenerateImageParams(BaseModel):
     sourceImage: StrictStr | None = None
     # limner extensions
     loras: LoraList | None = None
+    controls: ControlList | None = None
+    reference_images: ReferenceList | None = None
     scheduler: StrictStr | None = None
     exact: StrictBool = False
 
@@ -173,6 +176,8 @@ def to_image_request(params: GenerateImageParams, consumer: str) -> ImageRequest
         consumer=consumer,
         permanent_links=True,
         loras=lora_choices(params.loras),
+        controls=control_choices(params.controls),
+        reference_images=reference_choices(params.reference_images),
         scheduler=params.scheduler,
         exact=params.exact,
     )

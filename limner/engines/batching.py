@@ -81,8 +81,8 @@ class _Batch:
 
 def batch_key(request: EngineRequest) -> tuple[Any, ...] | None:
     """What must match for two requests to share a call; None for requests that never batch."""
-    if request.mode is not Mode.GENERATE or request.images:
-        return None
+    if request.mode is not Mode.GENERATE or request.images or request.controls or request.references:
+        return None  # each control or reference image is one request's own
     return (
         request.width,
         request.height,

@@ -140,6 +140,44 @@ class LoraEntry(BaseModel):
     repo: str | None = Field(None, description="The hub repository it was pulled from, if any")
 
 
+ControlKind = Literal["canny", "depth", "pose", "lineart", "scribble", "tile", "segmentation", "normal", "other"]
+
+
+class ControlEntry(BaseModel):
+    """One control of a local model (a ``[[models.controls]]`` table): a ControlNet or a T2I-Adapter, loaded
+    on first use, then kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=LORA_NAME, description="What requests call it (``controls: [{name, image}]``)")
+    path: Path = Field(description="A diffusers directory of the ControlNet or T2I-Adapter (config.json, weights)")
+    type: Literal["controlnet", "t2i-adapter"] = "controlnet"
+    kind: ControlKind = Field("other", description="What its images show: canny edges, a depth map, a pose, ...")
+    scale: float = Field(1.0, ge=0, le=2, description="Its conditioning scale when a request gives none")
+    preprocess: Literal["canny", "none"] | None = Field(
+        None, description="What is drawn from a request's image first; unset: canny for canny controls, else none"
+    )
+    base: str | None = Field(None, description="The family it was trained for (sdxl, sd1, ...)")
+    description: str = ""
+
+    @property
+    def preprocessor(self) -> str:
+        return self.preprocess or ("canny" if self.kind == "canny" else "none")
+
+
+class ReferenceEntry(BaseModel):
+    """A local model's IP-Adapter (the ``[models.ip_adapter]`` table): what ``reference_images`` run through."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(description="The IP-Adapter weights: a .safetensors/.bin file, or a directory holding one")
+    weight_name: str | None = Field(None, description="The file inside ``path`` when it is a directory")
+    image_encoder: Path = Field(description="A CLIP vision encoder directory (CLIPVisionModelWithProjection)")
+    scale: float = Field(1.0, ge=0, le=2, description="Its scale when a request's reference gives none")
+    base: str | None = Field(None, description="The family it was trained for (sdxl, sd1, ...)")
+    description: str = ""
+
+
 class MattingEntry(BaseModel):
     """A local model's background remover (a ``[models.matting]`` table): an ONNX network whose foreground
     map becomes the alpha of images asked for with a transparent background (``limner.engines.matting``)."""
@@ -201,6 +239,8 @@ class ModelEntry(BaseModel):
         "flux-schnell | flux-dev; unset: detected from the model's configs",
     )
     loras: list[LoraEntry] = Field(default_factory=list)
+    controls: list[ControlEntry] = Field(default_factory=list)
+    ip_adapter: ReferenceEntry | None = Field(None, description="The IP-Adapter that reads reference images")
     refiner: Path | None = Field(None, description="SDXL: a refiner directory that finishes text-to-image images")
     refiner_start: float = Field(0.8, gt=0, lt=1, description="The fraction of steps the base model runs")
     matting: MattingEntry | None = Field(
@@ -331,6 +371,11 @@ class ModelEntry(BaseModel):
         names = [lora.name for lora in self.loras]
         if len(set(names)) != len(names):
             raise ValueError(f"model '{self.id}' lists a LoRA name twice: {names}")
+        controls = [control.name for control in self.controls]
+        if len(set(controls)) != len(controls):
+            raise ValueError(f"model '{self.id}' lists a control name twice: {controls}")
+        if (self.controls or self.ip_adapter) and self.engine != "diffusers":
+            raise ValueError(f"model '{self.id}': controls and ip_adapter need engine 'diffusers', not '{self.engine}'")
         if self.family is not None:
             family_named(self.family)
         for knob, kind in (("cache_threshold", "first-block"), ("cache_interval", "taylorseer")):
@@ -343,6 +388,9 @@ class ModelEntry(BaseModel):
 
     def lora(self, name: str) -> LoraEntry | None:
         return next((lora for lora in self.loras if lora.name == name), None)
+
+    def control(self, name: str) -> ControlEntry | None:
+        return next((control for control in self.controls if control.name == name), None)
 
     @property
     def display_name(self) -> str:
@@ -467,6 +515,10 @@ class Catalog:
     def lora_owners(self, name: str) -> list[str]:
         """The ids of the models that offer a LoRA called ``name``."""
         return [entry.id for entry in self.entries if entry.lora(name) is not None]
+
+    def control_owners(self, name: str) -> list[str]:
+        """The ids of the models that offer a control called ``name``."""
+        return [entry.id for entry in self.entries if entry.control(name) is not None]
 
     def engine(self, entry: ModelEntry) -> Engine:
         """The engine for ``entry``, built on first use (its weights still load lazily).

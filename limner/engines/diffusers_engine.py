@@ -13,8 +13,9 @@ diffusers, never reading weights) and corrected after load. Without torch or dif
 still constructs, and load reports what is missing.
 
 The model's family (``limner.engines.families``) supplies the defaults a catalog entry leaves unset.
-LoRA adapters load on first use and stay (``adapters.LoraSet``); the sampler, the active adapters and VAE
-tiling are set per call, so requests never see each other's choices.
+LoRA adapters load on first use and stay (``adapters.LoraSet``); so do controls and the IP-Adapter
+(``control_models``); the sampler, the active adapters, controls and VAE tiling are set per call, so requests
+never see each other's choices.
 
 Each image reports how the call split into denoising and decoding (``GeneratedImage.timings``): the step
 hooks already report every step, so the end of the last one marks where decoding began.
@@ -41,6 +42,7 @@ from limner.core.models import Capabilities, EngineRequest, EngineTimings, Gener
 from limner.engines.adapters import LoraSet
 from limner.engines.base import Engine
 from limner.engines.compiling import check_compiler, use_cache_dir
+from limner.engines.control_models import ControlModels, ReferenceModel, control_arguments, reference_arguments
 from limner.engines.denoise_cache import Cache
 from limner.engines.diffusers_loading import (
     DiffusersSettings,
@@ -85,6 +87,9 @@ class DiffusersEngine(Engine):
         self.family = planned_family(settings)
         self.capabilities = planned_capabilities(settings, self.family)
         self.loras = LoraSet(settings.loras)
+        self.controls = ControlModels(settings.controls)
+        self.references = ReferenceModel(settings.ip_adapter)
+        self._dtype: Any = None
         allowed = settings.samplers if settings.samplers is not None else self.family.samplers if self.family else ()
         self.samplers = Samplers(tuple(allowed))
         self.precision: str | None = None
@@ -198,6 +203,8 @@ class DiffusersEngine(Engine):
             self.cache.detach()
             self._steps = None
             self.loras.reset()
+            self.controls.reset()
+            self.references.reset()
             if pipe is not None and self.settings.cpu_offload:
                 pipe.remove_all_hooks()
             del pipe
@@ -235,6 +242,7 @@ class DiffusersEngine(Engine):
         except Exception as exc:
             raise ModelNotAvailable(f"Could not load the model at {path}: {exc}") from exc
         self._device = device
+        self._dtype = dtype
         self.precision = str(dtype).removeprefix("torch.")
         self._tasks = task_pipelines(pipe)
         if self.family is not None and not self.family.text_to_image:
@@ -277,12 +285,17 @@ class DiffusersEngine(Engine):
             pipe = self._tasks.get(task)
             if pipe is None:  # _check already refused, unless the pipeline vanished in between
                 raise UnsupportedOperation(f"This model does not support {task}.")
+            if request.controls:
+                loads = self.controls.loads
+                pipe = self.controls.pipeline(task, pipe, request.controls, self._dtype, self._device)
+                if self.controls.loads != loads:  # control models add weights: count them once, when they arrive
+                    self._resident_bytes = self._measure(base)
             self._prepare(base, pipe, request)
             # One generator per image: a seed gives the same noise alone or anywhere in a batch.
             generators = [torch.Generator(device=self._device).manual_seed(seed) for seed in request.seeds]
             clock = DenoiseClock(request.progress, self._device)
             kwargs = self._call_arguments(pipe, replace(request, progress=clock), generators, cancel)
-            refine = self._refiner is not None and task == "generate"
+            refine = self._refiner is not None and task == "generate" and not (request.controls or request.references)
             started = time.perf_counter()
             try:
                 with self.cache.off(request.exact):
@@ -313,10 +326,15 @@ class DiffusersEngine(Engine):
         loads = self.loras.loads
         self.loras.apply(base, request.loras)
         if self.loras.loads != loads:  # adapters add weights: count them once, when they arrive
-            self._resident_bytes = module_bytes(base)
+            self._resident_bytes = self._measure(base)
+        self.references.apply(base, pipe, request.references, self._dtype, self._device)
         if hasattr(pipe, "scheduler"):
             pipe.scheduler = self.samplers.pick(request.scheduler)
         set_vae_tiling(pipe, self.settings, self.family, request.width * request.height)
+
+    def _measure(self, base: Pipeline) -> int:
+        """The pipeline's weights and the control models kept beside it."""
+        return module_bytes(base) + _bytes_of(self.controls.models.values())
 
     def _refined(self, kwargs: dict[str, Any], generators: list[Any]) -> list[Any]:
         """SDXL's ensemble of experts: the base denoises the first steps, the refiner the rest."""
@@ -375,6 +393,11 @@ class DiffusersEngine(Engine):
                 kwargs["mask_image"] = _prepared(request.mask, "L", size, Image.Resampling.BILINEAR)
         kwargs |= {name: value for name, value in optional.items() if value is not None and name in params}
         kwargs |= step_arguments(params, request, steps, cancel)
+        if request.controls:
+            made = settings.native_size or (request.width, request.height)  # the size the pipeline makes
+            kwargs |= control_arguments(pipe, request.controls, made)
+        if request.references:
+            kwargs |= reference_arguments(request.references)
         return kwargs
 
     # --- checks ---
@@ -404,6 +427,27 @@ class DiffusersEngine(Engine):
                 raise InvalidRequest(
                     f"LoRA '{choice.name}' was made for {spec.base} models; this model is {self.family.name}.",
                     param="loras",
+                )
+        self._check_controls(request)
+
+    def _check_controls(self, request: EngineRequest) -> None:
+        for control in request.controls:
+            spec = self.controls.specs.get(control.name)
+            if spec is None:
+                raise InvalidRequest(f"Unknown control '{control.name}' for this model.", param="controls")
+            if spec.base and self.family and not same_base(spec.base, self.family):
+                raise InvalidRequest(
+                    f"Control '{control.name}' was made for {spec.base} models; this model is {self.family.name}.",
+                    param="controls",
+                )
+        if request.references:
+            ip = self.references.spec
+            if ip is None:
+                raise InvalidRequest("This model takes no reference images.", param="reference_images")
+            if ip.base and self.family and not same_base(ip.base, self.family):
+                raise InvalidRequest(
+                    f"The IP-Adapter was made for {ip.base} models; this model is {self.family.name}.",
+                    param="reference_images",
                 )
 
 
@@ -456,6 +500,11 @@ def _check_size(width: int, height: int, caps: Capabilities) -> None:
             f"between {caps.min_side} and {caps.max_side}.",
             param="size",
         )
+
+
+def _bytes_of(models: Any) -> int:
+    """Parameter bytes of modules kept beside the pipeline (control models)."""
+    return sum(p.numel() * p.element_size() for model in models for p in model.parameters())
 
 
 def _prepared(image: Image.Image, mode: str, size: tuple[int, int] | None, resample: Image.Resampling) -> Image.Image:

@@ -18,6 +18,7 @@ from typing import Any
 from limner.core.errors import ModelNotAvailable
 from limner.core.models import Capabilities, Mode
 from limner.engines.adapters import LoraSpec
+from limner.engines.controls import ControlSpec, ReferenceSpec
 from limner.engines.families import Family, detect_family, family_named
 from limner.engines.gguf_loading import is_gguf, load_gguf
 from limner.engines.quantization import load_arguments
@@ -60,6 +61,8 @@ class DiffusersSettings:
     cache_interval: int | None = None  # taylorseer: steps between full computations
     family: str | None = None  # see limner.engines.families; None: detected from the configs
     loras: tuple[LoraSpec, ...] = ()
+    controls: tuple[ControlSpec, ...] = ()
+    ip_adapter: ReferenceSpec | None = None
     samplers: tuple[str, ...] | None = None  # the samplers requests may pick; None: the family's
     refiner: Path | None = None  # SDXL: a refiner directory run on the last steps of text-to-image
     refiner_start: float = 0.8

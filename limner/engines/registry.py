@@ -23,6 +23,7 @@ def _diffusers(
     transparency: bool = False,
 ) -> Engine:
     from limner.engines.adapters import specs_for
+    from limner.engines.controls import control_specs, reference_spec
     from limner.engines.diffusers_engine import DiffusersEngine, DiffusersSettings
 
     if entry.path is None:
@@ -54,6 +55,8 @@ def _diffusers(
             cache_interval=entry.cache_interval,
             family=entry.family,
             loras=specs_for(entry),
+            controls=control_specs(entry),
+            ip_adapter=reference_spec(entry),
             samplers=tuple(entry.schedulers) if entry.schedulers is not None else None,
             refiner=entry.refiner,
             refiner_start=entry.refiner_start,

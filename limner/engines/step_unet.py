@@ -44,6 +44,8 @@ class PipelineSteps(ABC):
     def key(self, request: EngineRequest) -> Hashable | None:
         if request.mode is not Mode.GENERATE or request.images or request.mask is not None or request.prompts:
             return None
+        if request.controls or request.references:  # their pipelines are the control or IP-Adapter ones
+            return None
         return (request.width, request.height, request.loras, self.guidance(request) > 1.0)
 
     def prepare(self, request: EngineRequest) -> None:

@@ -166,6 +166,8 @@ def describe(request: Request, name: str) -> dict[str, Any]:
         "default_guidance": entry.default_guidance,
         "default_strength": entry.default_strength,
         "sizes": size_choices(caps),
+        "controls": [{"name": c.name, "kind": c.kind, "scale": c.scale} for c in entry.controls],
+        "reference_scale": entry.ip_adapter.scale if entry.ip_adapter else None,
     }
 
 

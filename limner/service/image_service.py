@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
-from limner.core.models import Capabilities, ImageRequest, ImageResult, LoraInfo, Mode, ModelInfo
+from limner.core.models import Capabilities, ControlInfo, ImageRequest, ImageResult, LoraInfo, Mode, ModelInfo
 from limner.core.sizes import SizePlan
 from limner.core.tracing import annotate, span
 from limner.core.usage import count_usage
@@ -118,7 +118,17 @@ class ImageService:
         """One model by id or alias (``ModelNotFound`` otherwise), without building its engine."""
         entry = self.catalog.resolve(name)
         loras = tuple(LoraInfo(lora.name, lora.weight, lora.description) for lora in entry.loras)
-        return ModelInfo(entry.id, entry.owned_by, entry.display_name, loras, **entry.precision_fields())
+        controls = tuple(ControlInfo(c.name, c.kind, c.type, c.scale, c.description) for c in entry.controls)
+        reference_scale = entry.ip_adapter.scale if entry.ip_adapter else None
+        return ModelInfo(
+            entry.id,
+            entry.owned_by,
+            entry.display_name,
+            loras,
+            controls=controls,
+            reference_scale=reference_scale,
+            **entry.precision_fields(),
+        )
 
     def capabilities(self, name: str) -> Capabilities:
         """What a model's engine accepts (builds the engine if it was not built yet; loads no weights)."""
@@ -192,7 +202,9 @@ class ImageService:
             base_seed = request.seed if request.seed is not None else secrets.randbits(31)
             seeds = [(base_seed + index) % SEED_LIMIT for index in range(request.n)]
             render = lambda image: self.finisher.preview(image, plan, sizes)  # noqa: E731
-            engine_request = self.generator.engine_request(plan, sizes, seeds, (mode, images, mask), job, render)
+            engine_request = self.generator.engine_request(
+                plan, sizes, seeds, (mode, images, mask), job, render, inputs
+            )
             if canvas is not None and request.strength is None:
                 engine_request = replace(engine_request, strength=1.0)  # the new area is painted from noise
             inputs_seconds = decoded - decoding

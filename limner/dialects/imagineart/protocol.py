@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from limner.core.imagineart import EditAspectRatio, GenerateAspectRatio, Resolution
+from limner.dialects.controls import CONTROLS_HELP, REFERENCES_HELP, ControlList, ReferenceList
 from limner.dialects.loras import LoraList
 
 DIALECT = "imagineart"
@@ -21,7 +22,7 @@ SEED_MAX = 2**32 - 1
 RANDOM_SEEDS = (0, -1)
 PROMPT_LIMIT = 4000
 RESOLUTION_HELP = "1K (faster) or 2K (higher fidelity)."
-EXTENSIONS = frozenset({"loras"})
+EXTENSIONS = frozenset({"loras", "controls", "reference_images"})
 """Form fields limner adds to the reference's (documented in OpenAPI, not in the model listing)."""
 LORAS_HELP = 'limner extension: LoRA adapters of the serving model, as a JSON list [{"name": ..., "weight": ...}].'
 SEED_HELP = "Deterministic seed. 0, -1, or omitted = random."
@@ -40,6 +41,8 @@ class GenerationForm(BaseModel):
         "low", description="Visual reasoning level: low (faster) or high (richer compositions: more denoising steps)."
     )
     loras: LoraList | None = Field(None, description=LORAS_HELP)
+    controls: ControlList | None = Field(None, description=CONTROLS_HELP)
+    reference_images: ReferenceList | None = Field(None, description=REFERENCES_HELP)
 
 
 class EditForm(BaseModel):
@@ -52,6 +55,8 @@ class EditForm(BaseModel):
     resolution: Resolution = Field("2K", description=RESOLUTION_HELP)
     seed: int | None = Field(None, ge=-1, le=SEED_MAX, description=SEED_HELP)
     loras: LoraList | None = Field(None, description=LORAS_HELP)
+    controls: ControlList | None = Field(None, description=CONTROLS_HELP)
+    reference_images: ReferenceList | None = Field(None, description=REFERENCES_HELP)
 
 
 class ImagineArtError(BaseModel):

@@ -7,6 +7,7 @@ from typing import Any
 
 from limner.core.errors import InvalidImage, InvalidRequest
 from limner.core.models import EncodedImage, ImageInput, ImageRequest, SizeSpec
+from limner.dialects.controls import control_choices, reference_choices
 from limner.dialects.imagineart.protocol import (
     DIALECT,
     EDIT_MODEL,
@@ -44,6 +45,8 @@ def generation_request(params: GenerationForm, consumer: str) -> ImageRequest:
         embed_metadata=False,
         links=False,  # the answer is the PNG itself
         loras=lora_choices(params.loras),
+        controls=control_choices(params.controls),
+        reference_images=reference_choices(params.reference_images),
         consumer=consumer,
     )
 
@@ -60,6 +63,8 @@ def edit_request(params: EditForm, images: list[ImageInput], consumer: str) -> I
         embed_metadata=False,
         links=False,  # the answer is the PNG itself
         loras=lora_choices(params.loras),
+        controls=control_choices(params.controls),
+        reference_images=reference_choices(params.reference_images),
         consumer=consumer,
     )
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
+from limner.dialects.controls import ControlList, ReferenceList
 from limner.dialects.loras import LoraList
 
 DIALECT = "openai"
@@ -77,6 +78,8 @@ class ImageParams(BaseModel):
     scheduler: str | None = Field(None, max_length=64)
     exact: bool | None = None
     """Run without the model's denoising cache: the pixels of the full computation."""
+    controls: ControlList | None = None
+    reference_images: ReferenceList | None = None
     upscale: Annotated[UpscaleOption, BeforeValidator(_json_text)] | None = None
 
 

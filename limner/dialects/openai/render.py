@@ -124,6 +124,13 @@ def model_object(model_id: str, state: AppState) -> dict[str, Any]:
         item["loras"] = [
             {"name": lora.name, "weight": lora.weight, "description": lora.description} for lora in info.loras
         ]
+    if info.controls:  # limner extension: the model's ControlNets and T2I-Adapters
+        item["controls"] = [
+            {"name": c.name, "kind": c.kind, "type": c.type, "scale": c.scale, "description": c.description}
+            for c in info.controls
+        ]
+    if info.reference_scale is not None:  # limner extension: it takes reference_images (an IP-Adapter)
+        item["reference_images"] = {"scale": info.reference_scale}
     return item
 
 

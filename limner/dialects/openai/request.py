@@ -8,6 +8,7 @@ from typing import cast
 from limner.core.errors import InvalidRequest, UnsupportedOperation
 from limner.core.models import Expand, ImageRequest, OutputFormat, SizeSpec, UpscaleChoice
 from limner.core.sizes import parse_size
+from limner.dialects.controls import control_choices, reference_choices
 from limner.dialects.loras import lora_choices
 from limner.dialects.openai.protocol import (
     DEFAULT_MODEL,
@@ -79,6 +80,8 @@ def to_request(params: ImageParams, consumer: str, prompt: str) -> ImageRequest:
         loras=lora_choices(params.loras),
         scheduler=params.scheduler,
         exact=bool(params.exact),
+        controls=control_choices(params.controls),
+        reference_images=reference_choices(params.reference_images),
         upscale=upscale_choice(params.upscale),
     )
 

@@ -15,10 +15,12 @@ default for upstream providers (their seeded output may still vary, and they are
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from enum import Enum
 
 from PIL import Image
 
@@ -26,6 +28,21 @@ from limner.core.sizes import SizePlan
 from limner.engines.catalog import LOCAL_ENGINES
 from limner.service.stages.finish import Encoded
 from limner.service.stages.plan import Plan
+
+NOT_PIXELS = frozenset(
+    {
+        "images",  # hashed as decoded pixels (a URL's content may change)
+        "mask",
+        "keep_media",
+        "links",
+        "permanent_links",
+        "partial_images",
+        "report_usage",
+        "priority",
+        "start_deadline",
+    }
+)
+"""``ImageRequest`` fields that do not decide the delivered bytes; every other field is part of the key."""
 
 CacheObserver = Callable[[str, bool], None]
 """Told (model id, hit) for every lookup: ``/metrics`` counts hits and misses per model."""
@@ -48,34 +65,21 @@ class ResultCache:
         enabled = entry.cache_results if entry.cache_results is not None else entry.engine in LOCAL_ENGINES
         if request.seed is None or not enabled or self.max_bytes == 0:
             return None
-        fields = {
-            "consumer": request.consumer,
-            "model": entry.id,
-            "prompt": plan.prompt,
-            "negative_prompt": plan.negative_prompt,
-            "seed": request.seed,
-            "n": request.n,
-            "sizes": [sizes.output, sizes.generate],
-            "steps": plan.steps,
-            "guidance": request.guidance,
-            "strength": request.strength,
-            "scheduler": request.scheduler,
-            "loras": [[lora.name, lora.weight] for lora in plan.loras],
-            "style": plan.style.id,
-            "mode": request.mode.value,
-            "output_format": request.output_format,
-            "output_compression": request.output_compression,
-            "background": request.background,
-            "quality": request.quality,
-            "rendering_style": request.rendering_style,
-            "effort": request.effort,
-            "watermark": request.watermark,
-            "embed_metadata": request.embed_metadata,
-            "upscale": request.upscale,
-            "upscaler": plan.upscaler.id if plan.upscaler is not None else None,
-            "expand": request.expand,
-        }
-        digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
+        fields: dict[str, object] = {
+            name: value for name, value in vars(request).items() if name not in NOT_PIXELS
+        }  # every request field, so one added later is part of the key unless it is named below
+        fields.update(
+            model=entry.id,
+            prompt=plan.prompt,
+            negative_prompt=plan.negative_prompt,
+            sizes=[sizes.output, sizes.generate],
+            steps=plan.steps,
+            loras=[[lora.name, lora.weight] for lora in plan.loras],
+            style=plan.style.id,
+            mode=request.mode.value,
+            upscaler=plan.upscaler.id if plan.upscaler is not None else None,
+        )
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=_jsonable).encode())
         for image in [*images, *([mask] if mask is not None else [])]:
             digest.update(f"|{image.mode}|{image.width}x{image.height}|".encode())
             digest.update(image.tobytes())
@@ -103,6 +107,17 @@ class ResultCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _jsonable(value: object) -> object:
+    """Request values JSON cannot write: bytes by their digest, dataclasses and enums by their content."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return hashlib.sha256(value).hexdigest()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    return repr(value)
 
 
 def _size(encoded: Encoded) -> int:

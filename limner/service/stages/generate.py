@@ -12,13 +12,14 @@ import time
 from PIL import Image
 
 from limner.core.errors import LimnerError, ModelError, Timeout
-from limner.core.models import EngineRequest, EngineTimings, GeneratedImage, Mode
+from limner.core.models import EngineControl, EngineReference, EngineRequest, EngineTimings, GeneratedImage, Mode
 from limner.core.sizes import SizePlan
 from limner.engines.catalog import Catalog, ModelEntry
 from limner.engines.residency import Residency
 from limner.engines.slots import ModelSlots
 from limner.service.gate import Admission
 from limner.service.jobs import Job, JobRegistry, Renderer, Reporter
+from limner.service.stages.inputs import Inputs
 from limner.service.stages.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class GenerateStage:
         sources: tuple[Mode, list[Image.Image], Image.Image | None],
         job: Job,
         render: Renderer,
+        inputs: Inputs,
     ) -> EngineRequest:
         """What the engine is asked: sizes resolved, seeds drawn, style applied, progress reported to ``job``."""
         request = plan.request
@@ -87,6 +89,8 @@ class GenerateStage:
             loras=plan.loras,
             scheduler=request.scheduler,
             exact=request.exact,
+            controls=_controls(plan, inputs),
+            references=_references(plan, inputs),
             scale=request.upscale.scale if mode is Mode.UPSCALE and request.upscale else 1,
         )
 
@@ -171,6 +175,28 @@ class GenerateStage:
         if len(generated) != engine_request.n:
             raise ModelError(f"Model '{entry.id}' returned {len(generated)} images instead of {engine_request.n}.")
         return generated
+
+
+def _controls(plan: Plan, inputs: Inputs) -> tuple[EngineControl, ...]:
+    """The plan's controls with their decoded images (the plan filled in every default)."""
+    return tuple(
+        EngineControl(
+            name=control.name,
+            image=source.image,
+            scale=control.scale if control.scale is not None else 1.0,
+            start=control.start or 0.0,
+            end=control.end if control.end is not None else 1.0,
+            preprocess=control.preprocess or "none",
+        )
+        for control, source in zip(plan.controls, inputs.controls, strict=True)
+    )
+
+
+def _references(plan: Plan, inputs: Inputs) -> tuple[EngineReference, ...]:
+    return tuple(
+        EngineReference(source.image, reference.scale if reference.scale is not None else 1.0)
+        for reference, source in zip(plan.references, inputs.references, strict=True)
+    )
 
 
 def _engine_stages(seconds: float, timings: EngineTimings | None) -> dict[str, float]:

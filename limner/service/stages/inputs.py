@@ -1,5 +1,8 @@
 """The input stage: a request's images read, decoded, shrunk and held within a memory budget.
 
+Source images, the mask, control images and reference images are all inputs alike: the same decoder,
+the same pixel bound, the same budget.
+
 A request's memory is bounded by what it will use, not by what was uploaded: each image is decoded
 (at most a few at once, ``ImageLoader``) and shrunk at once to the pixels its generation can use
 (``Plan.input_pixels``), before any padding or composition. Every decoded image a request holds, from
@@ -11,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PIL import Image
 
@@ -33,10 +36,14 @@ MiB = 2**20
 
 @dataclass(frozen=True)
 class Inputs:
-    """A request's decoded images (each at most ``Plan.input_pixels``) and mask."""
+    """A request's decoded images (each at most ``Plan.input_pixels``), mask, control and reference images."""
 
     images: list[SourceImage]
     mask: SourceImage | None
+    controls: list[SourceImage] = field(default_factory=list)
+    """One per ``Plan.controls``, in order."""
+    references: list[SourceImage] = field(default_factory=list)
+    """One per ``Plan.references``, in order."""
 
     @property
     def first(self) -> Image.Image | None:
@@ -86,18 +93,26 @@ class InputStage:
         """The request's inputs, held (and counted) for the block."""
         request = plan.request
         held = 0
+        counted = len(request.images) + (request.mask is not None) + len(plan.controls) + len(plan.references)
         try:
-            images: list[SourceImage] = []
+            decoded: list[list[SourceImage]] = []
             mask = None
-            with span("limner.inputs", {"limner.input_images": len(request.images) + (request.mask is not None)}):
-                for item in request.images:
-                    source, size = await self._decode(item, plan, request.consumer)
-                    held += size
-                    images.append(source)
+            with span("limner.inputs", {"limner.input_images": counted}):
+                for items in (
+                    request.images,
+                    [control.image for control in plan.controls],
+                    [reference.image for reference in plan.references],
+                ):
+                    decoded.append([])
+                    for item in items:
+                        source, size = await self._decode(item, plan, request.consumer)
+                        held += size
+                        decoded[-1].append(source)
                 if request.mask is not None:
                     mask, size = await self._decode(request.mask, plan, request.consumer)
                     held += size
-            yield Inputs(images, mask)
+            images, controls, references = decoded
+            yield Inputs(images, mask, controls, references)
         finally:
             self.memory.give(held)
 

@@ -10,11 +10,20 @@ from dataclasses import dataclass
 from PIL import Image
 
 from limner.core.errors import InvalidRequest, UnsupportedOperation
-from limner.core.models import UPSCALE_FACTORS, Capabilities, ImageRequest, LoraChoice, Mode
+from limner.core.models import (
+    UPSCALE_FACTORS,
+    Capabilities,
+    ControlChoice,
+    ImageRequest,
+    LoraChoice,
+    Mode,
+    ReferenceChoice,
+)
 from limner.core.sizes import SizePlan, input_pixels, resolve_size
 from limner.core.styles import StylePreset, get_style
 from limner.engines.adapters import resolve_loras
 from limner.engines.catalog import Catalog, ModelEntry
+from limner.engines.controls import resolve_controls, resolve_references
 from limner.engines.matting import Matting
 from limner.service.stages.outpaint import check_expand
 
@@ -31,6 +40,10 @@ class Plan:
     caps: Capabilities
     style: StylePreset
     loras: tuple[LoraChoice, ...]
+    controls: tuple[ControlChoice, ...]
+    """The request's controls with the catalog's defaults filled in (images still as sent)."""
+    references: tuple[ReferenceChoice, ...]
+    """The request's reference images with their scale filled in (images still as sent)."""
     prompt: str
     """The prompt with the style applied: what the model reads."""
     negative_prompt: str | None
@@ -61,7 +74,8 @@ class Plan:
 
 
 def plan_request(catalog: Catalog, request: ImageRequest) -> Plan:
-    """The plan for ``request``, or the error that refuses it (model, counts, modes, style, adapters, size)."""
+    """The plan for ``request``, or the error that refuses it (model, counts, modes, style, adapters, controls,
+    reference images, upscale, background, expand, size)."""
     if request.mode is Mode.UPSCALE:
         return _plan_upscale(catalog, request)
     entry = catalog.resolve(request.model)
@@ -77,6 +91,8 @@ def plan_request(catalog: Catalog, request: ImageRequest) -> Plan:
     check_expand(request, caps)
     style = get_style(request.style)
     loras = resolve_loras(entry, request.loras, catalog)
+    controls = resolve_controls(entry, request.controls, catalog)
+    references = resolve_references(entry, request.reference_images)
     # Without images this is the final size (an invalid one is refused here); with images the area is the
     # same whatever shape ``auto`` takes from them, which is all the input bound needs.
     unshaped = resolve_size(request.size, caps)
@@ -88,6 +104,8 @@ def plan_request(catalog: Catalog, request: ImageRequest) -> Plan:
         caps=caps,
         style=style,
         loras=loras,
+        controls=controls,
+        references=references,
         prompt=prompt,
         negative_prompt=negative,
         steps=steps,
@@ -113,6 +131,8 @@ def _plan_upscale(catalog: Catalog, request: ImageRequest) -> Plan:
         caps=caps,
         style=get_style(None),
         loras=(),
+        controls=(),
+        references=(),
         prompt="",
         negative_prompt=None,
         steps=None,

@@ -49,8 +49,65 @@ function settings() {
     size: $("size").value || "auto", n, seed: number("seed"), steps: number("steps"), guidance: number("guidance"),
     negative: $("negative").disabled ? "" : $("negative").value.trim(), style: $("style").value,
     strength: editing ? Number($("strength").value) : null,
+    control: guideControl(m), reference: guideReference(m),
     expand: editing ? $("expand").value : "",
   };
+}
+
+// ---- control and reference images (limner extensions) ----------------------------------------------
+
+const GUIDE_FILES = { control: "control.png", reference: "reference.png" };
+const guideBlob = (id) => $(id).files?.[0] || null;
+
+/** The chosen control, when the model offers it and an image is chosen: {name, scale, file}. */
+function guideControl(m) {
+  const name = $("control-name").value;
+  if (!name || !guideBlob("control-file") || !(m.controls || []).some((c) => c.name === name)) return null;
+  return { name, scale: number("control-scale"), file: GUIDE_FILES.control };
+}
+
+function guideReference(m) {
+  if (m.reference_scale == null || !guideBlob("reference-file")) return null;
+  return { scale: number("reference-scale"), file: GUIDE_FILES.reference };
+}
+
+/** The files "Show the request" names, by file name. */
+const guideFile = (name) => guideBlob(name === GUIDE_FILES.control ? "control-file" : "reference-file");
+
+function dataUrlOf(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
+/** The request's ``controls`` and ``reference_images`` lists, images as data URLs. */
+async function guideFields(s) {
+  const fields = {};
+  if (s.control) {
+    const item = { name: s.control.name, image: await dataUrlOf(guideBlob("control-file")) };
+    if (s.control.scale !== null) item.scale = s.control.scale;
+    fields.controls = [item];
+  }
+  if (s.reference) {
+    const item = { image: await dataUrlOf(guideBlob("reference-file")) };
+    if (s.reference.scale !== null) item.scale = s.reference.scale;
+    fields.reference_images = [item];
+  }
+  return fields;
+}
+
+function updateGuides(m) {
+  const controls = m.controls || [];
+  const previous = $("control-name").value;
+  $("control-name").replaceChildren(option("", "none"),
+    ...controls.map((c) => option(c.name, `${c.name} (${c.kind})`, c.name === previous)));
+  for (const id of ["control-field", "control-file-field", "control-scale-field"]) $(id).hidden = !controls.length;
+  for (const id of ["reference-file-field", "reference-scale-field"]) $(id).hidden = m.reference_scale == null;
+  $("reference-scale").placeholder = m.reference_scale != null ? `default ${m.reference_scale}` : "";
+  $("guides").hidden = !controls.length && m.reference_scale == null;
 }
 
 // ---- tokens and views ---------------------------------------------------------------------------
@@ -125,6 +182,7 @@ function onModelChange() {
   }
   $("negative").disabled = m.supports_negative_prompt === false;
   $("seed").disabled = m.supports_seed === false;
+  updateGuides(m);
   const canEdit = !m.modes || m.modes.includes("edit");
   const edit = document.querySelector('input[name="mode"][value="edit"]');
   edit.disabled = !canEdit;
@@ -209,12 +267,14 @@ async function send(s, seed, requestId, signal) {
   const params = { model: s.model, prompt: s.prompt, n: s.n, size: s.size === "auto" || s.expand ? null : s.size, seed,
     steps: s.steps, guidance_scale: s.guidance, negative_prompt: s.negative || null, style_preset: s.style || null,
     stream: true, partial_images: PARTIALS };
+  const guides = await guideFields(s);
   if (s.mode === "draw") {
-    const body = Object.fromEntries(Object.entries(params).filter(([, v]) => v !== null));
+    const body = { ...Object.fromEntries(Object.entries(params).filter(([, v]) => v !== null)), ...guides };
     return fetch(path("/v1/images/generations"), { method: "POST", headers: { ...headers, "Content-Type": "application/json" }, body: JSON.stringify(body), signal });
   }
   const form = new FormData();
   for (const [k, v] of Object.entries({ ...params, strength: s.strength })) if (v !== null) form.append(k, String(v));
+  for (const [k, v] of Object.entries(guides)) form.append(k, JSON.stringify(v)); // JSON string form fields
   const field = state.inputs.length > 1 ? "image[]" : "image";
   state.inputs.forEach((input, i) => form.append(field, input.blob, inputName(input, i)));
   if (useMask()) form.append("mask", await painter.toBlob(), "mask.png");
@@ -512,7 +572,8 @@ async function renderRequest() {
     inputs: editing ? state.inputs.map(inputName) : [] };
   const { code, notes, files } = snippet(picked("dialect"), picked("lang"), spec);
   const blobs = await Promise.all(files.map((name) =>
-    name === "mask.png" ? painter.toBlob() : state.inputs[Number(name.match(/input-(\d+)/)[1]) - 1].blob));
+    name === "mask.png" ? painter.toBlob() : name.startsWith("input-")
+      ? state.inputs[Number(name.match(/input-(\d+)/)[1]) - 1].blob : guideFile(name)));
   if (render !== renders) return;
   $("request-code").textContent = code;
   $("request-code").dataset.shows = `${picked("dialect")}/${picked("lang")}/${s.mode}`;

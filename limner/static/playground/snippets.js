@@ -19,7 +19,7 @@ export function requestFor(dialect, s, lang) {
   const put = (name, value) => { if (value !== undefined && value !== null && value !== "") fields.push([name, value]); };
   const sized = s.size && s.size !== "auto" ? s.size : null;
   const links = lang === "curl";
-  const r = { path: "", body: "json", fields, files: [], dataUrls: null, answer: "images", notes };
+  const r = { path: "", body: "json", fields, files: [], dataUrls: null, embeds: [], answer: "images", notes };
 
   if (dialect === "openai") {
     r.path = edit ? "/v1/images/edits" : "/v1/images/generations";
@@ -76,8 +76,26 @@ export function requestFor(dialect, s, lang) {
     if (edit && s.inputs.length > 4) notes.push("ImagineArt takes at most 4 images: the first 4 are sent.");
     notes.push(...lost(s, { steps: true, guidance: true, negative: true, style: true, strength: edit, mask: edit, expand: edit }));
   }
+  guides(r, s, put);
   return r;
 }
+
+/** limner's ``controls`` and ``reference_images``: JSON lists whose images are data URLs of files (marks here,
+ * filled in by each language). Forms would carry them as JSON strings holding data URLs: not shown. */
+function guides(r, s, put) {
+  const chosen = [s.control && "control image", s.reference && "reference image"].filter(Boolean);
+  if (!chosen.length) return;
+  if (r.body === "form") {
+    r.notes.push(`The ${chosen.join(" and ")} ride in this dialect's form as JSON string fields (controls, reference_images) with data URLs; the JSON dialects show how.`);
+    return;
+  }
+  const mark = (file) => { r.embeds.push(file); return `@@FILE:${file}@@`; };
+  const scaled = (item, scale) => (scale === null || scale === undefined ? item : { ...item, scale });
+  if (s.control) put("controls", [scaled({ name: s.control.name, image: mark(s.control.file) }, s.control.scale)]);
+  if (s.reference) put("reference_images", [scaled({ image: mark(s.reference.file) }, s.reference.scale)]);
+}
+
+const EMBED = /"@@FILE:([^@"]+)@@"/g;
 
 function lost(s, which) {
   const names = {
@@ -123,24 +141,31 @@ function curl(r, s) {
     return r.answer === "bytes" ? `${text}\necho "saved image.png"` : text;
   }
   const head = [`curl -sS --fail-with-body ${url}`, ...auth, `-H 'Content-Type: application/json'`];
-  if (!r.dataUrls) return [...head, `-d ${sh(JSON.stringify(asObject(r.fields)))}`].join(" \\\n  ");
+  if (!r.dataUrls && !r.embeds.length) return [...head, `-d ${sh(JSON.stringify(asObject(r.fields)))}`].join(" \\\n  ");
   // Input images become data URLs inside the JSON, streamed through stdin (no command-line size limit).
-  const marks = r.dataUrls.files.map((_, i) => `@@IMAGE_${i + 1}@@`);
   const body = asObject(r.fields);
-  body[r.dataUrls.field] = r.dataUrls.list ? marks : marks[0];
+  if (r.dataUrls) {
+    const marks = r.dataUrls.files.map((file) => `@@FILE:${file}@@`);
+    body[r.dataUrls.field] = r.dataUrls.list ? marks : marks[0];
+  }
   const json = JSON.stringify(body);
   const pieces = [];
   let rest = json;
-  r.dataUrls.files.forEach((file, i) => {
-    const [before, after] = rest.split(marks[i]);
-    pieces.push(`printf '%s' ${sh(before)}`, `printf '%s' ${sh(`data:${mimeOf(file)};base64,`)}`, `base64 < ${file} | tr -d '\\n'`);
-    rest = after;
-  });
+  for (const [mark, file] of json.matchAll(/@@FILE:([^@"]+)@@/g)) {
+    const at = rest.indexOf(mark);
+    pieces.push(`printf '%s' ${sh(rest.slice(0, at))}`, `printf '%s' ${sh(`data:${mimeOf(file)};base64,`)}`, `base64 < ${file} | tr -d '\\n'`);
+    rest = rest.slice(at + mark.length);
+  }
   pieces.push(`printf '%s' ${sh(rest)}`);
   return `{\n  ${pieces.join("\n  ")}\n} | ${[...head, "--data-binary @-"].join(" \\\n  ")}`;
 }
 
 // ---- Python --------------------------------------------------------------------------------------
+
+const DATA_URL_PY = ["def data_url(path):",
+  '    kind = mimetypes.guess_type(path)[0] or "image/png"',
+  '    with open(path, "rb") as f:',
+  '        return f"data:{kind};base64," + base64.b64encode(f.read()).decode()', "", ""];
 
 function pyToken(s) {
   if (!s.token) return null;
@@ -152,7 +177,9 @@ function pythonOpenAI(r, s) {
   const args = r.fields.filter(([k]) => sdkNames.has(k));
   const extra = r.fields.filter(([k]) => !sdkNames.has(k));
   const key = pyToken(s) || '"unused"';
-  const lines = ["import base64", ...(s.token && !s.token.inline ? ["import os"] : []), "", "from openai import OpenAI", "",
+  const embeds = r.embeds.length > 0;
+  const lines = ["import base64", ...(embeds ? ["import mimetypes"] : []), ...(s.token && !s.token.inline ? ["import os"] : []), "",
+    "from openai import OpenAI", "", ...(embeds ? DATA_URL_PY : []),
     `client = OpenAI(base_url=${JSON.stringify(s.base + "/v1")}, api_key=${key})`];
   const call = [];
   let method = "generate";
@@ -164,7 +191,7 @@ function pythonOpenAI(r, s) {
     if (mask) call.push(`mask=open(${JSON.stringify(mask[1])}, "rb"),`);
   }
   for (const [k, v] of args) call.push(`${k}=${py(v)},`);
-  if (extra.length) call.push(`extra_body=${py(asObject(extra), 1)},  # limner's extensions`);
+  if (extra.length) call.push(`extra_body=${py(asObject(extra), 1).replace(EMBED, (_, f) => `data_url(${JSON.stringify(f)})`)},  # limner's extensions`);
   lines.push(`result = client.images.${method}(`, ...call.map((line) => "    " + line), ")");
   lines.push("for i, item in enumerate(result.data):",
     '    with open(f"image-{i}.png", "wb") as f:',
@@ -175,18 +202,14 @@ function pythonOpenAI(r, s) {
 
 function pythonHttpx(r, s) {
   const token = pyToken(s);
-  const needsBase64 = r.dataUrls || r.answer === "images" || r.answer === "aiml";
-  const stdlib = [...(needsBase64 ? ["import base64"] : []), ...(r.dataUrls ? ["import mimetypes"] : []),
+  const embeds = Boolean(r.dataUrls) || r.embeds.length > 0;
+  const needsBase64 = embeds || r.answer === "images" || r.answer === "aiml";
+  const stdlib = [...(needsBase64 ? ["import base64"] : []), ...(embeds ? ["import mimetypes"] : []),
     ...(s.token && !s.token.inline ? ["import os"] : [])];
   const lines = [...stdlib, ...(stdlib.length ? [""] : []), "import httpx", ""];
   const headers = !token ? "" : s.token.inline ? `, headers={"Authorization": ${JSON.stringify(`Bearer ${s.token.value}`)}}`
     : `, headers={"Authorization": "Bearer " + ${token}}`;
-  if (r.dataUrls) {
-    lines.push("def data_url(path):",
-      '    kind = mimetypes.guess_type(path)[0] or "image/png"',
-      '    with open(path, "rb") as f:',
-      '        return f"data:{kind};base64," + base64.b64encode(f.read()).decode()', "", "");
-  }
+  if (embeds) lines.push(...DATA_URL_PY);
   lines.push(`client = httpx.Client(base_url=${JSON.stringify(s.base)}, timeout=300${headers})`);
   if (r.body === "form") {
     const files = [
@@ -201,6 +224,7 @@ function pythonHttpx(r, s) {
       const value = r.dataUrls.list ? `[${r.dataUrls.files.map((f) => `data_url(${JSON.stringify(f)})`).join(", ")}]` : `data_url(${JSON.stringify(r.dataUrls.files[0])})`;
       body = body.replace(/\n}$/, `\n    ${JSON.stringify(r.dataUrls.field)}: ${value},\n}`);
     }
+    body = body.replace(EMBED, (_, f) => `data_url(${JSON.stringify(f)})`);
     lines.push(`response = client.post(${JSON.stringify(r.path)}, json=${body})`);
   }
   lines.push("response.raise_for_status()");
@@ -227,7 +251,7 @@ function pythonHttpx(r, s) {
 // ---- JavaScript (Node 18+, an ES module) ----------------------------------------------------------
 
 function javascript(r, s) {
-  const reads = r.files.length || r.dataUrls ? "readFile, " : "";
+  const reads = r.files.length || r.dataUrls || r.embeds.length ? "readFile, " : "";
   const lines = ["// Node 18+: save as request.mjs, then run `node request.mjs`.", `import { ${reads}writeFile } from "node:fs/promises";`, ""];
   const headers = {};
   if (s.token) headers.Authorization = s.token.inline ? `Bearer ${s.token.value}` : "@@TOKEN@@";
@@ -241,7 +265,7 @@ function javascript(r, s) {
     lines.push("");
     init = { method: "POST", headers, body: "@@BODY@@" };
   } else {
-    if (r.dataUrls) {
+    if (r.dataUrls || r.embeds.length) {
       lines.push("const dataUrl = async (path, type) => `data:${type};base64,${(await readFile(path)).toString(\"base64\")}`;", "");
     }
     headers["Content-Type"] = "application/json";
@@ -257,6 +281,7 @@ function javascript(r, s) {
       const value = r.dataUrls.list ? `[${urls.join(", ")}]` : urls[0];
       body = body.replace(/\n}$/, `,\n  ${JSON.stringify(r.dataUrls.field)}: ${value}\n}`);
     }
+    body = body.replace(EMBED, (_, f) => `await dataUrl(${JSON.stringify(f)}, ${JSON.stringify(mimeOf(f))})`);
     initText = initText.replace('"@@BODY@@"', `JSON.stringify(${indent(body, 2)})`);
   }
   lines.push(`const response = await fetch(${JSON.stringify(s.base + r.path)}, ${initText});`,
@@ -287,7 +312,7 @@ export function snippet(dialect, lang, s) {
   if (lang === "curl") code = curl(r, s);
   else if (lang === "python") code = dialect === "openai" ? pythonOpenAI(r, s) : pythonHttpx(r, s);
   else code = javascript(r, s);
-  const files = [...new Set([...r.files.map(([, f]) => f), ...(r.dataUrls?.files ?? [])])];
+  const files = [...new Set([...r.files.map(([, f]) => f), ...(r.dataUrls?.files ?? []), ...r.embeds])];
   if (s.token && !s.token.inline) r.notes.unshift("Reads your token from the LIMNER_TOKEN environment variable (export LIMNER_TOKEN=…).");
   return { code, notes: r.notes, files };
 }
