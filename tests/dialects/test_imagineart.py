@@ -333,8 +333,8 @@ def test_models_describe_both_endpoints(client: TestClient) -> None:
 
 
 def test_unknown_paths_under_v1(client: TestClient) -> None:
-    response = client.get("/v1/images/upscale")
-    assert "GET /v1/images/upscale" in error_of(response, 404, "unknown_request")
+    response = client.get("/v1/images/inpaint")
+    assert "GET /v1/images/inpaint" in error_of(response, 404, "unknown_request")
     assert client.post("/v1/nothing/here", json={}).status_code == 404
     assert client.get("/elsewhere").json() == {"detail": "Not Found"}, "404s outside /v1 are unchanged"
 

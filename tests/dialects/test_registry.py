@@ -52,7 +52,7 @@ def test_shared_prefix_mounts_the_shared_router_first() -> None:
     found = paths({name: "" for name in SETTINGS_DIALECTS})
     assert found[0] == ("", "/v1/images/generations", ("OpenAI", "ImagineArt"))
     openai_paths = {path for _, path, tags in found if tags == ("OpenAI",)}
-    assert openai_paths == {"/v1/images/variations", "/v1/models/{model_id:path}"}
+    assert openai_paths == {"/v1/images/variations", "/v1/images/upscale", "/v1/models/{model_id:path}"}
     assert not [path for _, path, tags in found if tags == ("ImagineArt",)]
 
 

@@ -4,8 +4,9 @@ error classes included.
 
 limner extensions, fenced here and in the README: ``seed``, ``negative_prompt``, ``steps``,
 ``guidance_scale``, ``strength`` (edits), ``style_preset``, ``loras`` (``[{"name", "weight"}]``, a JSON
-string in edit forms), ``scheduler``, ``exact`` (no denoising cache), ``seed`` on each returned image, and
-``loras`` on model objects.
+string in edit forms), ``scheduler``, ``exact`` (no denoising cache), ``upscale`` (``{model, scale, refine}``:
+a hires fix), ``expand`` (edits: outpainting), ``seed`` on each returned image, and ``loras`` on model
+objects; and ``/v1/images/upscale`` (one image 2x or 4x by an upscaler, as a file or base64 or a URL).
 
 ``stream: true`` on generations and edits answers OpenAI's server-sent events (``stream``).
 
