@@ -80,7 +80,7 @@ class DiffusersEngine(Engine):
         self._refiner: Pipeline | None = None
         self.family = planned_family(settings)
         self.capabilities = planned_capabilities(settings, self.family)
-        self.loras = LoraSet(settings.loras)
+        self.loras = LoraSet(settings.loras, hotswap=settings.compile)
         allowed = settings.samplers if settings.samplers is not None else self.family.samplers if self.family else ()
         self.samplers = Samplers(tuple(allowed))
         self.precision: str | None = None
@@ -186,6 +186,8 @@ class DiffusersEngine(Engine):
                 pipe.scheduler = scheduler_class(settings.scheduler).from_config(pipe.scheduler.config)
             self.quantized = quantize(pipe, settings.quantization, settings.quantize)
             self.cache.attach(pipe)  # before any compile, so the compiled graph includes its hooks
+            if settings.compile:
+                self.loras.prepare_hotswap(pipe)  # likewise the LoRA slot adapters are swapped into
             place(pipe, settings, device)
             self._refiner = load_refiner(settings, pipe, dtype, device)
         except LimnerError:
