@@ -83,11 +83,19 @@ def pipeline(config: str, device: Any, dtype: Any) -> Any:
         path = Path(tempfile.mkdtemp(prefix="limner-tiny-flux-"))
         build_tiny_flux(path)
         return FluxPipeline.from_pretrained(path, local_files_only=True, torch_dtype=dtype).to(device)
+    from diffusers import EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
+
+    # Schedulers keep numpy-backed tables: made on the host, before the device context below.
+    scheduler = (
+        EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+        if config == "sdxl"
+        else FlowMatchEulerDiscreteScheduler(shift=3.0 if config == "sd3" else 1.0)
+    )
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # random weights made in their own type where they run: 12B parameters of
     try:  # FLUX and 4.7B of T5-XXL in float32 would not fit beside their half-precision copies
         with torch.device(device):
-            pipe = {"sdxl": _sdxl, "sd3": _sd3, "flux-schnell": _flux}[config]()
+            pipe = {"sdxl": _sdxl, "sd3": _sd3, "flux-schnell": _flux}[config](scheduler)
     finally:
         torch.set_default_dtype(default)
     return pipe.to(dtype=dtype)
@@ -133,18 +141,38 @@ def _vae16() -> Any:
     )
 
 
-def _sdxl() -> Any:
-    from diffusers import EulerDiscreteScheduler
+def _sdxl(scheduler: Any) -> Any:
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 
-    from benchmarks.gpu_diffusers import _sdxl_turbo
+    from benchmarks.gpu_diffusers import _clip, _vae
 
-    pipe = _sdxl_turbo()
-    pipe.scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    return pipe
+    tokenizer = _tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=128,
+        block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10),
+        attention_head_dim=(5, 10, 20),
+        cross_attention_dim=2048,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+    )
+    return StableDiffusionXLPipeline(
+        vae=_vae(0.13025),
+        text_encoder=_clip(tokenizer, 768, 12, 12),
+        text_encoder_2=_clip(tokenizer, 1280, 32, 20, projection=1280),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+    )
 
 
-def _sd3() -> Any:
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+def _sd3(scheduler: Any) -> Any:
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
 
     from benchmarks.gpu_diffusers import _clip
 
@@ -164,7 +192,7 @@ def _sd3() -> Any:
     )
     return StableDiffusion3Pipeline(
         transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        scheduler=scheduler,
         vae=_vae16(),
         text_encoder=_clip(tokenizer, 768, 12, 12, projection=768),
         tokenizer=tokenizer,
@@ -175,15 +203,15 @@ def _sd3() -> Any:
     )
 
 
-def _flux() -> Any:
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+def _flux(scheduler: Any) -> Any:
+    from diffusers import FluxPipeline, FluxTransformer2DModel
 
     from benchmarks.gpu_diffusers import _clip
 
     tokenizer = _tokenizer()
     return FluxPipeline(
         transformer=FluxTransformer2DModel(guidance_embeds=False),  # diffusers' defaults are FLUX.1's shapes
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+        scheduler=scheduler,
         vae=_vae16(),
         text_encoder=_clip(tokenizer, 768, 12, 12),
         tokenizer=tokenizer,

@@ -8,6 +8,11 @@ an adapter that belongs to another model, the same adapter twice, a weight out o
 uses it and stays in the pipeline (diffusers' peft integration), so switching adapters between requests
 is ``set_adapters`` on the loaded model, never a reload of the base weights. Adapters whose weights do not
 fit the model (trained for another base) are a 400 too, remembered so the next request fails fast.
+
+A compiled model (``compile = true``) swaps instead: before it compiles, ``prepare_hotswap`` gives it one
+adapter slot sized for the largest catalog adapter (diffusers' ``enable_lora_hotswap``), and a request's
+adapter is written into that slot (``load_lora_weights(..., hotswap=True)``), so changing adapters never
+recompiles the graph. It applies one adapter at a time; no adapter is the slot at weight 0.
 """
 
 from __future__ import annotations
@@ -78,8 +83,11 @@ def specs_for(entry: ModelEntry) -> tuple[LoraSpec, ...]:
 class LoraSet:
     """The adapters loaded into one pipeline and the ones active now. Worker thread only, under the engine lock."""
 
-    def __init__(self, specs: Sequence[LoraSpec]) -> None:
+    def __init__(self, specs: Sequence[LoraSpec], *, hotswap: bool = False) -> None:
         self.specs = {spec.name: spec for spec in specs}
+        self.hotswap = hotswap
+        """One adapter slot whose weights are swapped (a compiled model): see the module docstring."""
+        self._slot: str | None = None
         self.loaded: dict[str, str] = {}
         """Catalog name -> the adapter's name inside the pipeline."""
         self._refused: dict[str, str] = {}
@@ -91,10 +99,24 @@ class LoraSet:
         """The pipeline went away (unloaded): everything must be loaded again with the next one."""
         self.loaded.clear()
         self._active = None
+        self._slot = None
+
+    def prepare_hotswap(self, pipe: Pipeline) -> None:
+        """Before compiling: the slot, holding the first catalog adapter at weight 0 (the graph every later
+        adapter and weight runs through)."""
+        if not self.hotswap or not self.specs:
+            return
+        pipe.enable_lora_hotswap(target_rank=max(lora_rank(_weights_file(spec)) for spec in self.specs.values()))
+        self._load(pipe, next(iter(self.specs.values())))
+        pipe.set_adapters([HOT_SLOT], [0.0])
+        self._active = ()
 
     def apply(self, pipe: Pipeline, choices: tuple[LoraChoice, ...]) -> None:
         """Make exactly ``choices`` active on ``pipe``, loading the adapters it has not seen yet."""
         if choices == self._active:
+            return
+        if self.hotswap:
+            self._swap(pipe, choices)
             return
         for choice in choices:
             if choice.name not in self.loaded:
@@ -104,6 +126,16 @@ class LoraSet:
             pipe.set_adapters([self.loaded[c.name] for c in choices], [c.weight for c in choices])
         elif self.loaded:
             pipe.disable_lora()
+        self._active = choices
+
+    def _swap(self, pipe: Pipeline, choices: tuple[LoraChoice, ...]) -> None:
+        if len(choices) > 1:
+            raise InvalidRequest(
+                "This model is compiled and applies one LoRA adapter at a time; ask for one.", param="loras"
+            )
+        if choices and choices[0].name != self._slot:
+            self._load(pipe, self.specs[choices[0].name])
+        pipe.set_adapters([HOT_SLOT], [choices[0].weight if choices else 0.0])
         self._active = choices
 
     def _load(self, pipe: Pipeline, spec: LoraSpec) -> None:
@@ -117,16 +149,20 @@ class LoraSet:
             raise InvalidRequest(
                 f"This model's pipeline ({type(pipe).__name__}) takes no LoRA adapters.", param="loras"
             )
-        adapter = _adapter_name(spec.name, len(self.loaded))
-        kwargs = {"weight_name": spec.weight_name} if spec.weight_name else {}
+        adapter = HOT_SLOT if self.hotswap else _adapter_name(spec.name, len(self.loaded))
+        kwargs: dict[str, Any] = {"weight_name": spec.weight_name} if spec.weight_name else {}
+        if self.hotswap and self._slot is not None:
+            kwargs["hotswap"] = True  # the slot's weights replaced in place: the compiled graph stays
         try:
             pipe.load_lora_weights(str(path), adapter_name=adapter, **kwargs)
         except (RuntimeError, ValueError, KeyError) as exc:  # shape mismatches, keys of another architecture
-            self._forget(pipe, adapter)
+            if not self.hotswap:
+                self._forget(pipe, adapter)
             self._refuse(spec, f"its weights do not fit this model ({_first_line(exc)})")
         if not any(adapter in names for names in pipe.get_list_adapters().values()):
             self._refuse(spec, "none of its weights match this model's layers")
         self.loaded[spec.name] = adapter
+        self._slot = spec.name if self.hotswap else None
         self.loads += 1
 
     def _refuse(self, spec: LoraSpec, why: str) -> None:
@@ -139,6 +175,34 @@ class LoraSet:
         """Remove what a failed load left behind, so the model runs as before."""
         with contextlib.suppress(Exception):  # diffusers usually removed it already
             pipe.delete_adapters(adapter)
+
+
+HOT_SLOT = "hotswap"
+"""The one adapter name a compiled model's adapters are swapped into."""
+DEFAULT_FILE = "pytorch_lora_weights.safetensors"
+
+
+def _weights_file(spec: LoraSpec) -> Path:
+    path = spec.path.expanduser()
+    return path / (spec.weight_name or DEFAULT_FILE) if path.is_dir() else path
+
+
+def lora_rank(path: Path) -> int:
+    """An adapter's rank, read from its safetensors header (the rows of its down projections), no weights."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            ranks = [
+                weights.get_slice(key).get_shape()[0]
+                for key in weights.keys()  # noqa: SIM118 - safe_open is not a mapping
+                if "lora_A" in key or "lora_down" in key
+            ]
+    except OSError as exc:
+        raise ModelNotAvailable(f"LoRA file {path} cannot be read: {exc}") from exc
+    if not ranks:
+        raise ModelNotAvailable(f"LoRA file {path} has no lora_A/lora_down weights to read its rank from.")
+    return max(ranks)
 
 
 def _adapter_name(name: str, index: int) -> str:

@@ -86,7 +86,7 @@ class DiffusersEngine(Engine):
         self._steps: PipelineSteps | None = None
         self.family = planned_family(settings)
         self.capabilities = planned_capabilities(settings, self.family)
-        self.loras = LoraSet(settings.loras)
+        self.loras = LoraSet(settings.loras, hotswap=settings.compile)
         self.controls = ControlModels(settings.controls)
         self.references = ReferenceModel(settings.ip_adapter)
         self._dtype: Any = None
@@ -235,6 +235,8 @@ class DiffusersEngine(Engine):
                 pipe.scheduler = scheduler_class(settings.scheduler).from_config(pipe.scheduler.config)
             self.quantized = quantize(pipe, settings.quantization, settings.quantize)
             self.cache.attach(pipe)  # before any compile, so the compiled graph includes its hooks
+            if settings.compile:
+                self.loras.prepare_hotswap(pipe)  # likewise the LoRA slot adapters are swapped into
             place(pipe, settings, device)
             self._refiner = load_refiner(settings, pipe, dtype, device)
         except LimnerError:

@@ -11,6 +11,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before diffusers / huggingface_hub read it
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +55,39 @@ async def test_compile_happens_at_load_into_the_data_directory(
         await eager.aclose()
     difference = np.abs(np.asarray(fast.image, dtype=np.float32) - np.asarray(slow.image, dtype=np.float32))
     assert float(difference.mean()) < 0.5, "compiled kernels reorder float sums, nothing more"
+
+
+async def test_a_compiled_model_swaps_lora_adapters_into_one_slot(
+    sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adapters of different ranks swapped into the compiled model's one slot give the eager model's images with
+    the same adapter; two at once is refused, since the slot holds one."""
+    from limner.core.errors import InvalidRequest
+    from limner.core.models import LoraChoice
+    from limner.engines.adapters import LoraSpec
+    from tests.support.tiny_loras import build_tiny_lora
+
+    monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path / "compile-cache"))
+    specs = (
+        LoraSpec("ink", build_tiny_lora(sd_dir, tmp_path / "ink", seed=1, rank=4)),
+        LoraSpec("pixel", build_tiny_lora(sd_dir, tmp_path / "pixel", seed=2, rank=8)),
+    )
+    common = {"path": sd_dir, "device": "cpu", "loras": specs, "default_size": (64, 64)}
+    eager = DiffusersEngine(DiffusersSettings(**common))  # type: ignore[arg-type]
+    compiled = DiffusersEngine(DiffusersSettings(**common, compile=True))  # type: ignore[arg-type]
+
+    async def pixels(engine: DiffusersEngine, *loras: LoraChoice) -> np.ndarray:
+        [image] = await engine.generate(replace(REQUEST, loras=loras))
+        return np.asarray(image.image, dtype=np.float32)
+
+    try:
+        await compiled.load()
+        assert compiled.loras.hotswap and not eager.loras.hotswap
+        for loras in ((LoraChoice("pixel", 0.8),), (), (LoraChoice("ink", 1.0),), (LoraChoice("pixel", 1.0),)):
+            difference = np.abs(await pixels(compiled, *loras) - await pixels(eager, *loras)).mean()
+            assert difference < 0.5, f"{loras}: {difference:.2f} of 255 from the eager model"
+        with pytest.raises(InvalidRequest, match="compiled and applies one LoRA adapter at a time"):
+            await pixels(compiled, LoraChoice("ink", 1.0), LoraChoice("pixel", 1.0))
+    finally:
+        await compiled.aclose()
+        await eager.aclose()
