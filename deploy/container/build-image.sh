@@ -5,6 +5,8 @@
 # installs the same file instead of downloading it again.
 #
 #   IMAGE=limner:latest        the tag to build
+#   DEPS_IMAGE=limner-deps:latest  the dependencies' stage, tagged too: `podman image prune` keeps a tagged
+#                              image, so the next build still finds that layer (minutes) in its cache
 #   IMAGE_BASE=...             the base image (the Containerfile's BASE: python:3.11-slim by default)
 #   IMAGE_ARGS="..."           more buildah arguments (--build-arg TORCH=..., --build-arg EXTRAS=...)
 set -euo pipefail
@@ -21,7 +23,7 @@ pip_setting() {  # the pip option $1 from the environment or pip's own configura
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-args=(--isolation chroot --format docker --layers --force-rm -f Containerfile -t "${IMAGE:-limner:latest}")
+args=(--isolation chroot --format docker --layers --force-rm -f Containerfile)
 [[ -n "${IMAGE_BASE:-}" ]] && args+=(--build-arg "BASE=$IMAGE_BASE")
 {
   echo "[global]"
@@ -40,4 +42,6 @@ args=(--isolation chroot --format docker --layers --force-rm -f Containerfile -t
 } >"$work/pip.conf"
 args+=(-v "$work/pip.conf:/etc/pip.conf:ro")
 # shellcheck disable=SC2086  # IMAGE_ARGS is a list of words
-buildah bud "${args[@]}" ${IMAGE_ARGS:-} .
+buildah bud "${args[@]}" ${IMAGE_ARGS:-} --target deps -t "${DEPS_IMAGE:-limner-deps:latest}" .
+# shellcheck disable=SC2086
+buildah bud "${args[@]}" ${IMAGE_ARGS:-} -t "${IMAGE:-limner:latest}" .

@@ -82,7 +82,8 @@ class _ChildTracer(Tracer):
             name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
         )
 
-    @contextmanager  # the base names a private context-manager class as its return type: same protocol
+    # The API's own signature returns its private context-manager type; this one is a plain contextmanager.
+    @contextmanager
     def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
