@@ -24,9 +24,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from limner.accounts import consumers, credits, tokens, usage
+from limner.accounts.administration import Administration
 from limner.accounts.consumers import MAX_LIMIT, MAX_PRIORITY, MAX_START_DEADLINE, Access, ConsumerInfo
-from limner.accounts.db import Database
 from limner.accounts.models import MAX_MICROS, MICROS, LedgerEntry, UsageRecord, from_micros, to_micros
 from limner.accounts.tokens import IssuedToken, TokenInfo
 from limner.core.errors import Forbidden, InvalidRequest, InvalidToken, LimnerError, MissingBearerToken, NotFound
@@ -111,8 +110,8 @@ ADMIN_BEARER = HTTPBearer(
 
 async def require_admin(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(ADMIN_BEARER)]
-) -> Database:
-    """The accounts database, for a caller holding the admin token."""
+) -> Administration:
+    """The ledger's administration, for a caller holding the admin token."""
     state = request.app.state.limner
     expected = state.settings.secret("admin_token")
     if expected is None:
@@ -122,15 +121,14 @@ async def require_admin(
         raise MissingBearerToken("Missing bearer token: send 'Authorization: Bearer <admin token>'.")
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise InvalidToken("Invalid admin token.")
-    db: Database = state.accounts.db
-    return db
+    return Administration(state.accounts.db)
 
 
 router = APIRouter(prefix="/admin", tags=["Admin"], route_class=AdminRoute, responses=ADMIN_ERRORS)
-AdminDb = Depends(require_admin)
+Admin = Depends(require_admin)
 
 
-async def require_admin_jobs(request: Request, _db: Database = AdminDb) -> JobService:
+async def require_admin_jobs(request: Request, _admin: Administration = Admin) -> JobService:
     """The job service, for a caller holding the admin token."""
     job_service: JobService = request.app.state.limner.job_service
     return job_service
@@ -303,36 +301,34 @@ class GrantBody(BaseModel):
 
 
 @router.get("/consumers")
-async def list_consumers(db: Database = AdminDb) -> JSONResponse:
+async def list_consumers(admin: Administration = Admin) -> JSONResponse:
     """Every consumer with its limits, balance and number of active tokens."""
-    return JSONResponse({"data": [consumer_json(c) for c in await db.call(consumers.list_consumers, db)]})
+    return JSONResponse({"data": [consumer_json(c) for c in await admin.consumers()]})
 
 
 @router.post("/consumers", status_code=201)
-async def create_consumer(body: ConsumerBody, db: Database = AdminDb) -> JSONResponse:
+async def create_consumer(body: ConsumerBody, admin: Administration = Admin) -> JSONResponse:
     """Create a consumer (unmetered until credits are granted)."""
-    await db.call(consumers.create_consumer, db, body.name, rpm=body.rpm, ipm=body.ipm, note=body.note)
-    return JSONResponse(consumer_json(await db.call(consumers.get_consumer, db, body.name)), status_code=201)
+    info = await admin.create_consumer(body.name, rpm=body.rpm, ipm=body.ipm, note=body.note)
+    return JSONResponse(consumer_json(info), status_code=201)
 
 
 @router.get("/consumers/{name}", responses=NO_SUCH)
-async def show_consumer(name: str, db: Database = AdminDb) -> JSONResponse:
+async def show_consumer(name: str, admin: Administration = Admin) -> JSONResponse:
     """One consumer."""
-    return JSONResponse(consumer_json(await db.call(consumers.get_consumer, db, name)))
+    return JSONResponse(consumer_json(await admin.consumer(name)))
 
 
 @router.patch("/consumers/{name}", responses=NO_SUCH)
-async def update_limits(name: str, body: LimitsBody, db: Database = AdminDb) -> JSONResponse:
+async def update_limits(name: str, body: LimitsBody, admin: Administration = Admin) -> JSONResponse:
     """Change a consumer's per-model rate limits (0 returns to the server default)."""
-    return JSONResponse(consumer_json(await db.call(consumers.set_limits, db, name, rpm=body.rpm, ipm=body.ipm)))
+    return JSONResponse(consumer_json(await admin.set_limits(name, rpm=body.rpm, ipm=body.ipm)))
 
 
 @router.put("/consumers/{name}/access", responses=NO_SUCH)
-async def update_access(name: str, body: AccessBody, db: Database = AdminDb) -> JSONResponse:
+async def update_access(name: str, body: AccessBody, admin: Administration = Admin) -> JSONResponse:
     """Replace a consumer's priority ceiling, default start deadline and allowed models and LoRA adapters."""
-    info = await db.call(
-        consumers.set_access,
-        db,
+    info = await admin.set_access(
         name,
         max_priority=body.max_priority,
         start_deadline=body.start_deadline,
@@ -343,52 +339,43 @@ async def update_access(name: str, body: AccessBody, db: Database = AdminDb) -> 
 
 
 @router.get("/consumers/{name}/credits", responses=NO_SUCH)
-async def show_credits(name: str, limit: int = 50, db: Database = AdminDb) -> JSONResponse:
+async def show_credits(name: str, limit: int = 50, admin: Administration = Admin) -> JSONResponse:
     """A consumer's balance and its newest ledger entries."""
-    balance = await db.call(credits.balance, db, name)
-    entries = await db.call(credits.ledger, db, name, limit=min(max(limit, 1), 1000))
+    found = await admin.credits(name, limit=limit)
     return JSONResponse(
         {
             "consumer": name,
-            "balance": from_micros(balance),
-            "metered": balance is not None,
-            "ledger": [ledger_json(e) for e in entries],
+            "balance": from_micros(found.balance),
+            "metered": found.balance is not None,
+            "ledger": [ledger_json(e) for e in found.ledger],
         }
     )
 
 
 @router.post("/consumers/{name}/credits", responses=NO_SUCH)
-async def grant_credits(name: str, body: GrantBody, db: Database = AdminDb) -> JSONResponse:
+async def grant_credits(name: str, body: GrantBody, admin: Administration = Admin) -> JSONResponse:
     """Add credits (metering starts with the first grant)."""
-    balance = await db.call(credits.grant, db, name, to_micros(body.amount), note=body.note)
+    balance = await admin.grant(name, to_micros(body.amount), note=body.note)
     return JSONResponse({"consumer": name, "balance": from_micros(balance), "metered": True})
 
 
 @router.delete("/consumers/{name}/credits", responses=NO_SUCH)
-async def unmeter(name: str, db: Database = AdminDb) -> JSONResponse:
+async def unmeter(name: str, admin: Administration = Admin) -> JSONResponse:
     """Stop metering a consumer: unlimited credits from now on."""
-    await db.call(credits.set_unmetered, db, name)
+    await admin.unmeter(name)
     return JSONResponse({"consumer": name, "balance": None, "metered": False})
 
 
 @router.get("/tokens")
-async def list_tokens(consumer: str | None = None, db: Database = AdminDb) -> JSONResponse:
+async def list_tokens(consumer: str | None = None, admin: Administration = Admin) -> JSONResponse:
     """Every token (never its secret), with its status and when it was last used."""
-    return JSONResponse({"data": [token_json(t) for t in await db.call(tokens.list_tokens, db, consumer)]})
+    return JSONResponse({"data": [token_json(t) for t in await admin.tokens(consumer)]})
 
 
 @router.post("/tokens", status_code=201)
-async def create_token(body: TokenBody, db: Database = AdminDb) -> JSONResponse:
+async def create_token(body: TokenBody, admin: Administration = Admin) -> JSONResponse:
     """A new token for a consumer (created if missing). The secret is in this response only."""
-    issued = await db.call(
-        tokens.create_token,
-        db,
-        body.consumer,
-        expires_at=tokens.parse_expiry(body.expires),
-        label=body.label,
-        rpm=body.rpm,
-        ipm=body.ipm,
-    )
+    issued = await admin.create_token(body.consumer, expires=body.expires, label=body.label, rpm=body.rpm, ipm=body.ipm)
     return JSONResponse(issued_json(issued), status_code=201)
 
 
@@ -401,21 +388,19 @@ async def revoke_token(request: Request, ident: str, jobs: JobService = AdminJob
 
 
 @router.post("/tokens/{ident}/rotate", status_code=201, responses=NO_SUCH)
-async def rotate_token(ident: str, body: RotateBody | None = None, db: Database = AdminDb) -> JSONResponse:
+async def rotate_token(ident: str, body: RotateBody | None = None, admin: Administration = Admin) -> JSONResponse:
     """A new token for the same consumer; the old one stays active until you revoke it."""
     body = body or RotateBody()
-    issued = await db.call(
-        tokens.rotate_token, db, ident, expires_at=tokens.parse_expiry(body.expires), label=body.label
-    )
+    issued = await admin.rotate_token(ident, expires=body.expires, label=body.label)
     return JSONResponse(issued_json(issued), status_code=201)
 
 
 @router.post("/consumers/{name}/jobs/cancel")
 async def cancel_consumer_jobs(
-    request: Request, name: str, db: Database = AdminDb, jobs: JobService = AdminJobs
+    request: Request, name: str, admin: Administration = Admin, jobs: JobService = AdminJobs
 ) -> JSONResponse:
     """Cancel every async job of a consumer that has not finished: queued ones now, running ones refunded."""
-    await db.call(consumers.get_consumer, db, name)  # an unknown name is a 404, not an empty list
+    await admin.consumer(name)  # an unknown name is a 404, not an empty list
     views = await jobs.cancel_jobs(consumer=name)
     return JSONResponse(cancelled_json(request, views))
 
@@ -434,12 +419,11 @@ async def cancel_job(request: Request, job_id: str, jobs: JobService = AdminJobs
 
 @router.get("/usage")
 async def show_usage(
-    consumer: str | None = None, since: str | None = None, limit: int = 100, db: Database = AdminDb
+    consumer: str | None = None, since: str | None = None, limit: int = 100, admin: Administration = Admin
 ) -> JSONResponse:
     """Totals per consumer and model, and the newest records (``since``: 24h, 7d or an ISO date)."""
-    moment = usage.parse_since(since)
-    summary = await db.call(usage.summary, db, consumer=consumer, since=moment)
-    records = await db.call(usage.records, db, consumer=consumer, since=moment, limit=min(max(limit, 1), 1000))
+    found = await admin.usage(consumer, since, limit=limit)
+    summary, records = found.summary, found.records
     return JSONResponse(
         {
             "summary": [
