@@ -26,7 +26,8 @@ import httpx
 import psutil
 import tomlkit
 
-from limner.engines.catalog import BUILTIN_MODEL_ID, ModelEntry, default_models
+from limner.config.defaults import BUILTIN_MODEL_ID, default_models
+from limner.engines.catalog import ModelEntry
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 2**20

@@ -27,8 +27,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from limner.app import build_state
+from limner.config.defaults import default_models
 from limner.core.models import ImageRequest, SizeSpec
-from limner.engines.catalog import ModelEntry, default_models
+from limner.engines.catalog import ModelEntry
 from limner.engines.ray_serve import connect
 from limner.settings import Settings
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from benchmarks.harness import Server, Servers, builtin_entry
 from benchmarks.load import Outcome, Workload, client, closed_loop, run
-from limner.engines.catalog import BUILTIN_MODEL_ID
+from limner.config.defaults import BUILTIN_MODEL_ID
 
 NATIVE = "32x32"
 """The built-in model's own size: limner and what it is compared with make the very same pixels."""

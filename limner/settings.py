@@ -17,14 +17,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from limner.engines.catalog import (
-    BUILTIN_MODEL_ID,
-    EngineOptions,
-    LoraEntry,
-    ModelEntry,
-    default_models,
-    did_you_mean,
-)
+from limner.config.defaults import BUILTIN_MODEL_ID, default_models
+from limner.engines.catalog import EngineOptions, LoraEntry, ModelEntry, did_you_mean
 from limner.media.watermark import MAX_PAYLOAD_BYTES
 
 MIN_PUBLIC_SECRET = 24

@@ -18,7 +18,7 @@ from limner.settings import LOOPBACK_HOSTS, Settings
 
 def pattern_models() -> list[ModelEntry]:
     """A catalog of instant test-pattern models answering to every dialect's default name."""
-    from limner.engines.catalog import DIALECT_DEFAULT_ALIASES
+    from limner.config.defaults import DIALECT_DEFAULT_ALIASES
 
     return [
         ModelEntry(id="pattern", engine="testpattern", aliases=list(DIALECT_DEFAULT_ALIASES), max_queue=64),

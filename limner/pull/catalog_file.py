@@ -139,7 +139,8 @@ def _save(document: Any, config: Path) -> None:
 def _default_entries() -> list[dict[str, Any]]:
     """The default catalog as tables, less what ``engine = "builtin"`` implies: the built-in model's directory
     moves with limner's installation, so it is not written down."""
-    from limner.engines.catalog import BUILTIN_DEFAULTS, default_models
+    from limner.config.defaults import default_models
+    from limner.engines.catalog import BUILTIN_DEFAULTS
 
     implied = set(BUILTIN_DEFAULTS)
     return [entry.model_dump(mode="json", exclude_defaults=True, exclude=implied) for entry in default_models()]

@@ -11,7 +11,8 @@ import pytest
 from limner.accounts.db import default_url
 from limner.accounts.service import Accounts
 from limner.cli.local_services import Postgres, redis_server
-from limner.engines.catalog import DIALECT_DEFAULT_ALIASES, ModelEntry
+from limner.config.defaults import DIALECT_DEFAULT_ALIASES
+from limner.engines.catalog import ModelEntry
 from limner.settings import Settings
 
 

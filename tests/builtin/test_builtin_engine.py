@@ -14,9 +14,9 @@ from PIL import Image
 from limner.app import build_state
 from limner.builtin import BUILTIN_MODEL_DIR
 from limner.builtin.glyph_pipeline import EmojiGlyphPipeline
+from limner.config.defaults import BUILTIN_MODEL_ID, BUILTIN_OLD_IDS
 from limner.core.models import EngineRequest, ImageRequest, ImageResult, Mode, SizeSpec, SourceImage
 from limner.engines.batching import BatchingEngine
-from limner.engines.catalog import BUILTIN_MODEL_ID, BUILTIN_OLD_IDS
 from limner.http.deps import AppState
 from limner.settings import Settings
 

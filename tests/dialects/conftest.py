@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from limner.app import create_app
-from limner.engines.catalog import DIALECT_DEFAULT_ALIASES, ModelEntry
+from limner.config.defaults import DIALECT_DEFAULT_ALIASES
+from limner.engines.catalog import ModelEntry
 from limner.settings import Settings
 from tests.support.fakes import RecordingEngine, consumer_from_header, factories
 

@@ -14,9 +14,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from limner.app import create_app
+from limner.config.defaults import DIALECT_DEFAULT_ALIASES
 from limner.core.models import EngineRequest, GeneratedImage
 from limner.dialects.openai.protocol import REPORTED_BACKGROUNDS, REPORTED_QUALITIES
-from limner.engines.catalog import DIALECT_DEFAULT_ALIASES, ModelEntry
+from limner.engines.catalog import ModelEntry
 from limner.settings import Settings
 from tests.dialects.conftest import decode
 from tests.support.fakes import RecordingEngine, consumer_from_header, factories

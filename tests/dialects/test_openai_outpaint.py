@@ -17,9 +17,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from limner.app import create_app
+from limner.config.defaults import DIALECT_DEFAULT_ALIASES, default_models
 from limner.core.models import Mode
 from limner.engines import testpattern
-from limner.engines.catalog import DIALECT_DEFAULT_ALIASES, ModelEntry, default_models
+from limner.engines.catalog import ModelEntry
 from limner.settings import Settings
 from tests.dialects.conftest import decode
 from tests.support.fakes import RecordingEngine, consumer_from_header, factories

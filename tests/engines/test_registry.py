@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from limner.builtin import BUILTIN_MODEL_DIR
+from limner.config.defaults import default_models
 from limner.core.models import EngineRequest, Mode
 from limner.engines.batching import BatchingEngine
-from limner.engines.catalog import UPSTREAM_CONCURRENCY, UPSTREAM_PROVIDERS, Catalog, ModelEntry, default_models
+from limner.engines.catalog import UPSTREAM_CONCURRENCY, UPSTREAM_PROVIDERS, Catalog, ModelEntry
 from limner.engines.diffusers_engine import DiffusersEngine
 from limner.engines.registry import BUILTIN_PIPELINE, default_factories
 from limner.engines.stepping import SteppingEngine

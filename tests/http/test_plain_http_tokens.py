@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from limner.accounts import tokens
 from limner.accounts.service import Accounts
 from limner.app import create_app
-from limner.engines.catalog import DIALECT_DEFAULT_ALIASES
+from limner.config.defaults import DIALECT_DEFAULT_ALIASES
 from limner.settings import Settings
 from tests.support.live_server import live_server
 from tests.support.waiting import wait_until

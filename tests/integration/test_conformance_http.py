@@ -15,7 +15,8 @@ from limner.accounts import credits, tokens
 from limner.accounts.models import to_micros
 from limner.accounts.service import Accounts
 from limner.app import create_app
-from limner.engines.catalog import DIALECT_DEFAULT_ALIASES, ModelEntry
+from limner.config.defaults import DIALECT_DEFAULT_ALIASES
+from limner.engines.catalog import ModelEntry
 from limner.settings import Settings
 from tests.support.accounts import TestTokens, bearer, locked_server
 from tests.support.live_server import live_server

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from limner.app import create_app
-from limner.engines.catalog import DIALECT_DEFAULT_ALIASES, ModelEntry
+from limner.config.defaults import DIALECT_DEFAULT_ALIASES
+from limner.engines.catalog import ModelEntry
 from limner.settings import Settings
 from tests.support.images import pixels
 from tests.support.live_server import live_server

@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from limner.app import create_app
+from limner.config.defaults import DIALECT_DEFAULT_ALIASES
 from limner.core.errors import ModelAuthError
-from limner.engines.catalog import DIALECT_DEFAULT_ALIASES, ModelEntry
+from limner.engines.catalog import ModelEntry
 from limner.settings import Settings
 from tests.support.fakes import factories, raising
 from tests.support.live_server import live_server

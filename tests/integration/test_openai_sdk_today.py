@@ -15,8 +15,8 @@ import pytest
 from openai.types import ImageEditCompletedEvent, ImageGenCompletedEvent, ImageModel, ImagesResponse
 from PIL import Image
 
+from limner.config.defaults import BUILTIN_MODEL_ID, default_models
 from limner.core.styles import get_style
-from limner.engines.catalog import BUILTIN_MODEL_ID, default_models
 from tests.support.sdk import data_of
 
 SDK_MODELS: tuple[str, ...] = get_args(ImageModel)

@@ -14,7 +14,7 @@ import torch
 import limner.engines.diffusers_engine  # noqa: F401 - diffusers imported here, not in the server's startup
 from limner.app import create_app
 from limner.builtin import BUILTIN_MODEL_DIR
-from limner.engines.catalog import default_models
+from limner.config.defaults import default_models
 from limner.settings import Settings
 from tests.support.live_server import live_server
 from tests.support.waiting import wait_until

@@ -19,8 +19,9 @@ from openai.types import ImageEditCompletedEvent, ImageGenCompletedEvent, ImageG
 from PIL import Image
 
 from limner.app import create_app
+from limner.config.defaults import DIALECT_DEFAULT_ALIASES
 from limner.core.errors import ModelError
-from limner.engines.catalog import DIALECT_DEFAULT_ALIASES, ModelEntry
+from limner.engines.catalog import ModelEntry
 from limner.settings import Settings
 from tests.support.fakes import CONSUMER_HEADER, consumer_from_header, factories, raising
 from tests.support.live_server import live_server

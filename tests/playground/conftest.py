@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from limner.engines.catalog import BUILTIN_MODEL_ID, DIALECT_DEFAULT_ALIASES, ModelEntry, default_models
+from limner.config.defaults import BUILTIN_MODEL_ID, DIALECT_DEFAULT_ALIASES, default_models
+from limner.engines.catalog import ModelEntry
 from limner.settings import Settings
 from tests.playground.pages import open_playground
 from tests.support.accounts import TestTokens, issue_tokens

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from limner.engines.catalog import BUILTIN_MODEL_ID, ControlEntry, ModelEntry, ReferenceEntry, default_models
+from limner.config.defaults import BUILTIN_MODEL_ID, default_models
+from limner.engines.catalog import ControlEntry, ModelEntry, ReferenceEntry
 from limner.settings import Settings
 from tests.playground.pages import decode, png, run_and_wait
 from tests.playground.test_show_request import require_tools, run_all, show

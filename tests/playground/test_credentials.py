@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import httpx
 from PIL import Image
 
-from limner.engines.catalog import BUILTIN_MODEL_ID
+from limner.config.defaults import BUILTIN_MODEL_ID
 from limner.settings import Settings
 from tests.playground.pages import WAIT_MS, run_and_wait
 from tests.support.accounts import bearer, locked_server

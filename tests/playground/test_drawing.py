@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from limner.engines.catalog import BUILTIN_MODEL_ID
+from limner.config.defaults import BUILTIN_MODEL_ID
 from tests.playground.conftest import SLOW_MODEL, SLOW_STEPS
 from tests.playground.pages import WAIT_MS, decode, run_and_wait, set_range, two_colours, upload
 from tests.support.browser import Tab

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from limner.engines.catalog import BUILTIN_MODEL_ID, ModelEntry, default_models
+from limner.config.defaults import BUILTIN_MODEL_ID, default_models
+from limner.engines.catalog import ModelEntry
 from limner.engines.families import FAMILIES, family_for
 from limner.pull.catalog_file import upsert_model
 

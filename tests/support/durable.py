@@ -33,8 +33,9 @@ from limner.accounts import credits, tokens
 from limner.accounts.models import UsageRecord, to_micros
 from limner.accounts.service import Accounts
 from limner.app import create_app
+from limner.config.defaults import DIALECT_DEFAULT_ALIASES
 from limner.core.models import EngineRequest, GeneratedImage
-from limner.engines.catalog import DIALECT_DEFAULT_ALIASES, ModelEntry
+from limner.engines.catalog import ModelEntry
 from limner.settings import LOOPBACK_HOSTS, Settings
 from tests.support.accounts import bearer
 from tests.support.fakes import RecordingEngine, factories, raising

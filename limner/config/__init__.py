@@ -1,0 +1,1 @@
+"""Configuration: what a fresh install serves (``defaults``) beside the settings (``limner.settings``)."""
