@@ -109,6 +109,12 @@ typecheck: setup
 .NOTPARALLEL: check
 check: lint typecheck test
 
+# The container image test (tests/deploy/test_image.py): builds the image on a Debian base made here and runs
+# it. Minutes (about 18 on a fresh machine, 2-3 with its cache), so it is kept out of `make test`.
+.PHONY: test-image
+test-image: setup
+	LIMNER_IMAGE_TEST=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/deploy/test_image.py
+
 # wrk, the C load generator of the gateway benchmark (benchmarks/gateway_vs_litellm.py). Instant when present.
 .PHONY: wrk
 wrk:
