@@ -53,7 +53,9 @@ async def test_a_gguf_denoiser_loads_through_the_catalog_and_stays_close(
     weights really are the file's quantised ones; the config directory has no UNet weights at all)."""
     path, config_dir, quantized = tiny_gguf
     assert quantized > 0 and not list((config_dir / "unet").glob("*.safetensors"))
-    entry = ModelEntry(id="tiny-gguf", engine="diffusers", path=path, config_dir=config_dir, device="cpu")
+    entry = ModelEntry(
+        id="tiny-gguf", engine="diffusers", path=path, config_dir=config_dir, device="cpu", step_batching=False
+    )
     engine = Catalog([entry], default_factories()).engine(entry)
     assert isinstance(engine, DiffusersEngine)
     await engine.load()

@@ -88,6 +88,7 @@ def test_catalog_fields_reach_the_engine(sd_dir: Path) -> None:
         cpu_offload=True,
         schedulers=["euler", "ddim"],
         options={"attention_slicing": True},  # the older spelling still works
+        step_batching=False,
     )
     engine: Any = default_factories()["diffusers"](entry)
     settings = engine.settings

@@ -169,7 +169,9 @@ def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 async def test_a_diffusers_model_unloads_when_idle_and_serves_the_next_request(tmp_path: Path, sd_dir: Path) -> None:
-    entry = ModelEntry(id="sd", engine="diffusers", path=sd_dir, default_steps=2, default_size=(64, 64))
+    entry = ModelEntry(
+        id="sd", engine="diffusers", path=sd_dir, default_steps=2, default_size=(64, 64), cache_results=False
+    )
     settings = Settings(data_dir=tmp_path, models=[entry], default_model="sd", model_idle_unload_seconds=0.05)
     state = build_state(settings)
     request = ImageRequest(prompt="a red square", model="sd", size=SizeSpec(64, 64), seed=3)
