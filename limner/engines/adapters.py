@@ -116,7 +116,8 @@ class LoraSet:
         if choices == self._active:
             return
         if self.hotswap:
-            self._swap(pipe, choices)
+            if self.specs:  # no catalog adapters: no slot was made, and no request can name one
+                self._swap(pipe, choices)
             return
         for choice in choices:
             if choice.name not in self.loaded:
