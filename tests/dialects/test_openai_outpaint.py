@@ -120,7 +120,8 @@ def test_the_builtin_model_outpaints(settings: Settings) -> None:
     assert np.array_equal(np.asarray(result.convert("RGB").crop((32, 0, 96, 64))), original)
     painted = np.asarray(result.convert("RGB").crop((0, 0, 32, 64)), dtype=np.int16)
     stretched = np.repeat(original[:, :1].astype(np.int16), 32, axis=1)
-    assert np.abs(painted - stretched).mean() > 4  # the model painted there, not the stretched start
+    changed = (np.abs(painted - stretched).max(axis=2) > 30).mean()
+    assert changed > 0.02, f"the model painted there, not the stretched start ({changed:.1%} of it changed)"
 
 
 @pytest.mark.parametrize(

@@ -95,8 +95,8 @@ async def test_a_ray_model_reports_each_step_and_its_previews_like_in_process(ra
         images[where] = [generated.image for generated in await engine.generate(request)]
         await engine.aclose()
     assert seen["ray"] == seen["here"] == [(step, 5) for step in range(1, 6)], seen
-    assert [(step, len(sizes)) for step, sizes in previews["ray"]] == [(2, 1), (4, 1)], previews
-    assert previews["ray"] == previews["here"], "previews of the same size as in-process"
+    assert previews["ray"] and all(len(sizes) == 1 and step % 2 == 0 for step, sizes in previews["ray"]), previews
+    assert previews["ray"] == previews["here"], "the same previews, of the same size, as in-process"
     assert [image.size for image in images["ray"]] == [image.size for image in images["here"]]
 
 
@@ -112,10 +112,10 @@ def test_a_ray_model_streams_openai_partial_images(ray_cluster: None, tmp_path: 
                 json.loads(line.removeprefix("data: ")) for line in response.iter_lines() if line.startswith("data: ")
             ]
         job = httpx.get(url + "/v1/jobs/ray-stream-1", timeout=10)
-    assert [event["type"] for event in events] == ["image_generation.partial_image"] * 2 + [
-        "image_generation.completed"
-    ]
-    assert [event["partial_image_index"] for event in events[:2]] == [0, 1]
+    partials = events[:-1]  # up to partial_images of them (OpenAI's rule): the built-in model previews its stages
+    assert 1 <= len(partials) <= 2 and events[-1]["type"] == "image_generation.completed", events
+    assert [event["type"] for event in partials] == ["image_generation.partial_image"] * len(partials)
+    assert [event["partial_image_index"] for event in partials] == list(range(len(partials)))
     for event in events:
         assert Image.open(io.BytesIO(base64.b64decode(event["b64_json"]))).size == (64, 64)
     assert job.status_code == 200 and job.json()["status"] == "done"
