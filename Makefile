@@ -93,8 +93,20 @@ image: container-tools
 image-base: container-tools
 	deploy/container/debian-base.sh
 
+# The longest process-level suites (a whole loopback cluster with Ray, compiling a model, bursts, replica
+# failover, input memory under load) run in `make test-slow`, so `make test` (and CI) stays within its time;
+# `make test-all` runs everything, the container image test included.
+SLOW_TESTS := tests/cli/test_cluster.py tests/engines/test_compile.py tests/reliability/test_burst.py \
+	tests/reliability/test_replica_failover.py tests/reliability/test_input_memory.py
+
 test: setup examples
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(addprefix --ignore=,$(SLOW_TESTS))
+
+.PHONY: test-slow test-all
+test-slow: setup examples
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(SLOW_TESTS)
+
+test-all: test test-slow test-image
 
 # The checks CI runs (.ci/run) and .pre-commit-config.yaml repeats on each commit.
 lint: setup
