@@ -15,16 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
-from limner.builtin.pipeline import EmojiDiffusionPipeline
-from limner.builtin.train import build_unet, inference_scheduler
 from limner.core.models import EngineRequest, GeneratedImage, Mode
 from limner.engines.diffusers_engine import DiffusersEngine, DiffusersSettings
 from limner.engines.step_builtin import BuiltinSteps
 from limner.engines.stepping import SteppingEngine
-
-PIPELINE_CLASS = "limner.builtin.pipeline:EmojiDiffusionPipeline"
+from tests.support.tiny_emoji import PIPELINE_CLASS, build_tiny_emoji_diffusion, emoji_diffusion_entry
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -32,11 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 @pytest.fixture(scope="module")
 def emoji_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The pipeline at a third of its real width (block channels 16/32/64 for 48/96/192), random seeded weights."""
-    path = tmp_path_factory.mktemp("tiny-emoji-diffusion")
-    torch.manual_seed(0)
-    pipe: Any = EmojiDiffusionPipeline(build_unet(width=16), inference_scheduler())
-    pipe.save_pretrained(path)
-    return path
+    return build_tiny_emoji_diffusion(tmp_path_factory.mktemp("tiny-emoji-diffusion"), width=16)
 
 
 @pytest.fixture(scope="module")
@@ -127,18 +119,9 @@ async def test_a_catalog_entry_for_the_pipeline_steps_in_batches(emoji_dir: Path
     """An ``engine = "diffusers"`` entry naming the pipeline class: the service's requests share denoiser calls."""
     from limner.app import build_state
     from limner.core.models import ImageRequest, SizeSpec
-    from limner.engines.catalog import ModelEntry
     from limner.settings import Settings
 
-    entry = ModelEntry(
-        id="emoji-diffusion",
-        engine="diffusers",
-        path=emoji_dir,
-        pipeline_class=PIPELINE_CLASS,
-        native_size=(32, 32),
-        device="cpu",
-        default_steps=2,
-    )
+    entry = emoji_diffusion_entry(emoji_dir, default_steps=2)
     state = build_state(Settings(data_dir=tmp_path, models=[entry], default_model=entry.id, result_cache_bytes=0))
     try:
         stepper = state.catalog.engine(state.catalog.resolve(entry.id))
