@@ -1,12 +1,18 @@
-"""Scheduling: step-level against request-level batching on the built-in model, and the result cache.
+"""Scheduling: step-level against request-level batching on the first emoji diffusion model, and the result cache.
 
-Both batchers serve the same Poisson arrivals of 20-step requests (distinct seeds, so the result cache never
-answers) at 50%, 90% and 120% of capacity, through the whole image service in this process (planning,
+The diffusion model is ``limner.builtin.pipeline:EmojiDiffusionPipeline`` at its real size (the UNet of
+``build_unet(width=48)``, 8.5 M parameters, and its DPM-Solver++ scheduler, the configs it shipped with),
+built in a temporary directory with random weights and served as an ``engine = "diffusers"`` entry, so
+step-level batching runs through ``BuiltinSteps``; random weights cost what trained ones do. (The shipped
+built-in model draws in stages in under a second and batches per request: there are no steps to share.)
+
+Both batchers serve the same Poisson arrivals of 20-step 32x32 requests (distinct seeds, so the result cache
+never answers) at 50%, 90% and 120% of capacity, through the whole image service in this process (planning,
 admission, the model's line, the engine, finishing and encoding). Capacity is what request-level batching
 delivers with its line always full (``--capacity`` to give one). Reported per rate: p50/p95/p99 latency of
 the requests that got images, images/s, and the requests refused with a 429 (each must carry
-``Retry-After``; any other failure is counted as lost). Then a repeated seeded 256x256 request answered from
-the result cache against generating it.
+``Retry-After``; any other failure is counted as lost). Then a repeated seeded 256x256 request to the
+shipped built-in model answered from the result cache against generating it.
 
     python -m benchmarks.scheduling [--steps 20] [--seconds 60] [--threads N]
     python -m benchmarks.scheduling --quick      # a smoke run in a minute or two: not figures
@@ -34,7 +40,10 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LOADS = (0.5, 0.9, 1.2)
-MODEL = "emoji"
+MODEL = "emoji-diffusion"
+PIPELINE_CLASS = "limner.builtin.pipeline:EmojiDiffusionPipeline"
+UNET_WIDTH = 48
+"""The first-generation model's real UNet width (block channels 48/96/192)."""
 
 
 @dataclass
@@ -74,14 +83,31 @@ def _quantile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 3)
 
 
-def _state(data_dir: Path, step_level: bool, steps: int, max_batch: int, window_ms: float) -> Any:
+def build_model(path: Path) -> Path:
+    """Save the first-generation emoji diffusion pipeline, real size, random (seeded) weights, to ``path``."""
+    import torch
+
+    from limner.builtin.pipeline import EmojiDiffusionPipeline
+    from limner.builtin.train import build_unet, inference_scheduler
+
+    torch.manual_seed(0)
+    pipe: Any = EmojiDiffusionPipeline(build_unet(width=UNET_WIDTH), inference_scheduler())
+    pipe.save_pretrained(path)
+    return path
+
+
+def _state(data_dir: Path, model: Path, step_level: bool, steps: int, max_batch: int, window_ms: float) -> Any:
     from limner.app import build_state
     from limner.engines.catalog import ModelEntry
     from limner.settings import Settings
 
     entry = ModelEntry(
         id=MODEL,
-        engine="builtin",
+        engine="diffusers",
+        path=model,
+        pipeline_class=PIPELINE_CLASS,
+        native_size=(32, 32),
+        device="cpu",
         default_steps=steps,
         step_batching=step_level,
         max_batch_images=max_batch,
@@ -91,10 +117,10 @@ def _state(data_dir: Path, step_level: bool, steps: int, max_batch: int, window_
     return build_state(Settings(data_dir=data_dir, models=[entry], default_model=MODEL, result_cache_bytes=0))
 
 
-def _request(seed: int, steps: int, size: int = 32, **fields: Any) -> Any:
+def _request(seed: int, steps: int | None, size: int = 32, model: str = MODEL) -> Any:
     from limner.core.models import ImageRequest, SizeSpec
 
-    return ImageRequest(prompt="a red apple", model=MODEL, seed=seed, steps=steps, size=SizeSpec(size, size), **fields)
+    return ImageRequest(prompt="a red apple", model=model, seed=seed, steps=steps, size=SizeSpec(size, size))
 
 
 Factory = Callable[[int], Any]
@@ -158,29 +184,34 @@ async def compare(
     return {"capacity_per_s": round(capacity, 3), "runs": runs}
 
 
-async def _cache(root: Path, steps: int, repeats: int) -> dict[str, Any]:
-    """A seeded 256x256 request generated (new seeds) against repeated (one seed: answered from the cache)."""
+async def _cache(root: Path, repeats: int) -> dict[str, Any]:
+    """A seeded 256x256 request to the shipped built-in model generated (new seeds) against repeated (one
+    seed: answered from the cache)."""
     from limner.app import build_state
-    from limner.engines.catalog import ModelEntry
+    from limner.engines.catalog import BUILTIN_MODEL_ID, ModelEntry
     from limner.settings import Settings
 
-    entry = ModelEntry(id=MODEL, engine="builtin", default_steps=steps)
-    state = build_state(Settings(data_dir=root / "cache", models=[entry], default_model=MODEL))
-    await state.service.run(_request(1, steps, 256), "cache-warm")
+    entry = ModelEntry(id=BUILTIN_MODEL_ID, engine="builtin")
+    state = build_state(Settings(data_dir=root / "cache", models=[entry], default_model=BUILTIN_MODEL_ID))
+
+    def request(seed: int) -> Any:
+        return _request(seed, None, 256, model=BUILTIN_MODEL_ID)
+
+    await state.service.run(request(1), "cache-warm")
     generate, hit = [], []
     for index in range(repeats):
         started = time.perf_counter()
-        await state.service.run(_request(100 + index, steps, 256), f"gen-{index}")
+        await state.service.run(request(100 + index), f"gen-{index}")
         generate.append(time.perf_counter() - started)
     for index in range(repeats):
         started = time.perf_counter()
-        await state.service.run(_request(1, steps, 256), f"hit-{index}")
+        await state.service.run(request(1), f"hit-{index}")
         hit.append(time.perf_counter() - started)
     await state.catalog.aclose()
     gen_p50, hit_p50 = statistics.median(generate), statistics.median(hit)
     return {
+        "model": BUILTIN_MODEL_ID,
         "size": "256x256",
-        "steps": steps,
         "generate_p50_s": round(gen_p50, 4),
         "hit_p50_s": round(hit_p50, 5),
         "speedup": round(gen_p50 / hit_p50, 1),
@@ -190,9 +221,10 @@ async def _cache(root: Path, steps: int, repeats: int) -> dict[str, Any]:
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="limner-bench-scheduling-"))
+    model = build_model(root / "emoji-diffusion")
     modes = {"request-level": False, "step-level": True}
     states = {
-        mode: _state(root / mode, step_level, args.steps, args.max_batch, args.window_ms)
+        mode: _state(root / mode, model, step_level, args.steps, args.max_batch, args.window_ms)
         for mode, step_level in modes.items()
     }
     result = await compare(
@@ -204,7 +236,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     )
     for state in states.values():
         await state.catalog.aclose()
-    cache = await _cache(root, args.steps, args.cache_repeats)
+    cache = await _cache(root, args.cache_repeats)
     print(json.dumps(cache), flush=True)
     return {**result, "cache": cache}
 
@@ -213,7 +245,8 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [
         "# Scheduling: step-level vs request-level batching, and the result cache",
         "",
-        f"Built-in model, {meta['steps']} steps, 32x32, Poisson arrivals for {meta['seconds']} s per rate; "
+        f"First-generation emoji diffusion model (`EmojiDiffusionPipeline`, real size, random weights), "
+        f"{meta['steps']} steps, 32x32, Poisson arrivals for {meta['seconds']} s per rate; "
         f"capacity {result['capacity_per_s']} requests/s; {meta['threads']} torch thread(s) on {meta['machine']}.",
         "",
         *table(result),
@@ -221,7 +254,8 @@ def markdown(result: dict[str, Any], meta: dict[str, Any]) -> str:
     cache = result["cache"]
     lines += [
         "",
-        f"Result cache, seeded {cache['size']} at {cache['steps']} steps: generate p50 {cache['generate_p50_s']} s, "
+        f"Result cache, a seeded {cache['size']} request to the shipped built-in model ({cache['model']}): "
+        f"generate p50 {cache['generate_p50_s']} s, "
         f"hit p50 {cache['hit_p50_s']} s: {cache['speedup']}x.",
     ]
     return "\n".join(lines) + "\n"

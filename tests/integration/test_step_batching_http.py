@@ -1,11 +1,12 @@
-"""Step-level batching seen from outside: an async job sent while a long one runs on an SD pipeline (tiny, random
-weights) joins it within a step or two and, needing fewer steps, ends first (followed through
-``/v1/jobs/{id}/events``)."""
+"""Step-level batching seen from outside: an async job sent while a long one runs on the first-generation emoji
+diffusion pipeline (built small, random weights) joins it within a step or two and, needing fewer steps, ends
+first (followed through ``/v1/jobs/{id}/events``)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,23 +15,24 @@ import torch
 
 import limner.engines.diffusers_engine  # noqa: F401 - diffusers imported here, not in the server's startup
 from limner.app import create_app
-from limner.engines.catalog import ModelEntry
 from limner.settings import Settings
 from tests.support.live_server import live_server
-from tests.support.tiny_diffusers import build_tiny_sd
+from tests.support.tiny_emoji import build_tiny_emoji_diffusion, emoji_diffusion_entry
 from tests.support.waiting import wait_until
 
+MODEL = "emoji-diffusion"
 LONG_STEPS = 40
 SHORT_STEPS = 4
 
 
 @pytest.fixture
-def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(settings: Settings, tmp_path: Path) -> Iterator[str]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    path = build_tiny_sd(tmp_path_factory.mktemp("sd"))
-    sd = ModelEntry(id="sd", engine="diffusers", path=path, aliases=["dall-e-2"])
-    app = create_app(settings.with_overrides(models=[sd], default_model="sd", job_poll_seconds=0.05))
+    # its real width: a step slow enough (tens of ms) that the HTTP calls around the join take a step or two
+    model = build_tiny_emoji_diffusion(tmp_path / "emoji-diffusion", width=48)
+    entry = emoji_diffusion_entry(model, MODEL)
+    app = create_app(settings.with_overrides(models=[entry], default_model=MODEL, job_poll_seconds=0.05))
     try:
         with live_server(app) as url:
             yield url
@@ -39,7 +41,7 @@ def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def submit(server: str, prompt: str, steps: int, n: int = 1) -> str:
-    body = {"model": "dall-e-2", "prompt": prompt, "n": n, "size": "64x64", "steps": steps, "seed": steps}
+    body = {"model": MODEL, "prompt": prompt, "n": n, "size": "256x256", "steps": steps, "seed": steps}
     response = httpx.post(server + "/v1/images/generations", json=body, headers={"Prefer": "respond-async"}, timeout=30)
     assert response.status_code == 202, response.text
     job_id: str = response.json()["id"]
