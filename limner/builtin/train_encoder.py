@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from limner.builtin import checkpoints
 from limner.builtin.caption_encoder import CaptionEncoder
 from limner.builtin.captions import draw_caption, name_of
 from limner.builtin.emoji_set import EmojiEntry
@@ -95,17 +95,12 @@ class EncoderTrainer:
         }
 
     def save_checkpoint(self) -> None:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        final = self.checkpoint_dir / "encoder.pt"
-        partial = final.with_suffix(".pt.tmp")
-        torch.save(self.state(), partial)
-        os.replace(partial, final)
+        checkpoints.save(self.state(), self.checkpoint_dir / "encoder.pt")
 
     def load_checkpoint(self) -> bool:
-        path = self.checkpoint_dir / "encoder.pt"
-        if not path.exists():
+        state = checkpoints.load(self.checkpoint_dir / "encoder.pt")
+        if state is None:
             return False
-        state = torch.load(path, weights_only=False)
         self.model.load_state_dict(state["model"])
         for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
             optimizer.load_state_dict(saved)

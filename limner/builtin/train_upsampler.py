@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from limner.builtin import checkpoints
 from limner.builtin.glyph_store import glyph_tensor
 from limner.builtin.upsampler import FACTOR, Upsampler, downsample
 
@@ -119,17 +119,12 @@ class UpsamplerTrainer:
         }
 
     def save_checkpoint(self) -> None:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        final = self.checkpoint_dir / "upsampler.pt"
-        partial = final.with_suffix(".pt.tmp")
-        torch.save(self.state(), partial)
-        os.replace(partial, final)
+        checkpoints.save(self.state(), self.checkpoint_dir / "upsampler.pt")
 
     def load_checkpoint(self) -> bool:
-        path = self.checkpoint_dir / "upsampler.pt"
-        if not path.exists():
+        state = checkpoints.load(self.checkpoint_dir / "upsampler.pt")
+        if state is None:
             return False
-        state = torch.load(path, weights_only=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
