@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -167,7 +168,7 @@ def test_more_steps_than_stages_pace_the_progress_and_previews_without_changing_
     steps: list[int] = []
     previews: list[int] = []
 
-    def draw(**extra: object) -> bytes:
+    def draw(**extra: Any) -> bytes:
         [image] = pipe("ghost", width=256, height=256, generator=[torch.Generator().manual_seed(3)], **extra).images
         assert image is not None
         return image.tobytes()

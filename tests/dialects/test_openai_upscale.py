@@ -24,6 +24,7 @@ from limner.engines.catalog import ModelEntry
 from limner.settings import Settings
 from tests.dialects.conftest import decode
 from tests.support.fakes import RecordingEngine, consumer_from_header, factories
+from tests.support.images import pixel_at
 from tests.support.tiny_upscalers import write_upscaler
 
 URL = "/v1/images/upscale"
@@ -122,8 +123,8 @@ def test_data_url_and_alpha_survive(client: TestClient) -> None:
     image = image_of(response.json())
     assert image.size == (32, 32)
     assert image.mode == "RGBA"
-    assert image.getpixel((16, 0))[3] == 0  # the transparent top row stays transparent
-    assert image.getpixel((16, 20))[3] == 255
+    assert pixel_at(image, (16, 0))[3] == 0  # the transparent top row stays transparent
+    assert pixel_at(image, (16, 20))[3] == 255
 
 
 def test_url_answer_links_the_stored_image(client: TestClient) -> None:

@@ -86,12 +86,9 @@ async def test_int8_weights_are_counted_at_their_own_size(sd_dir: Path) -> None:
         await full.load()
         await low.load()
         pipe = full._pipe
-        linear = sum(
-            module.weight.numel()
-            for component in (pipe.unet, pipe.text_encoder)  # type: ignore[union-attr]
-            for module in component.modules()
-            if isinstance(module, torch.nn.Linear)
-        )
+        assert pipe is not None
+        layers = [m for c in (pipe.unet, pipe.text_encoder) for m in c.modules() if isinstance(m, torch.nn.Linear)]
+        linear = sum(int(layer.weight.numel()) for layer in layers)
         saved = full.resident_bytes - low.resident_bytes
     finally:
         await full.aclose()

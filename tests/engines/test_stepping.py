@@ -147,6 +147,7 @@ async def test_a_cancelled_request_leaves_at_the_next_step(engines: dict[str, Di
     engine = engines["sd1"]
     stepper = SteppingEngine(engine, engine, max_images=8)
     rows: list[int] = []
+    assert engine._pipe is not None
     hook = engine._pipe.unet.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
     steps = Steps()
     try:
@@ -168,6 +169,7 @@ async def test_a_full_batch_takes_newcomers_as_others_finish(engines: dict[str, 
     engine = engines["sd1"]
     stepper = SteppingEngine(engine, engine, max_images=2)
     rows: list[int] = []
+    assert engine._pipe is not None
     hook = engine._pipe.unet.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0] // 2))
     try:
         results = await asyncio.gather(*(stepper.generate(request("a barn", [seed], 2 + seed)) for seed in range(4)))

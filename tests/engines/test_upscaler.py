@@ -14,6 +14,7 @@ from limner.core.errors import ModelNotAvailable
 from limner.core.models import EngineRequest, Mode
 from limner.engines import spandrel_import
 from limner.engines.upscaler import ModelUpscaler, UpscalerEngine, filter_upscale
+from tests.support.images import pixel_at
 from tests.support.tiny_diffusers import build_tiny_x4_upscaler
 from tests.support.tiny_upscalers import write_upscaler
 
@@ -37,8 +38,8 @@ async def test_the_engine_upscales_and_keeps_alpha(tmp_path: Path) -> None:
     (result,) = await engine.generate(request)
     assert result.image.size == (32, 32)
     assert result.image.mode == "RGBA"
-    assert result.image.getpixel((16, 2))[3] == 0
-    assert result.image.getpixel((16, 24))[3] == 255
+    assert pixel_at(result.image, (16, 2))[3] == 0
+    assert pixel_at(result.image, (16, 24))[3] == 255
     await engine.aclose()
     assert engine.resident_bytes == 0
 
@@ -49,7 +50,7 @@ def test_the_builtin_filter_sharpens_colour_and_not_alpha() -> None:
     larger = filter_upscale(source, 2)
     assert larger.size == (16, 16)
     assert set(larger.getchannel("A").getcolors() or ()) == {(256, 128)}  # alpha resampled, never sharpened
-    assert larger.convert("RGB").getpixel((6, 8))[0] == 255  # the unsharp mask's overshoot, clipped to white
+    assert pixel_at(larger.convert("RGB"), (6, 8))[0] == 255  # the unsharp mask's overshoot, clipped to white
 
 
 def test_a_file_that_is_no_upscaler_is_refused(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from PIL import Image
@@ -88,7 +89,7 @@ def test_the_reader_answers_what_it_is_sent(settings: Settings) -> None:
         heavy = base64.b64encode(bytes(big)).decode()
         plain = read({"image": png(Image.new("RGB", (8, 8)))})
         assert plain.status_code == 200 and plain.json()["present"] is False
-        for body, message in [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"image": "not base64!"}, "'image' is not base64: send the image's bytes in base64."),
             ({"image": base64.b64encode(b"GIF89a....").decode()}, "'image' is not a PNG, JPEG or WebP image."),
             (
@@ -97,7 +98,8 @@ def test_the_reader_answers_what_it_is_sent(settings: Settings) -> None:
             ),
             ({}, "Missing required parameter: 'image'."),
             ({"image": "", "extra": 1}, "Unrecognized request argument supplied: 'extra'."),
-        ]:
+        ]
+        for body, message in cases:
             answer = read(body)
             assert answer.status_code == 400, answer.text
             error = answer.json()["error"]

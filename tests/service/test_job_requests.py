@@ -78,7 +78,8 @@ def test_a_request_comes_back_as_it_was_translated() -> None:
     assert (stored.method, stored.path, stored.query) == ("POST", "/v1/images/edits", "a=1")
     assert job_requests.load(stored.request) == request
     assert job_requests.load_answer(stored.answer) == answer
-    assert job_requests.load(stored.request).images[0].source == PNG  # the file bytes, exactly
+    first = job_requests.load(stored.request).images[0]
+    assert isinstance(first, EncodedImage) and first.source == PNG  # the file bytes, exactly
 
 
 def test_a_synchronous_row_keeps_no_request() -> None:

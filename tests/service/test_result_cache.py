@@ -88,7 +88,7 @@ async def test_hits_are_charged_the_usual_price_or_the_cache_price(tmp_path: Pat
     db = state.accounts.db
     consumers.create_consumer(db, "alice")
     credits.grant(db, "alice", credits.MICROS * 100)
-    spent = []
+    spent: list[float] = []
     for model in ("pattern", "pattern", "cheap", "cheap"):
         before = credits.balance(db, "alice")
         await state.service.run(seeded(model=model, consumer="alice"), f"{model}-{len(spent)}")

@@ -12,3 +12,10 @@ def pixels(data: bytes) -> tuple[str, tuple[int, int], bytes]:
     """The decoded picture of an encoded image: mode, size and pixel bytes."""
     image = Image.open(io.BytesIO(data))
     return image.mode, image.size, image.tobytes()
+
+
+def pixel_at(image: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:
+    """One pixel of a multi-band image as a tuple (Pillow's ``getpixel`` is typed for every mode at once)."""
+    pixel = image.getpixel(xy)
+    assert isinstance(pixel, tuple), f"{image.mode} has one band"
+    return pixel
